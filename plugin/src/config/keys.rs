@@ -1,0 +1,166 @@
+//! The table of configuration keys: one row per key, with both spellings, its default
+//! and what it does. Parsing, the README reference table and the plugin's property
+//! lookup all read this table, so a key cannot exist in one place and not another.
+
+/// Where a key comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A key of the Go predecessor, Data2Parquet-go.
+    Upstream,
+    /// A key added by data2parquet.
+    New,
+}
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyInfo {
+    pub key: Key,
+    /// Fluent Bit spelling, e.g. `BufferSize`.
+    pub camel: &'static str,
+    /// JSON spelling, e.g. `buffer_size`.
+    pub snake: &'static str,
+    /// The default, as documented.
+    pub default: &'static str,
+    pub doc: &'static str,
+    pub origin: Origin,
+}
+
+macro_rules! keys {
+    ($( $id:ident, $camel:literal, $snake:literal, $origin:ident, $default:literal, $doc:literal; )*) => {
+        /// Every configuration key.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Key { $($id),* }
+
+        /// The key table, in documentation order.
+        pub const KEYS: &[KeyInfo] = &[
+            $( KeyInfo { key: Key::$id, camel: $camel, snake: $snake, default: $default, doc: $doc, origin: Origin::$origin } ),*
+        ];
+    };
+}
+
+keys! {
+    // --- upstream keys (upstream.md §2.2) ---
+    Address, "Address", "address", Upstream, "\"\" (all interfaces)", "http-server listen address.";
+    Port, "Port", "port", Upstream, "8080", "http-server listen port (1-65535).";
+    BufferSize, "BufferSize", "buffer_size", Upstream, "100", "Records per key that trigger a flush; also the most rows per file. Any value >= 1 (upstream silently raised values below 100).";
+    BufferType, "BufferType", "buffer_type", Upstream, "mem", "`mem` (fast, not durable) or `redis` (durable, multi-node).";
+    Debug, "Debug", "debug", Upstream, "false", "Verbose logging.";
+    FlushInterval, "FlushInterval", "flush_interval", Upstream, "5", "Seconds a record may wait before its key is flushed (also `500ms`, `10s`, `2m`).";
+    IgnoredFields, "IgnoredFields", "ignored_fields", Upstream, "\"\"", "Input fields to drop (log records). Separators: `, ; : | / \\` and space. Names are matched case-insensitively with `_` equal to `-`.";
+    MaskFields, "MaskFields", "mask_fields", Upstream, "\"\"", "Input fields whose value is replaced by `*` (log records). Same syntax as IgnoredFields.";
+    JsonSchemaPath, "JsonSchemaPath", "json_schema_path", Upstream, "\"\"", "JSON Schema file that fixes the schema of `dynamic` records.";
+    LogFormatter, "LogFormatter", "log_formatter", Upstream, "color", "Log line format of the tools: `color`, `text`, `json` or `multi`.";
+    RecordType, "RecordType", "record_type", Upstream, "log", "`log` (the fixed upstream schema) or `dynamic` (schema from the data).";
+    RecoveryAttempts, "RecoveryAttempts", "recovery_attempts", Upstream, "0", "Extra write attempts, with exponential backoff, before a batch goes to the recovery store.";
+    RedisHost, "RedisHost", "redis_host", Upstream, "\"\"", "Redis `host:port`, or a `redis://` / `rediss://` (TLS) URL. Required with BufferType=redis.";
+    RedisPassword, "RedisPassword", "redis_password", Upstream, "\"\"", "Redis password (never logged).";
+    RedisDB, "RedisDB", "redis_db", Upstream, "0", "Redis database number (>= 0).";
+    RedisTimeout, "RedisTimeout", "redis_timeout", Upstream, "0", "Redis command timeout in milliseconds; 0 means 3000 ms, -1 means none.";
+    RedisKeys, "RedisKeys", "redis_keys", Upstream, "keys", "Name of the Redis set that lists every buffered key.";
+    RedisDataPrefix, "RedisDataPrefix", "redis_data_prefix", Upstream, "data", "Prefix of the Redis lists that hold buffered records (`<prefix>:<key>`).";
+    RedisLockPrefix, "RedisLockPrefix", "redis_lock_prefix", Upstream, "lock", "Prefix of the per-key flush locks (`<prefix>:<key>`).";
+    RedisLockTTL, "RedisLockTTL", "redis_lock_ttl", Upstream, "1.5 x FlushInterval", "Flush-lock lifetime in seconds; refreshed while flushing.";
+    RedisLockInstanceName, "RedisLockInstanceName", "redis_lock_instance_name", Upstream, "host name", "This node's name in lock owner tokens.";
+    RedisDLQPrefix, "RedisDLQPrefix", "redis_dlq_prefix", Upstream, "dlq", "Prefix of the per-key dead-letter lists (`<prefix>:<key>`).";
+    RedisRecoveryKey, "RedisRecoveryKey", "redis_recovery_key", Upstream, "recovery", "Prefix of the Redis keys that keep failed uploads for retry.";
+    RedisSkipFlush, "RedisSkipFlush", "redis_skip_flush", Upstream, "false", "Receive-only node: push to Redis, never flush.";
+    S3BucketName, "S3BucketName", "s3_bucket_name", Upstream, "\"\"", "Target bucket (required with WriterType=aws-s3).";
+    S3Region, "S3Region", "s3_region", Upstream, "\"\"", "Region; empty uses the AWS default chain (`AWS_REGION`, profile).";
+    S3Endpoint, "S3Endpoint", "s3_endpoint", Upstream, "\"\"", "Custom endpoint (MinIO, Ceph, R2, moto...). Uses path-style addressing.";
+    S3RoleARN, "S3RoleARN", "s3_role_arn", Upstream, "\"\"", "Role to assume with STS (optional).";
+    S3STSEndpoint, "S3STSEndpoint", "s3_sts_endpoint", Upstream, "\"\"", "Custom STS endpoint for S3RoleARN (optional).";
+    S3DefaultCapability, "S3DefaultCapability", "s3_default_capability", Upstream, "undefined", "Accepted for compatibility; upstream never used it.";
+    TryAutoRecover, "TryAutoRecover", "try_auto_recover", Upstream, "false", "Retry batches kept in the recovery store periodically and at start.";
+    UseDLQ, "UseDLQ", "use_dlq", Upstream, "true", "Send records that cannot be decoded or converted to the dead-letter queue (default changed from upstream's false so that no bad record is lost silently).";
+    UseHash, "UseHash", "use_hash", Upstream, "false", "Add `-<md5 of the file>` to file names.";
+    UseHMAC, "UseHMAC", "use_hmac", Upstream, "false", "Fill the `hmac` column with HMAC-SHA256 under HmacKey (see README).";
+    WriterCompressionType, "WriterCompressionType", "writer_compression_type", Upstream, "snappy", "`snappy`, `gzip`, `zstd`, `lz4`, `brotli` or `none`.";
+    WriterFilePath, "WriterFilePath", "writer_file_path", Upstream, "./out", "Output folder of the file writer; also holds `_dlq/` and `_recovery/` by default.";
+    WriterRowGroupSize, "WriterRowGroupSize", "writer_row_group_size", Upstream, "134217728", "Row-group size in encoded bytes (>= 1024; suffixes KiB/MiB/GiB accepted).";
+    WriterType, "WriterType", "writer_type", Upstream, "file", "`file` or `aws-s3` (`s3` accepted).";
+    // --- new keys ---
+    HmacKey, "HmacKey", "hmac_key", New, "\"\"", "Secret key of UseHMAC (required with it; never logged).";
+    WriterCompressionLevel, "WriterCompressionLevel", "writer_compression_level", New, "codec default", "Level for gzip (0-10), zstd (1-22) or brotli (0-11).";
+    WriterFsync, "WriterFsync", "writer_fsync", New, "true", "fsync files and their folder before a batch counts as written.";
+    WriterMapValuesUtf8, "WriterMapValuesUtf8", "writer_map_values_utf8", New, "false", "Annotate `args`/`extra-fields` values as UTF8 (upstream leaves them plain binary).";
+    PartitionFields, "PartitionFields", "partition_fields", New, "business-capability,business-domain,business-service,application-service", "Fields whose values form the partition key (`a:b:c:d`). Also `tag`, `tag[N]` and `meta.<name>`.";
+    PartitionPath, "PartitionPath", "partition_path", New, "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", "Folder layout: `{field}` (a partition field) and `{%Y}` `{%m}` `{%d}` `{%H}` `{%M}` (UTC).";
+    PartitionTime, "PartitionTime", "partition_time", New, "flush", "Time used in the path: `flush` (flush time) or `record` (the record's own time, UTC).";
+    BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "268435456", "Memory the mem buffer may hold before it refuses records (FLB_RETRY / HTTP 429).";
+    QueueCapacity, "QueueCapacity", "queue_capacity", New, "64", "Batches waiting for the buffer thread before producers get a `full` error.";
+    FlushWorkers, "FlushWorkers", "flush_workers", New, "1", "Threads that convert and write batches.";
+    MaxRecordBytes, "MaxRecordBytes", "max_record_bytes", New, "16777216", "Largest single JSON record accepted; larger ones go to the DLQ.";
+    DLQPath, "DLQPath", "dlq_path", New, "<WriterFilePath>/_dlq", "Folder of the file dead-letter queue (mem buffer).";
+    RecoveryPath, "RecoveryPath", "recovery_path", New, "<WriterFilePath>/_recovery", "Folder that keeps batches whose write failed, for retry.";
+    FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
+}
+
+impl Key {
+    pub fn info(self) -> &'static KeyInfo {
+        // The table is generated from the same list as the enum, so every key is present.
+        KEYS.iter()
+            .find(|k| k.key == self)
+            .unwrap_or_else(|| unreachable!("key table is complete"))
+    }
+}
+
+/// The canonical form used for matching: lower case, with `_`, `-` and `.` removed, so
+/// `buffer_size`, `BufferSize` and `BUFFER-SIZE` are one key.
+pub fn canonical(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Finds a key by any spelling.
+pub fn lookup(name: &str) -> Option<&'static KeyInfo> {
+    let c = canonical(name);
+    KEYS.iter().find(|k| canonical(k.camel) == c || canonical(k.snake) == c)
+}
+
+/// The README's configuration reference, generated from the table.
+pub fn reference_markdown() -> String {
+    let mut s = String::from(
+        "| Fluent Bit key | JSON key | Environment | Default | Origin | Meaning |\n|---|---|---|---|---|---|\n",
+    );
+    for k in KEYS {
+        s.push_str(&format!(
+            "| `{}` | `{}` | `D2P_{}` | {} | {} | {} |\n",
+            k.camel,
+            k.snake,
+            k.snake.to_uppercase(),
+            k.default,
+            match k.origin {
+                Origin::Upstream => "upstream",
+                Origin::New => "new",
+            },
+            k.doc.replace('|', "\\|")
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_finds_its_key() {
+        for k in KEYS {
+            assert_eq!(lookup(k.camel).map(|i| i.key), Some(k.key), "{}", k.camel);
+            assert_eq!(lookup(k.snake).map(|i| i.key), Some(k.key), "{}", k.snake);
+            assert_eq!(lookup(&k.snake.to_uppercase()).map(|i| i.key), Some(k.key));
+        }
+        assert!(lookup("NoSuchKey").is_none());
+    }
+
+    #[test]
+    fn spellings_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for k in KEYS {
+            assert!(seen.insert(canonical(k.camel)), "duplicate {}", k.camel);
+            assert_eq!(canonical(k.camel), canonical(k.snake), "{} vs {}", k.camel, k.snake);
+        }
+    }
+}

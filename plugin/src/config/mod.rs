@@ -1,0 +1,847 @@
+//! Configuration: one typed [`Config`], filled from any of three places.
+//!
+//! - a JSON file with snake_case keys ([`Config::from_json_str`]);
+//! - key/value pairs as Fluent Bit hands them over, CamelCase, case-insensitive
+//!   ([`Config::set`], [`ConfigBuilder::from_lookup`]);
+//! - environment variables `D2P_<SNAKE_CASE_UPPER>` ([`ConfigBuilder::apply_env`]),
+//!   which override the file.
+//!
+//! Unknown keys and bad values are errors that name the key and what it accepts; no
+//! value silently falls back to a default. Keys starting with `_` in a JSON file are
+//! treated as comments (upstream's example files use them that way).
+
+pub mod keys;
+
+pub use keys::{KEYS, Key, KeyInfo};
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error, always naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown configuration key `{key}`{hint}")]
+    UnknownKey { key: String, hint: String },
+    #[error("invalid value `{value}` for {key}: {reason}")]
+    BadValue { key: String, value: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+/// A secret string: never printed by Debug or Display.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// A set of normalised field names (IgnoredFields, MaskFields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSet(HashSet<String>);
+
+impl FieldSet {
+    /// Parses upstream's list syntax: `, ; : | / \` and spaces separate entries; names
+    /// are lower-cased and `_` becomes `-`, exactly as input keys are (fixes D-C6).
+    pub fn parse(s: &str) -> FieldSet {
+        FieldSet(
+            s.split([',', ';', ':', '|', '/', '\\', ' ', '\t'])
+                .map(|p| p.trim().to_lowercase().replace('_', "-"))
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
+    }
+    pub fn contains(&self, k: &str) -> bool {
+        !self.0.is_empty() && self.0.contains(k)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter()
+    }
+}
+
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident { $($var:ident = $($text:literal)|+),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($var),* }
+        impl $name {
+            const ACCEPTED: &'static str = concat!($($( $text, ", ",)+)*);
+            fn parse(v: &str) -> Option<Self> {
+                let l = v.trim().to_ascii_lowercase();
+                $( if [$($text),+].contains(&l.as_str()) { return Some($name::$var); } )*
+                None
+            }
+            fn accepted() -> &'static str {
+                Self::ACCEPTED.trim_end_matches(", ")
+            }
+        }
+    };
+}
+
+choice!(
+    /// Where records wait before they are written.
+    BufferType { Mem = "mem" | "memory", Redis = "redis" }
+);
+choice!(
+    /// Where Parquet files go.
+    WriterType { File = "file", S3 = "aws-s3" | "s3" }
+);
+choice!(
+    /// The record model.
+    RecordType { Log = "log", Dynamic = "dynamic" }
+);
+choice!(
+    /// Parquet page compression.
+    Codec { Snappy = "snappy", Gzip = "gzip", Zstd = "zstd", Lz4 = "lz4", Brotli = "brotli", None = "none" | "uncompressed" }
+);
+choice!(
+    /// Tool log line format.
+    LogFormatter { Color = "color", Text = "text", Json = "json", Multi = "multi" }
+);
+choice!(
+    /// Which time fills the partition path.
+    PartitionTime { Flush = "flush", Record = "record" }
+);
+choice!(
+    /// What happens to Fluent Bit event metadata in log records.
+    FluentMetadata { Args = "args", Drop = "drop" }
+);
+
+/// Redis settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    pub host: String,
+    pub password: Secret,
+    pub db: i64,
+    /// `None`: no timeout.
+    pub timeout: Option<Duration>,
+    pub keys: String,
+    pub data_prefix: String,
+    pub lock_prefix: String,
+    /// Lock lifetime; `None` until [`ConfigBuilder::build`] applies 1.5 × FlushInterval.
+    pub lock_ttl: Duration,
+    pub lock_instance_name: String,
+    pub dlq_prefix: String,
+    pub recovery_key: String,
+    pub skip_flush: bool,
+}
+
+/// S3 settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: String,
+    pub role_arn: String,
+    pub sts_endpoint: String,
+    pub default_capability: String,
+}
+
+/// The complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub address: String,
+    pub port: u16,
+    pub buffer_size: usize,
+    pub buffer_type: BufferType,
+    pub buffer_max_bytes: u64,
+    pub queue_capacity: usize,
+    pub flush_workers: usize,
+    pub debug: bool,
+    pub flush_interval: Duration,
+    pub ignored_fields: FieldSet,
+    pub mask_fields: FieldSet,
+    pub json_schema_path: Option<PathBuf>,
+    pub log_formatter: LogFormatter,
+    pub record_type: RecordType,
+    pub recovery_attempts: u32,
+    pub try_auto_recover: bool,
+    pub use_dlq: bool,
+    pub use_hash: bool,
+    pub use_hmac: bool,
+    pub hmac_key: Secret,
+    pub redis: RedisConfig,
+    pub s3: S3Config,
+    pub codec: Codec,
+    pub compression_level: Option<u32>,
+    pub writer_file_path: PathBuf,
+    pub writer_row_group_size: u64,
+    pub writer_type: WriterType,
+    pub writer_fsync: bool,
+    pub map_values_utf8: bool,
+    pub partition_fields: Vec<String>,
+    pub partition_path: String,
+    pub partition_time: PartitionTime,
+    pub max_record_bytes: usize,
+    pub dlq_path: PathBuf,
+    pub recovery_path: PathBuf,
+    pub fluent_metadata: FluentMetadata,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Defaults never fail validation.
+        ConfigBuilder::new()
+            .build()
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+}
+
+/// Accumulates settings from any source, then validates them all at once.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    cfg: Config,
+    lock_ttl_set: bool,
+    dlq_path_set: bool,
+    recovery_path_set: bool,
+    lock_name_set: bool,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn bad(key: &KeyInfo, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.camel.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bool(k: &KeyInfo, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "yes" | "1" => Ok(true),
+        "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(bad(k, v, "expected a boolean (true/false, on/off, yes/no, 1/0)")),
+    }
+}
+
+fn parse_int<T: std::str::FromStr>(k: &KeyInfo, v: &str, what: &str) -> Result<T, ConfigError> {
+    v.trim().parse::<T>().map_err(|_| bad(k, v, format!("expected {what}")))
+}
+
+/// Byte sizes: a plain number, or with a suffix (k/KB/KiB, M/MB/MiB, G/GB/GiB).
+fn parse_bytes(k: &KeyInfo, v: &str) -> Result<u64, ConfigError> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| bad(k, v, "expected a size in bytes, e.g. 134217728 or 128MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return Err(bad(k, v, "unknown size unit (accepted: B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| bad(k, v, "size too large"))
+}
+
+/// Durations: plain seconds, or with a suffix ms/s/m/h.
+fn parse_duration(k: &KeyInfo, v: &str) -> Result<Duration, ConfigError> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| bad(k, v, "expected seconds, or a duration such as 500ms, 10s, 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad(k, v, "unknown duration unit (accepted: ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 * 365.0 {
+        return Err(bad(k, v, "must be greater than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_choice<T>(k: &KeyInfo, v: &str, f: fn(&str) -> Option<T>, accepted: &str) -> Result<T, ConfigError> {
+    f(v).ok_or_else(|| bad(k, v, format!("accepted values: {accepted}")))
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "d2p".to_string())
+}
+
+impl ConfigBuilder {
+    pub fn new() -> Self {
+        ConfigBuilder {
+            cfg: Config {
+                address: String::new(),
+                port: 8080,
+                buffer_size: 100,
+                buffer_type: BufferType::Mem,
+                buffer_max_bytes: 256 * 1024 * 1024,
+                queue_capacity: 64,
+                flush_workers: 1,
+                debug: false,
+                flush_interval: Duration::from_secs(5),
+                ignored_fields: FieldSet::default(),
+                mask_fields: FieldSet::default(),
+                json_schema_path: None,
+                log_formatter: LogFormatter::Color,
+                record_type: RecordType::Log,
+                recovery_attempts: 0,
+                try_auto_recover: false,
+                use_dlq: true,
+                use_hash: false,
+                use_hmac: false,
+                hmac_key: Secret::default(),
+                redis: RedisConfig {
+                    host: String::new(),
+                    password: Secret::default(),
+                    db: 0,
+                    timeout: Some(Duration::from_millis(3000)),
+                    keys: "keys".into(),
+                    data_prefix: "data".into(),
+                    lock_prefix: "lock".into(),
+                    lock_ttl: Duration::from_millis(7500),
+                    lock_instance_name: String::new(),
+                    dlq_prefix: "dlq".into(),
+                    recovery_key: "recovery".into(),
+                    skip_flush: false,
+                },
+                s3: S3Config {
+                    bucket: String::new(),
+                    region: String::new(),
+                    endpoint: String::new(),
+                    role_arn: String::new(),
+                    sts_endpoint: String::new(),
+                    default_capability: "undefined".into(),
+                },
+                codec: Codec::Snappy,
+                compression_level: None,
+                writer_file_path: PathBuf::from("./out"),
+                writer_row_group_size: 134_217_728,
+                writer_type: WriterType::File,
+                writer_fsync: true,
+                map_values_utf8: false,
+                partition_fields: vec![
+                    "business-capability".into(),
+                    "business-domain".into(),
+                    "business-service".into(),
+                    "application-service".into(),
+                ],
+                partition_path: "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}".into(),
+                partition_time: PartitionTime::Flush,
+                max_record_bytes: 16 * 1024 * 1024,
+                dlq_path: PathBuf::new(),
+                recovery_path: PathBuf::new(),
+                fluent_metadata: FluentMetadata::Args,
+            },
+            lock_ttl_set: false,
+            dlq_path_set: false,
+            recovery_path_set: false,
+            lock_name_set: false,
+        }
+    }
+
+    /// Sets one key, given in any spelling.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ConfigError> {
+        let info = keys::lookup(key).ok_or_else(|| ConfigError::UnknownKey {
+            key: key.to_string(),
+            hint: suggest(key),
+        })?;
+        self.set_key(info, value)?;
+        Ok(self)
+    }
+
+    fn set_key(&mut self, k: &'static KeyInfo, v: &str) -> Result<(), ConfigError> {
+        let c = &mut self.cfg;
+        match k.key {
+            Key::Address => c.address = v.trim().to_string(),
+            Key::Port => {
+                c.port = parse_int::<u16>(k, v, "a port number 1-65535")?;
+                if c.port == 0 {
+                    return Err(bad(k, v, "expected a port number 1-65535"));
+                }
+            }
+            Key::BufferSize => {
+                c.buffer_size = parse_int::<usize>(k, v, "a record count >= 1")?;
+                if c.buffer_size == 0 {
+                    return Err(bad(k, v, "expected a record count >= 1"));
+                }
+            }
+            Key::BufferType => c.buffer_type = parse_choice(k, v, BufferType::parse, BufferType::accepted())?,
+            Key::Debug => c.debug = parse_bool(k, v)?,
+            Key::FlushInterval => c.flush_interval = parse_duration(k, v)?,
+            Key::IgnoredFields => c.ignored_fields = FieldSet::parse(v),
+            Key::MaskFields => c.mask_fields = FieldSet::parse(v),
+            Key::JsonSchemaPath => {
+                c.json_schema_path = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
+            }
+            Key::LogFormatter => c.log_formatter = parse_choice(k, v, LogFormatter::parse, LogFormatter::accepted())?,
+            Key::RecordType => c.record_type = parse_choice(k, v, RecordType::parse, RecordType::accepted())?,
+            Key::RecoveryAttempts => c.recovery_attempts = parse_int::<u32>(k, v, "a count >= 0")?,
+            Key::RedisHost => c.redis.host = v.trim().to_string(),
+            Key::RedisPassword => c.redis.password = Secret::new(v),
+            Key::RedisDB => {
+                c.redis.db = parse_int::<i64>(k, v, "a database number >= 0")?;
+                if c.redis.db < 0 {
+                    return Err(bad(k, v, "expected a database number >= 0"));
+                }
+            }
+            Key::RedisTimeout => {
+                let ms = parse_int::<i64>(k, v, "milliseconds (0 = default 3000, -1 = no timeout)")?;
+                c.redis.timeout = match ms {
+                    -1 => None,
+                    0 => Some(Duration::from_millis(3000)),
+                    n if n > 0 => Some(Duration::from_millis(n as u64)),
+                    _ => return Err(bad(k, v, "expected milliseconds (0 = default 3000, -1 = no timeout)")),
+                };
+            }
+            Key::RedisKeys => c.redis.keys = nonempty(k, v)?,
+            Key::RedisDataPrefix => c.redis.data_prefix = nonempty(k, v)?,
+            Key::RedisLockPrefix => c.redis.lock_prefix = nonempty(k, v)?,
+            Key::RedisLockTTL => {
+                c.redis.lock_ttl = parse_duration(k, v)?;
+                self.lock_ttl_set = true;
+            }
+            Key::RedisLockInstanceName => {
+                c.redis.lock_instance_name = v.trim().to_string();
+                self.lock_name_set = !v.trim().is_empty();
+            }
+            Key::RedisDLQPrefix => c.redis.dlq_prefix = nonempty(k, v)?,
+            Key::RedisRecoveryKey => c.redis.recovery_key = nonempty(k, v)?,
+            Key::RedisSkipFlush => c.redis.skip_flush = parse_bool(k, v)?,
+            Key::S3BucketName => c.s3.bucket = v.trim().to_string(),
+            Key::S3Region => c.s3.region = v.trim().to_string(),
+            Key::S3Endpoint => c.s3.endpoint = v.trim().to_string(),
+            Key::S3RoleARN => c.s3.role_arn = v.trim().to_string(),
+            Key::S3STSEndpoint => c.s3.sts_endpoint = v.trim().to_string(),
+            Key::S3DefaultCapability => c.s3.default_capability = v.trim().to_string(),
+            Key::TryAutoRecover => c.try_auto_recover = parse_bool(k, v)?,
+            Key::UseDLQ => c.use_dlq = parse_bool(k, v)?,
+            Key::UseHash => c.use_hash = parse_bool(k, v)?,
+            Key::UseHMAC => c.use_hmac = parse_bool(k, v)?,
+            Key::WriterCompressionType => c.codec = parse_choice(k, v, Codec::parse, Codec::accepted())?,
+            Key::WriterFilePath => c.writer_file_path = PathBuf::from(nonempty(k, v)?),
+            Key::WriterRowGroupSize => {
+                c.writer_row_group_size = parse_bytes(k, v)?;
+                if c.writer_row_group_size < 1024 {
+                    return Err(bad(k, v, "must be at least 1024 bytes"));
+                }
+            }
+            Key::WriterType => c.writer_type = parse_choice(k, v, WriterType::parse, WriterType::accepted())?,
+            Key::HmacKey => c.hmac_key = Secret::new(v),
+            Key::WriterCompressionLevel => {
+                c.compression_level = if v.trim().is_empty() {
+                    None
+                } else {
+                    Some(parse_int::<u32>(k, v, "a compression level")?)
+                }
+            }
+            Key::WriterFsync => c.writer_fsync = parse_bool(k, v)?,
+            Key::WriterMapValuesUtf8 => c.map_values_utf8 = parse_bool(k, v)?,
+            Key::PartitionFields => {
+                let f: Vec<String> = v
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if f.is_empty() {
+                    return Err(bad(k, v, "expected at least one field"));
+                }
+                c.partition_fields = f;
+            }
+            Key::PartitionPath => c.partition_path = v.trim().trim_matches('/').to_string(),
+            Key::PartitionTime => c.partition_time = parse_choice(k, v, PartitionTime::parse, PartitionTime::accepted())?,
+            Key::BufferMaxBytes => {
+                c.buffer_max_bytes = parse_bytes(k, v)?;
+                if c.buffer_max_bytes < 1024 {
+                    return Err(bad(k, v, "must be at least 1024 bytes"));
+                }
+            }
+            Key::QueueCapacity => {
+                c.queue_capacity = parse_int::<usize>(k, v, "a count >= 1")?;
+                if c.queue_capacity == 0 {
+                    return Err(bad(k, v, "expected a count >= 1"));
+                }
+            }
+            Key::FlushWorkers => {
+                c.flush_workers = parse_int::<usize>(k, v, "a thread count 1-64")?;
+                if !(1..=64).contains(&c.flush_workers) {
+                    return Err(bad(k, v, "expected a thread count 1-64"));
+                }
+            }
+            Key::MaxRecordBytes => {
+                c.max_record_bytes = parse_bytes(k, v)? as usize;
+                if c.max_record_bytes < 16 {
+                    return Err(bad(k, v, "must be at least 16 bytes"));
+                }
+            }
+            Key::DLQPath => {
+                c.dlq_path = PathBuf::from(nonempty(k, v)?);
+                self.dlq_path_set = true;
+            }
+            Key::RecoveryPath => {
+                c.recovery_path = PathBuf::from(nonempty(k, v)?);
+                self.recovery_path_set = true;
+            }
+            Key::FluentMetadata => {
+                c.fluent_metadata = parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a JSON config document (snake_case keys, any spelling accepted). Values may
+    /// be strings, numbers, booleans or (for field lists) arrays of strings; null
+    /// leaves the default.
+    pub fn merge_json_str(&mut self, text: &str) -> Result<&mut Self, ConfigError> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::File {
+            path: "<json>".into(),
+            reason: format!("invalid JSON: {e}"),
+        })?;
+        let serde_json::Value::Object(map) = v else {
+            return Err(ConfigError::File {
+                path: "<json>".into(),
+                reason: "the config must be a JSON object".into(),
+            });
+        };
+        for (key, val) in map {
+            if key.starts_with('_') {
+                continue;
+            }
+            let text = match &val {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Array(items) => {
+                    let mut parts = Vec::new();
+                    for i in items {
+                        match i {
+                            serde_json::Value::String(s) => parts.push(s.clone()),
+                            other => parts.push(other.to_string()),
+                        }
+                    }
+                    parts.join(",")
+                }
+                serde_json::Value::Object(_) => {
+                    return Err(ConfigError::BadValue {
+                        key,
+                        value: val.to_string(),
+                        reason: "expected a string, number, boolean or list".into(),
+                    });
+                }
+            };
+            self.set(&key, &text)?;
+        }
+        Ok(self)
+    }
+
+    pub fn merge_json_file(&mut self, path: &Path) -> Result<&mut Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.merge_json_str(&text).map_err(|e| match e {
+            ConfigError::File { reason, .. } => ConfigError::File {
+                path: path.display().to_string(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Applies `D2P_*` variables. An unknown `D2P_` variable is an error, so a typo
+    /// cannot go unnoticed.
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<&mut Self, ConfigError> {
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("D2P_") else {
+                continue;
+            };
+            if rest.is_empty() {
+                continue;
+            }
+            self.set(rest, &value).map_err(|e| match e {
+                ConfigError::UnknownKey { hint, .. } => ConfigError::UnknownKey {
+                    key: format!("{name} (environment)"),
+                    hint,
+                },
+                other => other,
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// Reads every key through `get` by its Fluent Bit (CamelCase) name, as the plugin
+    /// does with `output_get_property`. Absent keys keep their defaults.
+    pub fn from_lookup(mut get: impl FnMut(&str) -> Option<String>) -> Result<ConfigBuilder, ConfigError> {
+        let mut b = ConfigBuilder::new();
+        for k in KEYS {
+            if let Some(v) = get(k.camel) {
+                b.set_key(k, &v)?;
+            }
+        }
+        Ok(b)
+    }
+
+    /// Validates the whole configuration and derives dependent defaults.
+    pub fn build(mut self) -> Result<Config, ConfigError> {
+        let c = &mut self.cfg;
+        if !self.lock_ttl_set {
+            c.redis.lock_ttl = c.flush_interval.mul_f64(1.5);
+        }
+        if !self.lock_name_set {
+            c.redis.lock_instance_name = host_name();
+        }
+        if !self.dlq_path_set {
+            c.dlq_path = c.writer_file_path.join("_dlq");
+        }
+        if !self.recovery_path_set {
+            c.recovery_path = c.writer_file_path.join("_recovery");
+        }
+        if c.use_hmac && c.hmac_key.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "UseHMAC".into(),
+                reason: "UseHMAC=true needs HmacKey (the HMAC-SHA256 secret)".into(),
+            });
+        }
+        if c.buffer_type == BufferType::Redis && c.redis.host.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "RedisHost".into(),
+                reason: "BufferType=redis needs RedisHost (host:port or redis:// URL)".into(),
+            });
+        }
+        if c.writer_type == WriterType::S3 && c.s3.bucket.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "S3BucketName".into(),
+                reason: "WriterType=aws-s3 needs S3BucketName".into(),
+            });
+        }
+        if let Some(level) = c.compression_level {
+            let (lo, hi) = match c.codec {
+                Codec::Gzip => (0, 10),
+                Codec::Zstd => (1, 22),
+                Codec::Brotli => (0, 11),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "WriterCompressionLevel".into(),
+                        reason: format!("{:?} has no compression level", c.codec),
+                    });
+                }
+            };
+            if !(lo..=hi).contains(&level) {
+                return Err(ConfigError::Invalid {
+                    key: "WriterCompressionLevel".into(),
+                    reason: format!("{:?} accepts levels {lo}-{hi}, got {level}", c.codec),
+                });
+            }
+        }
+        // The path template must only use partition fields, so a key determines its path.
+        crate::partition::PathTemplate::parse(&c.partition_path, &c.partition_fields).map_err(|reason| {
+            ConfigError::Invalid {
+                key: "PartitionPath".into(),
+                reason,
+            }
+        })?;
+        Ok(self.cfg)
+    }
+}
+
+fn nonempty(k: &KeyInfo, v: &str) -> Result<String, ConfigError> {
+    let t = v.trim();
+    if t.is_empty() {
+        return Err(bad(k, v, "must not be empty"));
+    }
+    Ok(t.to_string())
+}
+
+/// "did you mean" for unknown keys.
+fn suggest(key: &str) -> String {
+    let c = keys::canonical(key);
+    let best = KEYS
+        .iter()
+        .map(|k| (edit_distance(&c, &keys::canonical(k.camel)), k))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= 3 => format!(" (did you mean `{}` / `{}`?)", k.camel, k.snake),
+        _ => " (see the configuration reference in README.md)".to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+impl Config {
+    /// File config then `D2P_*` environment, as the tools load it.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut b = ConfigBuilder::new();
+        if let Some(p) = path {
+            b.merge_json_file(p)?;
+        }
+        b.apply_env(std::env::vars())?;
+        b.build()
+    }
+
+    pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
+        let mut b = ConfigBuilder::new();
+        b.merge_json_str(text)?;
+        b.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = Config::default();
+        assert_eq!(c.buffer_size, 100);
+        assert_eq!(c.buffer_type, BufferType::Mem);
+        assert_eq!(c.flush_interval, Duration::from_secs(5));
+        assert_eq!(c.redis.lock_ttl, Duration::from_millis(7500));
+        assert_eq!(c.redis.timeout, Some(Duration::from_millis(3000)));
+        assert_eq!(c.codec, Codec::Snappy);
+        assert_eq!(c.writer_row_group_size, 134_217_728);
+        assert_eq!(c.writer_file_path, PathBuf::from("./out"));
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.redis.data_prefix, "data");
+        assert_eq!(c.redis.keys, "keys");
+        assert_eq!(c.dlq_path, PathBuf::from("./out/_dlq"));
+    }
+
+    #[test]
+    fn json_and_camel_case_and_env() {
+        let mut b = ConfigBuilder::new();
+        b.merge_json_str(r#"{"buffer_size": 5000, "flush_interval": "10", "use_hash": true,
+            "writer_compression_type": "zstd", "ignored_fields": ["a_b", "c"], "_comment": "x",
+            "redis_timeout": 250}"#)
+            .unwrap();
+        b.set("WRITERTYPE", "s3").unwrap();
+        b.set("S3BucketName", "bkt").unwrap();
+        b.apply_env([("D2P_BUFFER_SIZE".to_string(), "7".to_string()), ("PATH".into(), "/x".into())])
+            .unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(c.buffer_size, 7, "env overrides the file");
+        assert_eq!(c.flush_interval, Duration::from_secs(10));
+        assert_eq!(c.redis.lock_ttl, Duration::from_secs(15), "1.5 x FlushInterval");
+        assert_eq!(c.redis.timeout, Some(Duration::from_millis(250)), "milliseconds");
+        assert!(c.use_hash);
+        assert_eq!(c.codec, Codec::Zstd);
+        assert_eq!(c.writer_type, WriterType::S3);
+        assert!(c.ignored_fields.contains("a-b"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_accepted_values() {
+        let e = ConfigBuilder::new().set("BufferTyp", "mem").map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("did you mean `BufferType`"), "{e}");
+        let e = ConfigBuilder::new().set("buffer_type", "disk").map(|_| ()).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("BufferType") && s.contains("mem, memory, redis"), "{s}");
+        let e = ConfigBuilder::new().set("WriterCompressionType", "lzo").map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("snappy, gzip, zstd, lz4, brotli, none"), "{e}");
+        for (k, v) in [
+            ("BufferSize", "0"),
+            ("BufferSize", "10s"),
+            ("FlushInterval", "-1"),
+            ("Debug", "maybe"),
+            ("WriterRowGroupSize", "10"),
+            ("RedisTimeout", "-5"),
+            ("Port", "70000"),
+        ] {
+            let e = ConfigBuilder::new().set(k, v).map(|_| ()).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}={v}: {e}");
+        }
+        let e = ConfigBuilder::new()
+            .apply_env([("D2P_NOPE".to_string(), "1".to_string())])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.to_string().contains("D2P_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn cross_key_validation() {
+        let mut b = ConfigBuilder::new();
+        b.set("UseHMAC", "true").unwrap();
+        assert!(b.clone().build().unwrap_err().to_string().contains("HmacKey"));
+        b.set("HmacKey", "s3cret").unwrap();
+        let c = b.build().unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"), "secrets are not printed");
+        let mut b = ConfigBuilder::new();
+        b.set("BufferType", "redis").unwrap();
+        assert!(b.build().unwrap_err().to_string().contains("RedisHost"));
+        let mut b = ConfigBuilder::new();
+        b.set("PartitionPath", "x={nope}").unwrap();
+        assert!(b.build().unwrap_err().to_string().contains("PartitionPath"));
+    }
+
+    #[test]
+    fn lookup_reads_camel_case_keys() {
+        let props = [("buffersize", "42"), ("WRITERCOMPRESSIONTYPE", "gzip")];
+        let b = ConfigBuilder::from_lookup(|k| {
+            props
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(c.buffer_size, 42);
+        assert_eq!(c.codec, Codec::Gzip);
+    }
+
+    #[test]
+    fn field_sets_normalise() {
+        let f = FieldSet::parse("A_b;c:d|e/f\\g h,,");
+        for k in ["a-b", "c", "d", "e", "f", "g", "h"] {
+            assert!(f.contains(k), "{k}");
+        }
+        assert!(!f.contains(""));
+    }
+}

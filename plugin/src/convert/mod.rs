@@ -1,0 +1,140 @@
+//! Records to Parquet (arrow + parquet crates).
+//!
+//! Every file is written with dictionary encoding and page statistics on (so column
+//! and offset indexes are written too), the configured codec, and row groups closed by
+//! encoded size (`WriterRowGroupSize`, bytes) rather than by row count. Batches are fed
+//! to the writer in slices of [`SLICE_ROWS`] rows so the byte limit is honoured closely
+//! even when it is small.
+
+pub mod log;
+
+use crate::config::{Codec, Config};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use std::io::Write;
+
+/// Rows handed to the Parquet writer at a time.
+pub const SLICE_ROWS: usize = 1024;
+
+/// The root group name upstream's files carry.
+pub const SCHEMA_ROOT: &str = "parquet_go_root";
+
+/// A conversion failure. Per-record problems are caught at decoding; what is left here
+/// is the writer itself failing (or a bug), which fails the whole batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("parquet writer: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The Parquet settings taken from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetOptions {
+    pub codec: Codec,
+    pub level: Option<u32>,
+    pub row_group_bytes: u64,
+    pub map_values_utf8: bool,
+}
+
+impl ParquetOptions {
+    pub fn from_config(c: &Config) -> Self {
+        ParquetOptions {
+            codec: c.codec,
+            level: c.compression_level,
+            row_group_bytes: c.writer_row_group_size,
+            map_values_utf8: c.map_values_utf8,
+        }
+    }
+
+    /// The parquet crate's compression setting. Levels were range-checked with the
+    /// config, so construction cannot fail here; a bad level still maps to an error.
+    pub fn compression(&self) -> Result<Compression, ConvertError> {
+        let bad = |e: parquet::errors::ParquetError| ConvertError::Other(format!("compression level: {e}"));
+        Ok(match self.codec {
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Gzip => Compression::GZIP(match self.level {
+                Some(l) => GzipLevel::try_new(l).map_err(bad)?,
+                None => GzipLevel::default(),
+            }),
+            Codec::Zstd => Compression::ZSTD(match self.level {
+                Some(l) => ZstdLevel::try_new(l as i32).map_err(bad)?,
+                None => ZstdLevel::default(),
+            }),
+            Codec::Brotli => Compression::BROTLI(match self.level {
+                Some(l) => BrotliLevel::try_new(l).map_err(bad)?,
+                None => BrotliLevel::default(),
+            }),
+            Codec::Lz4 => Compression::LZ4_RAW,
+            Codec::None => Compression::UNCOMPRESSED,
+        })
+    }
+
+    pub fn writer_properties(&self) -> Result<WriterProperties, ConvertError> {
+        Ok(WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_1_0)
+            .set_compression(self.compression()?)
+            .set_dictionary_enabled(true)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(None)
+            .set_max_row_group_bytes(Some(self.row_group_bytes.max(1) as usize))
+            .set_created_by(format!("data2parquet version {}", env!("CARGO_PKG_VERSION")))
+            .build())
+    }
+}
+
+/// A Parquet file being written, with row groups closed by encoded size.
+pub struct ParquetSink<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    rows: u64,
+}
+
+impl<W: Write + Send> ParquetSink<W> {
+    pub fn new(out: W, schema: SchemaRef, opts: &ParquetOptions) -> Result<Self, ConvertError> {
+        let options = ArrowWriterOptions::new()
+            .with_properties(opts.writer_properties()?)
+            .with_schema_root(SCHEMA_ROOT.to_string());
+        Ok(ParquetSink {
+            writer: ArrowWriter::try_new_with_options(out, schema, options)?,
+            rows: 0,
+        })
+    }
+
+    /// Writes a batch, slice by slice, so row groups close near the byte limit.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
+        let n = batch.num_rows();
+        let mut at = 0;
+        while at < n {
+            let len = SLICE_ROWS.min(n - at);
+            self.writer.write(&batch.slice(at, len))?;
+            at += len;
+        }
+        self.rows += n as u64;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes written to the output so far (row groups already closed).
+    pub fn bytes_written(&self) -> usize {
+        self.writer.bytes_written()
+    }
+
+    /// Memory held by the open row group.
+    pub fn in_progress_size(&self) -> usize {
+        self.writer.in_progress_size()
+    }
+
+    pub fn finish(self) -> Result<W, ConvertError> {
+        Ok(self.writer.into_inner()?)
+    }
+}

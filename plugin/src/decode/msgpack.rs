@@ -1,0 +1,504 @@
+//! A bounds-checked msgpack reader that decodes into [`Doc`].
+//!
+//! Written for untrusted bytes: every length is checked against the remaining input
+//! before anything is reserved, nesting is capped at [`MAX_DEPTH`], and no input can
+//! make it panic (see the property test). Strings that are not valid UTF-8 are
+//! repaired with U+FFFD rather than rejected, because Fluent Bit passes through
+//! whatever bytes its inputs read.
+
+use crate::value::{Doc, MAX_DEPTH, Node};
+use std::borrow::Cow;
+
+/// A malformed msgpack input, with the byte offset where decoding stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed msgpack at byte {offset}: {reason}")]
+pub struct MpError {
+    pub offset: usize,
+    pub reason: String,
+}
+
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// A Fluent Bit timestamp as found in an event header.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RawTime {
+    /// EventTime ext: seconds and nanoseconds.
+    Event { secs: u32, nanos: u32 },
+    Int(u64),
+    Float(f64),
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves to an absolute offset (clamped to the end of the input).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos.min(self.buf.len());
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    pub fn err(&self, reason: impl Into<String>) -> MpError {
+        MpError {
+            offset: self.pos,
+            reason: reason.into(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], MpError> {
+        if self.remaining() < n {
+            return Err(self.err(format!("needs {n} more bytes, {} left (truncated?)", self.remaining())));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, MpError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], MpError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn len_of(&mut self, bytes: usize) -> Result<usize, MpError> {
+        Ok(match bytes {
+            1 => self.u8()? as usize,
+            2 => u16::from_be_bytes(self.be()?) as usize,
+            _ => u32::from_be_bytes(self.be()?) as usize,
+        })
+    }
+
+    pub fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    /// Reads an array header (fix, 16 or 32 bit) and returns its length.
+    pub fn array_len(&mut self) -> Result<usize, MpError> {
+        let at = self.pos;
+        let len = match self.u8()? {
+            m @ 0x90..=0x9f => (m & 0x0f) as usize,
+            0xdc => self.len_of(2)?,
+            0xdd => self.len_of(4)?,
+            m => {
+                self.pos = at;
+                return Err(self.err(format!("expected an array, found {}", marker_name(m))));
+            }
+        };
+        Ok(len)
+    }
+
+    /// True when the next value is an array.
+    pub fn at_array(&self) -> bool {
+        matches!(self.peek(), Some(0x90..=0x9f | 0xdc | 0xdd))
+    }
+
+    pub fn at_map(&self) -> bool {
+        matches!(self.peek(), Some(0x80..=0x8f | 0xde | 0xdf))
+    }
+
+    /// Reads a Fluent Bit timestamp: EventTime (ext type 0, 8 bytes), a non-negative
+    /// integer, or a float.
+    pub fn time(&mut self) -> Result<RawTime, MpError> {
+        let at = self.pos;
+        let m = self.u8()?;
+        let r = match m {
+            0x00..=0x7f => RawTime::Int(m as u64),
+            0xcc => RawTime::Int(self.u8()? as u64),
+            0xcd => RawTime::Int(u16::from_be_bytes(self.be()?) as u64),
+            0xce => RawTime::Int(u32::from_be_bytes(self.be()?) as u64),
+            0xcf => RawTime::Int(u64::from_be_bytes(self.be()?)),
+            0xd0..=0xd3 => {
+                let v = self.signed(m)?;
+                if v < 0 {
+                    self.pos = at;
+                    return Err(self.err("negative integer timestamp"));
+                }
+                RawTime::Int(v as u64)
+            }
+            0xca => RawTime::Float(f32::from_be_bytes(self.be()?) as f64),
+            0xcb => RawTime::Float(f64::from_be_bytes(self.be()?)),
+            0xd7 | 0xc7 => {
+                let len = if m == 0xd7 { 8 } else { self.u8()? as usize };
+                let ty = self.u8()? as i8;
+                if ty != 0 || len != 8 {
+                    self.pos = at;
+                    return Err(self.err(format!("timestamp ext must be type 0 with 8 bytes, found type {ty} with {len}")));
+                }
+                let secs = u32::from_be_bytes(self.be()?);
+                let nanos = u32::from_be_bytes(self.be()?);
+                RawTime::Event { secs, nanos }
+            }
+            _ => {
+                self.pos = at;
+                return Err(self.err(format!("expected a timestamp, found {}", marker_name(m))));
+            }
+        };
+        Ok(r)
+    }
+
+    fn signed(&mut self, m: u8) -> Result<i64, MpError> {
+        Ok(match m {
+            0xd0 => self.u8()? as i8 as i64,
+            0xd1 => i16::from_be_bytes(self.be()?) as i64,
+            0xd2 => i32::from_be_bytes(self.be()?) as i64,
+            _ => i64::from_be_bytes(self.be()?),
+        })
+    }
+
+    /// Decodes the next value and appends it to `doc`; with `None`, only skips it.
+    pub fn value(&mut self, doc: Option<&mut Doc<'a>>) -> Result<(), MpError> {
+        match doc {
+            Some(d) => self.value_at(Some(d), 0),
+            None => self.value_at(None, 0),
+        }
+    }
+
+    fn value_at(&mut self, mut doc: Option<&mut Doc<'a>>, depth: usize) -> Result<(), MpError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        let at = self.pos;
+        let m = self.u8()?;
+        let node = match m {
+            0x00..=0x7f => Node::Int(m as i64),
+            0xe0..=0xff => Node::Int(m as i8 as i64),
+            0xc0 => Node::Null,
+            0xc2 => Node::Bool(false),
+            0xc3 => Node::Bool(true),
+            0xcc => Node::Int(self.u8()? as i64),
+            0xcd => Node::Int(u16::from_be_bytes(self.be()?) as i64),
+            0xce => Node::Int(u32::from_be_bytes(self.be()?) as i64),
+            0xcf => {
+                let v = u64::from_be_bytes(self.be()?);
+                if v <= i64::MAX as u64 { Node::Int(v as i64) } else { Node::UInt(v) }
+            }
+            0xd0..=0xd3 => Node::Int(self.signed(m)?),
+            0xca => Node::Float(f32::from_be_bytes(self.be()?) as f64),
+            0xcb => Node::Float(f64::from_be_bytes(self.be()?)),
+            0xa0..=0xbf | 0xd9 | 0xda | 0xdb => {
+                let len = match m {
+                    0xa0..=0xbf => (m & 0x1f) as usize,
+                    0xd9 => self.len_of(1)?,
+                    0xda => self.len_of(2)?,
+                    _ => self.len_of(4)?,
+                };
+                let b = self.take(len)?;
+                Node::Str(utf8(b))
+            }
+            0xc4..=0xc6 => {
+                let len = self.len_of(1 << (m - 0xc4))?;
+                Node::Bytes(Cow::Borrowed(self.take(len)?))
+            }
+            0xd4..=0xd8 | 0xc7..=0xc9 => {
+                let len = match m {
+                    0xd4..=0xd8 => 1usize << (m - 0xd4),
+                    0xc7 => self.len_of(1)?,
+                    0xc8 => self.len_of(2)?,
+                    _ => self.len_of(4)?,
+                };
+                let ty = self.u8()? as i8;
+                let data = self.take(len)?;
+                ext_node(ty, data)
+            }
+            0x90..=0x9f | 0xdc | 0xdd | 0x80..=0x8f | 0xde | 0xdf => {
+                self.pos = at;
+                let is_map = !matches!(m, 0x90..=0x9f | 0xdc | 0xdd);
+                let len = if is_map { self.map_len()? } else { self.array_len()? };
+                let children = if is_map { len * 2 } else { len };
+                if children > self.remaining() {
+                    return Err(self.err(format!("declared {} entries but only {} bytes left", len, self.remaining())));
+                }
+                let idx = doc.as_deref_mut().map(|d| {
+                    d.push(if is_map {
+                        Node::Map { len: len as u32, span: 0 }
+                    } else {
+                        Node::Array { len: len as u32, span: 0 }
+                    })
+                });
+                for i in 0..children {
+                    if is_map && i % 2 == 0 {
+                        self.key(doc.as_deref_mut(), depth)?;
+                    } else {
+                        self.value_at(doc.as_deref_mut(), depth + 1)?;
+                    }
+                }
+                if let (Some(d), Some(i)) = (doc, idx) {
+                    d.close(i);
+                }
+                return Ok(());
+            }
+            0xc1 => {
+                self.pos = at;
+                return Err(self.err("reserved marker 0xc1"));
+            }
+        };
+        if let Some(d) = doc {
+            d.push(node);
+        }
+        Ok(())
+    }
+
+    /// Map keys are always stored as strings; a non-string key becomes its JSON text.
+    fn key(&mut self, doc: Option<&mut Doc<'a>>, depth: usize) -> Result<(), MpError> {
+        match self.peek() {
+            Some(0xa0..=0xbf | 0xd9 | 0xda | 0xdb) | None => self.value_at(doc, depth + 1),
+            Some(_) => {
+                let Some(d) = doc else {
+                    return self.value_at(None, depth + 1);
+                };
+                let mut tmp = Doc::new();
+                self.value_at(Some(&mut tmp), depth + 1)?;
+                let text = tmp.root().map(|r| r.to_json()).unwrap_or_default();
+                d.push(Node::Str(Cow::Owned(text)));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn map_len(&mut self) -> Result<usize, MpError> {
+        let at = self.pos;
+        Ok(match self.u8()? {
+            m @ 0x80..=0x8f => (m & 0x0f) as usize,
+            0xde => self.len_of(2)?,
+            0xdf => self.len_of(4)?,
+            m => {
+                self.pos = at;
+                return Err(self.err(format!("expected a map, found {}", marker_name(m))));
+            }
+        })
+    }
+}
+
+fn utf8(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+    }
+}
+
+/// Timestamps inside records become RFC 3339 text; other ext values stay bytes.
+fn ext_node(ty: i8, data: &[u8]) -> Node<'_> {
+    match (ty, data.len()) {
+        (0, 8) => {
+            let secs = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as i64;
+            let nanos = u32::from_be_bytes([data[4], data[5], data[6], data[7]]) as i64;
+            Node::Str(Cow::Owned(crate::timeutil::format_rfc3339_nanos(secs * 1_000_000_000 + nanos)))
+        }
+        _ => Node::Bytes(Cow::Borrowed(data)),
+    }
+}
+
+/// A human name for a marker byte, for error messages.
+pub fn marker_name(m: u8) -> &'static str {
+    match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xcc..=0xcf | 0xd0..=0xd3 => "an integer",
+        0x80..=0x8f | 0xde | 0xdf => "a map",
+        0x90..=0x9f | 0xdc | 0xdd => "an array",
+        0xa0..=0xbf | 0xd9..=0xdb => "a string",
+        0xc0 => "nil",
+        0xc2 | 0xc3 => "a boolean",
+        0xc4..=0xc6 => "binary data",
+        0xca | 0xcb => "a float",
+        0xc7..=0xc9 | 0xd4..=0xd8 => "an ext value",
+        0xc1 => "the reserved marker 0xc1",
+    }
+}
+
+/// A minimal msgpack writer, used to store dynamic records and to build test chunks.
+pub mod write {
+    pub fn array(out: &mut Vec<u8>, len: usize) {
+        if len < 16 {
+            out.push(0x90 | len as u8);
+        } else if len <= u16::MAX as usize {
+            out.push(0xdc);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0xdd);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+
+    pub fn map(out: &mut Vec<u8>, len: usize) {
+        if len < 16 {
+            out.push(0x80 | len as u8);
+        } else if len <= u16::MAX as usize {
+            out.push(0xde);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0xdf);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+    }
+
+    pub fn str(out: &mut Vec<u8>, s: &str) {
+        let len = s.len();
+        if len < 32 {
+            out.push(0xa0 | len as u8);
+        } else if len <= u8::MAX as usize {
+            out.push(0xd9);
+            out.push(len as u8);
+        } else if len <= u16::MAX as usize {
+            out.push(0xda);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0xdb);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    pub fn bin(out: &mut Vec<u8>, b: &[u8]) {
+        out.push(0xc6);
+        out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+
+    pub fn int(out: &mut Vec<u8>, v: i64) {
+        if (0..128).contains(&v) {
+            out.push(v as u8);
+        } else if (-32..0).contains(&v) {
+            out.push(v as i8 as u8);
+        } else {
+            out.push(0xd3);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
+
+    pub fn uint(out: &mut Vec<u8>, v: u64) {
+        out.push(0xcf);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn float(out: &mut Vec<u8>, v: f64) {
+        out.push(0xcb);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn bool(out: &mut Vec<u8>, v: bool) {
+        out.push(if v { 0xc3 } else { 0xc2 });
+    }
+
+    pub fn nil(out: &mut Vec<u8>) {
+        out.push(0xc0);
+    }
+
+    /// Fluent Bit EventTime: fixext8, type 0, big-endian seconds and nanoseconds.
+    pub fn event_time(out: &mut Vec<u8>, secs: u32, nanos: u32) {
+        out.extend_from_slice(&[0xd7, 0x00]);
+        out.extend_from_slice(&secs.to_be_bytes());
+        out.extend_from_slice(&nanos.to_be_bytes());
+    }
+
+    /// Writes a decoded value back out (used to store dynamic records compactly).
+    pub fn value(out: &mut Vec<u8>, v: crate::value::ValRef<'_, '_>) {
+        use crate::value::Node;
+        match v.node() {
+            Node::Null => nil(out),
+            Node::Bool(b) => bool(out, *b),
+            Node::Int(i) => int(out, *i),
+            Node::UInt(u) => uint(out, *u),
+            Node::Float(f) => float(out, *f),
+            Node::Str(s) => str(out, s),
+            Node::Bytes(b) => bin(out, b),
+            Node::Array { len, .. } => {
+                array(out, *len as usize);
+                for item in v.items() {
+                    value(out, item);
+                }
+            }
+            Node::Map { len, .. } => {
+                map(out, *len as usize);
+                for (k, item) in v.entries() {
+                    str(out, k);
+                    value(out, item);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decodes_all_types() {
+        let mut b = Vec::new();
+        write::map(&mut b, 7);
+        write::str(&mut b, "i");
+        write::int(&mut b, -5);
+        write::str(&mut b, "u");
+        write::uint(&mut b, u64::MAX);
+        write::str(&mut b, "f");
+        write::float(&mut b, 1.5);
+        write::str(&mut b, "l");
+        write::array(&mut b, 2);
+        write::bool(&mut b, true);
+        write::nil(&mut b);
+        write::str(&mut b, "t");
+        write::event_time(&mut b, 1_700_000_000, 5);
+        b.push(0x01); // integer key
+        write::str(&mut b, "int-key");
+        write::str(&mut b, "bad");
+        b.extend_from_slice(&[0xa2, 0xff, 0x41]);
+        let mut d = Doc::new();
+        let mut r = Reader::new(&b);
+        r.value(Some(&mut d)).unwrap();
+        assert!(r.is_empty());
+        assert_eq!(
+            d.root().unwrap().to_json(),
+            r#"{"i":-5,"u":18446744073709551615,"f":1.5,"l":[true,null],"t":"2023-11-14T22:13:20.000000005Z","1":"int-key","bad":"�A"}"#
+        );
+    }
+
+    #[test]
+    fn rejects_lies_about_lengths() {
+        let mut d = Doc::new();
+        let e = Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]).value(Some(&mut d)).unwrap_err();
+        assert!(e.reason.contains("declared"), "{e}");
+        let e = Reader::new(&[0xdb, 0x00, 0x00, 0x10, 0x00, b'a']).value(Some(&mut d)).unwrap_err();
+        assert!(e.reason.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn depth_is_capped() {
+        let b = vec![0x91; MAX_DEPTH + 10];
+        let mut d = Doc::new();
+        let e = Reader::new(&b).value(Some(&mut d)).unwrap_err();
+        assert!(e.reason.contains("nesting"), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut r = Reader::new(&bytes);
+            let mut d = Doc::new();
+            while !r.is_empty() {
+                d.clear();
+                if r.value(Some(&mut d)).is_err() { break; }
+                let _ = d.root().map(|v| v.to_json());
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! data2parquet: log records to Apache Parquet.
+//!
+//! Data flows one way: **decode** ([`decode`], into the [`record`] model), **buffer**
+//! ([`buffer`], keyed by [`partition`]), **convert** ([`convert`]) and **write**
+//! ([`writer`]). The [`receiver`] runs that pipeline on background threads behind a
+//! bounded channel; the Fluent Bit plugin ([`ffi`]), `http-server` and `json2parquet` are
+//! thin front ends over it.
+
+pub mod config;
+pub mod convert;
+pub mod decode;
+pub mod partition;
+pub mod record;
+pub mod timeutil;
+pub mod value;

@@ -1,0 +1,479 @@
+//! Partition keys and output paths.
+//!
+//! A record's partition key is the values of `PartitionFields`, joined by `:` (upstream's
+//! `cap:dom:svc:app`). Values are percent-escaped (`%`, `:`, `/`, `\`, control
+//! characters), so a key always parses back into the same values (upstream's keys broke
+//! on values containing `:`, D-D8) and is safe inside a file name and a Redis key.
+//!
+//! Paths come from `PartitionPath` (upstream layout by default). Every component taken
+//! from data is escaped the same way, dot-only components are escaped, length is capped,
+//! and the result is checked to stay under the output root.
+
+use crate::record::log::{LogRecord, Str};
+use crate::timeutil::Civil;
+use crate::value::ValRef;
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// Longest path component we produce (file systems allow 255 bytes).
+pub const MAX_COMPONENT: usize = 200;
+
+/// A rendered partition key. Cheap to clone; compared and hashed by its text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey(Arc<str>);
+
+impl PartitionKey {
+    pub fn from_text(s: &str) -> Self {
+        PartitionKey(Arc::from(s))
+    }
+
+    /// Builds a key from raw values.
+    pub fn from_values<S: AsRef<str>>(values: &[S]) -> Self {
+        let mut s = String::new();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                s.push(':');
+            }
+            escape_into(v.as_ref(), &mut s);
+        }
+        PartitionKey(Arc::from(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The raw values back.
+    pub fn values(&self) -> Vec<String> {
+        self.0.split(':').map(unescape).collect()
+    }
+}
+
+impl std::fmt::Debug for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl std::fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c, '%' | ':' | '/' | '\\') || c.is_control()
+}
+
+/// Percent-escapes `%`, `:`, `/`, `\` and control characters (NUL included).
+pub fn escape_into(v: &str, out: &mut String) {
+    if !v.chars().any(needs_escape) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        if needs_escape(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+pub fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    escape_into(v, &mut s);
+    s
+}
+
+/// Reverses [`escape`]; malformed escapes are kept literally.
+pub fn unescape(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Makes one path component safe: data-derived parts are already escaped; here the
+/// whole component is checked for `.`/`..`, emptiness and length.
+pub fn safe_component(c: &str) -> String {
+    if c.is_empty() {
+        return "_empty_".to_string();
+    }
+    if c.chars().all(|ch| ch == '.') {
+        return c.replace('.', "%2E");
+    }
+    if c.len() <= MAX_COMPONENT {
+        return c.to_string();
+    }
+    // Cap the length, keeping uniqueness with a hash of the full text.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in c.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    let mut cut = MAX_COMPONENT - 17;
+    while !c.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{h:016x}", &c[..cut])
+}
+
+/// A path that could escape the output root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refusing path {path:?}: it would leave the output folder")]
+pub struct PathEscape {
+    pub path: String,
+}
+
+/// Checks that a relative path has only normal components, then joins it to `root`.
+pub fn join_under(root: &Path, rel: &str) -> Result<PathBuf, PathEscape> {
+    let p = Path::new(rel);
+    let ok = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if !ok {
+        return Err(PathEscape { path: rel.to_string() });
+    }
+    Ok(root.join(p))
+}
+
+/// What a partition field refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldRef {
+    /// A scalar column of the log schema.
+    Col(Str),
+    /// The Fluent Bit tag.
+    Tag,
+    /// Part N (0-based) of the tag split on `.`.
+    TagPart(usize),
+    /// A Fluent Bit metadata entry.
+    Meta(String),
+    /// An `args` entry of a log record.
+    Arg(String),
+    /// A top-level field of a dynamic record, with its default.
+    Field(String),
+}
+
+/// Parses one field name of `PartitionFields`.
+pub fn parse_field(name: &str, dynamic: bool) -> Result<FieldRef, String> {
+    if name == "tag" {
+        return Ok(FieldRef::Tag);
+    }
+    if let Some(n) = name.strip_prefix("tag[").and_then(|r| r.strip_suffix(']')) {
+        return n
+            .parse()
+            .map(FieldRef::TagPart)
+            .map_err(|_| format!("bad tag index in `{name}`"));
+    }
+    if let Some(m) = name.strip_prefix("meta.") {
+        return Ok(FieldRef::Meta(m.to_string()));
+    }
+    if dynamic {
+        return Ok(FieldRef::Field(name.to_string()));
+    }
+    if let Some(a) = name.strip_prefix("args.") {
+        return Ok(FieldRef::Arg(a.to_string()));
+    }
+    let norm = name.to_lowercase().replace('_', "-");
+    Str::from_name(&norm)
+        .map(FieldRef::Col)
+        .ok_or_else(|| format!("`{name}` is not a log column, `tag`, `tag[N]`, `meta.<name>` or `args.<name>`"))
+}
+
+/// Per-record context available to key extraction.
+#[derive(Clone, Copy, Default)]
+pub struct Context<'d, 'a> {
+    pub tag: Option<&'d str>,
+    pub meta: Option<ValRef<'d, 'a>>,
+}
+
+/// The partition fields, resolved once from the configuration.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub names: Vec<String>,
+    refs: Vec<FieldRef>,
+}
+
+impl KeySpec {
+    pub fn new(names: &[String], dynamic: bool) -> Result<KeySpec, String> {
+        let refs = names
+            .iter()
+            .map(|n| parse_field(n, dynamic))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeySpec {
+            names: names.to_vec(),
+            refs,
+        })
+    }
+
+    pub fn refs(&self) -> &[FieldRef] {
+        &self.refs
+    }
+
+    fn context_value(r: &FieldRef, ctx: &Context<'_, '_>, out: &mut String) -> bool {
+        match r {
+            FieldRef::Tag => {
+                escape_into(ctx.tag.unwrap_or(""), out);
+                true
+            }
+            FieldRef::TagPart(n) => {
+                escape_into(ctx.tag.and_then(|t| t.split('.').nth(*n)).unwrap_or(""), out);
+                true
+            }
+            FieldRef::Meta(m) => {
+                let v = ctx.meta.and_then(|meta| meta.get(m)).map(|v| v.to_text());
+                escape_into(v.as_deref().unwrap_or(""), out);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Renders the key of a log record into `out` (cleared first).
+    pub fn render_log(&self, rec: &LogRecord, ctx: &Context<'_, '_>, out: &mut String) {
+        out.clear();
+        for (i, r) in self.refs.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            if Self::context_value(r, ctx, out) {
+                continue;
+            }
+            match r {
+                FieldRef::Col(c) => escape_into(rec.get(*c).unwrap_or(""), out),
+                FieldRef::Arg(a) => escape_into(rec.args().find(|(k, _)| k == a).map(|(_, v)| v).unwrap_or(""), out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Renders the key of a dynamic record (a map) into `out`. Missing fields take
+    /// upstream's defaults (`dynamic_<field>`).
+    pub fn render_dynamic(&self, rec: ValRef<'_, '_>, ctx: &Context<'_, '_>, out: &mut String) {
+        out.clear();
+        for (i, r) in self.refs.iter().enumerate() {
+            if i > 0 {
+                out.push(':');
+            }
+            if Self::context_value(r, ctx, out) {
+                continue;
+            }
+            match r {
+                FieldRef::Field(f) => match rec.get(f).filter(|v| !v.is_null()) {
+                    Some(v) => escape_into(&v.to_text(), out),
+                    None => {
+                        out.push_str("dynamic_");
+                        escape_into(f, out);
+                    }
+                },
+                FieldRef::Col(c) => escape_into(rec.get(c.name()).map(|v| v.to_text()).as_deref().unwrap_or(""), out),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// One piece of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    /// Index into the partition fields.
+    Field(usize),
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+}
+
+/// The folder layout (`PartitionPath`), e.g.
+/// `capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    segments: Vec<Vec<Part>>,
+}
+
+impl PathTemplate {
+    pub fn parse(t: &str, fields: &[String]) -> Result<PathTemplate, String> {
+        let mut segments = Vec::new();
+        for seg in t.split('/').filter(|s| !s.is_empty()) {
+            let mut parts = Vec::new();
+            let mut rest = seg;
+            while let Some(open) = rest.find('{') {
+                if open > 0 {
+                    parts.push(Part::Lit(rest[..open].to_string()));
+                }
+                let close = rest[open..]
+                    .find('}')
+                    .ok_or_else(|| format!("unclosed `{{` in `{seg}`"))?
+                    + open;
+                let name = &rest[open + 1..close];
+                parts.push(match name {
+                    "%Y" => Part::Year,
+                    "%m" => Part::Month,
+                    "%d" => Part::Day,
+                    "%H" => Part::Hour,
+                    "%M" => Part::Minute,
+                    f => Part::Field(fields.iter().position(|x| x == f).ok_or_else(|| {
+                        format!("`{{{f}}}` is not one of the partition fields ({})", fields.join(", "))
+                    })?),
+                });
+                rest = &rest[close + 1..];
+            }
+            if !rest.is_empty() {
+                if rest.contains('}') {
+                    return Err(format!("stray `}}` in `{seg}`"));
+                }
+                parts.push(Part::Lit(rest.to_string()));
+            }
+            for p in &parts {
+                if let Part::Lit(l) = p
+                    && (l == "." || l == ".." || l.contains('\\'))
+                {
+                    return Err(format!("`{seg}` is not a valid folder name"));
+                }
+            }
+            segments.push(parts);
+        }
+        Ok(PathTemplate { segments })
+    }
+
+    /// Renders the folder for `values` (the key's values) at `time_ns` (UTC).
+    pub fn render(&self, values: &[String], time_ns: i64) -> String {
+        let c = Civil::from_ns(time_ns);
+        let mut out = String::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            let mut s = String::new();
+            for p in seg {
+                match p {
+                    Part::Lit(l) => s.push_str(l),
+                    Part::Field(i) => escape_into(values.get(*i).map(String::as_str).unwrap_or(""), &mut s),
+                    Part::Year => {
+                        let _ = write!(s, "{:04}", c.year);
+                    }
+                    Part::Month => {
+                        let _ = write!(s, "{:02}", c.month);
+                    }
+                    Part::Day => {
+                        let _ = write!(s, "{:02}", c.day);
+                    }
+                    Part::Hour => {
+                        let _ = write!(s, "{:02}", c.hour);
+                    }
+                    Part::Minute => {
+                        let _ = write!(s, "{:02}", c.minute);
+                    }
+                }
+            }
+            out.push_str(&safe_component(&s));
+        }
+        out
+    }
+
+    /// Whether the path depends on time below the hour (for record-time grouping).
+    pub fn uses_time(&self) -> bool {
+        self.segments
+            .iter()
+            .flatten()
+            .any(|p| matches!(p, Part::Year | Part::Month | Part::Day | Part::Hour | Part::Minute))
+    }
+}
+
+/// Object name of one file: `<folder>/<ULID>-<key>[-<md5>].parquet` (upstream §7.3).
+pub fn object_name(folder: &str, id: &str, key: &PartitionKey, md5: Option<&str>) -> String {
+    let mut name = format!("{id}-{}", key.as_str());
+    if let Some(h) = md5 {
+        name.push('-');
+        name.push_str(h);
+    }
+    name.push_str(".parquet");
+    let file = safe_component(&name);
+    if folder.is_empty() { file } else { format!("{folder}/{file}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Vec<String> {
+        ["business-capability", "business-domain", "business-service", "application-service"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn keys_round_trip_any_value() {
+        let vals = ["a:b", "../../etc", "x/y\\z", "50%", "\u{0}nul\n"];
+        let k = PartitionKey::from_values(&vals);
+        assert!(!k.as_str().contains('/') && !k.as_str().contains('\0'));
+        assert_eq!(k.as_str().matches(':').count(), 4);
+        assert_eq!(k.values(), vals);
+    }
+
+    #[test]
+    fn upstream_layout() {
+        let t = PathTemplate::parse("capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", &fields())
+            .unwrap();
+        let key = PartitionKey::from_values(&["cap", "dom", "svc", "app"]);
+        let folder = t.render(&key.values(), 1_700_000_000_000_000_000);
+        assert_eq!(folder, "capability=cap/year=2023/month=11/day=14/hour=22");
+        let name = object_name(&folder, "01HF", &key, Some("abc"));
+        assert_eq!(name, "capability=cap/year=2023/month=11/day=14/hour=22/01HF-cap:dom:svc:app-abc.parquet");
+    }
+
+    #[test]
+    fn data_cannot_escape_the_root() {
+        let f = vec!["c".to_string()];
+        let t = PathTemplate::parse("{c}/x", &f).unwrap();
+        for evil in ["..", ".", "../..", "/etc/passwd", "a/../../b", "", "\u{0}", &"x".repeat(1000)] {
+            let key = PartitionKey::from_values(&[evil]);
+            let folder = t.render(&key.values(), 0);
+            let name = object_name(&folder, "ID", &key, None);
+            let p = join_under(Path::new("/root/out"), &name).unwrap();
+            assert!(p.starts_with("/root/out"), "{evil:?} -> {p:?}");
+            assert_eq!(p.components().count(), Path::new("/root/out").components().count() + 3, "{evil:?} -> {p:?}");
+            for c in p.components() {
+                assert!(c.as_os_str().len() <= 255);
+            }
+        }
+        assert!(join_under(Path::new("/r"), "../x").is_err());
+        assert!(join_under(Path::new("/r"), "/abs").is_err());
+        assert!(join_under(Path::new("/r"), "").is_err());
+    }
+
+    #[test]
+    fn template_errors() {
+        assert!(PathTemplate::parse("x={nope}", &fields()).unwrap_err().contains("nope"));
+        assert!(PathTemplate::parse("x={%Y", &fields()).is_err());
+        assert!(PathTemplate::parse("../{%Y}", &fields()).is_err());
+    }
+
+    #[test]
+    fn fields_parse() {
+        assert_eq!(parse_field("tag[1]", false), Ok(FieldRef::TagPart(1)));
+        assert_eq!(parse_field("meta.k", false), Ok(FieldRef::Meta("k".into())));
+        assert_eq!(parse_field("Business_Domain", false), Ok(FieldRef::Col(Str::BusinessDomain)));
+        assert!(parse_field("nope", false).is_err());
+        assert_eq!(parse_field("capability", true), Ok(FieldRef::Field("capability".into())));
+    }
+}

@@ -1,0 +1,771 @@
+//! The fixed upstream "log" record (`RecordType=log`).
+//!
+//! A [`LogRecord`] keeps all of its text in one arena and refers to it with spans, so a
+//! record costs two allocations however many fields it has. That matters because the
+//! plugin and `json2parquet` move hundreds of thousands of records per second through
+//! the buffer. The column set, order and nullability follow upstream exactly
+//! (`upstream.md` §3.2); [`COLUMNS`] is the single description the converter uses.
+
+use std::fmt;
+
+/// The kind of a log column in the Parquet schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColKind {
+    /// UTF8 string, REQUIRED.
+    ReqStr,
+    /// UTF8 string, OPTIONAL.
+    OptStr,
+    /// BOOLEAN, OPTIONAL.
+    OptBool,
+    /// MAP<string, bytes>, REQUIRED group.
+    Map,
+    /// LIST<string>, REQUIRED group.
+    List,
+}
+
+/// Scalar string columns, in schema order. The discriminant indexes [`LogRecord`] spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Str {
+    Time,
+    Level,
+    Message,
+    CorrelationId,
+    BusinessCapability,
+    BusinessDomain,
+    BusinessService,
+    ApplicationService,
+    Az,
+    CloudProvider,
+    DeviceId,
+    Duration,
+    Error,
+    ErrorCode,
+    Hmac,
+    HttpResponse,
+    LoggerName,
+    MessageId,
+    PersonId,
+    Region,
+    ResourceType,
+    SessionId,
+    SourceId,
+    StackTrace,
+    ThreadName,
+    TransactionMessageReference,
+    Ttl,
+    UserId,
+}
+
+pub const N_STR: usize = 28;
+
+impl Str {
+    pub const ALL: [Str; N_STR] = [
+        Str::Time,
+        Str::Level,
+        Str::Message,
+        Str::CorrelationId,
+        Str::BusinessCapability,
+        Str::BusinessDomain,
+        Str::BusinessService,
+        Str::ApplicationService,
+        Str::Az,
+        Str::CloudProvider,
+        Str::DeviceId,
+        Str::Duration,
+        Str::Error,
+        Str::ErrorCode,
+        Str::Hmac,
+        Str::HttpResponse,
+        Str::LoggerName,
+        Str::MessageId,
+        Str::PersonId,
+        Str::Region,
+        Str::ResourceType,
+        Str::SessionId,
+        Str::SourceId,
+        Str::StackTrace,
+        Str::ThreadName,
+        Str::TransactionMessageReference,
+        Str::Ttl,
+        Str::UserId,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Str::Time => "time",
+            Str::Level => "level",
+            Str::Message => "message",
+            Str::CorrelationId => "correlation-id",
+            Str::BusinessCapability => "business-capability",
+            Str::BusinessDomain => "business-domain",
+            Str::BusinessService => "business-service",
+            Str::ApplicationService => "application-service",
+            Str::Az => "az",
+            Str::CloudProvider => "cloud-provider",
+            Str::DeviceId => "device-id",
+            Str::Duration => "duration",
+            Str::Error => "error",
+            Str::ErrorCode => "error-code",
+            Str::Hmac => "hmac",
+            Str::HttpResponse => "http-response",
+            Str::LoggerName => "logger-name",
+            Str::MessageId => "message-id",
+            Str::PersonId => "person-id",
+            Str::Region => "region",
+            Str::ResourceType => "resource-type",
+            Str::SessionId => "session-id",
+            Str::SourceId => "source-id",
+            Str::StackTrace => "stack-trace",
+            Str::ThreadName => "thread-name",
+            Str::TransactionMessageReference => "transaction-message-reference",
+            Str::Ttl => "ttl",
+            Str::UserId => "user-id",
+        }
+    }
+
+    /// Required columns are never null: they default to "" (or "info" for level).
+    pub fn required(self) -> bool {
+        matches!(
+            self,
+            Str::Time
+                | Str::Level
+                | Str::Message
+                | Str::BusinessCapability
+                | Str::BusinessDomain
+                | Str::BusinessService
+                | Str::ApplicationService
+                | Str::Hmac
+        )
+    }
+
+    pub fn from_name(name: &str) -> Option<Str> {
+        Str::ALL.iter().copied().find(|s| s.name() == name)
+    }
+}
+
+/// A column of the log schema, in upstream order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    S(Str),
+    Args,
+    Audit,
+    AutoIndex,
+    ExtraFields,
+    Tags,
+    TraceIp,
+}
+
+impl Col {
+    pub fn name(self) -> &'static str {
+        match self {
+            Col::S(s) => s.name(),
+            Col::Args => "args",
+            Col::Audit => "audit",
+            Col::AutoIndex => "auto-index",
+            Col::ExtraFields => "extra-fields",
+            Col::Tags => "tags",
+            Col::TraceIp => "trace-ip",
+        }
+    }
+
+    pub fn kind(self) -> ColKind {
+        match self {
+            Col::S(s) if s.required() => ColKind::ReqStr,
+            Col::S(_) => ColKind::OptStr,
+            Col::Audit | Col::AutoIndex => ColKind::OptBool,
+            Col::Args | Col::ExtraFields => ColKind::Map,
+            Col::Tags | Col::TraceIp => ColKind::List,
+        }
+    }
+}
+
+/// The 34 columns of the upstream log schema, in file order (`upstream.md` §3.2).
+pub const COLUMNS: [Col; 34] = [
+    Col::S(Str::Time),
+    Col::S(Str::Level),
+    Col::S(Str::Message),
+    Col::S(Str::CorrelationId),
+    Col::S(Str::BusinessCapability),
+    Col::S(Str::BusinessDomain),
+    Col::S(Str::BusinessService),
+    Col::S(Str::ApplicationService),
+    Col::Args,
+    Col::Audit,
+    Col::AutoIndex,
+    Col::S(Str::Az),
+    Col::S(Str::CloudProvider),
+    Col::S(Str::DeviceId),
+    Col::S(Str::Duration),
+    Col::S(Str::Error),
+    Col::S(Str::ErrorCode),
+    Col::ExtraFields,
+    Col::S(Str::Hmac),
+    Col::S(Str::HttpResponse),
+    Col::S(Str::LoggerName),
+    Col::S(Str::MessageId),
+    Col::S(Str::PersonId),
+    Col::S(Str::Region),
+    Col::S(Str::ResourceType),
+    Col::S(Str::SessionId),
+    Col::S(Str::SourceId),
+    Col::S(Str::StackTrace),
+    Col::Tags,
+    Col::S(Str::ThreadName),
+    Col::TraceIp,
+    Col::S(Str::TransactionMessageReference),
+    Col::S(Str::Ttl),
+    Col::S(Str::UserId),
+];
+
+/// A byte range in a record's arena. `off == u32::MAX` means null.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Span {
+    off: u32,
+    len: u32,
+}
+
+impl Span {
+    pub(crate) const NULL: Span = Span {
+        off: u32::MAX,
+        len: 0,
+    };
+    fn is_null(self) -> bool {
+        self.off == u32::MAX
+    }
+}
+
+/// One log record. Build it with [`LogBuilder`]; read it with the accessors.
+#[derive(Clone, PartialEq)]
+pub struct LogRecord {
+    text: Box<str>,
+    spans: [Span; N_STR],
+    audit: Option<bool>,
+    auto_index: Option<bool>,
+    /// args pairs, extra-fields pairs, tags, trace-ip, back to back.
+    items: Box<[Span]>,
+    n_args: u32,
+    n_extra: u32,
+    n_tags: u32,
+    /// Event time in nanoseconds since the epoch, when known (used for record-time
+    /// partitioning); `i64::MIN` when unknown.
+    event_ns: i64,
+}
+
+impl LogRecord {
+    fn slice(&self, s: Span) -> &str {
+        &self.text[s.off as usize..(s.off + s.len) as usize]
+    }
+
+    /// A scalar string column; `None` is null.
+    pub fn get(&self, col: Str) -> Option<&str> {
+        let s = self.spans[col as usize];
+        (!s.is_null()).then(|| self.slice(s))
+    }
+
+    /// A required column: "" when unset.
+    pub fn req(&self, col: Str) -> &str {
+        self.get(col).unwrap_or("")
+    }
+
+    pub fn audit(&self) -> Option<bool> {
+        self.audit
+    }
+
+    pub fn auto_index(&self) -> Option<bool> {
+        self.auto_index
+    }
+
+    fn pairs(&self, from: usize, n: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.items[from..from + 2 * n]
+            .chunks_exact(2)
+            .map(|kv| (self.slice(kv[0]), self.slice(kv[1])))
+    }
+
+    pub fn args(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.pairs(0, self.n_args as usize)
+    }
+
+    pub fn extra_fields(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.pairs(2 * self.n_args as usize, self.n_extra as usize)
+    }
+
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        let from = 2 * (self.n_args + self.n_extra) as usize;
+        self.items[from..from + self.n_tags as usize]
+            .iter()
+            .map(|s| self.slice(*s))
+    }
+
+    pub fn trace_ip(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        let from = 2 * (self.n_args + self.n_extra) as usize + self.n_tags as usize;
+        self.items[from..].iter().map(|s| self.slice(*s))
+    }
+
+    pub fn event_ns(&self) -> Option<i64> {
+        (self.event_ns != i64::MIN).then_some(self.event_ns)
+    }
+
+    /// Approximate heap plus inline footprint, for buffer accounting.
+    pub fn mem_size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.text.len() + self.items.len() * 8
+    }
+
+    /// The record as a JSON object with the schema's column names (nulls omitted),
+    /// used for DLQ entries, debugging and tests.
+    pub fn to_json(&self) -> String {
+        use crate::value::write_json_str;
+        let mut out = String::from("{");
+        let mut first = true;
+        let mut key = |out: &mut String, k: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            write_json_str(k, out);
+            out.push(':');
+        };
+        for col in COLUMNS {
+            match col {
+                Col::S(s) => {
+                    if let Some(v) = self.get(s) {
+                        key(&mut out, s.name());
+                        write_json_str(v, &mut out);
+                    }
+                }
+                Col::Audit | Col::AutoIndex => {
+                    let v = if col == Col::Audit {
+                        self.audit
+                    } else {
+                        self.auto_index
+                    };
+                    if let Some(b) = v {
+                        key(&mut out, col.name());
+                        out.push_str(if b { "true" } else { "false" });
+                    }
+                }
+                Col::Args | Col::ExtraFields => {
+                    key(&mut out, col.name());
+                    out.push('{');
+                    let it: Box<dyn Iterator<Item = (&str, &str)>> = if col == Col::Args {
+                        Box::new(self.args())
+                    } else {
+                        Box::new(self.extra_fields())
+                    };
+                    for (i, (k, v)) in it.enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write_json_str(k, &mut out);
+                        out.push(':');
+                        write_json_str(v, &mut out);
+                    }
+                    out.push('}');
+                }
+                Col::Tags | Col::TraceIp => {
+                    key(&mut out, col.name());
+                    out.push('[');
+                    let it: Box<dyn Iterator<Item = &str>> = if col == Col::Tags {
+                        Box::new(self.tags())
+                    } else {
+                        Box::new(self.trace_ip())
+                    };
+                    for (i, v) in it.enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        write_json_str(v, &mut out);
+                    }
+                    out.push(']');
+                }
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+impl fmt::Debug for LogRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+/// Reusable builder. Holding one per decoding thread keeps its scratch vectors warm, so
+/// building a record allocates only the record's own arena and item list.
+#[derive(Default)]
+pub struct LogBuilder {
+    text: String,
+    spans: Vec<Span>,
+    audit: Option<bool>,
+    auto_index: Option<bool>,
+    args: Vec<(Span, Span)>,
+    extra: Vec<(Span, Span)>,
+    tags: Vec<Span>,
+    trace: Vec<Span>,
+    event_ns: i64,
+}
+
+impl LogBuilder {
+    pub fn new() -> Self {
+        let mut b = LogBuilder::default();
+        b.reset();
+        b
+    }
+
+    pub fn reset(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+        self.spans.resize(N_STR, Span::NULL);
+        self.audit = Some(false);
+        self.auto_index = Some(false);
+        self.args.clear();
+        self.extra.clear();
+        self.tags.clear();
+        self.trace.clear();
+        self.event_ns = i64::MIN;
+    }
+
+    fn intern(&mut self, s: &str) -> Span {
+        let off = self.text.len() as u32;
+        self.text.push_str(s);
+        Span {
+            off,
+            len: s.len() as u32,
+        }
+    }
+
+    fn slice(&self, s: Span) -> &str {
+        &self.text[s.off as usize..(s.off + s.len) as usize]
+    }
+
+    pub fn get(&self, col: Str) -> Option<&str> {
+        let s = self.spans[col as usize];
+        (!s.is_null()).then(|| self.slice(s))
+    }
+
+    pub fn is_set(&self, col: Str) -> bool {
+        !self.spans[col as usize].is_null()
+    }
+
+    pub fn set(&mut self, col: Str, v: &str) {
+        self.spans[col as usize] = self.intern(v);
+    }
+
+    pub fn set_null(&mut self, col: Str) {
+        self.spans[col as usize] = Span::NULL;
+    }
+
+    pub fn set_audit(&mut self, v: Option<bool>) {
+        self.audit = v;
+    }
+
+    pub fn set_auto_index(&mut self, v: Option<bool>) {
+        self.auto_index = v;
+    }
+
+    pub fn set_event_ns(&mut self, ns: i64) {
+        self.event_ns = ns;
+    }
+
+    pub fn has_arg(&self, k: &str) -> bool {
+        self.args.iter().any(|(ks, _)| self.slice(*ks) == k)
+    }
+
+    /// Adds an args entry. Returns false (and adds nothing) when the key is already
+    /// there, so the caller can keep the displaced value elsewhere.
+    pub fn add_arg(&mut self, k: &str, v: &str) -> bool {
+        if self.has_arg(k) {
+            return false;
+        }
+        let ks = self.intern(k);
+        let vs = self.intern(v);
+        self.args.push((ks, vs));
+        true
+    }
+
+    /// Adds an extra-fields entry. A key seen before gets a `~N` suffix: map keys stay
+    /// unique and no value is dropped.
+    pub fn add_extra(&mut self, k: &str, v: &str) {
+        let taken = |b: &Self, key: &str| b.extra.iter().any(|(ks, _)| b.slice(*ks) == key);
+        let ks = if taken(self, k) {
+            let mut n = 2;
+            loop {
+                let cand = format!("{k}~{n}");
+                if !taken(self, &cand) {
+                    break self.intern(&cand);
+                }
+                n += 1;
+            }
+        } else {
+            self.intern(k)
+        };
+        let vs = self.intern(v);
+        self.extra.push((ks, vs));
+    }
+
+    pub fn add_tag(&mut self, v: &str) {
+        let s = self.intern(v);
+        self.tags.push(s);
+    }
+
+    pub fn add_trace_ip(&mut self, v: &str) {
+        let s = self.intern(v);
+        self.trace.push(s);
+    }
+
+    pub fn arg(&self, k: &str) -> Option<&str> {
+        self.args
+            .iter()
+            .find(|(ks, _)| self.slice(*ks) == k)
+            .map(|(_, vs)| self.slice(*vs))
+    }
+
+    /// Removes an args entry (its text stays in the arena; only the span goes).
+    pub fn remove_arg(&mut self, k: &str) -> Option<String> {
+        let pos = self.args.iter().position(|(ks, _)| self.slice(*ks) == k)?;
+        let (_, vs) = self.args.remove(pos);
+        Some(self.slice(vs).to_owned())
+    }
+
+    pub fn audit(&self) -> Option<bool> {
+        self.audit
+    }
+
+    pub fn auto_index(&self) -> Option<bool> {
+        self.auto_index
+    }
+
+    pub fn args(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.args.iter().map(|(k, v)| (self.slice(*k), self.slice(*v)))
+    }
+
+    pub fn extra_fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.extra.iter().map(|(k, v)| (self.slice(*k), self.slice(*v)))
+    }
+
+    pub fn tags(&self) -> impl Iterator<Item = &str> + '_ {
+        self.tags.iter().map(|s| self.slice(*s))
+    }
+
+    pub fn trace_ip(&self) -> impl Iterator<Item = &str> + '_ {
+        self.trace.iter().map(|s| self.slice(*s))
+    }
+
+    /// Finishes the record: required columns get their defaults, then the arena is
+    /// compacted into the record.
+    pub fn finish(&mut self) -> LogRecord {
+        for col in Str::ALL {
+            if col.required() && self.spans[col as usize].is_null() {
+                let d = if col == Str::Level { "info" } else { "" };
+                self.spans[col as usize] = self.intern(d);
+            }
+        }
+        let mut items =
+            Vec::with_capacity(2 * (self.args.len() + self.extra.len()) + self.tags.len() + self.trace.len());
+        for (k, v) in self.args.iter().chain(self.extra.iter()) {
+            items.push(*k);
+            items.push(*v);
+        }
+        items.extend_from_slice(&self.tags);
+        items.extend_from_slice(&self.trace);
+        let mut spans = [Span::NULL; N_STR];
+        spans.copy_from_slice(&self.spans);
+        let rec = LogRecord {
+            text: self.text.as_str().into(),
+            spans,
+            audit: self.audit,
+            auto_index: self.auto_index,
+            items: items.into_boxed_slice(),
+            n_args: self.args.len() as u32,
+            n_extra: self.extra.len() as u32,
+            n_tags: self.tags.len() as u32,
+            event_ns: self.event_ns,
+        };
+        self.reset();
+        rec
+    }
+}
+
+/// Compact binary form of a record, used by durable buffers (Redis). Layout
+/// (little-endian): magic `L1`, u32 text length, text, 28 × (u32 off, u32 len) spans,
+/// audit and auto-index as one byte each (0 false, 1 true, 2 null), u32 counts of args,
+/// extra-fields and tags, u32 item count, items as (u32 off, u32 len), i64 event time.
+pub mod wire {
+    use super::*;
+
+    const MAGIC: &[u8; 2] = b"L1";
+
+    fn b2u(b: Option<bool>) -> u8 {
+        match b {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        }
+    }
+
+    pub fn encode(r: &LogRecord, out: &mut Vec<u8>) {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(r.text.len() as u32).to_le_bytes());
+        out.extend_from_slice(r.text.as_bytes());
+        for s in r.spans.iter() {
+            out.extend_from_slice(&s.off.to_le_bytes());
+            out.extend_from_slice(&s.len.to_le_bytes());
+        }
+        out.push(b2u(r.audit));
+        out.push(b2u(r.auto_index));
+        for n in [r.n_args, r.n_extra, r.n_tags, r.items.len() as u32] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for s in r.items.iter() {
+            out.extend_from_slice(&s.off.to_le_bytes());
+            out.extend_from_slice(&s.len.to_le_bytes());
+        }
+        out.extend_from_slice(&r.event_ns.to_le_bytes());
+    }
+
+    struct Cur<'a>(&'a [u8]);
+    impl<'a> Cur<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (h, t) = self.0.split_at(n);
+            self.0 = t;
+            Some(h)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        }
+        fn u8(&mut self) -> Option<u8> {
+            Some(self.take(1)?[0])
+        }
+    }
+
+    /// Decodes a record, checking every span against the arena so corrupt input can
+    /// never cause an out-of-bounds slice later.
+    pub fn decode(bytes: &[u8]) -> Result<LogRecord, String> {
+        let bad = || "corrupt log record encoding".to_string();
+        let mut c = Cur(bytes);
+        if c.take(2) != Some(MAGIC.as_slice()) {
+            return Err("not a log record (bad magic)".into());
+        }
+        let tlen = c.u32().ok_or_else(bad)? as usize;
+        let text = std::str::from_utf8(c.take(tlen).ok_or_else(bad)?)
+            .map_err(|_| "log record text is not UTF-8".to_string())?;
+        let check = |s: Span| -> Result<Span, String> {
+            if s.is_null() {
+                return Ok(s);
+            }
+            let end = s.off as usize + s.len as usize;
+            if end > text.len() || !text.is_char_boundary(s.off as usize) || !text.is_char_boundary(end) {
+                return Err(bad());
+            }
+            Ok(s)
+        };
+        let mut spans = [Span::NULL; N_STR];
+        for sp in spans.iter_mut() {
+            let off = c.u32().ok_or_else(bad)?;
+            let len = c.u32().ok_or_else(bad)?;
+            *sp = check(Span { off, len })?;
+        }
+        let u2b = |u: u8| match u {
+            0 => Ok(Some(false)),
+            1 => Ok(Some(true)),
+            2 => Ok(None),
+            _ => Err(bad()),
+        };
+        let audit = u2b(c.u8().ok_or_else(bad)?)?;
+        let auto_index = u2b(c.u8().ok_or_else(bad)?)?;
+        let n_args = c.u32().ok_or_else(bad)?;
+        let n_extra = c.u32().ok_or_else(bad)?;
+        let n_tags = c.u32().ok_or_else(bad)?;
+        let n_items = c.u32().ok_or_else(bad)? as usize;
+        if (2 * (n_args as u64 + n_extra as u64) + n_tags as u64) > n_items as u64 || n_items > bytes.len() {
+            return Err(bad());
+        }
+        let mut items = Vec::with_capacity(n_items);
+        for _ in 0..n_items {
+            let off = c.u32().ok_or_else(bad)?;
+            let len = c.u32().ok_or_else(bad)?;
+            let s = check(Span { off, len })?;
+            if s.is_null() {
+                return Err(bad());
+            }
+            items.push(s);
+        }
+        let ev = i64::from_le_bytes(c.take(8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        if !c.0.is_empty() {
+            return Err(bad());
+        }
+        Ok(LogRecord {
+            text: text.into(),
+            spans,
+            audit,
+            auto_index,
+            items: items.into_boxed_slice(),
+            n_args,
+            n_extra,
+            n_tags,
+            event_ns: ev,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> LogRecord {
+        let mut b = LogBuilder::new();
+        b.set(Str::Message, "hello");
+        b.set(Str::BusinessCapability, "cap");
+        b.set(Str::Region, "eu");
+        b.add_arg("k", "v");
+        assert!(!b.add_arg("k", "other"));
+        b.add_extra("x", "1");
+        b.add_extra("x", "2");
+        b.add_tag("t1");
+        b.add_trace_ip("10.0.0.1");
+        b.set_audit(None);
+        b.finish()
+    }
+
+    #[test]
+    fn builder_defaults_and_accessors() {
+        let r = sample();
+        assert_eq!(r.req(Str::Level), "info");
+        assert_eq!(r.req(Str::Time), "");
+        assert_eq!(r.get(Str::Region), Some("eu"));
+        assert_eq!(r.get(Str::Az), None);
+        assert_eq!(r.args().collect::<Vec<_>>(), [("k", "v")]);
+        assert_eq!(r.extra_fields().collect::<Vec<_>>(), [("x", "1"), ("x~2", "2")]);
+        assert_eq!(r.tags().collect::<Vec<_>>(), ["t1"]);
+        assert_eq!(r.trace_ip().collect::<Vec<_>>(), ["10.0.0.1"]);
+        assert_eq!(r.audit(), None);
+        assert_eq!(r.auto_index(), Some(false));
+    }
+
+    #[test]
+    fn wire_round_trip() {
+        let r = sample();
+        let mut buf = Vec::new();
+        wire::encode(&r, &mut buf);
+        assert_eq!(wire::decode(&buf).unwrap(), r);
+        // Every truncation is rejected, never panics.
+        for n in 0..buf.len() {
+            assert!(wire::decode(&buf[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn columns_match_upstream_order() {
+        let names: Vec<_> = COLUMNS.iter().map(|c| c.name()).collect();
+        assert_eq!(names[0..3], ["time", "level", "message"]);
+        assert_eq!(names[8], "args");
+        assert_eq!(names[17], "extra-fields");
+        assert_eq!(names[18], "hmac");
+        assert_eq!(names[33], "user-id");
+        assert_eq!(Col::S(Str::Hmac).kind(), ColKind::ReqStr);
+        assert_eq!(Col::S(Str::Az).kind(), ColKind::OptStr);
+    }
+}

@@ -1,0 +1,35 @@
+//! The record model: what the buffer holds between decoding and conversion.
+
+pub mod canonical;
+pub mod log;
+pub mod log_map;
+
+pub use log::{LogBuilder, LogRecord};
+pub use log_map::{LogMapper, LogRules};
+
+/// A decoded record, ready for the buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Log(LogRecord),
+}
+
+impl Record {
+    /// Approximate memory footprint, for buffer limits.
+    pub fn mem_size(&self) -> usize {
+        match self {
+            Record::Log(r) => r.mem_size(),
+        }
+    }
+
+    pub fn event_ns(&self) -> Option<i64> {
+        match self {
+            Record::Log(r) => r.event_ns(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        match self {
+            Record::Log(r) => r.to_json(),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Civil-time helpers in UTC: formatting event times, parsing record times, and
+//! splitting a time into the partition path's year/month/day/hour.
+//!
+//! Written here rather than pulling a date library, because we need only UTC, only
+//! RFC 3339 and epoch numbers, and these run per record on hot paths.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A UTC civil time broken into parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub nanos: u32,
+}
+
+impl Civil {
+    pub fn from_ns(ns: i64) -> Civil {
+        let secs = ns.div_euclid(1_000_000_000);
+        let nanos = ns.rem_euclid(1_000_000_000) as u32;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400) as u32;
+        let (year, month, day) = civil_from_days(days);
+        Civil {
+            year,
+            month,
+            day,
+            hour: sod / 3600,
+            minute: sod % 3600 / 60,
+            second: sod % 60,
+            nanos,
+        }
+    }
+}
+
+/// `2023-11-14T22:13:20.123456789Z`: always nine fraction digits, always UTC.
+pub fn format_rfc3339_nanos(ns: i64) -> String {
+    let c = Civil::from_ns(ns);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+    )
+}
+
+fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
+    let s = b.get(at..at + n)?;
+    let mut v = 0u32;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as u32;
+    }
+    Some(v)
+}
+
+/// Parses a record's time into nanoseconds since the epoch. Accepts RFC 3339 /
+/// ISO 8601 (`T` or space, optional fraction, `Z` or `±HH:MM`/`±HHMM`, no zone meaning
+/// UTC) and epoch numbers, whose unit is guessed from their magnitude (s, ms, µs, ns).
+pub fn parse_timestamp_ns(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Some(n) = parse_epoch(s) {
+        return Some(n);
+    }
+    let b = s.as_bytes();
+    let year = digits(b, 0, 4)? as i64;
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+        return None;
+    }
+    let month = digits(b, 5, 2)?;
+    let day = digits(b, 8, 2)?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut secs = days_from_civil(year, month, day) * 86_400;
+    let mut nanos = 0i64;
+    let mut i = 10;
+    if i < b.len() {
+        if !matches!(b[i], b'T' | b't' | b' ') {
+            return None;
+        }
+        let h = digits(b, i + 1, 2)?;
+        if b.get(i + 3) != Some(&b':') {
+            return None;
+        }
+        let mi = digits(b, i + 4, 2)?;
+        let mut sec = 0;
+        i += 6;
+        if b.get(i) == Some(&b':') {
+            sec = digits(b, i + 1, 2)?;
+            i += 3;
+        }
+        if h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        secs += (h * 3600 + mi * 60 + sec) as i64;
+        if matches!(b.get(i), Some(b'.') | Some(b',')) {
+            i += 1;
+            let start = i;
+            let mut scale = 100_000_000i64;
+            while i < b.len() && b[i].is_ascii_digit() {
+                nanos += (b[i] - b'0') as i64 * scale;
+                scale /= 10;
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+        match b.get(i) {
+            None => {}
+            Some(b'Z' | b'z') if i + 1 == b.len() => {}
+            Some(&sign @ (b'+' | b'-')) => {
+                let oh = digits(b, i + 1, 2)?;
+                let om = match b.len() - (i + 3) {
+                    0 => 0,
+                    3 if b[i + 3] == b':' => digits(b, i + 4, 2)?,
+                    2 => digits(b, i + 3, 2)?,
+                    _ => return None,
+                };
+                let off = (oh * 3600 + om * 60) as i64;
+                secs += if sign == b'+' { -off } else { off };
+            }
+            _ => return None,
+        }
+    }
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+fn parse_epoch(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        return None;
+    }
+    let scale = |mag: f64| -> i64 {
+        if mag < 1e11 {
+            1_000_000_000
+        } else if mag < 1e14 {
+            1_000_000
+        } else if mag < 1e17 {
+            1_000
+        } else {
+            1
+        }
+    };
+    if !digits.contains('.') {
+        // Integers stay exact.
+        let v: i64 = s.parse().ok()?;
+        return v.checked_mul(scale(v.unsigned_abs() as f64));
+    }
+    let f: f64 = s.parse().ok()?;
+    let ns = f * scale(f.abs()) as f64;
+    (ns.is_finite() && ns.abs() < 9.2e18).then_some(ns as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_with_nanos() {
+        assert_eq!(format_rfc3339_nanos(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(format_rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(format_rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn parses_common_forms() {
+        let t = 1_700_000_000_123_456_789;
+        assert_eq!(parse_timestamp_ns("2023-11-14T22:13:20.123456789Z"), Some(t));
+        assert_eq!(parse_timestamp_ns("2023-11-15T00:13:20.123456789+02:00"), Some(t));
+        assert_eq!(parse_timestamp_ns("2023-11-14 22:13:20"), Some(1_700_000_000_000_000_000));
+        assert_eq!(parse_timestamp_ns("2023-11-14"), Some(1_699_920_000_000_000_000));
+        assert_eq!(parse_timestamp_ns("1700000000"), Some(1_700_000_000_000_000_000));
+        assert_eq!(parse_timestamp_ns("1700000000123"), Some(1_700_000_000_123_000_000));
+        assert_eq!(parse_timestamp_ns("yesterday"), None);
+        assert_eq!(parse_timestamp_ns("2023-13-01"), None);
+        assert_eq!(parse_timestamp_ns("2023-11-14T22:13:20Zjunk"), None);
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000, -1, 0, 59, 60, 365, 11_000, 20_000, 2_000_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        let c = Civil::from_ns(1_700_000_000_000_000_000);
+        assert_eq!((c.year, c.month, c.day, c.hour), (2023, 11, 14, 22));
+    }
+}
