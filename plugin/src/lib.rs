@@ -9,7 +9,16 @@
 pub mod config;
 pub mod convert;
 pub mod decode;
+pub mod dlq;
+pub mod flush;
+pub mod ingest;
+pub mod logging;
+pub mod metrics;
+pub mod buffer;
 pub mod partition;
+pub mod receiver;
+pub mod readback;
 pub mod record;
 pub mod timeutil;
 pub mod value;
+pub mod writer;

@@ -5,6 +5,8 @@ use crate::record::log::{COLUMNS, Col, ColKind, LogRecord};
 use arrow_array::builder::{BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::schema::parser::parse_message_type;
+use parquet::schema::types::SchemaDescriptor;
 use std::sync::{Arc, OnceLock};
 
 fn map_value_type(utf8: bool) -> DataType {
@@ -107,6 +109,31 @@ where
     Arc::new(b.finish())
 }
 
+/// The Parquet schema of log files, written out exactly as upstream's parquet-go
+/// produced it: root `parquet_go_root`, MAP groups with a `key_value` (MAP_KEY_VALUE)
+/// repeated group, 3-level LISTs with `element`, UTF8 strings.
+pub fn log_parquet_schema(map_values_utf8: bool) -> Result<SchemaDescriptor, ConvertError> {
+    let mut text = String::from("message parquet_go_root {\n");
+    let value = if map_values_utf8 { "required binary value (UTF8);" } else { "required binary value;" };
+    for c in COLUMNS {
+        let n = c.name();
+        match c.kind() {
+            ColKind::ReqStr => text.push_str(&format!("required binary {n} (UTF8);\n")),
+            ColKind::OptStr => text.push_str(&format!("optional binary {n} (UTF8);\n")),
+            ColKind::OptBool => text.push_str(&format!("optional boolean {n};\n")),
+            ColKind::Map => text.push_str(&format!(
+                "required group {n} (MAP) {{ repeated group key_value (MAP_KEY_VALUE) {{ required binary key (UTF8); {value} }} }}\n"
+            )),
+            ColKind::List => text.push_str(&format!(
+                "required group {n} (LIST) {{ repeated group list {{ required binary element (UTF8); }} }}\n"
+            )),
+        }
+    }
+    text.push('}');
+    let t = parse_message_type(&text)?;
+    Ok(SchemaDescriptor::new(Arc::new(t)))
+}
+
 /// Builds one Arrow batch from log records.
 pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBatch, ConvertError> {
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
@@ -142,7 +169,12 @@ const BATCH_ROWS: usize = 8192;
 impl<W: std::io::Write + Send> LogFileWriter<W> {
     pub fn new(out: W, opts: &ParquetOptions) -> Result<Self, ConvertError> {
         Ok(LogFileWriter {
-            sink: ParquetSink::new(out, log_schema(opts.map_values_utf8), opts)?,
+            sink: ParquetSink::with_parquet_schema(
+                out,
+                log_schema(opts.map_values_utf8),
+                log_parquet_schema(opts.map_values_utf8)?,
+                opts,
+            )?,
             utf8: opts.map_values_utf8,
         })
     }
@@ -180,4 +212,117 @@ pub fn encode_log<'r>(recs: impl IntoIterator<Item = &'r LogRecord>, opts: &Parq
     let mut w = LogFileWriter::new(Vec::new(), opts)?;
     w.write(recs)?;
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Codec;
+    use crate::record::log::{LogBuilder, Str};
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Array, MapArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::schema::printer::print_schema;
+
+    fn opts(codec: Codec, rg: u64) -> ParquetOptions {
+        ParquetOptions {
+            codec,
+            level: None,
+            row_group_bytes: rg,
+            map_values_utf8: false,
+        }
+    }
+
+    fn rec(i: usize) -> LogRecord {
+        let mut b = LogBuilder::new();
+        b.set(Str::Time, &format!("2026-01-01T00:00:{:02}Z", i % 60));
+        b.set(Str::Message, &format!("message {i} {}", "x".repeat(i % 50)));
+        b.set(Str::BusinessCapability, "cap");
+        if i % 3 == 0 {
+            b.set(Str::Region, "eu-west-1");
+        }
+        b.add_arg("k", &i.to_string());
+        if i % 2 == 0 {
+            b.add_extra("e", "é\u{1}");
+        }
+        b.add_tag("t");
+        b.set_audit(if i % 5 == 0 { None } else { Some(i % 2 == 0) });
+        b.finish()
+    }
+
+    #[test]
+    fn schema_matches_upstream() {
+        let r = rec(1);
+        let bytes = encode_log([&r], &opts(Codec::Snappy, 128 << 20)).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let mut out = Vec::new();
+        print_schema(&mut out, reader.metadata().file_metadata().schema());
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("message parquet_go_root {\n  REQUIRED BYTE_ARRAY time (UTF8);"), "{s}");
+        assert!(s.contains(
+            "  REQUIRED group args (MAP) {\n    REPEATED group key_value (MAP_KEY_VALUE) {\n      REQUIRED BYTE_ARRAY key (UTF8);\n      REQUIRED BYTE_ARRAY value;\n    }\n  }"
+        ), "{s}");
+        assert!(s.contains(
+            "  REQUIRED group tags (LIST) {\n    REPEATED group list {\n      REQUIRED BYTE_ARRAY element (UTF8);\n    }\n  }"
+        ), "{s}");
+        assert!(s.contains("  OPTIONAL BOOLEAN audit;\n  OPTIONAL BOOLEAN auto-index;"), "{s}");
+        assert!(s.contains("  REQUIRED BYTE_ARRAY hmac (UTF8);"), "{s}");
+        assert_eq!(s.matches(";\n").count(), 28 + 2 + 2 * 2 + 2, "{s}");
+    }
+
+    #[test]
+    fn every_codec_round_trips_content() {
+        let recs: Vec<_> = (0..3000).map(rec).collect();
+        for codec in [Codec::Snappy, Codec::Gzip, Codec::Zstd, Codec::Lz4, Codec::Brotli, Codec::None] {
+            let bytes = encode_log(&recs, &opts(codec, 128 << 20)).unwrap();
+            let bytes = bytes::Bytes::from(bytes);
+            let meta = SerializedFileReader::new(bytes.clone()).unwrap();
+            let col = meta.metadata().row_group(0).column(0);
+            let want = ParquetOptions { codec, ..opts(codec, 1) }.compression().unwrap();
+            assert_eq!(std::mem::discriminant(&col.compression()), std::mem::discriminant(&want), "{codec:?}");
+            assert!(col.dictionary_page_offset().is_some(), "dictionary encoding is on");
+            assert!(col.statistics().is_some(), "statistics are on");
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+            let mut i = 0;
+            for batch in reader {
+                let batch = batch.unwrap();
+                let msg = batch.column_by_name("message").unwrap().as_string::<i32>();
+                let region = batch.column_by_name("region").unwrap().as_string::<i32>();
+                let audit = batch.column_by_name("audit").unwrap().as_boolean();
+                let args = batch.column_by_name("args").unwrap().as_any().downcast_ref::<MapArray>().unwrap();
+                let extra = batch.column_by_name("extra-fields").unwrap().as_any().downcast_ref::<MapArray>().unwrap();
+                for row in 0..batch.num_rows() {
+                    let r = &recs[i];
+                    assert_eq!(msg.value(row), r.req(Str::Message));
+                    assert_eq!(region.is_valid(row).then(|| region.value(row)), r.get(Str::Region));
+                    assert_eq!(audit.is_valid(row).then(|| audit.value(row)), r.audit());
+                    let a = args.value(row);
+                    let (k, v) = (a.column(0).as_string::<i32>(), a.column(1).as_binary::<i32>());
+                    let got: Vec<(&str, &[u8])> = (0..a.len()).map(|j| (k.value(j), v.value(j))).collect();
+                    let want: Vec<(&str, &[u8])> = r.args().map(|(k, v)| (k, v.as_bytes())).collect();
+                    assert_eq!(got, want);
+                    assert_eq!(extra.value(row).len(), r.extra_fields().len());
+                    i += 1;
+                }
+            }
+            assert_eq!(i, recs.len(), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn row_groups_close_by_encoded_size() {
+        let recs: Vec<_> = (0..20_000).map(rec).collect();
+        let limit = 64 * 1024;
+        let bytes = encode_log(&recs, &opts(Codec::None, limit)).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        let groups = reader.metadata().row_groups();
+        assert!(groups.len() > 5, "{} row groups", groups.len());
+        let total: i64 = groups.iter().map(|g| g.num_rows()).sum();
+        assert_eq!(total, 20_000);
+        for g in &groups[..groups.len() - 1] {
+            let size = g.compressed_size() as u64;
+            assert!(size >= limit / 2 && size <= limit * 2, "row group of {size} bytes for a {limit} limit");
+        }
+    }
 }

@@ -107,6 +107,22 @@ impl<W: Write + Send> ParquetSink<W> {
         })
     }
 
+    /// Like [`ParquetSink::new`], with an explicit Parquet schema for the Arrow one.
+    pub fn with_parquet_schema(
+        out: W,
+        schema: SchemaRef,
+        parquet: parquet::schema::types::SchemaDescriptor,
+        opts: &ParquetOptions,
+    ) -> Result<Self, ConvertError> {
+        let options = ArrowWriterOptions::new()
+            .with_properties(opts.writer_properties()?)
+            .with_parquet_schema(parquet);
+        Ok(ParquetSink {
+            writer: ArrowWriter::try_new_with_options(out, schema, options)?,
+            rows: 0,
+        })
+    }
+
     /// Writes a batch, slice by slice, so row groups close near the byte limit.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ConvertError> {
         let n = batch.num_rows();

@@ -1,0 +1,204 @@
+//! The in-memory buffer: fast, bounded, not durable.
+
+use super::{Batch, Buffer, BufferError};
+use crate::partition::PartitionKey;
+use crate::record::Record;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+struct Pending {
+    records: VecDeque<Record>,
+    bytes: u64,
+    /// Arrival of the oldest record still pending.
+    since: Option<Instant>,
+}
+
+pub struct MemBuffer {
+    keys: HashMap<PartitionKey, Pending>,
+    max_bytes: u64,
+    records: u64,
+    bytes: u64,
+}
+
+impl MemBuffer {
+    /// `max_bytes` bounds pending plus in-flight memory; beyond it `push` says Full.
+    pub fn new(max_bytes: u64) -> Self {
+        MemBuffer {
+            keys: HashMap::new(),
+            max_bytes,
+            records: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fn size(recs: &[Record]) -> u64 {
+    recs.iter().map(|r| r.mem_size() as u64).sum()
+}
+
+impl Buffer for MemBuffer {
+    fn push(&mut self, groups: Vec<(PartitionKey, Vec<Record>)>) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
+        let sizes: Vec<u64> = groups.iter().map(|(_, r)| size(r)).collect();
+        let add: u64 = sizes.iter().sum();
+        // An empty buffer takes any single submission, so one large chunk can never be
+        // refused forever.
+        if self.bytes > 0 && self.bytes + add > self.max_bytes {
+            return Err(BufferError::Full(format!(
+                "{} bytes buffered, limit BufferMaxBytes={}",
+                self.bytes, self.max_bytes
+            )));
+        }
+        let now = Instant::now();
+        let mut lens = Vec::with_capacity(groups.len());
+        for ((key, recs), bytes) in groups.into_iter().zip(sizes) {
+            let n = recs.len() as u64;
+            let p = self.keys.entry(key.clone()).or_insert_with(|| Pending {
+                records: VecDeque::new(),
+                bytes: 0,
+                since: None,
+            });
+            if p.records.is_empty() {
+                p.since = Some(now);
+            }
+            p.records.extend(recs);
+            p.bytes += bytes;
+            self.records += n;
+            self.bytes += bytes;
+            lens.push((key, p.records.len()));
+        }
+        Ok(lens)
+    }
+
+    fn due(&self, now: Instant, interval: Duration) -> Vec<PartitionKey> {
+        self.keys
+            .iter()
+            .filter(|(_, p)| p.since.is_some_and(|s| now.duration_since(s) >= interval))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn keys(&self) -> Vec<PartitionKey> {
+        self.keys
+            .iter()
+            .filter(|(_, p)| !p.records.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn pending(&self, key: &PartitionKey) -> usize {
+        self.keys.get(key).map_or(0, |p| p.records.len())
+    }
+
+    fn take(&mut self, key: &PartitionKey, max: usize) -> Result<Option<Batch>, BufferError> {
+        let Some(p) = self.keys.get_mut(key) else {
+            return Ok(None);
+        };
+        if p.records.is_empty() || max == 0 {
+            return Ok(None);
+        }
+        let n = max.min(p.records.len());
+        let records: Vec<Record> = if n == p.records.len() {
+            Vec::from(std::mem::take(&mut p.records))
+        } else {
+            p.records.drain(..n).collect()
+        };
+        let bytes = size(&records);
+        p.bytes -= bytes.min(p.bytes);
+        if p.records.is_empty() {
+            // Drop idle keys so memory does not grow with key cardinality (D-RC7).
+            self.keys.remove(key);
+        }
+        Ok(Some(Batch {
+            id: ulid::Ulid::generate(),
+            key: key.clone(),
+            records,
+            taken_at: Instant::now(),
+        }))
+    }
+
+    fn ack(&mut self, batch: &Batch) {
+        self.records -= (batch.records.len() as u64).min(self.records);
+        self.bytes -= size(&batch.records).min(self.bytes);
+    }
+
+    fn nack(&mut self, batch: Batch) {
+        let bytes = size(&batch.records);
+        let p = self.keys.entry(batch.key.clone()).or_insert_with(|| Pending {
+            records: VecDeque::new(),
+            bytes: 0,
+            since: None,
+        });
+        for r in batch.records.into_iter().rev() {
+            p.records.push_front(r);
+        }
+        p.bytes += bytes;
+        p.since = Some(batch.taken_at.min(p.since.unwrap_or(batch.taken_at)));
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        (self.records, self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::LogBuilder;
+    use crate::record::log::Str;
+
+    fn recs(n: usize, tag: &str) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                let mut b = LogBuilder::new();
+                b.set(Str::Message, &format!("{tag}{i}"));
+                Record::Log(b.finish())
+            })
+            .collect()
+    }
+
+    fn msgs(b: &Batch) -> Vec<String> {
+        b.records.iter().map(|r| match r {
+            Record::Log(l) => l.req(Str::Message).to_string(),
+        }).collect()
+    }
+
+    #[test]
+    fn take_ack_nack_keep_order_and_accounting() {
+        let mut m = MemBuffer::new(1 << 30);
+        let k = PartitionKey::from_text("a");
+        assert_eq!(m.push(vec![(k.clone(), recs(5, "x"))]).unwrap(), vec![(k.clone(), 5)]);
+        let b1 = m.take(&k, 3).unwrap().unwrap();
+        assert_eq!(msgs(&b1), ["x0", "x1", "x2"]);
+        assert_eq!(m.pending(&k), 2);
+        assert_eq!(m.usage().0, 5, "in-flight records still count");
+        m.nack(b1);
+        let b2 = m.take(&k, 10).unwrap().unwrap();
+        assert_eq!(msgs(&b2), ["x0", "x1", "x2", "x3", "x4"]);
+        m.ack(&b2);
+        assert_eq!(m.usage(), (0, 0));
+        assert!(m.take(&k, 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn full_is_all_or_nothing() {
+        let one = size(&recs(1, "x"));
+        let mut m = MemBuffer::new(one * 3);
+        m.push(vec![(PartitionKey::from_text("a"), recs(2, "x"))]).unwrap();
+        let e = m
+            .push(vec![(PartitionKey::from_text("a"), recs(1, "y")), (PartitionKey::from_text("b"), recs(5, "y"))])
+            .unwrap_err();
+        assert!(matches!(e, BufferError::Full(_)));
+        assert_eq!(m.usage().0, 2, "nothing of the refused push was kept");
+        assert_eq!(m.pending(&PartitionKey::from_text("b")), 0);
+    }
+
+    #[test]
+    fn due_by_oldest_record() {
+        let mut m = MemBuffer::new(1 << 30);
+        let k = PartitionKey::from_text("a");
+        m.push(vec![(k.clone(), recs(1, "x"))]).unwrap();
+        let now = Instant::now();
+        assert!(m.due(now, Duration::from_secs(60)).is_empty());
+        assert_eq!(m.due(now + Duration::from_secs(61), Duration::from_secs(60)), vec![k]);
+    }
+}

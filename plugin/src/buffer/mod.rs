@@ -1,0 +1,81 @@
+//! Buffers: where records wait, per partition key, between decoding and conversion.
+//!
+//! Every buffer follows one lease protocol, so the receiver treats them alike and a
+//! failed write never loses data:
+//! 1. `push` stores a whole submission or nothing (a retried Fluent Bit chunk must not
+//!    be half in the buffer);
+//! 2. `take` moves up to N records of a key into an in-flight [`Batch`];
+//! 3. `ack` forgets a batch once its file is written; `nack` puts it back in front.
+
+pub mod mem;
+
+use crate::partition::PartitionKey;
+use crate::record::Record;
+use std::time::{Duration, Instant};
+use ulid::Ulid;
+
+/// Records of one key taken out for conversion and writing.
+#[derive(Debug)]
+pub struct Batch {
+    /// Unique per batch; file names derive from it, so a retried batch keeps its names.
+    pub id: Ulid,
+    pub key: PartitionKey,
+    pub records: Vec<Record>,
+    /// When it was taken (flush-latency metric).
+    pub taken_at: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BufferError {
+    /// Over its limits: the caller should retry later (FLB_RETRY, HTTP 429).
+    #[error("buffer full: {0}")]
+    Full(String),
+    /// The store cannot be reached (Redis down): also retryable.
+    #[error("buffer unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a key is being flushed (logged, and used by the receiver's decisions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Size,
+    Interval,
+    Request,
+    Close,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Size => "buffer-size",
+            Reason::Interval => "interval",
+            Reason::Request => "request",
+            Reason::Close => "close",
+        }
+    }
+}
+
+pub trait Buffer: Send {
+    /// Stores every group, or nothing. Returns each key's pending count after the push.
+    fn push(&mut self, groups: Vec<(PartitionKey, Vec<Record>)>) -> Result<Vec<(PartitionKey, usize)>, BufferError>;
+
+    /// Keys with pending records whose oldest pending record has waited `interval`.
+    fn due(&self, now: Instant, interval: Duration) -> Vec<PartitionKey>;
+
+    /// Every key with pending records.
+    fn keys(&self) -> Vec<PartitionKey>;
+
+    fn pending(&self, key: &PartitionKey) -> usize;
+
+    /// Moves up to `max` of the oldest pending records of `key` into a batch.
+    fn take(&mut self, key: &PartitionKey, max: usize) -> Result<Option<Batch>, BufferError>;
+
+    /// The batch's file is written: forget it.
+    fn ack(&mut self, batch: &Batch);
+
+    /// The batch could not be written: keep it, ahead of newer records.
+    fn nack(&mut self, batch: Batch);
+
+    /// (records, approximate bytes) held, pending and in flight.
+    fn usage(&self) -> (u64, u64);
+}

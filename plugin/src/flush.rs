@@ -1,0 +1,284 @@
+//! Turning one buffered batch into files: group by folder, convert, name, write, retry.
+//!
+//! A batch becomes one file per folder (one folder with flush-time partitioning; one per
+//! hour seen with record-time partitioning). File ids derive from the batch id, so a
+//! batch written twice (a retry, or a Redis in-flight batch re-processed after a crash)
+//! lands on the same names instead of duplicating rows.
+//!
+//! A write is attempted `1 + RecoveryAttempts` times with exponential backoff. When all
+//! attempts fail, the finished file goes to the local recovery store; only if that fails
+//! too is the batch reported as failed, and the buffer keeps its records.
+
+use crate::buffer::Batch;
+use crate::config::{Config, PartitionTime};
+use crate::convert::ParquetOptions;
+use crate::convert::log::encode_log;
+use crate::dlq::{DlqEntry, DlqSink};
+use crate::log_at;
+use crate::logging::{Level, SharedLogger};
+use crate::metrics::Metrics;
+use crate::partition::{PathTemplate, object_name};
+use crate::record::{LogRecord, Record};
+use crate::writer::Writer;
+use crate::writer::recovery::RecoveryStore;
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the pipeline's background threads share.
+pub struct Shared {
+    pub metrics: Metrics,
+    pub log: SharedLogger,
+    pub dlq: Arc<dyn DlqSink>,
+    pub use_dlq: bool,
+}
+
+impl Shared {
+    /// Sends rejected records to the DLQ (or only counts and logs them, UseDLQ=false).
+    pub fn reject(&self, entries: &[DlqEntry]) -> Result<(), crate::dlq::DlqError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        Metrics::add(&self.metrics.records_rejected, entries.len() as u64);
+        for e in entries.iter().take(3) {
+            log_at!(self.log, Level::Warn, "rejected {}: {}", e.source, e.reason);
+        }
+        if entries.len() > 3 {
+            log_at!(self.log, Level::Warn, "... and {} more rejected records", entries.len() - 3);
+        }
+        if !self.use_dlq {
+            return Ok(());
+        }
+        self.dlq.push(entries)?;
+        Metrics::add(&self.metrics.dlq_records, entries.len() as u64);
+        Ok(())
+    }
+}
+
+/// The result of flushing one batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub files: Vec<String>,
+    pub rows: usize,
+    pub bytes: u64,
+    /// Files kept in the recovery store instead of written.
+    pub recovered: usize,
+    /// Records sent to the DLQ because they could not be converted.
+    pub dead_lettered: usize,
+}
+
+/// A batch (or part of it) that could not be written or kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlushFailure {
+    pub error: String,
+    /// Indexes (into the batch) of the records that are not stored anywhere.
+    pub unwritten: Vec<usize>,
+    /// What did get written before the failure.
+    pub partial: Written,
+}
+
+/// Test hook: `D2P_FAULT=convert-panic` makes conversion panic, to prove that a panic in
+/// the pipeline is contained (the plugin must never let one reach Fluent Bit).
+fn fault_convert_panic() -> bool {
+    std::env::var("D2P_FAULT").is_ok_and(|v| v == "convert-panic")
+}
+
+pub struct Flusher {
+    writer: Box<dyn Writer>,
+    opts: ParquetOptions,
+    template: PathTemplate,
+    time_source: PartitionTime,
+    use_hash: bool,
+    attempts: u32,
+    backoff: Duration,
+    recovery: RecoveryStore,
+    shared: Arc<Shared>,
+    inject_panic: bool,
+}
+
+impl Flusher {
+    pub fn new(cfg: &Config, writer: Box<dyn Writer>, shared: Arc<Shared>) -> Result<Flusher, String> {
+        Ok(Flusher {
+            writer,
+            opts: ParquetOptions::from_config(cfg),
+            template: PathTemplate::parse(&cfg.partition_path, &cfg.partition_fields)?,
+            time_source: cfg.partition_time,
+            use_hash: cfg.use_hash,
+            attempts: 1 + cfg.recovery_attempts,
+            backoff: Duration::from_millis(100),
+            recovery: RecoveryStore::new(&cfg.recovery_path),
+            shared,
+            inject_panic: fault_convert_panic(),
+        })
+    }
+
+    pub fn writer_mut(&mut self) -> &mut dyn Writer {
+        &mut *self.writer
+    }
+
+    pub fn recovery(&self) -> &RecoveryStore {
+        &self.recovery
+    }
+
+    /// Groups record indexes by output folder.
+    fn plan(&self, batch: &Batch, now_ns: i64) -> BTreeMap<String, Vec<usize>> {
+        let values = batch.key.values();
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        match self.time_source {
+            PartitionTime::Flush => {
+                groups.insert(self.template.render(&values, now_ns), (0..batch.records.len()).collect());
+            }
+            PartitionTime::Record => {
+                for (i, r) in batch.records.iter().enumerate() {
+                    let t = r.event_ns().unwrap_or(now_ns);
+                    groups.entry(self.template.render(&values, t)).or_default().push(i);
+                }
+            }
+        }
+        groups
+    }
+
+    fn encode(&self, recs: &[&LogRecord]) -> Result<Vec<u8>, String> {
+        let inject = self.inject_panic;
+        let opts = &self.opts;
+        match catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("injected fault: conversion panic (D2P_FAULT=convert-panic)");
+            }
+            encode_log(recs.iter().copied(), opts)
+        })) {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(format!("conversion failed: {e}")),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(format!("conversion panicked: {msg}"))
+            }
+        }
+    }
+
+    fn put_with_retries(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                Metrics::add(&self.shared.metrics.upload_retries, 1);
+                std::thread::sleep((self.backoff * 2u32.saturating_pow(attempt - 1)).min(Duration::from_secs(5)));
+            }
+            match self.writer.put(name, bytes) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    Metrics::add(&self.shared.metrics.write_failures, 1);
+                    last = e.to_string();
+                    log_at!(
+                        self.shared.log,
+                        Level::Warn,
+                        "write of {name} failed (attempt {}/{}): {last}",
+                        attempt + 1,
+                        self.attempts
+                    );
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Converts and writes one batch.
+    pub fn flush(&mut self, batch: &Batch) -> Result<Written, FlushFailure> {
+        let now_ns = crate::timeutil::now_ns();
+        let mut out = Written::default();
+        let mut unwritten = Vec::new();
+        let mut error = String::new();
+        for (gi, (folder, idx)) in self.plan(batch, now_ns).into_iter().enumerate() {
+            let recs: Vec<&LogRecord> = idx
+                .iter()
+                .map(|&i| match &batch.records[i] {
+                    Record::Log(l) => l,
+                })
+                .collect();
+            let bytes = match self.encode(&recs) {
+                Ok(b) => b,
+                Err(reason) => {
+                    // Conversion can never succeed for these records: dead-letter them.
+                    log_at!(self.shared.log, Level::Error, "batch {} ({}): {reason}", batch.id, batch.key);
+                    let entries: Vec<DlqEntry> = recs
+                        .iter()
+                        .map(|r| {
+                            let mut e = DlqEntry::new(format!("batch {} of key {}", batch.id, batch.key), &reason, r.to_json().as_bytes());
+                            e.key = Some(batch.key.to_string());
+                            e
+                        })
+                        .collect();
+                    match self.shared.reject(&entries) {
+                        Ok(()) => out.dead_lettered += entries.len(),
+                        Err(e) => {
+                            error = format!("{reason}; and the DLQ failed: {e}");
+                            unwritten.extend(idx);
+                        }
+                    }
+                    continue;
+                }
+            };
+            let id = ulid::Ulid(batch.id.0.wrapping_add(gi as u128)).to_string();
+            let md5 = self.use_hash.then(|| {
+                use md5::{Digest, Md5};
+                crate::record::canonical::hex(&Md5::digest(&bytes))
+            });
+            let name = object_name(&folder, &id, &batch.key, md5.as_deref());
+            match self.put_with_retries(&name, &bytes) {
+                Ok(()) => {
+                    out.files.push(name);
+                    out.rows += recs.len();
+                    out.bytes += bytes.len() as u64;
+                    let m = &self.shared.metrics;
+                    Metrics::add(&m.files_written, 1);
+                    Metrics::add(&m.bytes_written, bytes.len() as u64);
+                    Metrics::add(&m.records_out, recs.len() as u64);
+                }
+                Err(e) => match self.recovery.store(&name, &bytes) {
+                    Ok(()) => {
+                        log_at!(
+                            self.shared.log,
+                            Level::Error,
+                            "could not write {name} ({e}); kept in {} for retry",
+                            self.recovery.dir().display()
+                        );
+                        Metrics::add(&self.shared.metrics.recovery_stored, 1);
+                        out.recovered += 1;
+                    }
+                    Err(re) => {
+                        error = format!("write of {name} failed: {e}; recovery store failed too: {re}");
+                        log_at!(self.shared.log, Level::Error, "{error}");
+                        unwritten.extend(idx);
+                    }
+                },
+            }
+        }
+        self.shared.metrics.observe_flush(batch.taken_at.elapsed().as_secs_f64());
+        if unwritten.is_empty() {
+            Ok(out)
+        } else {
+            Err(FlushFailure {
+                error,
+                unwritten,
+                partial: out,
+            })
+        }
+    }
+
+    /// Retries files kept in the recovery store.
+    pub fn resend_recovery(&mut self) -> (usize, usize) {
+        let (ok, failed) = self.recovery.resend(&mut *self.writer);
+        if ok > 0 {
+            Metrics::add(&self.shared.metrics.recovery_resent, ok as u64);
+            log_at!(self.shared.log, Level::Info, "wrote {ok} files from the recovery store");
+        }
+        if failed > 0 {
+            log_at!(self.shared.log, Level::Warn, "{failed} files still in the recovery store");
+        }
+        (ok, failed)
+    }
+}

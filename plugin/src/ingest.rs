@@ -1,0 +1,232 @@
+//! The decode stage shared by every front end: input bytes to keyed records, with
+//! every rejected input turned into a [`DlqEntry`] that names it and says why.
+//!
+//! The plugin feeds Fluent Bit chunks, `http-server` request bodies and `json2parquet`
+//! file blocks through a [`Decoder`]; all of them get the same mapping rules, the same
+//! partition keys and the same error messages.
+
+use crate::config::{Config, ConfigError, FluentMetadata, RecordType};
+use crate::decode::flb::{self, ChunkStats, Item};
+use crate::decode::json::JsonParser;
+use crate::dlq::DlqEntry;
+use crate::partition::{Context, KeySpec, PartitionKey};
+use crate::record::log_map::FastMap;
+use crate::record::{LogMapper, LogRules, Record};
+use crate::value::{Doc, ValRef};
+
+/// Decoding settings, built once per pipeline and shared read-only.
+pub struct IngestSpec {
+    pub record_type: RecordType,
+    pub rules: LogRules,
+    pub keyspec: KeySpec,
+    pub fluent_metadata: FluentMetadata,
+    pub max_record_bytes: usize,
+}
+
+impl IngestSpec {
+    pub fn from_config(c: &Config) -> Result<IngestSpec, ConfigError> {
+        let dynamic = c.record_type == RecordType::Dynamic;
+        let keyspec = KeySpec::new(&c.partition_fields, dynamic).map_err(|reason| ConfigError::Invalid {
+            key: "PartitionFields".into(),
+            reason,
+        })?;
+        let hmac = c.use_hmac.then(|| c.hmac_key.expose().as_bytes().to_vec());
+        Ok(IngestSpec {
+            record_type: c.record_type,
+            rules: LogRules::new(
+                c.ignored_fields.clone(),
+                c.mask_fields.clone(),
+                hmac,
+                c.partition_time == crate::config::PartitionTime::Record,
+            ),
+            keyspec,
+            fluent_metadata: c.fluent_metadata,
+            max_record_bytes: c.max_record_bytes,
+        })
+    }
+}
+
+/// Records of one submission, grouped by partition key, plus what was rejected.
+#[derive(Default, Debug)]
+pub struct KeyedBatch {
+    pub groups: Vec<(PartitionKey, Vec<Record>)>,
+    index: FastMap<Box<str>, usize>,
+    records: usize,
+    bytes: usize,
+    pub rejected: Vec<DlqEntry>,
+}
+
+impl KeyedBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, key: &str, rec: Record) {
+        self.bytes += rec.mem_size();
+        self.records += 1;
+        match self.index.get(key) {
+            Some(&i) => self.groups[i].1.push(rec),
+            None => {
+                self.index.insert(key.into(), self.groups.len());
+                self.groups.push((PartitionKey::from_text(key), vec![rec]));
+            }
+        }
+    }
+
+    pub fn reject(&mut self, e: DlqEntry) {
+        self.rejected.push(e);
+    }
+
+    /// Records accepted for the buffer.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Approximate memory of the records.
+    pub fn mem_size(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends another batch (used to merge per-thread results in order).
+    pub fn append(&mut self, other: KeyedBatch) {
+        for (k, recs) in other.groups {
+            for r in recs {
+                self.push(k.as_str(), r);
+            }
+        }
+        self.rejected.extend(other.rejected);
+    }
+
+    /// Takes the grouped records out, leaving rejected entries in place.
+    pub fn take_groups(&mut self) -> Vec<(PartitionKey, Vec<Record>)> {
+        self.index.clear();
+        self.records = 0;
+        self.bytes = 0;
+        std::mem::take(&mut self.groups)
+    }
+}
+
+/// Per-thread decoder with warm buffers.
+pub struct Decoder<'s> {
+    spec: &'s IngestSpec,
+    mapper: LogMapper<'s>,
+    json: JsonParser,
+    doc: Doc<'static>,
+    key: String,
+}
+
+impl<'s> Decoder<'s> {
+    pub fn new(spec: &'s IngestSpec) -> Self {
+        Decoder {
+            spec,
+            mapper: LogMapper::new(&spec.rules),
+            json: JsonParser::new(),
+            doc: Doc::new(),
+            key: String::new(),
+        }
+    }
+
+    /// Maps one decoded object to a record and files it under its key.
+    pub fn value(
+        &mut self,
+        v: ValRef<'_, '_>,
+        ctx: &Context<'_, '_>,
+        event_ns: Option<i64>,
+        out: &mut KeyedBatch,
+    ) -> Result<(), String> {
+        match self.spec.record_type {
+            RecordType::Log | RecordType::Dynamic => {
+                if let Some(tag) = ctx.tag {
+                    self.mapper.context_arg("fluent-tag", tag);
+                    if let Some(ns) = event_ns {
+                        self.mapper
+                            .context_arg("fluent-time", &crate::timeutil::format_rfc3339_nanos(ns));
+                    }
+                }
+                if let (Some(meta), FluentMetadata::Args) = (ctx.meta, self.spec.fluent_metadata) {
+                    self.mapper.context_flatten("meta", meta);
+                }
+                let rec = match self.mapper.map_object(v, event_ns) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Drop any context already added for this record.
+                        let _ = self.mapper.finish(None);
+                        return Err(e);
+                    }
+                };
+                self.spec.keyspec.render_log(&rec, ctx, &mut self.key);
+                out.push(&self.key, Record::Log(rec));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one JSON record. `input` is modified in place (unescaping).
+    pub fn json(&mut self, input: &mut [u8], source: impl Fn() -> String, out: &mut KeyedBatch) -> bool {
+        if input.len() > self.spec.max_record_bytes {
+            out.reject(DlqEntry::new(
+                source(),
+                format!(
+                    "record is larger than the limit of {} bytes ({} bytes)",
+                    self.spec.max_record_bytes,
+                    input.len()
+                ),
+                &input[..input.len().min(4096)],
+            ));
+            return false;
+        }
+        // simd-json unescapes strings in place; without a backslash the input stays as
+        // it is, so the copy for the DLQ is only needed when there are escapes.
+        let original = input.contains(&b'\\').then(|| input.to_vec());
+        let result = {
+            let mut doc = std::mem::take(&mut self.doc).recycle();
+            let r = match self.json.parse_into(&mut *input, &mut doc) {
+                Err(e) => Err(e.to_string()),
+                Ok(()) => match doc.root() {
+                    Some(root) => self.value(root, &Context::default(), None, out),
+                    None => Err("empty input".to_string()),
+                },
+            };
+            self.doc = doc.recycle();
+            r
+        };
+        match result {
+            Ok(()) => true,
+            Err(reason) => {
+                out.reject(DlqEntry::new(source(), reason, original.as_deref().unwrap_or(input)));
+                false
+            }
+        }
+    }
+
+    /// Decodes a Fluent Bit chunk: good events become records, bad ones DLQ entries.
+    pub fn flb_chunk(&mut self, chunk: &[u8], tag: &str, out: &mut KeyedBatch) -> ChunkStats {
+        let mut doc = std::mem::take(&mut self.doc).recycle();
+        let mut failures: Vec<DlqEntry> = Vec::new();
+        let stats = flb::walk(chunk, &mut doc, |item| match item {
+            Item::Event(ev) => {
+                let ctx = Context {
+                    tag: Some(tag),
+                    meta: Some(ev.meta),
+                };
+                if let Err(e) = self.value(ev.body, &ctx, Some(ev.time_ns), out) {
+                    let mut raw = Vec::new();
+                    crate::decode::msgpack::write::value(&mut raw, ev.body);
+                    failures.push(DlqEntry::new(format!("event {} of chunk (tag {tag})", ev.index), e, &raw));
+                }
+            }
+            Item::Bad { reason, raw, .. } => {
+                failures.push(DlqEntry::new(format!("chunk (tag {tag})"), reason, raw));
+            }
+        });
+        for f in failures {
+            out.reject(f);
+        }
+        self.doc = doc.recycle();
+        stats
+    }
+}

@@ -1,0 +1,903 @@
+//! The receiver: the pipeline's background threads behind a bounded channel.
+//!
+//! - One **buffer thread** owns the buffer. Producers send it whole submissions through a
+//!   bounded crossbeam channel and wait for its acknowledgement; a producer that finds
+//!   the channel full gets [`SubmitError::Full`] at once and is never blocked forever.
+//!   It decides flushes: by size (a key reaches BufferSize), by age (a key's oldest
+//!   record has waited FlushInterval), on request, and on close (everything).
+//! - **Writer threads** (FlushWorkers, default 1) convert batches and write them. They
+//!   are separate so that a slow write (S3) never delays acknowledgements.
+//!
+//! A submission is acknowledged only once it is in the buffer. If the producer gives up
+//! waiting, the submission is cancelled atomically: either the buffer thread had already
+//! claimed it (the producer then waits for the result) or it never will, so a retried
+//! submission is never stored twice.
+
+use crate::buffer::mem::MemBuffer;
+use crate::buffer::{Batch, Buffer, BufferError, Reason};
+use crate::config::Config;
+use crate::dlq::{DlqSink, FileDlq, NoDlq};
+use crate::flush::{FlushFailure, Flusher, Shared, Written};
+use crate::ingest::KeyedBatch;
+use crate::log_at;
+use crate::logging::{Level, SharedLogger};
+use crate::metrics::Metrics;
+use crate::partition::PartitionKey;
+use crate::record::Record;
+use crate::writer::Writer;
+use crossbeam_channel::{Receiver as Rx, Sender as Tx, TrySendError, bounded, select};
+use std::collections::{HashSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Why a submission was not accepted. All but `Closed` are worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("buffer full: {0}")]
+    Full(String),
+    #[error("buffer unavailable: {0}")]
+    Unavailable(String),
+    #[error("timed out waiting for the buffer")]
+    Timeout,
+    #[error("receiver is closed")]
+    Closed,
+}
+
+impl From<BufferError> for SubmitError {
+    fn from(e: BufferError) -> Self {
+        match e {
+            BufferError::Full(s) => SubmitError::Full(s),
+            BufferError::Unavailable(s) => SubmitError::Unavailable(s),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("writer: {0}")]
+    Writer(#[from] crate::writer::WriteError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub records: usize,
+    pub rejected: usize,
+}
+
+/// Totals of a flush or close.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub batches: usize,
+    pub files: usize,
+    pub rows: usize,
+    pub bytes: u64,
+    pub recovered: usize,
+    pub dead_lettered: usize,
+    /// Records that could not be stored anywhere (close only: at runtime they stay
+    /// buffered and are retried).
+    pub lost: usize,
+    pub errors: Vec<String>,
+}
+
+impl FlushReport {
+    fn add(&mut self, w: &Written) {
+        self.files += w.files.len();
+        self.rows += w.rows;
+        self.bytes += w.bytes;
+        self.recovered += w.recovered;
+        self.dead_lettered += w.dead_lettered;
+    }
+}
+
+const PENDING: u8 = 0;
+const CLAIMED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+enum Msg {
+    Push {
+        groups: Vec<(PartitionKey, Vec<Record>)>,
+        state: Arc<AtomicU8>,
+        reply: Tx<Result<(), SubmitError>>,
+    },
+    Flush {
+        done: Tx<FlushReport>,
+    },
+    Close {
+        done: Tx<FlushReport>,
+    },
+}
+
+struct Job {
+    batch: Batch,
+}
+
+struct Done {
+    batch: Batch,
+    result: Result<Written, FlushFailure>,
+}
+
+pub struct Receiver {
+    tx: Tx<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    submit_timeout: Duration,
+    closed: Mutex<Option<FlushReport>>,
+}
+
+/// The pieces a receiver runs on; [`Receiver::start`] builds them from the config.
+pub struct Parts {
+    pub buffer: Box<dyn Buffer>,
+    pub writers: Vec<Box<dyn Writer>>,
+    pub dlq: Arc<dyn DlqSink>,
+}
+
+impl Parts {
+    /// The configured buffer, writers and DLQ.
+    pub fn from_config(cfg: &Config) -> Result<Parts, ReceiverError> {
+        let buffer: Box<dyn Buffer> = match cfg.buffer_type {
+            crate::config::BufferType::Mem => Box::new(MemBuffer::new(cfg.buffer_max_bytes)),
+            crate::config::BufferType::Redis => {
+                return Err(ReceiverError::Config("BufferType=redis is not available in this build".into()));
+            }
+        };
+        let mut writers = Vec::new();
+        for _ in 0..cfg.flush_workers {
+            writers.push(crate::writer::open(cfg)?);
+        }
+        let dlq: Arc<dyn DlqSink> = if cfg.use_dlq {
+            Arc::new(FileDlq::in_dir(&cfg.dlq_path))
+        } else {
+            Arc::new(NoDlq)
+        };
+        Ok(Parts { buffer, writers, dlq })
+    }
+}
+
+impl Receiver {
+    pub fn start(cfg: &Config, log: SharedLogger) -> Result<Receiver, ReceiverError> {
+        Self::start_with(cfg, log, Parts::from_config(cfg)?)
+    }
+
+    pub fn start_with(cfg: &Config, log: SharedLogger, parts: Parts) -> Result<Receiver, ReceiverError> {
+        let shared = Arc::new(Shared {
+            metrics: Metrics::default(),
+            log,
+            dlq: parts.dlq,
+            use_dlq: cfg.use_dlq,
+        });
+        let mut flushers = Vec::new();
+        for w in parts.writers {
+            flushers.push(Flusher::new(cfg, w, shared.clone()).map_err(ReceiverError::Config)?);
+        }
+        if flushers.is_empty() {
+            return Err(ReceiverError::Config("at least one writer is needed".into()));
+        }
+        let (tx, rx) = bounded::<Msg>(cfg.queue_capacity);
+        let (job_tx, job_rx) = bounded::<Job>(flushers.len() * 2);
+        let (done_tx, done_rx) = bounded::<Done>(flushers.len() * 2 + 1);
+        let mut workers = Vec::new();
+        for (i, f) in flushers.into_iter().enumerate() {
+            let jr = job_rx.clone();
+            let dt = done_tx.clone();
+            let auto = cfg.try_auto_recover && i == 0;
+            let sh = shared.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("d2p-writer-{i}"))
+                    .spawn(move || writer_loop(f, jr, dt, auto, sh))
+                    .map_err(|e| ReceiverError::Other(format!("cannot start writer thread: {e}")))?,
+            );
+        }
+        drop(done_tx);
+        let state = BufferThread {
+            buffer: parts.buffer,
+            shared: shared.clone(),
+            buffer_size: cfg.buffer_size,
+            interval: cfg.flush_interval,
+            job_tx: Some(job_tx),
+            capacity: workers.len() * 2,
+            queue: VecDeque::new(),
+            in_flight: HashSet::new(),
+            waiters: Vec::new(),
+            closing: None,
+            workers,
+        };
+        let thread = std::thread::Builder::new()
+            .name("d2p-buffer".into())
+            .spawn(move || state.run(rx, done_rx))
+            .map_err(|e| ReceiverError::Other(format!("cannot start buffer thread: {e}")))?;
+        Ok(Receiver {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            shared,
+            submit_timeout: Duration::from_secs(30),
+            closed: Mutex::new(None),
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// How long [`Receiver::submit`] waits for the buffer's acknowledgement.
+    pub fn set_submit_timeout(&mut self, t: Duration) {
+        self.submit_timeout = t;
+    }
+
+    /// Dead-letters the batch's rejected records, then stores its records in the buffer.
+    /// Returns only when the buffer holds them (or with the reason it does not).
+    pub fn submit(&self, mut batch: KeyedBatch) -> Result<Accepted, SubmitError> {
+        let rejected = batch.rejected.len();
+        if rejected > 0 {
+            self.shared
+                .reject(&batch.rejected)
+                .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+            batch.rejected.clear();
+        }
+        let records = batch.len();
+        if records == 0 {
+            return Ok(Accepted { records, rejected });
+        }
+        let groups = batch.take_groups();
+        let state = Arc::new(AtomicU8::new(PENDING));
+        let (reply_tx, reply_rx) = bounded(1);
+        let msg = Msg::Push {
+            groups,
+            state: state.clone(),
+            reply: reply_tx,
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                Metrics::add(&self.shared.metrics.backpressure, 1);
+                return Err(SubmitError::Full("receiver queue is full".into()));
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
+        }
+        let res = match reply_rx.recv_timeout(self.submit_timeout) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if state
+                    .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(SubmitError::Timeout);
+                }
+                // Already claimed: the result is on its way.
+                reply_rx.recv().unwrap_or(Err(SubmitError::Closed))
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(SubmitError::Closed),
+        };
+        res.map(|()| Accepted { records, rejected })
+    }
+
+    /// Flushes everything buffered now and waits for the files.
+    pub fn flush(&self) -> Result<FlushReport, SubmitError> {
+        let (done, rx) = bounded(1);
+        self.tx.send(Msg::Flush { done }).map_err(|_| SubmitError::Closed)?;
+        rx.recv().map_err(|_| SubmitError::Closed)
+    }
+
+    /// Flushes all pending data of every key, stops the threads and joins them.
+    /// Idempotent: later calls return the first report.
+    pub fn close(&self) -> FlushReport {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = &*closed {
+            return r.clone();
+        }
+        let (done, rx) = bounded(1);
+        let report = match self.tx.send(Msg::Close { done }) {
+            Ok(()) => rx.recv().unwrap_or_default(),
+            Err(_) => FlushReport::default(),
+        };
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        *closed = Some(report.clone());
+        report
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn writer_loop(mut f: Flusher, jobs: Rx<Job>, done: Tx<Done>, auto_recover: bool, shared: Arc<Shared>) {
+    let every = Duration::from_secs(30);
+    if auto_recover {
+        f.resend_recovery();
+    }
+    let mut last_resend = Instant::now();
+    loop {
+        let job = match jobs.recv_timeout(Duration::from_secs(1)) {
+            Ok(j) => j,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if auto_recover && last_resend.elapsed() >= every {
+                    f.resend_recovery();
+                    last_resend = Instant::now();
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        let batch = job.batch;
+        let result = match catch_unwind(AssertUnwindSafe(|| f.flush(&batch))) {
+            Ok(r) => r,
+            Err(_) => {
+                log_at!(shared.log, Level::Error, "flush of batch {} panicked; its records stay buffered", batch.id);
+                Err(FlushFailure {
+                    error: "flush panicked".into(),
+                    unwritten: (0..batch.records.len()).collect(),
+                    partial: Written::default(),
+                })
+            }
+        };
+        if done.send(Done { batch, result }).is_err() {
+            break;
+        }
+    }
+}
+
+struct Waiter {
+    done: Tx<FlushReport>,
+    ids: HashSet<ulid::Ulid>,
+    report: FlushReport,
+}
+
+struct Closing {
+    done: Option<Tx<FlushReport>>,
+    report: FlushReport,
+}
+
+struct BufferThread {
+    buffer: Box<dyn Buffer>,
+    shared: Arc<Shared>,
+    buffer_size: usize,
+    interval: Duration,
+    job_tx: Option<Tx<Job>>,
+    capacity: usize,
+    queue: VecDeque<Batch>,
+    in_flight: HashSet<ulid::Ulid>,
+    waiters: Vec<Waiter>,
+    closing: Option<Closing>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl BufferThread {
+    fn run(mut self, rx: Rx<Msg>, done_rx: Rx<Done>) {
+        let tick = (self.interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let mut next_tick = Instant::now() + tick;
+        let mut rx = Some(rx);
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let never = crossbeam_channel::never();
+            let msgs = rx.as_ref().unwrap_or(&never);
+            select! {
+                recv(msgs) -> m => match m {
+                    Ok(m) => self.on_msg(m),
+                    // Every handle dropped without close(): close anyway.
+                    Err(_) => {
+                        rx = None;
+                        if self.closing.is_none() {
+                            self.start_close(None);
+                        }
+                    }
+                },
+                recv(done_rx) -> d => if let Ok(d) = d { self.on_done(d) },
+                default(timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + tick;
+                if self.closing.is_none() {
+                    self.on_tick();
+                }
+            }
+            self.dispatch();
+            if self.closing.is_some() && self.queue.is_empty() && self.in_flight.is_empty() {
+                self.finish_close();
+                return;
+            }
+        }
+    }
+
+    fn publish_usage(&self) {
+        let (r, b) = self.buffer.usage();
+        let m = &self.shared.metrics;
+        m.buffer_records.store(r, Ordering::Relaxed);
+        m.buffer_bytes.store(b, Ordering::Relaxed);
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Push { groups, state, reply } => {
+                if state
+                    .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return; // the producer gave up; it will retry
+                }
+                if self.closing.is_some() {
+                    let _ = reply.send(Err(SubmitError::Closed));
+                    return;
+                }
+                let n: usize = groups.iter().map(|(_, r)| r.len()).sum();
+                match self.buffer.push(groups) {
+                    Ok(lens) => {
+                        Metrics::add(&self.shared.metrics.records_in, n as u64);
+                        let _ = reply.send(Ok(()));
+                        for (key, len) in lens {
+                            if len >= self.buffer_size {
+                                self.take_key(&key, Reason::Size, false);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if matches!(e, BufferError::Full(_)) {
+                            Metrics::add(&self.shared.metrics.backpressure, 1);
+                        }
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+                self.publish_usage();
+            }
+            Msg::Flush { done } => {
+                self.take_all(Reason::Request);
+                let ids: HashSet<_> = self.queue.iter().map(|b| b.id).chain(self.in_flight.iter().copied()).collect();
+                if ids.is_empty() {
+                    let _ = done.send(FlushReport::default());
+                } else {
+                    self.waiters.push(Waiter {
+                        done,
+                        ids,
+                        report: FlushReport::default(),
+                    });
+                }
+            }
+            Msg::Close { done } => self.start_close(Some(done)),
+        }
+    }
+
+    /// Takes batches of `key`: whole BufferSize batches, or everything with `all`.
+    fn take_key(&mut self, key: &PartitionKey, reason: Reason, all: bool) {
+        loop {
+            let pending = self.buffer.pending(key);
+            if pending == 0 || (!all && pending < self.buffer_size) {
+                break;
+            }
+            match self.buffer.take(key, self.buffer_size) {
+                Ok(Some(b)) => {
+                    log_at!(
+                        self.shared.log,
+                        Level::Debug,
+                        "flush {} ({}): {} records",
+                        b.key,
+                        reason.name(),
+                        b.records.len()
+                    );
+                    self.queue.push_back(b);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log_at!(self.shared.log, Level::Warn, "cannot take a batch of {key}: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn take_all(&mut self, reason: Reason) {
+        for key in self.buffer.keys() {
+            self.take_key(&key, reason, true);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        for key in self.buffer.due(Instant::now(), self.interval) {
+            self.take_key(&key, Reason::Interval, true);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while self.in_flight.len() < self.capacity {
+            let Some(batch) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(tx) = &self.job_tx else {
+                self.queue.push_front(batch);
+                break;
+            };
+            let id = batch.id;
+            match tx.try_send(Job { batch }) {
+                Ok(()) => {
+                    self.in_flight.insert(id);
+                }
+                Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
+                    self.queue.push_front(j.batch);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let Done { batch, result } = d;
+        let id = batch.id;
+        self.in_flight.remove(&id);
+        let mut lost = 0;
+        let (written, error) = match result {
+            Ok(w) => {
+                self.buffer.ack(&batch);
+                (w, None)
+            }
+            Err(f) => {
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "batch {} of {} not written: {} ({} records kept)",
+                    batch.id,
+                    batch.key,
+                    f.error,
+                    f.unwritten.len()
+                );
+                let (written_part, unwritten) = split_batch(batch, &f.unwritten);
+                self.buffer.ack(&written_part);
+                if self.closing.is_some() {
+                    lost = self.dead_letter_at_close(unwritten, &f.error);
+                } else {
+                    self.buffer.nack(unwritten);
+                }
+                (f.partial, Some(f.error))
+            }
+        };
+        let mut reports: Vec<&mut FlushReport> = Vec::new();
+        for w in &mut self.waiters {
+            if w.ids.remove(&id) {
+                reports.push(&mut w.report);
+            }
+        }
+        if let Some(c) = &mut self.closing {
+            reports.push(&mut c.report);
+        }
+        for r in reports {
+            r.batches += 1;
+            r.add(&written);
+            r.lost += lost;
+            if let Some(e) = &error {
+                r.errors.push(e.clone());
+            }
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].ids.is_empty() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.done.send(w.report);
+            } else {
+                i += 1;
+            }
+        }
+        self.publish_usage();
+    }
+
+    /// At close a batch that cannot be written goes to the DLQ, so it can be re-driven;
+    /// returns the records that could not be kept anywhere.
+    fn dead_letter_at_close(&mut self, b: Batch, error: &str) -> usize {
+        let entries: Vec<_> = b
+            .records
+            .iter()
+            .map(|r| {
+                let mut e = crate::dlq::DlqEntry::new(
+                    format!("batch {} at shutdown", b.id),
+                    format!("write failed at shutdown: {error}"),
+                    r.to_json().as_bytes(),
+                );
+                e.key = Some(b.key.to_string());
+                e
+            })
+            .collect();
+        let n = entries.len();
+        self.buffer.ack(&b);
+        match self.shared.reject(&entries) {
+            Ok(()) => 0,
+            Err(e) => {
+                log_at!(self.shared.log, Level::Error, "{n} records lost at shutdown: {error}; DLQ: {e}");
+                n
+            }
+        }
+    }
+
+    fn start_close(&mut self, done: Option<Tx<FlushReport>>) {
+        self.take_all(Reason::Close);
+        self.closing = Some(Closing {
+            done,
+            report: FlushReport::default(),
+        });
+    }
+
+    fn finish_close(&mut self) {
+        self.job_tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.done.send(w.report);
+        }
+        let Some(Closing { done, mut report }) = self.closing.take() else {
+            return;
+        };
+        let (records, _) = self.buffer.usage();
+        if records > 0 {
+            report.lost += records as usize;
+            report
+                .errors
+                .push(format!("{records} records were still buffered when the receiver stopped"));
+        }
+        self.publish_usage();
+        log_at!(
+            self.shared.log,
+            Level::Info,
+            "closed: {} files, {} rows, {} recovered, {} lost",
+            report.files,
+            report.rows,
+            report.recovered,
+            report.lost
+        );
+        if let Some(done) = done {
+            let _ = done.send(report);
+        }
+    }
+}
+
+/// Splits a batch into the records that were written and those that were not.
+fn split_batch(b: Batch, unwritten: &[usize]) -> (Batch, Batch) {
+    let set: HashSet<usize> = unwritten.iter().copied().collect();
+    let (mut keep, mut rest) = (Vec::new(), Vec::new());
+    for (i, r) in b.records.into_iter().enumerate() {
+        if set.contains(&i) {
+            rest.push(r);
+        } else {
+            keep.push(r);
+        }
+    }
+    (
+        Batch {
+            id: b.id,
+            key: b.key.clone(),
+            records: keep,
+            taken_at: b.taken_at,
+        },
+        Batch {
+            id: b.id,
+            key: b.key,
+            records: rest,
+            taken_at: b.taken_at,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigBuilder;
+    use crate::ingest::{Decoder, IngestSpec};
+    use crate::logging::NullLogger;
+    use crate::readback::{file_rows, parquet_files};
+    use std::path::Path;
+
+    fn cfg(dir: &Path, extra: &[(&str, &str)]) -> Config {
+        let mut b = ConfigBuilder::new();
+        b.set("WriterFilePath", dir.join("out").to_str().unwrap()).unwrap();
+        b.set("WriterFsync", "false").unwrap();
+        for (k, v) in extra {
+            b.set(k, v).unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    fn batch(cfg: &Config, from: usize, n: usize, keys: usize) -> KeyedBatch {
+        let spec = IngestSpec::from_config(cfg).unwrap();
+        let mut d = Decoder::new(&spec);
+        let mut out = KeyedBatch::new();
+        for i in from..from + n {
+            let mut line = format!(
+                r#"{{"message":"m{i}","business-capability":"c{}","business-domain":"d","business-service":"s","application-service":"a"}}"#,
+                i % keys
+            )
+            .into_bytes();
+            assert!(d.json(&mut line, || format!("line {i}"), &mut out));
+        }
+        out
+    }
+
+    fn written(dir: &Path) -> Vec<String> {
+        let mut msgs: Vec<String> = parquet_files(&dir.join("out"))
+            .iter()
+            .flat_map(|p| file_rows(p).unwrap())
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect();
+        msgs.sort_by_key(|m| m[1..].parse::<usize>().unwrap());
+        msgs
+    }
+
+    fn expect(from: usize, n: usize) -> Vec<String> {
+        (from..from + n).map(|i| format!("m{i}")).collect()
+    }
+
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn size_flush_then_close_flushes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[("BufferSize", "10"), ("FlushInterval", "3600")]);
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 25, 1)).unwrap();
+        wait_until("two size-triggered files", || parquet_files(&dir.path().join("out")).len() == 2);
+        assert_eq!(written(dir.path()).len(), 20);
+        let rep = r.close();
+        assert_eq!((rep.files, rep.rows, rep.lost), (1, 5, 0));
+        assert_eq!(written(dir.path()), expect(0, 25));
+        for p in parquet_files(&dir.path().join("out")) {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(name.ends_with("-c0:d:s:a.parquet"), "{name}");
+            assert!(p.to_str().unwrap().contains("/capability=c0/year="), "{p:?}");
+        }
+        assert!(matches!(r.submit(batch(&c, 0, 1, 1)), Err(SubmitError::Closed)));
+    }
+
+    #[test]
+    fn interval_flush_without_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[("BufferSize", "1000"), ("FlushInterval", "200ms")]);
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 3, 1)).unwrap();
+        wait_until("an interval flush", || parquet_files(&dir.path().join("out")).len() == 1);
+        assert_eq!(written(dir.path()), expect(0, 3));
+        assert_eq!(r.close().files, 0);
+    }
+
+    #[test]
+    fn close_writes_every_key_in_buffer_size_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[("BufferSize", "100"), ("FlushInterval", "3600"), ("FlushWorkers", "2")]);
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        for i in 0..10 {
+            r.submit(batch(&c, i * 77, 77, 3)).unwrap();
+        }
+        let rep = r.close();
+        assert_eq!(rep.lost, 0);
+        assert_eq!(written(dir.path()), expect(0, 770));
+        for p in parquet_files(&dir.path().join("out")) {
+            assert!(file_rows(&p).unwrap().len() <= 100);
+        }
+        assert_eq!(Metrics::get(&r.metrics().records_out), 770);
+    }
+
+    #[test]
+    fn explicit_flush_waits_for_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[("FlushInterval", "3600")]);
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 42, 2)).unwrap();
+        let rep = r.flush().unwrap();
+        assert_eq!((rep.rows, rep.files), (42, 2));
+        assert_eq!(written(dir.path()), expect(0, 42));
+        assert_eq!(r.flush().unwrap(), FlushReport::default());
+    }
+
+    #[test]
+    fn full_buffer_refuses_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[("BufferMaxBytes", "4096"), ("FlushInterval", "3600"), ("BufferSize", "100000")]);
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 20, 1)).unwrap();
+        let e = r.submit(batch(&c, 20, 20, 1)).unwrap_err();
+        assert!(matches!(e, SubmitError::Full(_)), "{e:?}");
+        r.flush().unwrap();
+        r.submit(batch(&c, 20, 20, 1)).unwrap();
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, 40), "nothing lost, nothing twice");
+        assert!(Metrics::get(&r.metrics().backpressure) >= 1);
+    }
+
+    #[test]
+    fn failed_writes_go_to_recovery_and_are_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        // The output folder is a plain file: every write fails for real.
+        std::fs::write(dir.path().join("out"), b"not a folder").unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("RecoveryAttempts", "1"),
+                ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
+                ("DLQPath", dir.path().join("dlq").to_str().unwrap()),
+                ("FlushInterval", "3600"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 30, 1)).unwrap();
+        let rep = r.flush().unwrap();
+        assert_eq!((rep.files, rep.recovered), (0, 1));
+        assert_eq!(Metrics::get(&r.metrics().upload_retries), 1);
+        r.close();
+        // Repair the destination and resend what was kept.
+        std::fs::remove_file(dir.path().join("out")).unwrap();
+        let shared = Arc::new(Shared {
+            metrics: Metrics::default(),
+            log: Arc::new(NullLogger),
+            dlq: Arc::new(NoDlq),
+            use_dlq: false,
+        });
+        let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared).unwrap();
+        assert_eq!(f.resend_recovery(), (1, 0));
+        assert_eq!(written(dir.path()), expect(0, 30));
+    }
+
+    #[test]
+    fn write_and_recovery_failing_keeps_records_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("out"), b"x").unwrap();
+        std::fs::write(dir.path().join("rec"), b"x").unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
+                ("DLQPath", dir.path().join("dlq").to_str().unwrap()),
+                ("FlushInterval", "3600"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 12, 2)).unwrap();
+        let rep = r.flush().unwrap();
+        assert_eq!(rep.files, 0);
+        assert_eq!(rep.errors.len(), 2);
+        assert_eq!(Metrics::get(&r.metrics().buffer_records), 12, "records stay buffered");
+        std::fs::remove_file(dir.path().join("out")).unwrap();
+        let rep = r.flush().unwrap();
+        assert_eq!((rep.files, rep.rows), (2, 12));
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, 12));
+    }
+
+    #[test]
+    fn rejected_records_reach_the_dlq() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[("DLQPath", dir.path().join("dlq").to_str().unwrap())]);
+        let spec = IngestSpec::from_config(&c).unwrap();
+        let mut d = Decoder::new(&spec);
+        let mut b = KeyedBatch::new();
+        assert!(!d.json(&mut b"{\"message\": ".to_vec(), || "line 1".into(), &mut b));
+        assert!(!d.json(&mut b"[1]".to_vec(), || "line 2".into(), &mut b));
+        assert!(d.json(&mut b"{\"message\":\"m0\"}".to_vec(), || "line 3".into(), &mut b));
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        assert_eq!(r.submit(b).unwrap(), Accepted { records: 1, rejected: 2 });
+        r.close();
+        let dlq: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("dlq"))
+            .unwrap()
+            .flat_map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(dlq.len(), 2);
+        assert_eq!(dlq[0]["source"], "line 1");
+        assert!(dlq[0]["reason"].as_str().unwrap().contains("truncated"), "{}", dlq[0]);
+        assert_eq!(dlq[1]["reason"], "expected a JSON object / map, found array");
+        assert_eq!(written(dir.path()), ["m0"]);
+    }
+}

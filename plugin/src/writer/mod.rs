@@ -1,0 +1,55 @@
+//! Writers: where finished Parquet files go. Each one stores a whole file under an
+//! object name atomically, so a reader never sees half a file.
+
+pub mod file;
+pub mod recovery;
+
+use crate::config::{Config, WriterType};
+use crate::partition::PathEscape;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Path(#[from] PathEscape),
+    #[error("{0}")]
+    Remote(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl WriteError {
+    pub fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        WriteError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+pub trait Writer: Send {
+    /// Stores `bytes` as `name`, a relative path with `/` separators.
+    fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError>;
+
+    /// Whether the destination is reachable and writable (readiness checks).
+    fn check(&mut self) -> Result<(), WriteError>;
+
+    fn describe(&self) -> String;
+}
+
+/// Opens the configured writer.
+pub fn open(cfg: &Config) -> Result<Box<dyn Writer>, WriteError> {
+    match cfg.writer_type {
+        WriterType::File => Ok(Box::new(file::FileWriter::new(&cfg.writer_file_path, cfg.writer_fsync))),
+        WriterType::S3 => Err(WriteError::Config(
+            "WriterType=aws-s3 is not available in this build".into(),
+        )),
+    }
+}

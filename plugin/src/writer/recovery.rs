@@ -1,0 +1,104 @@
+//! The recovery store: finished Parquet files whose write failed, kept on local disk
+//! with their target name until a later attempt (or a restart) writes them.
+//!
+//! Each entry is `<id>.parquet` plus `<id>.target` holding the object name. The target
+//! is written first and the data last (atomically), so a listed `.parquet` always has
+//! its target.
+
+use super::file::write_atomic;
+use super::{WriteError, Writer};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub struct RecoveryStore {
+    dir: PathBuf,
+}
+
+/// One kept file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub target: String,
+    pub data: PathBuf,
+}
+
+impl RecoveryStore {
+    pub fn new(dir: &Path) -> Self {
+        RecoveryStore { dir: dir.to_path_buf() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn store(&self, target: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let id = ulid::Ulid::generate().to_string();
+        write_atomic(&self.dir.join(format!("{id}.target")), target.as_bytes(), true)?;
+        write_atomic(&self.dir.join(format!("{id}.parquet")), bytes, true)
+    }
+
+    /// Entries in the order they were stored.
+    pub fn list(&self) -> Vec<Entry> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Entry> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = name.strip_suffix(".parquet")?.to_string();
+                if id.starts_with('.') {
+                    return None;
+                }
+                let target = fs::read_to_string(self.dir.join(format!("{id}.target"))).ok()?;
+                Some(Entry {
+                    id,
+                    target,
+                    data: e.path(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Writes every kept file through `w`; returns (written, still failing).
+    pub fn resend(&self, w: &mut dyn Writer) -> (usize, usize) {
+        let (mut ok, mut failed) = (0, 0);
+        for e in self.list() {
+            let Ok(bytes) = fs::read(&e.data) else {
+                failed += 1;
+                continue;
+            };
+            match w.put(&e.target, &bytes) {
+                Ok(()) => {
+                    let _ = fs::remove_file(&e.data);
+                    let _ = fs::remove_file(self.dir.join(format!("{}.target", e.id)));
+                    ok += 1;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::FileWriter;
+    use super::*;
+
+    #[test]
+    fn store_list_resend() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RecoveryStore::new(&dir.path().join("rec"));
+        rs.store("x=1/a.parquet", b"one").unwrap();
+        rs.store("x=2/b.parquet", b"two").unwrap();
+        let l = rs.list();
+        assert_eq!(l.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["x=1/a.parquet", "x=2/b.parquet"]);
+        let mut w = FileWriter::new(&dir.path().join("out"), false);
+        assert_eq!(rs.resend(&mut w), (2, 0));
+        assert!(rs.list().is_empty());
+        assert_eq!(fs::read(dir.path().join("out/x=2/b.parquet")).unwrap(), b"two");
+    }
+}
