@@ -36,7 +36,10 @@ impl DlqEntry {
     pub fn to_json(&self) -> String {
         use crate::value::write_json_str;
         let mut s = String::from("{\"time\":");
-        write_json_str(&crate::timeutil::format_rfc3339_nanos(crate::timeutil::now_ns()), &mut s);
+        write_json_str(
+            &crate::timeutil::format_rfc3339_nanos(crate::timeutil::now_ns()),
+            &mut s,
+        );
         s.push_str(",\"source\":");
         write_json_str(&self.source, &mut s);
         s.push_str(",\"reason\":");
@@ -53,7 +56,10 @@ impl DlqEntry {
             Err(_) => {
                 use base64::Engine as _;
                 s.push_str(",\"raw_base64\":");
-                write_json_str(&base64::engine::general_purpose::STANDARD.encode(&self.raw), &mut s);
+                write_json_str(
+                    &base64::engine::general_purpose::STANDARD.encode(&self.raw),
+                    &mut s,
+                );
             }
         }
         s.push('}');
@@ -126,14 +132,22 @@ impl DlqSink for FileDlq {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
-            *guard = Some(OpenOptions::new().create(true).append(true).open(&self.path).map_err(err)?);
+            *guard = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .map_err(err)?,
+            );
         }
         let mut text = String::new();
         for e in entries {
             text.push_str(&e.to_json());
             text.push('\n');
         }
-        let f = guard.as_mut().ok_or_else(|| err(std::io::Error::other("DLQ file not open")))?;
+        let f = guard
+            .as_mut()
+            .ok_or_else(|| err(std::io::Error::other("DLQ file not open")))?;
         f.write_all(text.as_bytes()).map_err(err)?;
         f.flush().map_err(err)
     }
@@ -167,9 +181,13 @@ mod tests {
         assert!(!d.path().exists(), "no empty files");
         let mut e = DlqEntry::new("line 3", "invalid JSON: syntax error", b"{bad");
         e.key = Some("a:b".into());
-        d.push(&[e, DlqEntry::new("line 4", "not UTF-8", b"\xff\xfe")]).unwrap();
+        d.push(&[e, DlqEntry::new("line 4", "not UTF-8", b"\xff\xfe")])
+            .unwrap();
         let text = std::fs::read_to_string(d.path()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["source"], "line 3");
         assert_eq!(lines[0]["raw"], "{bad");
         assert_eq!(lines[0]["key"], "a:b");

@@ -45,7 +45,12 @@ impl Shared {
             log_at!(self.log, Level::Warn, "rejected {}: {}", e.source, e.reason);
         }
         if entries.len() > 3 {
-            log_at!(self.log, Level::Warn, "... and {} more rejected records", entries.len() - 3);
+            log_at!(
+                self.log,
+                Level::Warn,
+                "... and {} more rejected records",
+                entries.len() - 3
+            );
         }
         if !self.use_dlq {
             return Ok(());
@@ -98,7 +103,11 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub fn new(cfg: &Config, writer: Box<dyn Writer>, shared: Arc<Shared>) -> Result<Flusher, String> {
+    pub fn new(
+        cfg: &Config,
+        writer: Box<dyn Writer>,
+        shared: Arc<Shared>,
+    ) -> Result<Flusher, String> {
         Ok(Flusher {
             writer,
             opts: ParquetOptions::from_config(cfg),
@@ -127,12 +136,18 @@ impl Flusher {
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         match self.time_source {
             PartitionTime::Flush => {
-                groups.insert(self.template.render(&values, now_ns), (0..batch.records.len()).collect());
+                groups.insert(
+                    self.template.render(&values, now_ns),
+                    (0..batch.records.len()).collect(),
+                );
             }
             PartitionTime::Record => {
                 for (i, r) in batch.records.iter().enumerate() {
                     let t = r.event_ns().unwrap_or(now_ns);
-                    groups.entry(self.template.render(&values, t)).or_default().push(i);
+                    groups
+                        .entry(self.template.render(&values, t))
+                        .or_default()
+                        .push(i);
                 }
             }
         }
@@ -166,7 +181,9 @@ impl Flusher {
         for attempt in 0..self.attempts {
             if attempt > 0 {
                 Metrics::add(&self.shared.metrics.upload_retries, 1);
-                std::thread::sleep((self.backoff * 2u32.saturating_pow(attempt - 1)).min(Duration::from_secs(5)));
+                std::thread::sleep(
+                    (self.backoff * 2u32.saturating_pow(attempt - 1)).min(Duration::from_secs(5)),
+                );
             }
             match self.writer.put(name, bytes) {
                 Ok(()) => return Ok(()),
@@ -203,11 +220,21 @@ impl Flusher {
                 Ok(b) => b,
                 Err(reason) => {
                     // Conversion can never succeed for these records: dead-letter them.
-                    log_at!(self.shared.log, Level::Error, "batch {} ({}): {reason}", batch.id, batch.key);
+                    log_at!(
+                        self.shared.log,
+                        Level::Error,
+                        "batch {} ({}): {reason}",
+                        batch.id,
+                        batch.key
+                    );
                     let entries: Vec<DlqEntry> = recs
                         .iter()
                         .map(|r| {
-                            let mut e = DlqEntry::new(format!("batch {} of key {}", batch.id, batch.key), &reason, r.to_json().as_bytes());
+                            let mut e = DlqEntry::new(
+                                format!("batch {} of key {}", batch.id, batch.key),
+                                &reason,
+                                r.to_json().as_bytes(),
+                            );
                             e.key = Some(batch.key.to_string());
                             e
                         })
@@ -250,14 +277,17 @@ impl Flusher {
                         out.recovered += 1;
                     }
                     Err(re) => {
-                        error = format!("write of {name} failed: {e}; recovery store failed too: {re}");
+                        error =
+                            format!("write of {name} failed: {e}; recovery store failed too: {re}");
                         log_at!(self.shared.log, Level::Error, "{error}");
                         unwritten.extend(idx);
                     }
                 },
             }
         }
-        self.shared.metrics.observe_flush(batch.taken_at.elapsed().as_secs_f64());
+        self.shared
+            .metrics
+            .observe_flush(batch.taken_at.elapsed().as_secs_f64());
         if unwritten.is_empty() {
             Ok(out)
         } else {
@@ -274,10 +304,18 @@ impl Flusher {
         let (ok, failed) = self.recovery.resend(&mut *self.writer);
         if ok > 0 {
             Metrics::add(&self.shared.metrics.recovery_resent, ok as u64);
-            log_at!(self.shared.log, Level::Info, "wrote {ok} files from the recovery store");
+            log_at!(
+                self.shared.log,
+                Level::Info,
+                "wrote {ok} files from the recovery store"
+            );
         }
         if failed > 0 {
-            log_at!(self.shared.log, Level::Warn, "{failed} files still in the recovery store");
+            log_at!(
+                self.shared.log,
+                Level::Warn,
+                "{failed} files still in the recovery store"
+            );
         }
         (ok, failed)
     }

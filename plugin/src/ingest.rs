@@ -26,10 +26,11 @@ pub struct IngestSpec {
 impl IngestSpec {
     pub fn from_config(c: &Config) -> Result<IngestSpec, ConfigError> {
         let dynamic = c.record_type == RecordType::Dynamic;
-        let keyspec = KeySpec::new(&c.partition_fields, dynamic).map_err(|reason| ConfigError::Invalid {
-            key: "PartitionFields".into(),
-            reason,
-        })?;
+        let keyspec =
+            KeySpec::new(&c.partition_fields, dynamic).map_err(|reason| ConfigError::Invalid {
+                key: "PartitionFields".into(),
+                reason,
+            })?;
         let hmac = c.use_hmac.then(|| c.hmac_key.expose().as_bytes().to_vec());
         Ok(IngestSpec {
             record_type: c.record_type,
@@ -117,6 +118,7 @@ pub struct Decoder<'s> {
     json: JsonParser,
     doc: Doc<'static>,
     key: String,
+    keyed: bool,
 }
 
 impl<'s> Decoder<'s> {
@@ -127,7 +129,14 @@ impl<'s> Decoder<'s> {
             json: JsonParser::new(),
             doc: Doc::new(),
             key: String::new(),
+            keyed: true,
         }
+    }
+
+    /// Files every record under one empty key, keeping input order (single-file output).
+    pub fn unkeyed(mut self) -> Self {
+        self.keyed = false;
+        self
     }
 
     /// Maps one decoded object to a record and files it under its key.
@@ -158,7 +167,11 @@ impl<'s> Decoder<'s> {
                         return Err(e);
                     }
                 };
-                self.spec.keyspec.render_log(&rec, ctx, &mut self.key);
+                if self.keyed {
+                    self.spec.keyspec.render_log(&rec, ctx, &mut self.key);
+                } else {
+                    self.key.clear();
+                }
                 out.push(&self.key, Record::Log(rec));
             }
         }
@@ -166,7 +179,12 @@ impl<'s> Decoder<'s> {
     }
 
     /// Decodes one JSON record. `input` is modified in place (unescaping).
-    pub fn json(&mut self, input: &mut [u8], source: impl Fn() -> String, out: &mut KeyedBatch) -> bool {
+    pub fn json(
+        &mut self,
+        input: &mut [u8],
+        source: impl Fn() -> String,
+        out: &mut KeyedBatch,
+    ) -> bool {
         if input.len() > self.spec.max_record_bytes {
             out.reject(DlqEntry::new(
                 source(),
@@ -197,7 +215,11 @@ impl<'s> Decoder<'s> {
         match result {
             Ok(()) => true,
             Err(reason) => {
-                out.reject(DlqEntry::new(source(), reason, original.as_deref().unwrap_or(input)));
+                out.reject(DlqEntry::new(
+                    source(),
+                    reason,
+                    original.as_deref().unwrap_or(input),
+                ));
                 false
             }
         }
@@ -216,7 +238,11 @@ impl<'s> Decoder<'s> {
                 if let Err(e) = self.value(ev.body, &ctx, Some(ev.time_ns), out) {
                     let mut raw = Vec::new();
                     crate::decode::msgpack::write::value(&mut raw, ev.body);
-                    failures.push(DlqEntry::new(format!("event {} of chunk (tag {tag})", ev.index), e, &raw));
+                    failures.push(DlqEntry::new(
+                        format!("event {} of chunk (tag {tag})", ev.index),
+                        e,
+                        &raw,
+                    ));
                 }
             }
             Item::Bad { reason, raw, .. } => {

@@ -6,6 +6,7 @@
 //! bounded channel; the Fluent Bit plugin ([`ffi`]), `http-server` and `json2parquet` are
 //! thin front ends over it.
 
+pub mod buffer;
 pub mod config;
 pub mod convert;
 pub mod decode;
@@ -14,10 +15,9 @@ pub mod flush;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
-pub mod buffer;
 pub mod partition;
-pub mod receiver;
 pub mod readback;
+pub mod receiver;
 pub mod record;
 pub mod timeutil;
 pub mod value;

@@ -88,9 +88,15 @@ impl Logger for StderrLogger {
                     Level::Info => "32",
                     Level::Debug => "36",
                 };
-                format!("{now} \x1b[{c}m{:5}\x1b[0m [{}] {msg}", level.name(), self.name)
+                format!(
+                    "{now} \x1b[{c}m{:5}\x1b[0m [{}] {msg}",
+                    level.name(),
+                    self.name
+                )
             }
-            LogFormatter::Text | LogFormatter::Multi => format!("{now} {:5} [{}] {msg}", level.name(), self.name),
+            LogFormatter::Text | LogFormatter::Multi => {
+                format!("{now} {:5} [{}] {msg}", level.name(), self.name)
+            }
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }

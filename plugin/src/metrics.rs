@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Upper bounds (seconds) of the flush-latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -50,35 +52,106 @@ impl Metrics {
     pub fn render_prometheus(&self) -> String {
         let mut s = String::new();
         let counters: [(&str, &str, &AtomicU64); 11] = [
-            ("d2p_records_in_total", "Records accepted into the buffer.", &self.records_in),
-            ("d2p_records_out_total", "Records written to Parquet files.", &self.records_out),
-            ("d2p_records_rejected_total", "Records rejected as invalid.", &self.records_rejected),
-            ("d2p_dlq_records_total", "Records sent to the dead-letter queue.", &self.dlq_records),
-            ("d2p_files_written_total", "Parquet files written.", &self.files_written),
-            ("d2p_bytes_written_total", "Parquet bytes written.", &self.bytes_written),
-            ("d2p_write_failures_total", "Failed write attempts.", &self.write_failures),
-            ("d2p_upload_retries_total", "Write or upload retries.", &self.upload_retries),
-            ("d2p_recovery_stored_total", "Batches kept in the recovery store after failed writes.", &self.recovery_stored),
-            ("d2p_recovery_resent_total", "Batches written later from the recovery store.", &self.recovery_resent),
-            ("d2p_backpressure_total", "Submissions refused because the buffer was full.", &self.backpressure),
+            (
+                "d2p_records_in_total",
+                "Records accepted into the buffer.",
+                &self.records_in,
+            ),
+            (
+                "d2p_records_out_total",
+                "Records written to Parquet files.",
+                &self.records_out,
+            ),
+            (
+                "d2p_records_rejected_total",
+                "Records rejected as invalid.",
+                &self.records_rejected,
+            ),
+            (
+                "d2p_dlq_records_total",
+                "Records sent to the dead-letter queue.",
+                &self.dlq_records,
+            ),
+            (
+                "d2p_files_written_total",
+                "Parquet files written.",
+                &self.files_written,
+            ),
+            (
+                "d2p_bytes_written_total",
+                "Parquet bytes written.",
+                &self.bytes_written,
+            ),
+            (
+                "d2p_write_failures_total",
+                "Failed write attempts.",
+                &self.write_failures,
+            ),
+            (
+                "d2p_upload_retries_total",
+                "Write or upload retries.",
+                &self.upload_retries,
+            ),
+            (
+                "d2p_recovery_stored_total",
+                "Batches kept in the recovery store after failed writes.",
+                &self.recovery_stored,
+            ),
+            (
+                "d2p_recovery_resent_total",
+                "Batches written later from the recovery store.",
+                &self.recovery_resent,
+            ),
+            (
+                "d2p_backpressure_total",
+                "Submissions refused because the buffer was full.",
+                &self.backpressure,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         for (name, help, v) in [
-            ("d2p_buffer_records", "Records waiting in the buffer (pending and in flight).", &self.buffer_records),
-            ("d2p_buffer_bytes", "Approximate memory held by buffered records.", &self.buffer_bytes),
+            (
+                "d2p_buffer_records",
+                "Records waiting in the buffer (pending and in flight).",
+                &self.buffer_records,
+            ),
+            (
+                "d2p_buffer_bytes",
+                "Approximate memory held by buffered records.",
+                &self.buffer_bytes,
+            ),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         let name = "d2p_flush_latency_seconds";
-        let _ = writeln!(s, "# HELP {name} Time from taking a batch from the buffer to its file being written.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            s,
+            "# HELP {name} Time from taking a batch from the buffer to its file being written.\n# TYPE {name} histogram"
+        );
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(s, "{name}_bucket{{le=\"{b}\"}} {}", self.latency_buckets[i].load(Relaxed));
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].load(Relaxed)
+            );
         }
         let count = self.latency_count.load(Relaxed);
         let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(s, "{name}_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            s,
+            "{name}_sum {}",
+            self.latency_sum_us.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(s, "{name}_count {count}");
         s
     }

@@ -101,7 +101,9 @@ pub fn unescape(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -149,7 +151,9 @@ pub fn join_under(root: &Path, rel: &str) -> Result<PathBuf, PathEscape> {
     let p = Path::new(rel);
     let ok = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if !ok {
-        return Err(PathEscape { path: rel.to_string() });
+        return Err(PathEscape {
+            path: rel.to_string(),
+        });
     }
     Ok(root.join(p))
 }
@@ -192,9 +196,9 @@ pub fn parse_field(name: &str, dynamic: bool) -> Result<FieldRef, String> {
         return Ok(FieldRef::Arg(a.to_string()));
     }
     let norm = name.to_lowercase().replace('_', "-");
-    Str::from_name(&norm)
-        .map(FieldRef::Col)
-        .ok_or_else(|| format!("`{name}` is not a log column, `tag`, `tag[N]`, `meta.<name>` or `args.<name>`"))
+    Str::from_name(&norm).map(FieldRef::Col).ok_or_else(|| {
+        format!("`{name}` is not a log column, `tag`, `tag[N]`, `meta.<name>` or `args.<name>`")
+    })
 }
 
 /// Per-record context available to key extraction.
@@ -234,7 +238,10 @@ impl KeySpec {
                 true
             }
             FieldRef::TagPart(n) => {
-                escape_into(ctx.tag.and_then(|t| t.split('.').nth(*n)).unwrap_or(""), out);
+                escape_into(
+                    ctx.tag.and_then(|t| t.split('.').nth(*n)).unwrap_or(""),
+                    out,
+                );
                 true
             }
             FieldRef::Meta(m) => {
@@ -258,7 +265,13 @@ impl KeySpec {
             }
             match r {
                 FieldRef::Col(c) => escape_into(rec.get(*c).unwrap_or(""), out),
-                FieldRef::Arg(a) => escape_into(rec.args().find(|(k, _)| k == a).map(|(_, v)| v).unwrap_or(""), out),
+                FieldRef::Arg(a) => escape_into(
+                    rec.args()
+                        .find(|(k, _)| k == a)
+                        .map(|(_, v)| v)
+                        .unwrap_or(""),
+                    out,
+                ),
                 _ => {}
             }
         }
@@ -283,7 +296,13 @@ impl KeySpec {
                         escape_into(f, out);
                     }
                 },
-                FieldRef::Col(c) => escape_into(rec.get(c.name()).map(|v| v.to_text()).as_deref().unwrap_or(""), out),
+                FieldRef::Col(c) => escape_into(
+                    rec.get(c.name())
+                        .map(|v| v.to_text())
+                        .as_deref()
+                        .unwrap_or(""),
+                    out,
+                ),
                 _ => {}
             }
         }
@@ -332,7 +351,10 @@ impl PathTemplate {
                     "%H" => Part::Hour,
                     "%M" => Part::Minute,
                     f => Part::Field(fields.iter().position(|x| x == f).ok_or_else(|| {
-                        format!("`{{{f}}}` is not one of the partition fields ({})", fields.join(", "))
+                        format!(
+                            "`{{{f}}}` is not one of the partition fields ({})",
+                            fields.join(", ")
+                        )
                     })?),
                 });
                 rest = &rest[close + 1..];
@@ -367,7 +389,9 @@ impl PathTemplate {
             for p in seg {
                 match p {
                     Part::Lit(l) => s.push_str(l),
-                    Part::Field(i) => escape_into(values.get(*i).map(String::as_str).unwrap_or(""), &mut s),
+                    Part::Field(i) => {
+                        escape_into(values.get(*i).map(String::as_str).unwrap_or(""), &mut s)
+                    }
                     Part::Year => {
                         let _ = write!(s, "{:04}", c.year);
                     }
@@ -392,10 +416,12 @@ impl PathTemplate {
 
     /// Whether the path depends on time below the hour (for record-time grouping).
     pub fn uses_time(&self) -> bool {
-        self.segments
-            .iter()
-            .flatten()
-            .any(|p| matches!(p, Part::Year | Part::Month | Part::Day | Part::Hour | Part::Minute))
+        self.segments.iter().flatten().any(|p| {
+            matches!(
+                p,
+                Part::Year | Part::Month | Part::Day | Part::Hour | Part::Minute
+            )
+        })
     }
 }
 
@@ -408,7 +434,11 @@ pub fn object_name(folder: &str, id: &str, key: &PartitionKey, md5: Option<&str>
     }
     name.push_str(".parquet");
     let file = safe_component(&name);
-    if folder.is_empty() { file } else { format!("{folder}/{file}") }
+    if folder.is_empty() {
+        file
+    } else {
+        format!("{folder}/{file}")
+    }
 }
 
 #[cfg(test)]
@@ -416,9 +446,14 @@ mod tests {
     use super::*;
 
     fn fields() -> Vec<String> {
-        ["business-capability", "business-domain", "business-service", "application-service"]
-            .map(String::from)
-            .to_vec()
+        [
+            "business-capability",
+            "business-domain",
+            "business-service",
+            "application-service",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     #[test]
@@ -432,26 +467,45 @@ mod tests {
 
     #[test]
     fn upstream_layout() {
-        let t = PathTemplate::parse("capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", &fields())
-            .unwrap();
+        let t = PathTemplate::parse(
+            "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}",
+            &fields(),
+        )
+        .unwrap();
         let key = PartitionKey::from_values(&["cap", "dom", "svc", "app"]);
         let folder = t.render(&key.values(), 1_700_000_000_000_000_000);
         assert_eq!(folder, "capability=cap/year=2023/month=11/day=14/hour=22");
         let name = object_name(&folder, "01HF", &key, Some("abc"));
-        assert_eq!(name, "capability=cap/year=2023/month=11/day=14/hour=22/01HF-cap:dom:svc:app-abc.parquet");
+        assert_eq!(
+            name,
+            "capability=cap/year=2023/month=11/day=14/hour=22/01HF-cap:dom:svc:app-abc.parquet"
+        );
     }
 
     #[test]
     fn data_cannot_escape_the_root() {
         let f = vec!["c".to_string()];
         let t = PathTemplate::parse("{c}/x", &f).unwrap();
-        for evil in ["..", ".", "../..", "/etc/passwd", "a/../../b", "", "\u{0}", &"x".repeat(1000)] {
+        for evil in [
+            "..",
+            ".",
+            "../..",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            "\u{0}",
+            &"x".repeat(1000),
+        ] {
             let key = PartitionKey::from_values(&[evil]);
             let folder = t.render(&key.values(), 0);
             let name = object_name(&folder, "ID", &key, None);
             let p = join_under(Path::new("/root/out"), &name).unwrap();
             assert!(p.starts_with("/root/out"), "{evil:?} -> {p:?}");
-            assert_eq!(p.components().count(), Path::new("/root/out").components().count() + 3, "{evil:?} -> {p:?}");
+            assert_eq!(
+                p.components().count(),
+                Path::new("/root/out").components().count() + 3,
+                "{evil:?} -> {p:?}"
+            );
             for c in p.components() {
                 assert!(c.as_os_str().len() <= 255);
             }
@@ -463,7 +517,11 @@ mod tests {
 
     #[test]
     fn template_errors() {
-        assert!(PathTemplate::parse("x={nope}", &fields()).unwrap_err().contains("nope"));
+        assert!(
+            PathTemplate::parse("x={nope}", &fields())
+                .unwrap_err()
+                .contains("nope")
+        );
         assert!(PathTemplate::parse("x={%Y", &fields()).is_err());
         assert!(PathTemplate::parse("../{%Y}", &fields()).is_err());
     }
@@ -472,8 +530,14 @@ mod tests {
     fn fields_parse() {
         assert_eq!(parse_field("tag[1]", false), Ok(FieldRef::TagPart(1)));
         assert_eq!(parse_field("meta.k", false), Ok(FieldRef::Meta("k".into())));
-        assert_eq!(parse_field("Business_Domain", false), Ok(FieldRef::Col(Str::BusinessDomain)));
+        assert_eq!(
+            parse_field("Business_Domain", false),
+            Ok(FieldRef::Col(Str::BusinessDomain))
+        );
         assert!(parse_field("nope", false).is_err());
-        assert_eq!(parse_field("capability", true), Ok(FieldRef::Field("capability".into())));
+        assert_eq!(
+            parse_field("capability", true),
+            Ok(FieldRef::Field("capability".into()))
+        );
     }
 }

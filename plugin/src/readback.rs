@@ -94,7 +94,9 @@ pub fn file_rows(path: &Path) -> Result<Vec<Map<String, Value>>, ReadError> {
 }
 
 /// Every row of an in-memory Parquet file.
-pub fn bytes_rows<R: parquet::file::reader::ChunkReader + 'static>(r: R) -> Result<Vec<Map<String, Value>>, String> {
+pub fn bytes_rows<R: parquet::file::reader::ChunkReader + 'static>(
+    r: R,
+) -> Result<Vec<Map<String, Value>>, String> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(r)
         .map_err(|e| e.to_string())?
         .build()
@@ -112,7 +114,9 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') || name.starts_with('_') {

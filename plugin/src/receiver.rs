@@ -14,7 +14,7 @@
 //! submission is never stored twice.
 
 use crate::buffer::mem::MemBuffer;
-use crate::buffer::{Batch, Buffer, BufferError, Reason};
+use crate::buffer::{Batch, Buffer, BufferError, Groups, Reason, Refused};
 use crate::config::Config;
 use crate::dlq::{DlqSink, FileDlq, NoDlq};
 use crate::flush::{FlushFailure, Flusher, Shared, Written};
@@ -23,7 +23,6 @@ use crate::log_at;
 use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
 use crate::partition::PartitionKey;
-use crate::record::Record;
 use crate::writer::Writer;
 use crossbeam_channel::{Receiver as Rx, Sender as Tx, TrySendError, bounded, select};
 use std::collections::{HashSet, VecDeque};
@@ -102,17 +101,17 @@ const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
 
 enum Msg {
-    Push {
-        groups: Vec<(PartitionKey, Vec<Record>)>,
-        state: Arc<AtomicU8>,
-        reply: Tx<Result<(), SubmitError>>,
-    },
-    Flush {
-        done: Tx<FlushReport>,
-    },
-    Close {
-        done: Tx<FlushReport>,
-    },
+    Push(Push),
+    Flush { done: Tx<FlushReport> },
+    Close { done: Tx<FlushReport> },
+}
+
+struct Push {
+    groups: Groups,
+    state: Arc<AtomicU8>,
+    reply: Tx<Result<(), SubmitError>>,
+    /// Wait for room instead of answering Full (json2parquet's flow control).
+    wait: bool,
 }
 
 struct Job {
@@ -145,7 +144,9 @@ impl Parts {
         let buffer: Box<dyn Buffer> = match cfg.buffer_type {
             crate::config::BufferType::Mem => Box::new(MemBuffer::new(cfg.buffer_max_bytes)),
             crate::config::BufferType::Redis => {
-                return Err(ReceiverError::Config("BufferType=redis is not available in this build".into()));
+                return Err(ReceiverError::Config(
+                    "BufferType=redis is not available in this build".into(),
+                ));
             }
         };
         let mut writers = Vec::new();
@@ -157,7 +158,11 @@ impl Parts {
         } else {
             Arc::new(NoDlq)
         };
-        Ok(Parts { buffer, writers, dlq })
+        Ok(Parts {
+            buffer,
+            writers,
+            dlq,
+        })
     }
 }
 
@@ -166,7 +171,11 @@ impl Receiver {
         Self::start_with(cfg, log, Parts::from_config(cfg)?)
     }
 
-    pub fn start_with(cfg: &Config, log: SharedLogger, parts: Parts) -> Result<Receiver, ReceiverError> {
+    pub fn start_with(
+        cfg: &Config,
+        log: SharedLogger,
+        parts: Parts,
+    ) -> Result<Receiver, ReceiverError> {
         let shared = Arc::new(Shared {
             metrics: Metrics::default(),
             log,
@@ -178,7 +187,9 @@ impl Receiver {
             flushers.push(Flusher::new(cfg, w, shared.clone()).map_err(ReceiverError::Config)?);
         }
         if flushers.is_empty() {
-            return Err(ReceiverError::Config("at least one writer is needed".into()));
+            return Err(ReceiverError::Config(
+                "at least one writer is needed".into(),
+            ));
         }
         let (tx, rx) = bounded::<Msg>(cfg.queue_capacity);
         let (job_tx, job_rx) = bounded::<Job>(flushers.len() * 2);
@@ -193,7 +204,9 @@ impl Receiver {
                 std::thread::Builder::new()
                     .name(format!("d2p-writer-{i}"))
                     .spawn(move || writer_loop(f, jr, dt, auto, sh))
-                    .map_err(|e| ReceiverError::Other(format!("cannot start writer thread: {e}")))?,
+                    .map_err(|e| {
+                        ReceiverError::Other(format!("cannot start writer thread: {e}"))
+                    })?,
             );
         }
         drop(done_tx);
@@ -209,6 +222,7 @@ impl Receiver {
             waiters: Vec::new(),
             closing: None,
             workers,
+            parked: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("d2p-buffer".into())
@@ -237,8 +251,19 @@ impl Receiver {
     }
 
     /// Dead-letters the batch's rejected records, then stores its records in the buffer.
-    /// Returns only when the buffer holds them (or with the reason it does not).
-    pub fn submit(&self, mut batch: KeyedBatch) -> Result<Accepted, SubmitError> {
+    /// Returns only when the buffer holds them (or with the reason it does not); a full
+    /// buffer is an immediate [`SubmitError::Full`].
+    pub fn submit(&self, batch: KeyedBatch) -> Result<Accepted, SubmitError> {
+        self.submit_inner(batch, false)
+    }
+
+    /// Like [`Receiver::submit`], but waits for room when the buffer is full: the
+    /// buffer writes what it holds to make space. For batch tools, not for Fluent Bit.
+    pub fn submit_wait(&self, batch: KeyedBatch) -> Result<Accepted, SubmitError> {
+        self.submit_inner(batch, true)
+    }
+
+    fn submit_inner(&self, mut batch: KeyedBatch, wait: bool) -> Result<Accepted, SubmitError> {
         let rejected = batch.rejected.len();
         if rejected > 0 {
             self.shared
@@ -253,11 +278,19 @@ impl Receiver {
         let groups = batch.take_groups();
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply_tx, reply_rx) = bounded(1);
-        let msg = Msg::Push {
+        let msg = Msg::Push(Push {
             groups,
             state: state.clone(),
             reply: reply_tx,
-        };
+            wait,
+        });
+        if wait {
+            self.tx.send(msg).map_err(|_| SubmitError::Closed)?;
+            return match reply_rx.recv() {
+                Ok(r) => r.map(|()| Accepted { records, rejected }),
+                Err(_) => Err(SubmitError::Closed),
+            };
+        }
         match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -286,7 +319,9 @@ impl Receiver {
     /// Flushes everything buffered now and waits for the files.
     pub fn flush(&self) -> Result<FlushReport, SubmitError> {
         let (done, rx) = bounded(1);
-        self.tx.send(Msg::Flush { done }).map_err(|_| SubmitError::Closed)?;
+        self.tx
+            .send(Msg::Flush { done })
+            .map_err(|_| SubmitError::Closed)?;
         rx.recv().map_err(|_| SubmitError::Closed)
     }
 
@@ -316,7 +351,13 @@ impl Drop for Receiver {
     }
 }
 
-fn writer_loop(mut f: Flusher, jobs: Rx<Job>, done: Tx<Done>, auto_recover: bool, shared: Arc<Shared>) {
+fn writer_loop(
+    mut f: Flusher,
+    jobs: Rx<Job>,
+    done: Tx<Done>,
+    auto_recover: bool,
+    shared: Arc<Shared>,
+) {
     let every = Duration::from_secs(30);
     if auto_recover {
         f.resend_recovery();
@@ -338,7 +379,12 @@ fn writer_loop(mut f: Flusher, jobs: Rx<Job>, done: Tx<Done>, auto_recover: bool
         let result = match catch_unwind(AssertUnwindSafe(|| f.flush(&batch))) {
             Ok(r) => r,
             Err(_) => {
-                log_at!(shared.log, Level::Error, "flush of batch {} panicked; its records stay buffered", batch.id);
+                log_at!(
+                    shared.log,
+                    Level::Error,
+                    "flush of batch {} panicked; its records stay buffered",
+                    batch.id
+                );
                 Err(FlushFailure {
                     error: "flush panicked".into(),
                     unwritten: (0..batch.records.len()).collect(),
@@ -375,11 +421,13 @@ struct BufferThread {
     waiters: Vec<Waiter>,
     closing: Option<Closing>,
     workers: Vec<JoinHandle<()>>,
+    parked: VecDeque<Push>,
 }
 
 impl BufferThread {
     fn run(mut self, rx: Rx<Msg>, done_rx: Rx<Done>) {
-        let tick = (self.interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let tick =
+            (self.interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
         let mut next_tick = Instant::now() + tick;
         let mut rx = Some(rx);
         loop {
@@ -423,40 +471,32 @@ impl BufferThread {
 
     fn on_msg(&mut self, m: Msg) {
         match m {
-            Msg::Push { groups, state, reply } => {
-                if state
+            Msg::Push(p) => {
+                if p.state
                     .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
                     .is_err()
                 {
                     return; // the producer gave up; it will retry
                 }
                 if self.closing.is_some() {
-                    let _ = reply.send(Err(SubmitError::Closed));
+                    let _ = p.reply.send(Err(SubmitError::Closed));
                     return;
                 }
-                let n: usize = groups.iter().map(|(_, r)| r.len()).sum();
-                match self.buffer.push(groups) {
-                    Ok(lens) => {
-                        Metrics::add(&self.shared.metrics.records_in, n as u64);
-                        let _ = reply.send(Ok(()));
-                        for (key, len) in lens {
-                            if len >= self.buffer_size {
-                                self.take_key(&key, Reason::Size, false);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        if matches!(e, BufferError::Full(_)) {
-                            Metrics::add(&self.shared.metrics.backpressure, 1);
-                        }
-                        let _ = reply.send(Err(e.into()));
-                    }
+                if !self.parked.is_empty() && p.wait {
+                    // Keep arrival order among waiting producers.
+                    self.parked.push_back(p);
+                    return;
                 }
-                self.publish_usage();
+                self.push(p);
             }
             Msg::Flush { done } => {
                 self.take_all(Reason::Request);
-                let ids: HashSet<_> = self.queue.iter().map(|b| b.id).chain(self.in_flight.iter().copied()).collect();
+                let ids: HashSet<_> = self
+                    .queue
+                    .iter()
+                    .map(|b| b.id)
+                    .chain(self.in_flight.iter().copied())
+                    .collect();
                 if ids.is_empty() {
                     let _ = done.send(FlushReport::default());
                 } else {
@@ -468,6 +508,52 @@ impl BufferThread {
                 }
             }
             Msg::Close { done } => self.start_close(Some(done)),
+        }
+    }
+
+    /// Stores a submission, parks it when full and it may wait, or answers Full.
+    fn push(&mut self, p: Push) {
+        let n: usize = p.groups.iter().map(|(_, r)| r.len()).sum();
+        match self.buffer.push(p.groups) {
+            Ok(lens) => {
+                Metrics::add(&self.shared.metrics.records_in, n as u64);
+                let _ = p.reply.send(Ok(()));
+                for (key, len) in lens {
+                    if len >= self.buffer_size {
+                        self.take_key(&key, Reason::Size, false);
+                    }
+                }
+            }
+            Err(Refused { error, groups }) => {
+                if matches!(error, BufferError::Full(_)) {
+                    // Make room: write what is pending rather than wait for triggers.
+                    if self.queue.is_empty() {
+                        self.take_all(Reason::Pressure);
+                    }
+                    if p.wait {
+                        self.parked.push_back(Push { groups, ..p });
+                        return;
+                    }
+                    Metrics::add(&self.shared.metrics.backpressure, 1);
+                }
+                let _ = p.reply.send(Err(error.into()));
+            }
+        }
+        self.publish_usage();
+    }
+
+    /// Retries parked submissions, in order, after room was made.
+    fn unpark(&mut self) {
+        while let Some(p) = self.parked.pop_front() {
+            let before = self.parked.len();
+            self.push(p);
+            if self.parked.len() > before {
+                // Still full: it went back to the end; restore its place at the front.
+                if let Some(back) = self.parked.pop_back() {
+                    self.parked.push_front(back);
+                }
+                break;
+            }
         }
     }
 
@@ -492,7 +578,11 @@ impl BufferThread {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    log_at!(self.shared.log, Level::Warn, "cannot take a batch of {key}: {e}");
+                    log_at!(
+                        self.shared.log,
+                        Level::Warn,
+                        "cannot take a batch of {key}: {e}"
+                    );
                     break;
                 }
             }
@@ -590,6 +680,7 @@ impl BufferThread {
             }
         }
         self.publish_usage();
+        self.unpark();
     }
 
     /// At close a batch that cannot be written goes to the DLQ, so it can be re-driven;
@@ -613,13 +704,20 @@ impl BufferThread {
         match self.shared.reject(&entries) {
             Ok(()) => 0,
             Err(e) => {
-                log_at!(self.shared.log, Level::Error, "{n} records lost at shutdown: {error}; DLQ: {e}");
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "{n} records lost at shutdown: {error}; DLQ: {e}"
+                );
                 n
             }
         }
     }
 
     fn start_close(&mut self, done: Option<Tx<FlushReport>>) {
+        for p in self.parked.drain(..) {
+            let _ = p.reply.send(Err(SubmitError::Closed));
+        }
         self.take_all(Reason::Close);
         self.closing = Some(Closing {
             done,
@@ -641,9 +739,9 @@ impl BufferThread {
         let (records, _) = self.buffer.usage();
         if records > 0 {
             report.lost += records as usize;
-            report
-                .errors
-                .push(format!("{records} records were still buffered when the receiver stopped"));
+            report.errors.push(format!(
+                "{records} records were still buffered when the receiver stopped"
+            ));
         }
         self.publish_usage();
         log_at!(
@@ -699,7 +797,8 @@ mod tests {
 
     fn cfg(dir: &Path, extra: &[(&str, &str)]) -> Config {
         let mut b = ConfigBuilder::new();
-        b.set("WriterFilePath", dir.join("out").to_str().unwrap()).unwrap();
+        b.set("WriterFilePath", dir.join("out").to_str().unwrap())
+            .unwrap();
         b.set("WriterFsync", "false").unwrap();
         for (k, v) in extra {
             b.set(k, v).unwrap();
@@ -739,7 +838,10 @@ mod tests {
     fn wait_until(what: &str, f: impl Fn() -> bool) {
         let t = Instant::now();
         while !f() {
-            assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -747,10 +849,15 @@ mod tests {
     #[test]
     fn size_flush_then_close_flushes_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &[("BufferSize", "10"), ("FlushInterval", "3600")]);
+        let c = cfg(
+            dir.path(),
+            &[("BufferSize", "10"), ("FlushInterval", "3600")],
+        );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         r.submit(batch(&c, 0, 25, 1)).unwrap();
-        wait_until("two size-triggered files", || parquet_files(&dir.path().join("out")).len() == 2);
+        wait_until("two size-triggered files", || {
+            parquet_files(&dir.path().join("out")).len() == 2
+        });
         assert_eq!(written(dir.path()).len(), 20);
         let rep = r.close();
         assert_eq!((rep.files, rep.rows, rep.lost), (1, 5, 0));
@@ -758,18 +865,29 @@ mod tests {
         for p in parquet_files(&dir.path().join("out")) {
             let name = p.file_name().unwrap().to_str().unwrap().to_string();
             assert!(name.ends_with("-c0:d:s:a.parquet"), "{name}");
-            assert!(p.to_str().unwrap().contains("/capability=c0/year="), "{p:?}");
+            assert!(
+                p.to_str().unwrap().contains("/capability=c0/year="),
+                "{p:?}"
+            );
         }
-        assert!(matches!(r.submit(batch(&c, 0, 1, 1)), Err(SubmitError::Closed)));
+        assert!(matches!(
+            r.submit(batch(&c, 0, 1, 1)),
+            Err(SubmitError::Closed)
+        ));
     }
 
     #[test]
     fn interval_flush_without_close() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &[("BufferSize", "1000"), ("FlushInterval", "200ms")]);
+        let c = cfg(
+            dir.path(),
+            &[("BufferSize", "1000"), ("FlushInterval", "200ms")],
+        );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         r.submit(batch(&c, 0, 3, 1)).unwrap();
-        wait_until("an interval flush", || parquet_files(&dir.path().join("out")).len() == 1);
+        wait_until("an interval flush", || {
+            parquet_files(&dir.path().join("out")).len() == 1
+        });
         assert_eq!(written(dir.path()), expect(0, 3));
         assert_eq!(r.close().files, 0);
     }
@@ -777,7 +895,14 @@ mod tests {
     #[test]
     fn close_writes_every_key_in_buffer_size_files() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &[("BufferSize", "100"), ("FlushInterval", "3600"), ("FlushWorkers", "2")]);
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferSize", "100"),
+                ("FlushInterval", "3600"),
+                ("FlushWorkers", "2"),
+            ],
+        );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         for i in 0..10 {
             r.submit(batch(&c, i * 77, 77, 3)).unwrap();
@@ -806,7 +931,14 @@ mod tests {
     #[test]
     fn full_buffer_refuses_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &[("BufferMaxBytes", "4096"), ("FlushInterval", "3600"), ("BufferSize", "100000")]);
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferMaxBytes", "4096"),
+                ("FlushInterval", "3600"),
+                ("BufferSize", "100000"),
+            ],
+        );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         r.submit(batch(&c, 0, 20, 1)).unwrap();
         let e = r.submit(batch(&c, 20, 20, 1)).unwrap_err();
@@ -814,7 +946,11 @@ mod tests {
         r.flush().unwrap();
         r.submit(batch(&c, 20, 20, 1)).unwrap();
         r.close();
-        assert_eq!(written(dir.path()), expect(0, 40), "nothing lost, nothing twice");
+        assert_eq!(
+            written(dir.path()),
+            expect(0, 40),
+            "nothing lost, nothing twice"
+        );
         assert!(Metrics::get(&r.metrics().backpressure) >= 1);
     }
 
@@ -869,7 +1005,11 @@ mod tests {
         let rep = r.flush().unwrap();
         assert_eq!(rep.files, 0);
         assert_eq!(rep.errors.len(), 2);
-        assert_eq!(Metrics::get(&r.metrics().buffer_records), 12, "records stay buffered");
+        assert_eq!(
+            Metrics::get(&r.metrics().buffer_records),
+            12,
+            "records stay buffered"
+        );
         std::fs::remove_file(dir.path().join("out")).unwrap();
         let rep = r.flush().unwrap();
         assert_eq!((rep.files, rep.rows), (2, 12));
@@ -880,24 +1020,50 @@ mod tests {
     #[test]
     fn rejected_records_reach_the_dlq() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(dir.path(), &[("DLQPath", dir.path().join("dlq").to_str().unwrap())]);
+        let c = cfg(
+            dir.path(),
+            &[("DLQPath", dir.path().join("dlq").to_str().unwrap())],
+        );
         let spec = IngestSpec::from_config(&c).unwrap();
         let mut d = Decoder::new(&spec);
         let mut b = KeyedBatch::new();
         assert!(!d.json(&mut b"{\"message\": ".to_vec(), || "line 1".into(), &mut b));
         assert!(!d.json(&mut b"[1]".to_vec(), || "line 2".into(), &mut b));
-        assert!(d.json(&mut b"{\"message\":\"m0\"}".to_vec(), || "line 3".into(), &mut b));
+        assert!(d.json(
+            &mut b"{\"message\":\"m0\"}".to_vec(),
+            || "line 3".into(),
+            &mut b
+        ));
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
-        assert_eq!(r.submit(b).unwrap(), Accepted { records: 1, rejected: 2 });
+        assert_eq!(
+            r.submit(b).unwrap(),
+            Accepted {
+                records: 1,
+                rejected: 2
+            }
+        );
         r.close();
         let dlq: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("dlq"))
             .unwrap()
-            .flat_map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+            .flat_map(|e| {
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(dlq.len(), 2);
         assert_eq!(dlq[0]["source"], "line 1");
-        assert!(dlq[0]["reason"].as_str().unwrap().contains("truncated"), "{}", dlq[0]);
-        assert_eq!(dlq[1]["reason"], "expected a JSON object / map, found array");
+        assert!(
+            dlq[0]["reason"].as_str().unwrap().contains("truncated"),
+            "{}",
+            dlq[0]
+        );
+        assert_eq!(
+            dlq[1]["reason"],
+            "expected a JSON object / map, found array"
+        );
         assert_eq!(written(dir.path()), ["m0"]);
     }
 }

@@ -199,7 +199,10 @@ mod tests {
 
     #[test]
     fn formats_utc_with_nanos() {
-        assert_eq!(format_rfc3339_nanos(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+        assert_eq!(
+            format_rfc3339_nanos(1_700_000_000_123_456_789),
+            "2023-11-14T22:13:20.123456789Z"
+        );
         assert_eq!(format_rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(format_rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
     }
@@ -207,12 +210,30 @@ mod tests {
     #[test]
     fn parses_common_forms() {
         let t = 1_700_000_000_123_456_789;
-        assert_eq!(parse_timestamp_ns("2023-11-14T22:13:20.123456789Z"), Some(t));
-        assert_eq!(parse_timestamp_ns("2023-11-15T00:13:20.123456789+02:00"), Some(t));
-        assert_eq!(parse_timestamp_ns("2023-11-14 22:13:20"), Some(1_700_000_000_000_000_000));
-        assert_eq!(parse_timestamp_ns("2023-11-14"), Some(1_699_920_000_000_000_000));
-        assert_eq!(parse_timestamp_ns("1700000000"), Some(1_700_000_000_000_000_000));
-        assert_eq!(parse_timestamp_ns("1700000000123"), Some(1_700_000_000_123_000_000));
+        assert_eq!(
+            parse_timestamp_ns("2023-11-14T22:13:20.123456789Z"),
+            Some(t)
+        );
+        assert_eq!(
+            parse_timestamp_ns("2023-11-15T00:13:20.123456789+02:00"),
+            Some(t)
+        );
+        assert_eq!(
+            parse_timestamp_ns("2023-11-14 22:13:20"),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns("2023-11-14"),
+            Some(1_699_920_000_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns("1700000000"),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(
+            parse_timestamp_ns("1700000000123"),
+            Some(1_700_000_000_123_000_000)
+        );
         assert_eq!(parse_timestamp_ns("yesterday"), None);
         assert_eq!(parse_timestamp_ns("2023-13-01"), None);
         assert_eq!(parse_timestamp_ns("2023-11-14T22:13:20Zjunk"), None);

@@ -1,6 +1,6 @@
 //! The in-memory buffer: fast, bounded, not durable.
 
-use super::{Batch, Buffer, BufferError};
+use super::{Batch, Buffer, BufferError, Groups, Refused};
 use crate::partition::PartitionKey;
 use crate::record::Record;
 use std::collections::{HashMap, VecDeque};
@@ -37,16 +37,19 @@ fn size(recs: &[Record]) -> u64 {
 }
 
 impl Buffer for MemBuffer {
-    fn push(&mut self, groups: Vec<(PartitionKey, Vec<Record>)>) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
+    fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused> {
         let sizes: Vec<u64> = groups.iter().map(|(_, r)| size(r)).collect();
         let add: u64 = sizes.iter().sum();
         // An empty buffer takes any single submission, so one large chunk can never be
         // refused forever.
         if self.bytes > 0 && self.bytes + add > self.max_bytes {
-            return Err(BufferError::Full(format!(
-                "{} bytes buffered, limit BufferMaxBytes={}",
-                self.bytes, self.max_bytes
-            )));
+            return Err(Refused {
+                error: BufferError::Full(format!(
+                    "{} bytes buffered, limit BufferMaxBytes={}",
+                    self.bytes, self.max_bytes
+                )),
+                groups,
+            });
         }
         let now = Instant::now();
         let mut lens = Vec::with_capacity(groups.len());
@@ -123,11 +126,14 @@ impl Buffer for MemBuffer {
 
     fn nack(&mut self, batch: Batch) {
         let bytes = size(&batch.records);
-        let p = self.keys.entry(batch.key.clone()).or_insert_with(|| Pending {
-            records: VecDeque::new(),
-            bytes: 0,
-            since: None,
-        });
+        let p = self
+            .keys
+            .entry(batch.key.clone())
+            .or_insert_with(|| Pending {
+                records: VecDeque::new(),
+                bytes: 0,
+                since: None,
+            });
         for r in batch.records.into_iter().rev() {
             p.records.push_front(r);
         }
@@ -157,16 +163,22 @@ mod tests {
     }
 
     fn msgs(b: &Batch) -> Vec<String> {
-        b.records.iter().map(|r| match r {
-            Record::Log(l) => l.req(Str::Message).to_string(),
-        }).collect()
+        b.records
+            .iter()
+            .map(|r| match r {
+                Record::Log(l) => l.req(Str::Message).to_string(),
+            })
+            .collect()
     }
 
     #[test]
     fn take_ack_nack_keep_order_and_accounting() {
         let mut m = MemBuffer::new(1 << 30);
         let k = PartitionKey::from_text("a");
-        assert_eq!(m.push(vec![(k.clone(), recs(5, "x"))]).unwrap(), vec![(k.clone(), 5)]);
+        assert_eq!(
+            m.push(vec![(k.clone(), recs(5, "x"))]).unwrap(),
+            vec![(k.clone(), 5)]
+        );
         let b1 = m.take(&k, 3).unwrap().unwrap();
         assert_eq!(msgs(&b1), ["x0", "x1", "x2"]);
         assert_eq!(m.pending(&k), 2);
@@ -183,11 +195,16 @@ mod tests {
     fn full_is_all_or_nothing() {
         let one = size(&recs(1, "x"));
         let mut m = MemBuffer::new(one * 3);
-        m.push(vec![(PartitionKey::from_text("a"), recs(2, "x"))]).unwrap();
+        m.push(vec![(PartitionKey::from_text("a"), recs(2, "x"))])
+            .unwrap();
         let e = m
-            .push(vec![(PartitionKey::from_text("a"), recs(1, "y")), (PartitionKey::from_text("b"), recs(5, "y"))])
+            .push(vec![
+                (PartitionKey::from_text("a"), recs(1, "y")),
+                (PartitionKey::from_text("b"), recs(5, "y")),
+            ])
             .unwrap_err();
-        assert!(matches!(e, BufferError::Full(_)));
+        assert!(matches!(e.error, BufferError::Full(_)));
+        assert_eq!(e.groups.len(), 2, "the records come back");
         assert_eq!(m.usage().0, 2, "nothing of the refused push was kept");
         assert_eq!(m.pending(&PartitionKey::from_text("b")), 0);
     }
@@ -199,6 +216,9 @@ mod tests {
         m.push(vec![(k.clone(), recs(1, "x"))]).unwrap();
         let now = Instant::now();
         assert!(m.due(now, Duration::from_secs(60)).is_empty());
-        assert_eq!(m.due(now + Duration::from_secs(61), Duration::from_secs(60)), vec![k]);
+        assert_eq!(
+            m.due(now + Duration::from_secs(61), Duration::from_secs(60)),
+            vec![k]
+        );
     }
 }

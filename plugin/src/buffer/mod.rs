@@ -41,6 +41,8 @@ pub enum Reason {
     Size,
     Interval,
     Request,
+    /// The buffer is full: write what is pending to make room.
+    Pressure,
     Close,
 }
 
@@ -50,14 +52,25 @@ impl Reason {
             Reason::Size => "buffer-size",
             Reason::Interval => "interval",
             Reason::Request => "request",
+            Reason::Pressure => "pressure",
             Reason::Close => "close",
         }
     }
 }
 
+/// Records grouped by partition key, as submitted.
+pub type Groups = Vec<(PartitionKey, Vec<Record>)>;
+
+/// A refused push hands the records back, so the caller can wait and retry.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: BufferError,
+    pub groups: Groups,
+}
+
 pub trait Buffer: Send {
     /// Stores every group, or nothing. Returns each key's pending count after the push.
-    fn push(&mut self, groups: Vec<(PartitionKey, Vec<Record>)>) -> Result<Vec<(PartitionKey, usize)>, BufferError>;
+    fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused>;
 
     /// Keys with pending records whose oldest pending record has waited `interval`.
     fn due(&self, now: Instant, interval: Duration) -> Vec<PartitionKey>;

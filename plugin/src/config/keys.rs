@@ -116,7 +116,8 @@ pub fn canonical(name: &str) -> String {
 /// Finds a key by any spelling.
 pub fn lookup(name: &str) -> Option<&'static KeyInfo> {
     let c = canonical(name);
-    KEYS.iter().find(|k| canonical(k.camel) == c || canonical(k.snake) == c)
+    KEYS.iter()
+        .find(|k| canonical(k.camel) == c || canonical(k.snake) == c)
 }
 
 /// The README's configuration reference, generated from the table.
@@ -160,7 +161,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for k in KEYS {
             assert!(seen.insert(canonical(k.camel)), "duplicate {}", k.camel);
-            assert_eq!(canonical(k.camel), canonical(k.snake), "{} vs {}", k.camel, k.snake);
+            assert_eq!(
+                canonical(k.camel),
+                canonical(k.snake),
+                "{} vs {}",
+                k.camel,
+                k.snake
+            );
         }
     }
 }

@@ -25,7 +25,11 @@ pub enum ConfigError {
     #[error("unknown configuration key `{key}`{hint}")]
     UnknownKey { key: String, hint: String },
     #[error("invalid value `{value}` for {key}: {reason}")]
-    BadValue { key: String, value: String, reason: String },
+    BadValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
     #[error("cannot read config file {path}: {reason}")]
@@ -236,12 +240,18 @@ fn parse_bool(k: &KeyInfo, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "on" | "yes" | "1" => Ok(true),
         "false" | "off" | "no" | "0" => Ok(false),
-        _ => Err(bad(k, v, "expected a boolean (true/false, on/off, yes/no, 1/0)")),
+        _ => Err(bad(
+            k,
+            v,
+            "expected a boolean (true/false, on/off, yes/no, 1/0)",
+        )),
     }
 }
 
 fn parse_int<T: std::str::FromStr>(k: &KeyInfo, v: &str, what: &str) -> Result<T, ConfigError> {
-    v.trim().parse::<T>().map_err(|_| bad(k, v, format!("expected {what}")))
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| bad(k, v, format!("expected {what}")))
 }
 
 /// Byte sizes: a plain number, or with a suffix (k/KB/KiB, M/MB/MiB, G/GB/GiB).
@@ -260,19 +270,32 @@ fn parse_bytes(k: &KeyInfo, v: &str) -> Result<u64, ConfigError> {
         "mib" => 1024 * 1024,
         "g" | "gb" => 1000 * 1000 * 1000,
         "gib" => 1024 * 1024 * 1024,
-        _ => return Err(bad(k, v, "unknown size unit (accepted: B, KB, KiB, MB, MiB, GB, GiB)")),
+        _ => {
+            return Err(bad(
+                k,
+                v,
+                "unknown size unit (accepted: B, KB, KiB, MB, MiB, GB, GiB)",
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| bad(k, v, "size too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| bad(k, v, "size too large"))
 }
 
 /// Durations: plain seconds, or with a suffix ms/s/m/h.
 fn parse_duration(k: &KeyInfo, v: &str) -> Result<Duration, ConfigError> {
     let t = v.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| bad(k, v, "expected seconds, or a duration such as 500ms, 10s, 2m"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        bad(
+            k,
+            v,
+            "expected seconds, or a duration such as 500ms, 10s, 2m",
+        )
+    })?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -286,7 +309,12 @@ fn parse_duration(k: &KeyInfo, v: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_choice<T>(k: &KeyInfo, v: &str, f: fn(&str) -> Option<T>, accepted: &str) -> Result<T, ConfigError> {
+fn parse_choice<T>(
+    k: &KeyInfo,
+    v: &str,
+    f: fn(&str) -> Option<T>,
+    accepted: &str,
+) -> Result<T, ConfigError> {
     f(v).ok_or_else(|| bad(k, v, format!("accepted values: {accepted}")))
 }
 
@@ -362,7 +390,9 @@ impl ConfigBuilder {
                     "business-service".into(),
                     "application-service".into(),
                 ],
-                partition_path: "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}".into(),
+                partition_path:
+                    "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}"
+                        .into(),
                 partition_time: PartitionTime::Flush,
                 max_record_bytes: 16 * 1024 * 1024,
                 dlq_path: PathBuf::new(),
@@ -402,7 +432,9 @@ impl ConfigBuilder {
                     return Err(bad(k, v, "expected a record count >= 1"));
                 }
             }
-            Key::BufferType => c.buffer_type = parse_choice(k, v, BufferType::parse, BufferType::accepted())?,
+            Key::BufferType => {
+                c.buffer_type = parse_choice(k, v, BufferType::parse, BufferType::accepted())?
+            }
             Key::Debug => c.debug = parse_bool(k, v)?,
             Key::FlushInterval => c.flush_interval = parse_duration(k, v)?,
             Key::IgnoredFields => c.ignored_fields = FieldSet::parse(v),
@@ -410,8 +442,12 @@ impl ConfigBuilder {
             Key::JsonSchemaPath => {
                 c.json_schema_path = (!v.trim().is_empty()).then(|| PathBuf::from(v.trim()));
             }
-            Key::LogFormatter => c.log_formatter = parse_choice(k, v, LogFormatter::parse, LogFormatter::accepted())?,
-            Key::RecordType => c.record_type = parse_choice(k, v, RecordType::parse, RecordType::accepted())?,
+            Key::LogFormatter => {
+                c.log_formatter = parse_choice(k, v, LogFormatter::parse, LogFormatter::accepted())?
+            }
+            Key::RecordType => {
+                c.record_type = parse_choice(k, v, RecordType::parse, RecordType::accepted())?
+            }
             Key::RecoveryAttempts => c.recovery_attempts = parse_int::<u32>(k, v, "a count >= 0")?,
             Key::RedisHost => c.redis.host = v.trim().to_string(),
             Key::RedisPassword => c.redis.password = Secret::new(v),
@@ -422,12 +458,19 @@ impl ConfigBuilder {
                 }
             }
             Key::RedisTimeout => {
-                let ms = parse_int::<i64>(k, v, "milliseconds (0 = default 3000, -1 = no timeout)")?;
+                let ms =
+                    parse_int::<i64>(k, v, "milliseconds (0 = default 3000, -1 = no timeout)")?;
                 c.redis.timeout = match ms {
                     -1 => None,
                     0 => Some(Duration::from_millis(3000)),
                     n if n > 0 => Some(Duration::from_millis(n as u64)),
-                    _ => return Err(bad(k, v, "expected milliseconds (0 = default 3000, -1 = no timeout)")),
+                    _ => {
+                        return Err(bad(
+                            k,
+                            v,
+                            "expected milliseconds (0 = default 3000, -1 = no timeout)",
+                        ));
+                    }
                 };
             }
             Key::RedisKeys => c.redis.keys = nonempty(k, v)?,
@@ -454,7 +497,9 @@ impl ConfigBuilder {
             Key::UseDLQ => c.use_dlq = parse_bool(k, v)?,
             Key::UseHash => c.use_hash = parse_bool(k, v)?,
             Key::UseHMAC => c.use_hmac = parse_bool(k, v)?,
-            Key::WriterCompressionType => c.codec = parse_choice(k, v, Codec::parse, Codec::accepted())?,
+            Key::WriterCompressionType => {
+                c.codec = parse_choice(k, v, Codec::parse, Codec::accepted())?
+            }
             Key::WriterFilePath => c.writer_file_path = PathBuf::from(nonempty(k, v)?),
             Key::WriterRowGroupSize => {
                 c.writer_row_group_size = parse_bytes(k, v)?;
@@ -462,7 +507,9 @@ impl ConfigBuilder {
                     return Err(bad(k, v, "must be at least 1024 bytes"));
                 }
             }
-            Key::WriterType => c.writer_type = parse_choice(k, v, WriterType::parse, WriterType::accepted())?,
+            Key::WriterType => {
+                c.writer_type = parse_choice(k, v, WriterType::parse, WriterType::accepted())?
+            }
             Key::HmacKey => c.hmac_key = Secret::new(v),
             Key::WriterCompressionLevel => {
                 c.compression_level = if v.trim().is_empty() {
@@ -485,7 +532,10 @@ impl ConfigBuilder {
                 c.partition_fields = f;
             }
             Key::PartitionPath => c.partition_path = v.trim().trim_matches('/').to_string(),
-            Key::PartitionTime => c.partition_time = parse_choice(k, v, PartitionTime::parse, PartitionTime::accepted())?,
+            Key::PartitionTime => {
+                c.partition_time =
+                    parse_choice(k, v, PartitionTime::parse, PartitionTime::accepted())?
+            }
             Key::BufferMaxBytes => {
                 c.buffer_max_bytes = parse_bytes(k, v)?;
                 if c.buffer_max_bytes < 1024 {
@@ -519,7 +569,8 @@ impl ConfigBuilder {
                 self.recovery_path_set = true;
             }
             Key::FluentMetadata => {
-                c.fluent_metadata = parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?
+                c.fluent_metadata =
+                    parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?
             }
         }
         Ok(())
@@ -587,7 +638,10 @@ impl ConfigBuilder {
 
     /// Applies `D2P_*` variables. An unknown `D2P_` variable is an error, so a typo
     /// cannot go unnoticed.
-    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(&mut self, vars: I) -> Result<&mut Self, ConfigError> {
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<&mut Self, ConfigError> {
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix("D2P_") else {
                 continue;
@@ -608,7 +662,9 @@ impl ConfigBuilder {
 
     /// Reads every key through `get` by its Fluent Bit (CamelCase) name, as the plugin
     /// does with `output_get_property`. Absent keys keep their defaults.
-    pub fn from_lookup(mut get: impl FnMut(&str) -> Option<String>) -> Result<ConfigBuilder, ConfigError> {
+    pub fn from_lookup(
+        mut get: impl FnMut(&str) -> Option<String>,
+    ) -> Result<ConfigBuilder, ConfigError> {
         let mut b = ConfigBuilder::new();
         for k in KEYS {
             if let Some(v) = get(k.camel) {
@@ -671,12 +727,12 @@ impl ConfigBuilder {
             }
         }
         // The path template must only use partition fields, so a key determines its path.
-        crate::partition::PathTemplate::parse(&c.partition_path, &c.partition_fields).map_err(|reason| {
-            ConfigError::Invalid {
+        crate::partition::PathTemplate::parse(&c.partition_path, &c.partition_fields).map_err(
+            |reason| ConfigError::Invalid {
                 key: "PartitionPath".into(),
                 reason,
-            }
-        })?;
+            },
+        )?;
         Ok(self.cfg)
     }
 }
@@ -758,19 +814,32 @@ mod tests {
     #[test]
     fn json_and_camel_case_and_env() {
         let mut b = ConfigBuilder::new();
-        b.merge_json_str(r#"{"buffer_size": 5000, "flush_interval": "10", "use_hash": true,
+        b.merge_json_str(
+            r#"{"buffer_size": 5000, "flush_interval": "10", "use_hash": true,
             "writer_compression_type": "zstd", "ignored_fields": ["a_b", "c"], "_comment": "x",
-            "redis_timeout": 250}"#)
-            .unwrap();
+            "redis_timeout": 250}"#,
+        )
+        .unwrap();
         b.set("WRITERTYPE", "s3").unwrap();
         b.set("S3BucketName", "bkt").unwrap();
-        b.apply_env([("D2P_BUFFER_SIZE".to_string(), "7".to_string()), ("PATH".into(), "/x".into())])
-            .unwrap();
+        b.apply_env([
+            ("D2P_BUFFER_SIZE".to_string(), "7".to_string()),
+            ("PATH".into(), "/x".into()),
+        ])
+        .unwrap();
         let c = b.build().unwrap();
         assert_eq!(c.buffer_size, 7, "env overrides the file");
         assert_eq!(c.flush_interval, Duration::from_secs(10));
-        assert_eq!(c.redis.lock_ttl, Duration::from_secs(15), "1.5 x FlushInterval");
-        assert_eq!(c.redis.timeout, Some(Duration::from_millis(250)), "milliseconds");
+        assert_eq!(
+            c.redis.lock_ttl,
+            Duration::from_secs(15),
+            "1.5 x FlushInterval"
+        );
+        assert_eq!(
+            c.redis.timeout,
+            Some(Duration::from_millis(250)),
+            "milliseconds"
+        );
         assert!(c.use_hash);
         assert_eq!(c.codec, Codec::Zstd);
         assert_eq!(c.writer_type, WriterType::S3);
@@ -779,13 +848,29 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_accepted_values() {
-        let e = ConfigBuilder::new().set("BufferTyp", "mem").map(|_| ()).unwrap_err();
+        let e = ConfigBuilder::new()
+            .set("BufferTyp", "mem")
+            .map(|_| ())
+            .unwrap_err();
         assert!(e.to_string().contains("did you mean `BufferType`"), "{e}");
-        let e = ConfigBuilder::new().set("buffer_type", "disk").map(|_| ()).unwrap_err();
+        let e = ConfigBuilder::new()
+            .set("buffer_type", "disk")
+            .map(|_| ())
+            .unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("BufferType") && s.contains("mem, memory, redis"), "{s}");
-        let e = ConfigBuilder::new().set("WriterCompressionType", "lzo").map(|_| ()).unwrap_err();
-        assert!(e.to_string().contains("snappy, gzip, zstd, lz4, brotli, none"), "{e}");
+        assert!(
+            s.contains("BufferType") && s.contains("mem, memory, redis"),
+            "{s}"
+        );
+        let e = ConfigBuilder::new()
+            .set("WriterCompressionType", "lzo")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("snappy, gzip, zstd, lz4, brotli, none"),
+            "{e}"
+        );
         for (k, v) in [
             ("BufferSize", "0"),
             ("BufferSize", "10s"),
@@ -809,10 +894,19 @@ mod tests {
     fn cross_key_validation() {
         let mut b = ConfigBuilder::new();
         b.set("UseHMAC", "true").unwrap();
-        assert!(b.clone().build().unwrap_err().to_string().contains("HmacKey"));
+        assert!(
+            b.clone()
+                .build()
+                .unwrap_err()
+                .to_string()
+                .contains("HmacKey")
+        );
         b.set("HmacKey", "s3cret").unwrap();
         let c = b.build().unwrap();
-        assert!(!format!("{c:?}").contains("s3cret"), "secrets are not printed");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "secrets are not printed"
+        );
         let mut b = ConfigBuilder::new();
         b.set("BufferType", "redis").unwrap();
         assert!(b.build().unwrap_err().to_string().contains("RedisHost"));

@@ -2,7 +2,9 @@
 
 use super::{ConvertError, ParquetOptions, ParquetSink};
 use crate::record::log::{COLUMNS, Col, ColKind, LogRecord};
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::schema::parser::parse_message_type;
@@ -10,7 +12,11 @@ use parquet::schema::types::SchemaDescriptor;
 use std::sync::{Arc, OnceLock};
 
 fn map_value_type(utf8: bool) -> DataType {
-    if utf8 { DataType::Utf8 } else { DataType::Binary }
+    if utf8 {
+        DataType::Utf8
+    } else {
+        DataType::Binary
+    }
 }
 
 fn entry_fields(utf8: bool) -> (Field, Field) {
@@ -49,7 +55,10 @@ pub fn log_schema(map_values_utf8: bool) -> SchemaRef {
     .clone()
 }
 
-fn string_column<'r>(recs: &[&'r LogRecord], f: impl Fn(&'r LogRecord) -> Option<&'r str>) -> ArrayRef {
+fn string_column<'r>(
+    recs: &[&'r LogRecord],
+    f: impl Fn(&'r LogRecord) -> Option<&'r str>,
+) -> ArrayRef {
     let bytes: usize = recs.iter().map(|r| f(r).map_or(0, str::len)).sum();
     let mut b = StringBuilder::with_capacity(recs.len(), bytes);
     for r in recs {
@@ -58,7 +67,11 @@ fn string_column<'r>(recs: &[&'r LogRecord], f: impl Fn(&'r LogRecord) -> Option
     Arc::new(b.finish())
 }
 
-fn map_column<'r, I>(recs: &[&'r LogRecord], utf8: bool, f: impl Fn(&'r LogRecord) -> I) -> Result<ArrayRef, ConvertError>
+fn map_column<'r, I>(
+    recs: &[&'r LogRecord],
+    utf8: bool,
+    f: impl Fn(&'r LogRecord) -> I,
+) -> Result<ArrayRef, ConvertError>
 where
     I: Iterator<Item = (&'r str, &'r str)>,
 {
@@ -114,7 +127,11 @@ where
 /// repeated group, 3-level LISTs with `element`, UTF8 strings.
 pub fn log_parquet_schema(map_values_utf8: bool) -> Result<SchemaDescriptor, ConvertError> {
     let mut text = String::from("message parquet_go_root {\n");
-    let value = if map_values_utf8 { "required binary value (UTF8);" } else { "required binary value;" };
+    let value = if map_values_utf8 {
+        "required binary value (UTF8);"
+    } else {
+        "required binary value;"
+    };
     for c in COLUMNS {
         let n = c.name();
         match c.kind() {
@@ -144,7 +161,11 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
             Col::Audit | Col::AutoIndex => {
                 let mut b = BooleanBuilder::with_capacity(recs.len());
                 for r in recs {
-                    b.append_option(if c == Col::Audit { r.audit() } else { r.auto_index() });
+                    b.append_option(if c == Col::Audit {
+                        r.audit()
+                    } else {
+                        r.auto_index()
+                    });
                 }
                 Arc::new(b.finish())
             }
@@ -179,7 +200,10 @@ impl<W: std::io::Write + Send> LogFileWriter<W> {
         })
     }
 
-    pub fn write<'r>(&mut self, recs: impl IntoIterator<Item = &'r LogRecord>) -> Result<(), ConvertError> {
+    pub fn write<'r>(
+        &mut self,
+        recs: impl IntoIterator<Item = &'r LogRecord>,
+    ) -> Result<(), ConvertError> {
         let mut chunk: Vec<&LogRecord> = Vec::with_capacity(BATCH_ROWS);
         for r in recs {
             chunk.push(r);
@@ -192,6 +216,11 @@ impl<W: std::io::Write + Send> LogFileWriter<W> {
             self.sink.write(&log_batch(&chunk, self.utf8)?)?;
         }
         Ok(())
+    }
+
+    /// Writes a batch built with [`log_batch`] (e.g. on another thread).
+    pub fn write_arrow(&mut self, b: &RecordBatch) -> Result<(), ConvertError> {
+        self.sink.write(b)
     }
 
     pub fn rows(&self) -> u64 {
@@ -208,7 +237,10 @@ impl<W: std::io::Write + Send> LogFileWriter<W> {
 }
 
 /// Encodes a batch of log records as one in-memory Parquet file.
-pub fn encode_log<'r>(recs: impl IntoIterator<Item = &'r LogRecord>, opts: &ParquetOptions) -> Result<Vec<u8>, ConvertError> {
+pub fn encode_log<'r>(
+    recs: impl IntoIterator<Item = &'r LogRecord>,
+    opts: &ParquetOptions,
+) -> Result<Vec<u8>, ConvertError> {
     let mut w = LogFileWriter::new(Vec::new(), opts)?;
     w.write(recs)?;
     w.finish()
@@ -239,15 +271,19 @@ mod tests {
         b.set(Str::Time, &format!("2026-01-01T00:00:{:02}Z", i % 60));
         b.set(Str::Message, &format!("message {i} {}", "x".repeat(i % 50)));
         b.set(Str::BusinessCapability, "cap");
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             b.set(Str::Region, "eu-west-1");
         }
         b.add_arg("k", &i.to_string());
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             b.add_extra("e", "é\u{1}");
         }
         b.add_tag("t");
-        b.set_audit(if i % 5 == 0 { None } else { Some(i % 2 == 0) });
+        b.set_audit(if i.is_multiple_of(5) {
+            None
+        } else {
+            Some(i.is_multiple_of(2))
+        });
         b.finish()
     }
 
@@ -259,14 +295,20 @@ mod tests {
         let mut out = Vec::new();
         print_schema(&mut out, reader.metadata().file_metadata().schema());
         let s = String::from_utf8(out).unwrap();
-        assert!(s.starts_with("message parquet_go_root {\n  REQUIRED BYTE_ARRAY time (UTF8);"), "{s}");
+        assert!(
+            s.starts_with("message parquet_go_root {\n  REQUIRED BYTE_ARRAY time (UTF8);"),
+            "{s}"
+        );
         assert!(s.contains(
             "  REQUIRED group args (MAP) {\n    REPEATED group key_value (MAP_KEY_VALUE) {\n      REQUIRED BYTE_ARRAY key (UTF8);\n      REQUIRED BYTE_ARRAY value;\n    }\n  }"
         ), "{s}");
         assert!(s.contains(
             "  REQUIRED group tags (LIST) {\n    REPEATED group list {\n      REQUIRED BYTE_ARRAY element (UTF8);\n    }\n  }"
         ), "{s}");
-        assert!(s.contains("  OPTIONAL BOOLEAN audit;\n  OPTIONAL BOOLEAN auto-index;"), "{s}");
+        assert!(
+            s.contains("  OPTIONAL BOOLEAN audit;\n  OPTIONAL BOOLEAN auto-index;"),
+            "{s}"
+        );
         assert!(s.contains("  REQUIRED BYTE_ARRAY hmac (UTF8);"), "{s}");
         assert_eq!(s.matches(";\n").count(), 28 + 2 + 2 * 2 + 2, "{s}");
     }
@@ -274,33 +316,73 @@ mod tests {
     #[test]
     fn every_codec_round_trips_content() {
         let recs: Vec<_> = (0..3000).map(rec).collect();
-        for codec in [Codec::Snappy, Codec::Gzip, Codec::Zstd, Codec::Lz4, Codec::Brotli, Codec::None] {
+        for codec in [
+            Codec::Snappy,
+            Codec::Gzip,
+            Codec::Zstd,
+            Codec::Lz4,
+            Codec::Brotli,
+            Codec::None,
+        ] {
             let bytes = encode_log(&recs, &opts(codec, 128 << 20)).unwrap();
             let bytes = bytes::Bytes::from(bytes);
             let meta = SerializedFileReader::new(bytes.clone()).unwrap();
             let col = meta.metadata().row_group(0).column(0);
-            let want = ParquetOptions { codec, ..opts(codec, 1) }.compression().unwrap();
-            assert_eq!(std::mem::discriminant(&col.compression()), std::mem::discriminant(&want), "{codec:?}");
-            assert!(col.dictionary_page_offset().is_some(), "dictionary encoding is on");
+            let want = ParquetOptions {
+                codec,
+                ..opts(codec, 1)
+            }
+            .compression()
+            .unwrap();
+            assert_eq!(
+                std::mem::discriminant(&col.compression()),
+                std::mem::discriminant(&want),
+                "{codec:?}"
+            );
+            assert!(
+                col.dictionary_page_offset().is_some(),
+                "dictionary encoding is on"
+            );
             assert!(col.statistics().is_some(), "statistics are on");
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap();
             let mut i = 0;
             for batch in reader {
                 let batch = batch.unwrap();
                 let msg = batch.column_by_name("message").unwrap().as_string::<i32>();
                 let region = batch.column_by_name("region").unwrap().as_string::<i32>();
                 let audit = batch.column_by_name("audit").unwrap().as_boolean();
-                let args = batch.column_by_name("args").unwrap().as_any().downcast_ref::<MapArray>().unwrap();
-                let extra = batch.column_by_name("extra-fields").unwrap().as_any().downcast_ref::<MapArray>().unwrap();
+                let args = batch
+                    .column_by_name("args")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<MapArray>()
+                    .unwrap();
+                let extra = batch
+                    .column_by_name("extra-fields")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<MapArray>()
+                    .unwrap();
                 for row in 0..batch.num_rows() {
                     let r = &recs[i];
                     assert_eq!(msg.value(row), r.req(Str::Message));
-                    assert_eq!(region.is_valid(row).then(|| region.value(row)), r.get(Str::Region));
+                    assert_eq!(
+                        region.is_valid(row).then(|| region.value(row)),
+                        r.get(Str::Region)
+                    );
                     assert_eq!(audit.is_valid(row).then(|| audit.value(row)), r.audit());
                     let a = args.value(row);
-                    let (k, v) = (a.column(0).as_string::<i32>(), a.column(1).as_binary::<i32>());
-                    let got: Vec<(&str, &[u8])> = (0..a.len()).map(|j| (k.value(j), v.value(j))).collect();
-                    let want: Vec<(&str, &[u8])> = r.args().map(|(k, v)| (k, v.as_bytes())).collect();
+                    let (k, v) = (
+                        a.column(0).as_string::<i32>(),
+                        a.column(1).as_binary::<i32>(),
+                    );
+                    let got: Vec<(&str, &[u8])> =
+                        (0..a.len()).map(|j| (k.value(j), v.value(j))).collect();
+                    let want: Vec<(&str, &[u8])> =
+                        r.args().map(|(k, v)| (k, v.as_bytes())).collect();
                     assert_eq!(got, want);
                     assert_eq!(extra.value(row).len(), r.extra_fields().len());
                     i += 1;
@@ -322,7 +404,10 @@ mod tests {
         assert_eq!(total, 20_000);
         for g in &groups[..groups.len() - 1] {
             let size = g.compressed_size() as u64;
-            assert!(size >= limit / 2 && size <= limit * 2, "row group of {size} bytes for a {limit} limit");
+            assert!(
+                size >= limit / 2 && size <= limit * 2,
+                "row group of {size} bytes for a {limit} limit"
+            );
         }
     }
 }

@@ -57,7 +57,9 @@ impl ParquetOptions {
     /// The parquet crate's compression setting. Levels were range-checked with the
     /// config, so construction cannot fail here; a bad level still maps to an error.
     pub fn compression(&self) -> Result<Compression, ConvertError> {
-        let bad = |e: parquet::errors::ParquetError| ConvertError::Other(format!("compression level: {e}"));
+        let bad = |e: parquet::errors::ParquetError| {
+            ConvertError::Other(format!("compression level: {e}"))
+        };
         Ok(match self.codec {
             Codec::Snappy => Compression::SNAPPY,
             Codec::Gzip => Compression::GZIP(match self.level {
@@ -85,7 +87,10 @@ impl ParquetOptions {
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(self.row_group_bytes.max(1) as usize))
-            .set_created_by(format!("data2parquet version {}", env!("CARGO_PKG_VERSION")))
+            .set_created_by(format!(
+                "data2parquet version {}",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build())
     }
 }

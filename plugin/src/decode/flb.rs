@@ -61,7 +61,7 @@ fn time_ns(t: RawTime) -> Result<i64, String> {
             .and_then(|s| s.checked_mul(1_000_000_000))
             .ok_or_else(|| format!("integer timestamp {s} out of range")),
         RawTime::Float(f) => {
-            if !f.is_finite() || f < 0.0 || f > 9.2e9 {
+            if !f.is_finite() || !(0.0..=9.2e9).contains(&f) {
                 return Err(format!("float timestamp {f} out of range"));
             }
             Ok((f * 1e9).round() as i64)
@@ -70,7 +70,11 @@ fn time_ns(t: RawTime) -> Result<i64, String> {
 }
 
 enum Shape {
-    Ok { time: RawTime, meta: usize, body: usize },
+    Ok {
+        time: RawTime,
+        meta: usize,
+        body: usize,
+    },
     Marker,
 }
 
@@ -86,7 +90,9 @@ fn event<'a>(r: &mut Reader<'a>, doc: &mut Doc<'a>) -> Result<Result<Shape, Stri
     let (time, has_meta) = if r.at_array() {
         let h = r.array_len()?;
         if h != 2 {
-            return Ok(Err(format!("event header has {h} elements, expected [timestamp, metadata]")));
+            return Ok(Err(format!(
+                "event header has {h} elements, expected [timestamp, metadata]"
+            )));
         }
         match r.time() {
             Ok(t) => (t, true),
@@ -107,7 +113,11 @@ fn event<'a>(r: &mut Reader<'a>, doc: &mut Doc<'a>) -> Result<Result<Shape, Stri
     } else {
         doc.push(Node::Map { len: 0, span: 0 });
     }
-    if let RawTime::Event { secs: GROUP_START | GROUP_END, .. } = time {
+    if let RawTime::Event {
+        secs: GROUP_START | GROUP_END,
+        ..
+    } = time
+    {
         r.value(None)?;
         return Ok(Ok(Shape::Marker));
     }
@@ -120,7 +130,11 @@ fn event<'a>(r: &mut Reader<'a>, doc: &mut Doc<'a>) -> Result<Result<Shape, Stri
 }
 
 /// Walks every event of `chunk`, calling `f` for each event and each bad item.
-pub fn walk<'a>(chunk: &'a [u8], doc: &mut Doc<'a>, mut f: impl FnMut(Item<'_, 'a, 'a>)) -> ChunkStats {
+pub fn walk<'a>(
+    chunk: &'a [u8],
+    doc: &mut Doc<'a>,
+    mut f: impl FnMut(Item<'_, 'a, 'a>),
+) -> ChunkStats {
     let mut stats = ChunkStats::default();
     let mut r = Reader::new(chunk);
     let mut index = 0;
@@ -139,7 +153,12 @@ pub fn walk<'a>(chunk: &'a [u8], doc: &mut Doc<'a>, mut f: impl FnMut(Item<'_, '
                     let (Some(meta), Some(body)) = (doc.value_at(meta), doc.value_at(body)) else {
                         unreachable!("event() pushed both values")
                     };
-                    f(Item::Event(Event { index, time_ns, meta, body }));
+                    f(Item::Event(Event {
+                        index,
+                        time_ns,
+                        meta,
+                        body,
+                    }));
                     None
                 }
                 Err(reason) => Some(reason),
@@ -207,18 +226,21 @@ mod tests {
     #[test]
     fn spec_examples() {
         let a: &[u8] = &[
-            0x92, 0x92, 0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15, 0x80, 0x81, 0xa7, b'm', b'e',
-            b's', b's', b'a', b'g', b'e', 0xa2, b'h', b'i',
+            0x92, 0x92, 0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15, 0x80, 0x81,
+            0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa2, b'h', b'i',
         ];
         let b: &[u8] = &[
-            0xdd, 0, 0, 0, 2, 0xdd, 0, 0, 0, 2, 0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15, 0xdf, 0, 0,
-            0, 0, 0xdf, 0, 0, 0, 1, 0xa7, b'm', b'e', b's', b's', b'a', b'g', b'e', 0xa2, b'h', b'i',
-        ];
-        let c: &[u8] = &[
-            0x92, 0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15, 0x81, 0xa7, b'm', b'e', b's', b's', b'a',
+            0xdd, 0, 0, 0, 2, 0xdd, 0, 0, 0, 2, 0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b,
+            0xcd, 0x15, 0xdf, 0, 0, 0, 0, 0xdf, 0, 0, 0, 1, 0xa7, b'm', b'e', b's', b's', b'a',
             b'g', b'e', 0xa2, b'h', b'i',
         ];
-        let d: &[u8] = &[0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80];
+        let c: &[u8] = &[
+            0x92, 0xd7, 0x00, 0x65, 0x53, 0xf1, 0x00, 0x07, 0x5b, 0xcd, 0x15, 0x81, 0xa7, b'm',
+            b'e', b's', b's', b'a', b'g', b'e', 0xa2, b'h', b'i',
+        ];
+        let d: &[u8] = &[
+            0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80,
+        ];
         let mut chunk = Vec::new();
         for part in [a, b, d, c] {
             chunk.extend_from_slice(part);
@@ -229,7 +251,14 @@ mod tests {
             Item::Event(e) => seen.push((e.index, e.time_ns, e.body.to_json())),
             Item::Bad { reason, .. } => panic!("{reason}"),
         });
-        assert_eq!(stats, ChunkStats { events: 3, group_markers: 1, bad: 0 });
+        assert_eq!(
+            stats,
+            ChunkStats {
+                events: 3,
+                group_markers: 1,
+                bad: 0
+            }
+        );
         let t = 1_700_000_000_123_456_789;
         assert_eq!(
             seen,
@@ -282,10 +311,27 @@ mod tests {
         });
         assert_eq!(stats.events, 3);
         assert_eq!(stats.bad, 3);
-        assert_eq!(good[0], (1_700_000_000_000_000_000, "{}".into(), r#"{"message":"int"}"#.into()));
-        assert_eq!(good[1], (1_700_000_000_500_000_000, r#"{"k":"v"}"#.into(), r#"{"message":"float"}"#.into()));
+        assert_eq!(
+            good[0],
+            (
+                1_700_000_000_000_000_000,
+                "{}".into(),
+                r#"{"message":"int"}"#.into()
+            )
+        );
+        assert_eq!(
+            good[1],
+            (
+                1_700_000_000_500_000_000,
+                r#"{"k":"v"}"#.into(),
+                r#"{"message":"float"}"#.into()
+            )
+        );
         assert_eq!(good[2].0, 10_000_000_020);
-        assert!(bad[0].contains("event 2: event body is not a map"), "{bad:?}");
+        assert!(
+            bad[0].contains("event 2: event body is not a map"),
+            "{bad:?}"
+        );
         assert!(bad[1].contains("3 elements"), "{bad:?}");
         assert!(bad[2].contains("type 1"), "{bad:?}");
     }

@@ -34,14 +34,22 @@ impl JsonParser {
 
     /// Parses one JSON value from `input` (modified in place) into `doc`, replacing
     /// its content.
-    pub fn parse_into<'a>(&mut self, input: &'a mut [u8], doc: &mut Doc<'a>) -> Result<(), JsonError> {
+    pub fn parse_into<'a>(
+        &mut self,
+        input: &'a mut [u8],
+        doc: &mut Doc<'a>,
+    ) -> Result<(), JsonError> {
         doc.clear();
-        let mut tape: Tape<'a> = self.tape.take().unwrap_or_else(|| Tape::null().reset()).reset();
-        let content_len = input.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
+        let mut tape: Tape<'a> = self
+            .tape
+            .take()
+            .unwrap_or_else(|| Tape::null().reset())
+            .reset();
+        let truncated = is_truncated(input);
         let res = simd_json::fill_tape(input, &mut self.buffers, &mut tape);
         if let Err(e) = res {
             self.tape = Some(tape.reset());
-            return Err(JsonError(describe(&e, content_len)));
+            return Err(JsonError(describe(&e, truncated)));
         }
         doc.nodes.reserve(tape.0.len());
         for n in &tape.0 {
@@ -76,12 +84,36 @@ impl JsonParser {
     }
 }
 
-fn describe(e: &simd_json::Error, content_len: usize) -> String {
+/// Whether the text ends inside a string or an open object/array: the usual shape of a
+/// cut-off record, which deserves a clearer message than "syntax error".
+fn is_truncated(b: &[u8]) -> bool {
+    let (mut depth, mut in_str, mut esc) = (0i64, false, false);
+    for &c in b {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    in_str || depth > 0
+}
+
+fn describe(e: &simd_json::Error, truncated: bool) -> String {
     use simd_json::ErrorType as T;
-    let at_end = content_len > 0 && e.index() + 1 >= content_len;
     let what = match e.error() {
-        T::Syntax | T::InternalError | T::Eof if at_end => "unexpected end of input (truncated JSON?)".to_string(),
         T::InvalidUtf8 => "input is not valid UTF-8".to_string(),
+        _ if truncated => "unexpected end of input (truncated JSON?)".to_string(),
         T::Eof => "unexpected end of input (truncated JSON?)".to_string(),
         T::InvalidNumber => "invalid or out-of-range number".to_string(),
         T::InvalidEscape => "invalid escape sequence".to_string(),
@@ -108,7 +140,17 @@ mod tests {
         let mut a = br#"{"a":1,"b":[1,{"c":"x\ny"}],"d":{}}"#.to_vec();
         let doc = p.parse(&mut a).unwrap();
         let root = doc.root().unwrap();
-        assert_eq!(root.get("b").unwrap().items().nth(1).unwrap().get("c").unwrap().as_str(), Some("x\ny"));
+        assert_eq!(
+            root.get("b")
+                .unwrap()
+                .items()
+                .nth(1)
+                .unwrap()
+                .get("c")
+                .unwrap()
+                .as_str(),
+            Some("x\ny")
+        );
         assert_eq!(root.get("d").unwrap().kind(), Kind::Map);
         drop(doc);
         let mut b = br#"[true,null,-3,2.5]"#.to_vec();

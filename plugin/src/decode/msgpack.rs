@@ -26,7 +26,10 @@ pub struct Reader<'a> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RawTime {
     /// EventTime ext: seconds and nanoseconds.
-    Event { secs: u32, nanos: u32 },
+    Event {
+        secs: u32,
+        nanos: u32,
+    },
     Int(u64),
     Float(f64),
 }
@@ -62,7 +65,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], MpError> {
         if self.remaining() < n {
-            return Err(self.err(format!("needs {n} more bytes, {} left (truncated?)", self.remaining())));
+            return Err(self.err(format!(
+                "needs {n} more bytes, {} left (truncated?)",
+                self.remaining()
+            )));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -142,7 +148,9 @@ impl<'a> Reader<'a> {
                 let ty = self.u8()? as i8;
                 if ty != 0 || len != 8 {
                     self.pos = at;
-                    return Err(self.err(format!("timestamp ext must be type 0 with 8 bytes, found type {ty} with {len}")));
+                    return Err(self.err(format!(
+                        "timestamp ext must be type 0 with 8 bytes, found type {ty} with {len}"
+                    )));
                 }
                 let secs = u32::from_be_bytes(self.be()?);
                 let nanos = u32::from_be_bytes(self.be()?);
@@ -190,7 +198,11 @@ impl<'a> Reader<'a> {
             0xce => Node::Int(u32::from_be_bytes(self.be()?) as i64),
             0xcf => {
                 let v = u64::from_be_bytes(self.be()?);
-                if v <= i64::MAX as u64 { Node::Int(v as i64) } else { Node::UInt(v) }
+                if v <= i64::MAX as u64 {
+                    Node::Int(v as i64)
+                } else {
+                    Node::UInt(v)
+                }
             }
             0xd0..=0xd3 => Node::Int(self.signed(m)?),
             0xca => Node::Float(f32::from_be_bytes(self.be()?) as f64),
@@ -223,16 +235,30 @@ impl<'a> Reader<'a> {
             0x90..=0x9f | 0xdc | 0xdd | 0x80..=0x8f | 0xde | 0xdf => {
                 self.pos = at;
                 let is_map = !matches!(m, 0x90..=0x9f | 0xdc | 0xdd);
-                let len = if is_map { self.map_len()? } else { self.array_len()? };
+                let len = if is_map {
+                    self.map_len()?
+                } else {
+                    self.array_len()?
+                };
                 let children = if is_map { len * 2 } else { len };
                 if children > self.remaining() {
-                    return Err(self.err(format!("declared {} entries but only {} bytes left", len, self.remaining())));
+                    return Err(self.err(format!(
+                        "declared {} entries but only {} bytes left",
+                        len,
+                        self.remaining()
+                    )));
                 }
                 let idx = doc.as_deref_mut().map(|d| {
                     d.push(if is_map {
-                        Node::Map { len: len as u32, span: 0 }
+                        Node::Map {
+                            len: len as u32,
+                            span: 0,
+                        }
                     } else {
-                        Node::Array { len: len as u32, span: 0 }
+                        Node::Array {
+                            len: len as u32,
+                            span: 0,
+                        }
                     })
                 });
                 for i in 0..children {
@@ -302,7 +328,9 @@ fn ext_node(ty: i8, data: &[u8]) -> Node<'_> {
         (0, 8) => {
             let secs = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as i64;
             let nanos = u32::from_be_bytes([data[4], data[5], data[6], data[7]]) as i64;
-            Node::Str(Cow::Owned(crate::timeutil::format_rfc3339_nanos(secs * 1_000_000_000 + nanos)))
+            Node::Str(Cow::Owned(crate::timeutil::format_rfc3339_nanos(
+                secs * 1_000_000_000 + nanos,
+            )))
         }
         _ => Node::Bytes(Cow::Borrowed(data)),
     }
@@ -475,9 +503,13 @@ mod tests {
     #[test]
     fn rejects_lies_about_lengths() {
         let mut d = Doc::new();
-        let e = Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]).value(Some(&mut d)).unwrap_err();
+        let e = Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01])
+            .value(Some(&mut d))
+            .unwrap_err();
         assert!(e.reason.contains("declared"), "{e}");
-        let e = Reader::new(&[0xdb, 0x00, 0x00, 0x10, 0x00, b'a']).value(Some(&mut d)).unwrap_err();
+        let e = Reader::new(&[0xdb, 0x00, 0x00, 0x10, 0x00, b'a'])
+            .value(Some(&mut d))
+            .unwrap_err();
         assert!(e.reason.contains("truncated"), "{e}");
     }
 

@@ -105,7 +105,11 @@ pub fn encode(r: &dyn LogView, out: &mut Vec<u8>) {
                 None => out.push(b'N'),
             },
             Col::Audit | Col::AutoIndex => {
-                let v = if col == Col::Audit { r.audit_col() } else { r.auto_index_col() };
+                let v = if col == Col::Audit {
+                    r.audit_col()
+                } else {
+                    r.auto_index_col()
+                };
                 out.push(match v {
                     Some(true) => b'T',
                     Some(false) => b'F',
@@ -113,7 +117,11 @@ pub fn encode(r: &dyn LogView, out: &mut Vec<u8>) {
                 });
             }
             Col::Args | Col::ExtraFields => {
-                let mut pairs = if col == Col::Args { r.arg_pairs() } else { r.extra_pairs() };
+                let mut pairs = if col == Col::Args {
+                    r.arg_pairs()
+                } else {
+                    r.extra_pairs()
+                };
                 pairs.sort_unstable();
                 out.push(b'M');
                 out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
@@ -123,7 +131,11 @@ pub fn encode(r: &dyn LogView, out: &mut Vec<u8>) {
                 }
             }
             Col::Tags | Col::TraceIp => {
-                let items = if col == Col::Tags { r.tag_list() } else { r.trace_list() };
+                let items = if col == Col::Tags {
+                    r.tag_list()
+                } else {
+                    r.trace_list()
+                };
                 out.push(b'L');
                 out.extend_from_slice(&(items.len() as u32).to_be_bytes());
                 for v in items {

@@ -536,11 +536,15 @@ impl LogBuilder {
     }
 
     pub fn args(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.args.iter().map(|(k, v)| (self.slice(*k), self.slice(*v)))
+        self.args
+            .iter()
+            .map(|(k, v)| (self.slice(*k), self.slice(*v)))
     }
 
     pub fn extra_fields(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.extra.iter().map(|(k, v)| (self.slice(*k), self.slice(*v)))
+        self.extra
+            .iter()
+            .map(|(k, v)| (self.slice(*k), self.slice(*v)))
     }
 
     pub fn tags(&self) -> impl Iterator<Item = &str> + '_ {
@@ -560,8 +564,9 @@ impl LogBuilder {
                 self.spans[col as usize] = self.intern(d);
             }
         }
-        let mut items =
-            Vec::with_capacity(2 * (self.args.len() + self.extra.len()) + self.tags.len() + self.trace.len());
+        let mut items = Vec::with_capacity(
+            2 * (self.args.len() + self.extra.len()) + self.tags.len() + self.trace.len(),
+        );
         for (k, v) in self.args.iter().chain(self.extra.iter()) {
             items.push(*k);
             items.push(*v);
@@ -657,7 +662,10 @@ pub mod wire {
                 return Ok(s);
             }
             let end = s.off as usize + s.len as usize;
-            if end > text.len() || !text.is_char_boundary(s.off as usize) || !text.is_char_boundary(end) {
+            if end > text.len()
+                || !text.is_char_boundary(s.off as usize)
+                || !text.is_char_boundary(end)
+            {
                 return Err(bad());
             }
             Ok(s)
@@ -680,7 +688,9 @@ pub mod wire {
         let n_extra = c.u32().ok_or_else(bad)?;
         let n_tags = c.u32().ok_or_else(bad)?;
         let n_items = c.u32().ok_or_else(bad)? as usize;
-        if (2 * (n_args as u64 + n_extra as u64) + n_tags as u64) > n_items as u64 || n_items > bytes.len() {
+        if (2 * (n_args as u64 + n_extra as u64) + n_tags as u64) > n_items as u64
+            || n_items > bytes.len()
+        {
             return Err(bad());
         }
         let mut items = Vec::with_capacity(n_items);
@@ -738,7 +748,10 @@ mod tests {
         assert_eq!(r.get(Str::Region), Some("eu"));
         assert_eq!(r.get(Str::Az), None);
         assert_eq!(r.args().collect::<Vec<_>>(), [("k", "v")]);
-        assert_eq!(r.extra_fields().collect::<Vec<_>>(), [("x", "1"), ("x~2", "2")]);
+        assert_eq!(
+            r.extra_fields().collect::<Vec<_>>(),
+            [("x", "1"), ("x~2", "2")]
+        );
         assert_eq!(r.tags().collect::<Vec<_>>(), ["t1"]);
         assert_eq!(r.trace_ip().collect::<Vec<_>>(), ["10.0.0.1"]);
         assert_eq!(r.audit(), None);

@@ -48,10 +48,16 @@ const ALIASES: &[(Str, &[&str])] = &[
 
 /// Keys matched before the `tags-` prefix is stripped (upstream's first switch).
 const PLAIN: &[(&str, Dest)] = &[
-    ("business-capability", Dest::Scalar(Str::BusinessCapability, 0)),
+    (
+        "business-capability",
+        Dest::Scalar(Str::BusinessCapability, 0),
+    ),
     ("business-domain", Dest::Scalar(Str::BusinessDomain, 0)),
     ("business-service", Dest::Scalar(Str::BusinessService, 0)),
-    ("application-service", Dest::Scalar(Str::ApplicationService, 0)),
+    (
+        "application-service",
+        Dest::Scalar(Str::ApplicationService, 0),
+    ),
     ("correlation-id", Dest::Scalar(Str::CorrelationId, 0)),
     ("session-id", Dest::Scalar(Str::SessionId, 0)),
     ("message-id", Dest::Scalar(Str::MessageId, 0)),
@@ -65,7 +71,10 @@ const PLAIN: &[(&str, Dest)] = &[
     ("stack-trace", Dest::Scalar(Str::StackTrace, 0)),
     ("region", Dest::Scalar(Str::Region, 0)),
     ("az", Dest::Scalar(Str::Az, 0)),
-    ("transaction-message-reference", Dest::Scalar(Str::TransactionMessageReference, 0)),
+    (
+        "transaction-message-reference",
+        Dest::Scalar(Str::TransactionMessageReference, 0),
+    ),
     ("ttl", Dest::Scalar(Str::Ttl, 0)),
     ("logger-name", Dest::Scalar(Str::LoggerName, 0)),
     ("thread-name", Dest::Scalar(Str::ThreadName, 0)),
@@ -110,7 +119,11 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf29ce484222325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf29ce484222325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= *b as u64;
             h = h.wrapping_mul(0x100000001b3);
@@ -123,7 +136,9 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 /// Normalises a key the upstream way: lower case, `_` becomes `-`. Borrows when the key
 /// is already normal (the common case).
 pub fn normalize_key(k: &str) -> Cow<'_, str> {
-    if k.bytes().all(|b| !b.is_ascii_uppercase() && b != b'_' && b.is_ascii()) {
+    if k.bytes()
+        .all(|b| !b.is_ascii_uppercase() && b != b'_' && b.is_ascii())
+    {
         Cow::Borrowed(k)
     } else {
         Cow::Owned(k.to_lowercase().replace('_', "-"))
@@ -143,7 +158,12 @@ pub struct LogRules {
 }
 
 impl LogRules {
-    pub fn new(ignored: FieldSet, masked: FieldSet, hmac_key: Option<Vec<u8>>, parse_event_time: bool) -> Self {
+    pub fn new(
+        ignored: FieldSet,
+        masked: FieldSet,
+        hmac_key: Option<Vec<u8>>,
+        parse_event_time: bool,
+    ) -> Self {
         let mut plain: FastMap<&'static str, Dest> = PLAIN.iter().copied().collect();
         for (col, names) in ALIASES {
             for (rank, n) in names.iter().enumerate() {
@@ -201,9 +221,16 @@ impl<'r> LogMapper<'r> {
     }
 
     /// Maps a whole input object. A non-map input is an error naming its type.
-    pub fn map_object(&mut self, obj: ValRef<'_, '_>, event_ns: Option<i64>) -> Result<LogRecord, String> {
+    pub fn map_object(
+        &mut self,
+        obj: ValRef<'_, '_>,
+        event_ns: Option<i64>,
+    ) -> Result<LogRecord, String> {
         if obj.kind() != Kind::Map {
-            return Err(format!("expected a JSON object / map, found {}", obj.kind().name()));
+            return Err(format!(
+                "expected a JSON object / map, found {}",
+                obj.kind().name()
+            ));
         }
         for (k, v) in obj.entries() {
             self.entry(k, v);
@@ -360,7 +387,10 @@ impl<'r> LogMapper<'r> {
     fn flat_text(v: ValRef<'_, '_>, out: &mut String) {
         out.clear();
         match v.kind() {
-            Kind::Array if v.items().all(|i| !matches!(i.kind(), Kind::Array | Kind::Map)) => {
+            Kind::Array
+                if v.items()
+                    .all(|i| !matches!(i.kind(), Kind::Array | Kind::Map)) =>
+            {
                 let mut first = true;
                 for item in v.items() {
                     if item.is_null() {
@@ -424,7 +454,10 @@ impl<'r> LogMapper<'r> {
             self.b.set(Str::Time, &timeutil::format_rfc3339_nanos(ns));
         }
         let ev = if self.rules.parse_event_time {
-            self.b.get(Str::Time).and_then(timeutil::parse_timestamp_ns).or(event_ns)
+            self.b
+                .get(Str::Time)
+                .and_then(timeutil::parse_timestamp_ns)
+                .or(event_ns)
         } else {
             event_ns
         };
@@ -465,7 +498,10 @@ mod tests {
 
     #[test]
     fn aliases_and_precedence_are_deterministic() {
-        let r = map(r#"{"msg":"a","message":"b","log":"c","lvl":"WARN"}"#, &LogRules::default());
+        let r = map(
+            r#"{"msg":"a","message":"b","log":"c","lvl":"WARN"}"#,
+            &LogRules::default(),
+        );
         assert_eq!(r.req(Str::Message), "b");
         assert_eq!(r.req(Str::Level), "WARN");
         let extra: Vec<_> = r.extra_fields().collect();
@@ -536,13 +572,36 @@ mod tests {
 
     #[test]
     fn hmac_is_keyed_and_stable() {
-        let rules = LogRules::new(FieldSet::default(), FieldSet::default(), Some(b"k1".to_vec()), false);
-        let a = map(r#"{"message":"m","args":{"b":"2","a":"1"},"time":"t"}"#, &rules);
-        let b = map(r#"{"time":"t","args":{"a":"1","b":"2"},"message":"m"}"#, &rules);
+        let rules = LogRules::new(
+            FieldSet::default(),
+            FieldSet::default(),
+            Some(b"k1".to_vec()),
+            false,
+        );
+        let a = map(
+            r#"{"message":"m","args":{"b":"2","a":"1"},"time":"t"}"#,
+            &rules,
+        );
+        let b = map(
+            r#"{"time":"t","args":{"a":"1","b":"2"},"message":"m"}"#,
+            &rules,
+        );
         assert_eq!(a.req(Str::Hmac).len(), 64);
-        assert_eq!(a.req(Str::Hmac), b.req(Str::Hmac), "map order must not matter");
-        let other = LogRules::new(FieldSet::default(), FieldSet::default(), Some(b"k2".to_vec()), false);
-        let c = map(r#"{"message":"m","args":{"b":"2","a":"1"},"time":"t"}"#, &other);
+        assert_eq!(
+            a.req(Str::Hmac),
+            b.req(Str::Hmac),
+            "map order must not matter"
+        );
+        let other = LogRules::new(
+            FieldSet::default(),
+            FieldSet::default(),
+            Some(b"k2".to_vec()),
+            false,
+        );
+        let c = map(
+            r#"{"message":"m","args":{"b":"2","a":"1"},"time":"t"}"#,
+            &other,
+        );
         assert_ne!(a.req(Str::Hmac), c.req(Str::Hmac));
         // A consumer can recompute it from the stored record.
         let mut enc = Vec::new();
@@ -557,7 +616,9 @@ mod tests {
         let doc = p.parse(&mut buf).unwrap();
         let rules = LogRules::default();
         let mut m = LogMapper::new(&rules);
-        let r = m.map_object(doc.root().unwrap(), Some(1_700_000_000_123_456_789)).unwrap();
+        let r = m
+            .map_object(doc.root().unwrap(), Some(1_700_000_000_123_456_789))
+            .unwrap();
         assert_eq!(r.req(Str::Time), "2023-11-14T22:13:20.123456789Z");
     }
 

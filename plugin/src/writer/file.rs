@@ -29,11 +29,15 @@ impl FileWriter {
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| WriteError::io("create folder", dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", ulid::Ulid::generate()));
     let res = (|| {
         let mut f = File::create(&tmp).map_err(|e| WriteError::io("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| WriteError::io("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| WriteError::io("write", &tmp, e))?;
         if fsync {
             f.sync_all().map_err(|e| WriteError::io("fsync", &tmp, e))?;
         }
@@ -59,8 +63,11 @@ impl Writer for FileWriter {
     }
 
     fn check(&mut self) -> Result<(), WriteError> {
-        fs::create_dir_all(&self.root).map_err(|e| WriteError::io("create folder", &self.root, e))?;
-        let probe = self.root.join(format!(".d2p-probe-{}", ulid::Ulid::generate()));
+        fs::create_dir_all(&self.root)
+            .map_err(|e| WriteError::io("create folder", &self.root, e))?;
+        let probe = self
+            .root
+            .join(format!(".d2p-probe-{}", ulid::Ulid::generate()));
         fs::write(&probe, b"").map_err(|e| WriteError::io("write", &self.root, e))?;
         let _ = fs::remove_file(&probe);
         Ok(())
@@ -80,11 +87,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = FileWriter::new(dir.path(), true);
         w.put("a=1/b/x.parquet", b"PAR1").unwrap();
-        assert_eq!(fs::read(dir.path().join("a=1/b/x.parquet")).unwrap(), b"PAR1");
+        assert_eq!(
+            fs::read(dir.path().join("a=1/b/x.parquet")).unwrap(),
+            b"PAR1"
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path().join("a=1/b")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left");
-        assert!(matches!(w.put("../escape.parquet", b"x"), Err(WriteError::Path(_))));
-        assert!(matches!(w.put("/abs.parquet", b"x"), Err(WriteError::Path(_))));
+        assert!(matches!(
+            w.put("../escape.parquet", b"x"),
+            Err(WriteError::Path(_))
+        ));
+        assert!(matches!(
+            w.put("/abs.parquet", b"x"),
+            Err(WriteError::Path(_))
+        ));
         w.check().unwrap();
     }
 }

@@ -47,7 +47,10 @@ pub trait Writer: Send {
 /// Opens the configured writer.
 pub fn open(cfg: &Config) -> Result<Box<dyn Writer>, WriteError> {
     match cfg.writer_type {
-        WriterType::File => Ok(Box::new(file::FileWriter::new(&cfg.writer_file_path, cfg.writer_fsync))),
+        WriterType::File => Ok(Box::new(file::FileWriter::new(
+            &cfg.writer_file_path,
+            cfg.writer_fsync,
+        ))),
         WriterType::S3 => Err(WriteError::Config(
             "WriterType=aws-s3 is not available in this build".into(),
         )),

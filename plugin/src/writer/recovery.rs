@@ -24,7 +24,9 @@ pub struct Entry {
 
 impl RecoveryStore {
     pub fn new(dir: &Path) -> Self {
-        RecoveryStore { dir: dir.to_path_buf() }
+        RecoveryStore {
+            dir: dir.to_path_buf(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -33,7 +35,11 @@ impl RecoveryStore {
 
     pub fn store(&self, target: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let id = ulid::Ulid::generate().to_string();
-        write_atomic(&self.dir.join(format!("{id}.target")), target.as_bytes(), true)?;
+        write_atomic(
+            &self.dir.join(format!("{id}.target")),
+            target.as_bytes(),
+            true,
+        )?;
         write_atomic(&self.dir.join(format!("{id}.parquet")), bytes, true)
     }
 
@@ -95,10 +101,16 @@ mod tests {
         rs.store("x=1/a.parquet", b"one").unwrap();
         rs.store("x=2/b.parquet", b"two").unwrap();
         let l = rs.list();
-        assert_eq!(l.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(), ["x=1/a.parquet", "x=2/b.parquet"]);
+        assert_eq!(
+            l.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+            ["x=1/a.parquet", "x=2/b.parquet"]
+        );
         let mut w = FileWriter::new(&dir.path().join("out"), false);
         assert_eq!(rs.resend(&mut w), (2, 0));
         assert!(rs.list().is_empty());
-        assert_eq!(fs::read(dir.path().join("out/x=2/b.parquet")).unwrap(), b"two");
+        assert_eq!(
+            fs::read(dir.path().join("out/x=2/b.parquet")).unwrap(),
+            b"two"
+        );
     }
 }

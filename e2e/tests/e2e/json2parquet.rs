@@ -1,0 +1,388 @@
+//! json2parquet end to end: inputs in every layout, partitioned and single-file output,
+//! the bad-input corpus with its DLQ entries, path escapes, exit codes and config.
+
+use crate::common::*;
+use data2parquet::config::Config;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const CFG: &str = r#"{"buffer_size": 400, "flush_interval": 3600, "writer_fsync": false}"#;
+
+fn write(path: &Path, text: impl AsRef<[u8]>) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn partitioned_round_trip_matches_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let text = generate(11, 3000);
+    write(&input, &text);
+    write(&dir.path().join("cfg.json"), CFG);
+    let out = dir.path().join("out");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(dir.path().join("cfg.json"))
+        .arg("--out-dir")
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3000 records read"), "{}", stderr(&o));
+
+    let cfg = Config::from_json_str(CFG).unwrap();
+    let expected = expected_records(&cfg, &text);
+    assert_eq!(expected.len(), 3000);
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 3000, "every record written exactly once");
+    let mut want: HashMap<String, (String, Map<String, Value>)> = expected
+        .iter()
+        .map(|(k, r)| {
+            let row = expected_row(r);
+            (extra(&row, "id").unwrap().to_string(), (k.clone(), row))
+        })
+        .collect();
+    let mut per_file: HashMap<&Path, usize> = HashMap::new();
+    for (file, row) in &rows {
+        let id = extra(row, "id").unwrap().to_string();
+        let (key, exp) = want
+            .remove(&id)
+            .unwrap_or_else(|| panic!("unexpected or duplicate id {id}"));
+        assert_eq!(row, &exp, "row {id} differs");
+        // The file is in its key's partition and named after the key.
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.ends_with(&format!("-{key}.parquet")),
+            "{name} vs {key}"
+        );
+        let cap = key.split(':').next().unwrap();
+        let rel = file.strip_prefix(&out).unwrap().to_str().unwrap();
+        assert!(rel.starts_with(&format!("capability={cap}/year=")), "{rel}");
+        *per_file.entry(file.as_path()).or_default() += 1;
+    }
+    assert!(want.is_empty());
+    assert!(
+        per_file.values().all(|&n| n <= 400),
+        "BufferSize caps rows per file"
+    );
+    // Spot checks of the mapping rules on real output.
+    let any = &rows[0].1;
+    assert!(
+        any["http-response"].is_string(),
+        "numbers land as JSON text"
+    );
+    assert!(any["args"].get("env").is_some(), "env goes to args");
+    assert!(!any["trace-ip"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn single_file_from_every_layout_keeps_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(12, 500);
+    let lines: Vec<&str> = text.lines().collect();
+    let expected: Vec<_> = expected_records(&Config::default(), &text)
+        .into_iter()
+        .map(|(_, r)| expected_row(&r))
+        .collect();
+    // NDJSON, gzip-compressed
+    let gz = dir.path().join("in.ndjson.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    // a pretty JSON array and the upstream {"logs": [...]} document
+    let arr = dir.path().join("in.json");
+    write(&arr, format!("[\n  {}\n]\n", lines.join(",\n  ")));
+    let logs = dir.path().join("logs.json");
+    write(
+        &logs,
+        format!("{{\n \"logs\": [\n{}\n ]\n}}", lines.join(",\n")),
+    );
+    for (i, input) in [&gz, &arr, &logs].into_iter().enumerate() {
+        let out = dir.path().join(format!("out{i}.parquet"));
+        let o = run(Command::new(bin("json2parquet"))
+            .arg("-o")
+            .arg(&out)
+            .arg(input));
+        assert!(o.status.success(), "{input:?}: {}", stderr(&o));
+        let rows = data2parquet::readback::file_rows(&out).unwrap();
+        assert_eq!(rows, expected, "{input:?}");
+    }
+    // stdin
+    let out = dir.path().join("stdin.parquet");
+    let mut child = Command::new(bin("json2parquet"))
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(data2parquet::readback::file_rows(&out).unwrap(), expected);
+}
+
+/// The bad-input corpus: each case and the DLQ entry it must produce.
+#[test]
+fn bad_input_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.ndjson");
+    let big = "x".repeat(10 * 1024 * 1024);
+    let mut data: Vec<u8> = Vec::new();
+    let mut line = |s: &[u8]| {
+        data.extend_from_slice(s);
+        data.push(b'\n');
+    };
+    line(br#"{"message":"good one","business-capability":"c"}"#); // 1
+    line(br#"{"message": "truncated"#); // 2: DLQ
+    line(br#"{"message": 5, "audit": "maybe", "time": 17, "args": "notamap", "tags": "t", "level": null}"#); // 3: ok
+    line(b"{\"message\": \"bad \xff\xfe utf8\"}"); // 4: DLQ
+    line(format!(r#"{{"message":"{big}"}}"#).as_bytes()); // 5: ok, 10 MB
+    line(br#"{"message":"escape","business-capability":"../../etc","business-domain":"a/b","business-service":"..","application-service":"\u0000x"}"#); // 6: ok
+    line(b"[1,2]"); // 7: DLQ
+    line(br#"{"message":"x"} trailing"#); // 8: DLQ
+    line(b"   "); // blank: skipped
+    line(br#""just a string""#); // 10: DLQ
+    write(&input, &data);
+    let out = dir.path().join("out");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("--out-dir")
+        .arg(&out)
+        .env("D2P_WRITER_FSYNC", "false")
+        .arg(&input));
+    assert!(
+        o.status.success(),
+        "bad records do not fail the run: {}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("rejected 5"), "{}", stderr(&o));
+
+    let dlq = read_dlq(&dir.path().join("out.dlq.ndjson"));
+    let got: Vec<(String, String)> = dlq
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let name = input.display().to_string();
+    let want = [
+        (2, "truncated"),
+        (4, "not valid UTF-8"),
+        (7, "expected a JSON object / map, found array"),
+        (8, "unexpected data after the value"),
+        (10, "found string"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((src, reason), (n, frag)) in got.iter().zip(want) {
+        assert_eq!(src, &format!("{name}:line {n}"));
+        assert!(reason.contains(frag), "line {n}: {reason}");
+    }
+    assert_eq!(dlq[0]["raw"], r#"{"message": "truncated"#);
+    assert!(
+        dlq[1].get("raw_base64").is_some(),
+        "non-UTF-8 input kept as base64"
+    );
+
+    let rows = read_dir_rows(&out);
+    let mut msgs: Vec<&str> = rows
+        .iter()
+        .map(|(_, r)| r["message"].as_str().unwrap())
+        .collect();
+    msgs.sort_by_key(|m| m.len());
+    assert_eq!(msgs.len(), 4);
+    assert_eq!(&msgs[..3], ["5", "escape", "good one"]);
+    assert_eq!(
+        msgs[3].len(),
+        big.len(),
+        "the 10 MB record is written whole"
+    );
+    let wrong = rows
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| r["message"] == "5")
+        .unwrap();
+    assert_eq!(wrong["time"], "17");
+    assert_eq!(wrong["level"], "info");
+    assert_eq!(wrong["audit"], Value::Null);
+    assert_eq!(extra(wrong, "audit"), Some("maybe"));
+    assert_eq!(extra(wrong, "args"), Some("notamap"));
+    assert_eq!(wrong["tags"], serde_json::json!(["t"]));
+
+    // Path escapes: every file stays under the output folder, with escaped components.
+    for (f, r) in &rows {
+        assert!(f.starts_with(&out), "{f:?}");
+        if r["message"] == "escape" {
+            let rel = f.strip_prefix(&out).unwrap().to_str().unwrap();
+            assert!(rel.starts_with("capability=..%2F..%2Fetc/year="), "{rel}");
+            assert!(
+                rel.ends_with("-..%2F..%2Fetc:a%2Fb:..:%00x.parquet"),
+                "{rel}"
+            );
+            assert_eq!(
+                r["business-capability"], "../../etc",
+                "the column keeps the raw value"
+            );
+        }
+    }
+    let mut stray = Vec::new();
+    for e in walk(dir.path()) {
+        if !e.starts_with(&out) && e != input && e != dir.path().join("out.dlq.ndjson") {
+            stray.push(e);
+        }
+    }
+    assert!(
+        stray.is_empty(),
+        "files outside the output folder: {stray:?}"
+    );
+}
+
+fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.ndjson");
+    write(&empty, "");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-o")
+        .arg(dir.path().join("e.parquet"))
+        .arg(&empty));
+    assert_eq!(o.status.code(), Some(1), "nothing read: {}", stderr(&o));
+    assert!(
+        !dir.path().join("e.parquet").exists(),
+        "no empty file left behind"
+    );
+
+    let mixed = dir.path().join("mixed.ndjson");
+    write(&mixed, "{\"message\":\"a\"}\n{bad\n");
+    let out = dir.path().join("m.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&mixed));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("--fail-on-error")
+        .arg("-o")
+        .arg(&out)
+        .arg(&mixed));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        data2parquet::readback::file_rows(&out).unwrap().len(),
+        1,
+        "good records still written"
+    );
+
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-o")
+        .arg(dir.path().join("x.parquet"))
+        .arg(dir.path().join("missing.ndjson"))
+        .arg(&mixed));
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("missing.ndjson"), "{}", stderr(&o));
+}
+
+#[test]
+fn config_file_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    write(&input, generate(3, 50));
+    let cfg = dir.path().join("c.json");
+    write(
+        &cfg,
+        r#"{"writer_compression_type": "gzip", "_comment": "ignored"}"#,
+    );
+    let codec_of = |p: &Path| -> String {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let r = SerializedFileReader::new(std::fs::File::open(p).unwrap()).unwrap();
+        format!("{:?}", r.metadata().row_group(0).column(0).compression())
+    };
+    let out = dir.path().join("a.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(codec_of(&out).starts_with("GZIP"), "{}", codec_of(&out));
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(&cfg)
+        .env("D2P_WRITER_COMPRESSION_TYPE", "zstd")
+        .arg("-o")
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success());
+    assert!(
+        codec_of(&out).starts_with("ZSTD"),
+        "environment overrides the file"
+    );
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(&cfg)
+        .env("D2P_WRITER_COMPRESSION_TYPE", "zstd")
+        .args(["--compression", "none", "-o"])
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success());
+    assert_eq!(
+        codec_of(&out),
+        "UNCOMPRESSED",
+        "flags override the environment"
+    );
+
+    write(&cfg, r#"{"bufer_size": 10}"#);
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out)
+        .arg(&input));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("unknown configuration key `bufer_size`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("BufferSize"),
+        "suggests the right key: {}",
+        stderr(&o)
+    );
+    let o = run(Command::new(bin("json2parquet"))
+        .env("D2P_BUFFER_TYPE", "disk")
+        .arg("-o")
+        .arg(&out)
+        .arg(&input));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("BufferType") && stderr(&o).contains("redis"),
+        "{}",
+        stderr(&o)
+    );
+}

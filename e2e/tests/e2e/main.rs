@@ -1,0 +1,9 @@
+//! End-to-end tests: the built binaries and the plugin, driven with real inputs, and
+//! every Parquet file read back and compared with what went in. One test binary on
+//! purpose: the machine has two cores and linking is the slow part.
+//!
+//! Binaries are taken from the workspace target folder; build them first
+//! (`cargo build --workspace`), which the README's test command does.
+
+mod common;
+mod json2parquet;

@@ -1,0 +1,37 @@
+//! Opening inputs: files or stdin, gzip detected by its magic bytes (not the name).
+
+use anyhow::{Context, Result};
+use flate2::read::MultiGzDecoder;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+pub fn open(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
+    let raw: Box<dyn Read + Send> = match path {
+        Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
+        None => Box::new(std::io::stdin()),
+    };
+    let mut r = BufReader::with_capacity(1 << 20, raw);
+    let head = r.fill_buf().context("cannot read input")?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(MultiGzDecoder::new(r)))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
+/// Total bytes of plain (uncompressed) file inputs, for the progress bar; `None` when
+/// unknown (stdin, gzip).
+pub fn total_size(inputs: &[PathBuf]) -> Option<u64> {
+    if inputs.is_empty() {
+        return None;
+    }
+    let mut total = 0;
+    for p in inputs {
+        if p.as_os_str() == "-" || p.extension().is_some_and(|e| e == "gz") {
+            return None;
+        }
+        total += std::fs::metadata(p).ok()?.len();
+    }
+    Some(total)
+}
