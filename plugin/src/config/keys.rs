@@ -171,3 +171,19 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// The README's configuration table is generated from the key table; this keeps
+    /// them from drifting apart. Regenerate with
+    /// `D2P_PRINT_CONFIG_TABLE=1 cargo test -p data2parquet readme -- --nocapture`.
+    #[test]
+    fn readme_has_the_config_reference() {
+        let table = super::reference_markdown();
+        if std::env::var("D2P_PRINT_CONFIG_TABLE").is_ok() {
+            println!("{table}");
+        }
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap_or_default();
+        assert!(readme.contains(&table), "README.md's configuration table is out of date");
+    }
+}
