@@ -111,6 +111,12 @@ impl KeyedBatch {
     }
 }
 
+/// Why one JSON record was rejected.
+enum Failure {
+    Json(crate::decode::json::JsonError),
+    Record(String),
+}
+
 /// Per-thread decoder with warm buffers.
 pub struct Decoder<'s> {
     spec: &'s IngestSpec,
@@ -203,10 +209,12 @@ impl<'s> Decoder<'s> {
         let result = {
             let mut doc = std::mem::take(&mut self.doc).recycle();
             let r = match self.json.parse_into(&mut *input, &mut doc) {
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(Failure::Json(e)),
                 Ok(()) => match doc.root() {
-                    Some(root) => self.value(root, &Context::default(), None, out),
-                    None => Err("empty input".to_string()),
+                    Some(root) => self
+                        .value(root, &Context::default(), None, out)
+                        .map_err(Failure::Record),
+                    None => Err(Failure::Record("empty input".to_string())),
                 },
             };
             self.doc = doc.recycle();
@@ -214,12 +222,13 @@ impl<'s> Decoder<'s> {
         };
         match result {
             Ok(()) => true,
-            Err(reason) => {
-                out.reject(DlqEntry::new(
-                    source(),
-                    reason,
-                    original.as_deref().unwrap_or(input),
-                ));
+            Err(f) => {
+                let raw = original.as_deref().unwrap_or(input);
+                let reason = match f {
+                    Failure::Record(reason) => reason,
+                    Failure::Json(e) => e.refine(raw).to_string(),
+                };
+                out.reject(DlqEntry::new(source(), reason, raw));
                 false
             }
         }

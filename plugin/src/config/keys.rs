@@ -183,7 +183,11 @@ mod readme {
         if std::env::var("D2P_PRINT_CONFIG_TABLE").is_ok() {
             println!("{table}");
         }
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap_or_default();
-        assert!(readme.contains(&table), "README.md's configuration table is out of date");
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .unwrap_or_default();
+        assert!(
+            readme.contains(&table),
+            "README.md's configuration table is out of date"
+        );
     }
 }

@@ -13,6 +13,19 @@ use std::borrow::Cow;
 #[error("invalid JSON: {0}")]
 pub struct JsonError(pub String);
 
+impl JsonError {
+    /// Sharpens the message with a look at the input: a text that ends inside a string
+    /// or an open object is reported as truncated. Done only on failure, since the scan
+    /// costs as much as parsing.
+    pub fn refine(self, input: &[u8]) -> JsonError {
+        if is_truncated(input) && !self.0.contains("UTF-8") {
+            JsonError("unexpected end of input (truncated JSON?)".into())
+        } else {
+            self
+        }
+    }
+}
+
 pub struct JsonParser {
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -45,11 +58,10 @@ impl JsonParser {
             .take()
             .unwrap_or_else(|| Tape::null().reset())
             .reset();
-        let truncated = is_truncated(input);
         let res = simd_json::fill_tape(input, &mut self.buffers, &mut tape);
         if let Err(e) = res {
             self.tape = Some(tape.reset());
-            return Err(JsonError(describe(&e, truncated)));
+            return Err(JsonError(describe(&e)));
         }
         doc.nodes.reserve(tape.0.len());
         for n in &tape.0 {
@@ -109,11 +121,10 @@ fn is_truncated(b: &[u8]) -> bool {
     in_str || depth > 0
 }
 
-fn describe(e: &simd_json::Error, truncated: bool) -> String {
+fn describe(e: &simd_json::Error) -> String {
     use simd_json::ErrorType as T;
     let what = match e.error() {
         T::InvalidUtf8 => "input is not valid UTF-8".to_string(),
-        _ if truncated => "unexpected end of input (truncated JSON?)".to_string(),
         T::Eof => "unexpected end of input (truncated JSON?)".to_string(),
         T::InvalidNumber => "invalid or out-of-range number".to_string(),
         T::InvalidEscape => "invalid escape sequence".to_string(),
@@ -168,7 +179,7 @@ mod tests {
             (b"{\"a\":1} x", "after the value"),
         ] {
             let mut v = input.to_vec();
-            let e = p.parse(&mut v).unwrap_err();
+            let e = p.parse(&mut v).unwrap_err().refine(input);
             assert!(e.0.contains(want), "{input:?}: {e}");
         }
         let mut deep = "[".repeat(MAX_DEPTH + 5).into_bytes();
