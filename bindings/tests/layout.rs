@@ -57,9 +57,22 @@ fn api_table() {
 fn constants() {
     assert_eq!((FLB_ERROR, FLB_OK, FLB_RETRY), (0, 1, 2));
     assert_eq!((FLB_PROXY_OUTPUT_PLUGIN, FLB_PROXY_GOLANG), (2, 11));
-    assert_eq!((FLB_LOG_ERROR, FLB_LOG_WARN, FLB_LOG_INFO, FLB_LOG_DEBUG), (1, 2, 3, 4));
-    assert_eq!((FLB_GROUP_START_SECONDS, FLB_GROUP_END_SECONDS), (0xFFFF_FFFF, 0xFFFF_FFFE));
+    assert_eq!(
+        (FLB_LOG_ERROR, FLB_LOG_WARN, FLB_LOG_INFO, FLB_LOG_DEBUG),
+        (1, 2, 3, 4)
+    );
+    assert_eq!(
+        (FLB_GROUP_START_SECONDS, FLB_GROUP_END_SECONDS),
+        (0xFFFF_FFFF, 0xFFFF_FFFE)
+    );
     // The flush length is size_t: the callback type takes a usize.
     let f: flb_plugin_flush_ctx_fn = None;
-    let _: Option<unsafe extern "C" fn(*mut core::ffi::c_void, *const core::ffi::c_void, usize, *mut core::ffi::c_char) -> i32> = f;
+    let _: Option<
+        unsafe extern "C" fn(
+            *mut core::ffi::c_void,
+            *const core::ffi::c_void,
+            usize,
+            *mut core::ffi::c_char,
+        ) -> i32,
+    > = f;
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod decode;
 pub mod dlq;
+pub mod ffi;
 pub mod flush;
 pub mod ingest;
 pub mod logging;

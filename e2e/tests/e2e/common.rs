@@ -122,3 +122,107 @@ pub fn read_dlq(path: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("DLQ lines are JSON"))
         .collect()
 }
+
+/// Event encodings Fluent Bit has used.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChunkFormat {
+    /// v5.x: `[[EventTime, {}], body]` with fixarray headers.
+    V5,
+    /// v2.1-v4.x: array32 headers and map32 metadata.
+    V2Array32,
+    /// <= v2.0: `[EventTime, body]`.
+    Legacy,
+}
+
+/// Encodes NDJSON records as one Fluent Bit chunk; event i gets time base + i ms.
+pub fn chunk_from_ndjson(lines: &[&str], fmt: ChunkFormat, base_secs: u32) -> Vec<u8> {
+    use data2parquet::decode::json::JsonParser;
+    use data2parquet::decode::msgpack::write as w;
+    let mut p = JsonParser::new();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut bytes = line.as_bytes().to_vec();
+        let doc = p.parse(&mut bytes).expect("valid JSON");
+        let secs = base_secs + (i / 1000) as u32;
+        let nanos = (i % 1000) as u32 * 1_000_000;
+        match fmt {
+            ChunkFormat::V5 => {
+                w::array(&mut out, 2);
+                w::array(&mut out, 2);
+                w::event_time(&mut out, secs, nanos);
+                w::map(&mut out, 0);
+            }
+            ChunkFormat::V2Array32 => {
+                out.extend_from_slice(&[0xdd, 0, 0, 0, 2, 0xdd, 0, 0, 0, 2]);
+                w::event_time(&mut out, secs, nanos);
+                out.extend_from_slice(&[0xdf, 0, 0, 0, 0]);
+            }
+            ChunkFormat::Legacy => {
+                w::array(&mut out, 2);
+                w::event_time(&mut out, secs, nanos);
+            }
+        }
+        w::value(&mut out, doc.root().expect("a value"));
+    }
+    out
+}
+
+/// Runs the test host on a scenario; returns its JSON report.
+pub fn run_host(scenario: &Value, env: &[(&str, &str)]) -> Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("scenario.json");
+    std::fs::write(&path, serde_json::to_vec(scenario).expect("json")).expect("write scenario");
+    let mut cmd = Command::new(bin("flb-host"));
+    cmd.arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success(),
+        "flb-host failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "flb-host report is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn plugin_path() -> PathBuf {
+    bin("libdata2parquet.so")
+}
+
+/// The repository's fixture folder for chunks.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/flb-host/fixtures")
+}
+
+pub fn codes(report: &Value, i: usize) -> Vec<i64> {
+    report["flushes"][i]["codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_i64().expect("code"))
+        .collect()
+}
+
+pub fn logs_text(report: &Value) -> Vec<(i64, String)> {
+    report["logs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    (
+                        l[0].as_i64().unwrap_or(0),
+                        l[1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -6,4 +6,6 @@
 //! (`cargo build --workspace`), which the README's test command does.
 
 mod common;
+mod confs;
 mod json2parquet;
+mod plugin;

@@ -1,0 +1,198 @@
+//! The example Fluent Bit configurations: both formats describe the same outputs, every
+//! out_parquet property is a valid key with a valid value, and the file-writer examples
+//! run in the test host with exactly those properties.
+
+use crate::common::*;
+use data2parquet::config::ConfigBuilder;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+type Section = BTreeMap<String, String>;
+
+fn conf_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fluent-bit-conf")
+}
+
+/// Classic format: `[SECTION]` headers and `Key Value` lines.
+fn parse_classic(text: &str) -> Vec<(String, Section)> {
+    let mut out: Vec<(String, Section)> = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = l.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            out.push((name.to_ascii_uppercase(), Section::new()));
+            continue;
+        }
+        let (k, v) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+        if let Some((_, s)) = out.last_mut() {
+            s.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    out
+}
+
+/// The YAML outputs list (`pipeline: outputs: - name: ...`), for the layout our files use.
+fn parse_yaml_outputs(text: &str) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
+    let mut in_outputs = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if t == "outputs:" {
+            in_outputs = true;
+            continue;
+        }
+        if in_outputs && indent <= 2 {
+            in_outputs = false;
+        }
+        if !in_outputs {
+            continue;
+        }
+        let (item_start, kv) = match t.strip_prefix("- ") {
+            Some(rest) => (true, rest),
+            None => (false, t),
+        };
+        if item_start {
+            out.push(Section::new());
+        }
+        if let Some((k, v)) = kv.split_once(':')
+            && let Some(s) = out.last_mut()
+        {
+            let v = v.trim().trim_matches('\'').trim_matches('"');
+            s.insert(k.trim().to_string(), v.to_string());
+        }
+    }
+    out
+}
+
+/// Fluent Bit's `${VAR}` substitution, with sample values.
+fn substitute(v: &str) -> String {
+    v.replace("${REDIS_HOST}", "127.0.0.1")
+        .replace("${REDIS_PASSWORD}", "secret")
+        .replace("${HOSTNAME}", "node-a")
+        .replace("${S3_ENDPOINT}", "http://127.0.0.1:9000")
+        .replace("${D2P_HMAC_KEY}", "k")
+}
+
+/// The plugin's view: properties the core consumes are invisible.
+fn plugin_props(s: &Section) -> Vec<(String, String)> {
+    s.iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.to_ascii_lowercase().as_str(),
+                "name"
+                    | "match"
+                    | "match_regex"
+                    | "retry_limit"
+                    | "workers"
+                    | "alias"
+                    | "log_level"
+            )
+        })
+        .map(|(k, v)| (k.clone(), substitute(v)))
+        .collect()
+}
+
+fn validate(props: &[(String, String)], what: &str) {
+    let b = ConfigBuilder::from_lookup(|key| {
+        props
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    b.build().unwrap_or_else(|e| panic!("{what}: {e}"));
+    // Every property must be a key we know (Fluent Bit cannot tell us about typos).
+    for (k, _) in props {
+        assert!(
+            data2parquet::config::keys::lookup(k).is_some(),
+            "{what}: unknown key {k}"
+        );
+    }
+}
+
+fn outputs_of(dir: &Path) -> (Vec<Section>, Vec<Section>) {
+    let classic = parse_classic(&std::fs::read_to_string(dir.join("fluent-bit.conf")).unwrap());
+    let classic: Vec<Section> = classic
+        .into_iter()
+        .filter(|(n, s)| n == "OUTPUT" && s.get("Name").map(String::as_str) == Some("out_parquet"))
+        .map(|(_, s)| s)
+        .collect();
+    let yaml = parse_yaml_outputs(&std::fs::read_to_string(dir.join("fluent-bit.yaml")).unwrap());
+    (classic, yaml)
+}
+
+#[test]
+fn examples_are_valid_and_both_formats_agree() {
+    for name in ["tail-mem-file", "forward-redis-s3", "two-instances"] {
+        let dir = conf_dir().join(name);
+        let (classic, yaml) = outputs_of(&dir);
+        assert!(!classic.is_empty(), "{name}: no out_parquet output");
+        assert_eq!(
+            classic.len(),
+            yaml.len(),
+            "{name}: both formats have the same outputs"
+        );
+        for (i, (c, y)) in classic.iter().zip(&yaml).enumerate() {
+            let (pc, py) = (plugin_props(c), plugin_props(y));
+            validate(&pc, &format!("{name}/fluent-bit.conf output {i}"));
+            validate(&py, &format!("{name}/fluent-bit.yaml output {i}"));
+            let norm = |p: &[(String, String)]| -> BTreeMap<String, String> {
+                p.iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect()
+            };
+            assert_eq!(
+                norm(&pc),
+                norm(&py),
+                "{name}: output {i} differs between formats"
+            );
+        }
+        let plugins = std::fs::read_to_string(dir.join("plugins.conf")).unwrap();
+        assert!(plugins.contains("[PLUGINS]") && plugins.contains("libdata2parquet.so"));
+        let yaml_text = std::fs::read_to_string(dir.join("fluent-bit.yaml")).unwrap();
+        assert!(
+            yaml_text.contains("libdata2parquet.so"),
+            "{name}: YAML loads the plugin"
+        );
+    }
+}
+
+#[test]
+fn file_writer_examples_run_in_the_host() {
+    let chunk = fixtures().join("flb-5.1.1/varied.chunk");
+    for name in ["tail-mem-file", "two-instances"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (classic, _) = outputs_of(&conf_dir().join(name));
+        let mut instances = Vec::new();
+        let mut steps = Vec::new();
+        for (i, s) in classic.iter().enumerate() {
+            let mut props: serde_json::Map<String, Value> = plugin_props(s)
+                .into_iter()
+                .map(|(k, v)| (k, json!(v)))
+                .collect();
+            props.insert(
+                "WriterFilePath".into(),
+                json!(tmp.path().join(format!("o{i}"))),
+            );
+            instances.push(json!({"props": props}));
+            steps.push(json!({"flush": {"instance": i, "chunks": [&chunk], "tag": "app.varied"}}));
+        }
+        let r = run_host(
+            &json!({"plugin": plugin_path(), "instances": instances, "steps": steps}),
+            &[],
+        );
+        for i in 0..classic.len() {
+            assert_eq!(r["init"][i]["ok"], true, "{name} {i}: {r}");
+            assert_eq!(codes(&r, i), [1], "{name} {i}");
+            let rows = read_dir_rows(&tmp.path().join(format!("o{i}")));
+            assert_eq!(rows.len(), 120, "{name} output {i}");
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! The Fluent Bit plugin, loaded by the test host exactly as Fluent Bit loads it, fed
+//! real Fluent Bit 5.1.1 chunks and chunks in every event encoding.
+
+use crate::common::*;
+use data2parquet::config::Config;
+use data2parquet::timeutil::format_rfc3339_nanos;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+
+const FLB_ERROR: i64 = 0;
+const FLB_OK: i64 = 1;
+const FLB_RETRY: i64 = 2;
+
+fn props(out: &Path, extra: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    m.insert("WriterFilePath".into(), json!(out.to_str().unwrap()));
+    m.insert("WriterFsync".into(), json!("false"));
+    for (k, v) in extra {
+        m.insert((*k).into(), json!(v));
+    }
+    Value::Object(m)
+}
+
+fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
+    json!({
+        "plugin": plugin_path(),
+        "stack_kib": 24,
+        "instances": instances.into_iter().map(|p| json!({"props": p})).collect::<Vec<_>>(),
+        "steps": steps,
+    })
+}
+
+fn flush(instance: usize, chunks: &[&Path], tag: &str) -> Value {
+    json!({"flush": {"instance": instance, "chunks": chunks, "tag": tag}})
+}
+
+fn write_chunk(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Expected rows for NDJSON records sent through Fluent Bit with `tag`, event i at
+/// `base_secs` + i ms: the JSON mapping plus the `fluent-tag`/`fluent-time` args.
+fn expected_flb(lines: &[&str], tag: &str, base_secs: u32) -> Vec<Map<String, Value>> {
+    let cfg = Config::default();
+    let text = lines.join("\n");
+    expected_records(&cfg, &text)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, r))| {
+            let mut row = expected_row(&r);
+            let ns = (base_secs as i64 + (i / 1000) as i64) * 1_000_000_000
+                + (i % 1000) as i64 * 1_000_000;
+            let args = row.get_mut("args").unwrap().as_object_mut().unwrap();
+            args.insert("fluent-tag".into(), json!(tag));
+            args.insert("fluent-time".into(), json!(format_rfc3339_nanos(ns)));
+            row
+        })
+        .collect()
+}
+
+fn rows_by_id(dir: &Path) -> HashMap<String, Map<String, Value>> {
+    let mut m = HashMap::new();
+    for (_, r) in read_dir_rows(dir) {
+        let id = extra(&r, "id").expect("id").to_string();
+        assert!(
+            m.insert(id.clone(), r).is_none(),
+            "record {id} written twice"
+        );
+    }
+    m
+}
+
+#[test]
+fn chunks_in_every_encoding_become_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(21, 900);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut chunks = Vec::new();
+    for (i, (fmt, part)) in [ChunkFormat::V5, ChunkFormat::V2Array32, ChunkFormat::Legacy]
+        .into_iter()
+        .zip(lines.chunks(300))
+        .enumerate()
+    {
+        chunks.push(write_chunk(
+            dir.path(),
+            &format!("c{i}.chunk"),
+            &chunk_from_ndjson(part, fmt, 1_700_000_000 + i as u32 * 10),
+        ));
+    }
+    let out = dir.path().join("out");
+    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
+    let r = run_host(
+        &scenario(
+            vec![props(&out, &[("BufferSize", "128")])],
+            vec![flush(0, &refs, "app.gen")],
+        ),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], true, "{r}");
+    assert_eq!(codes(&r, 0), [FLB_OK; 3]);
+    let got = rows_by_id(&out);
+    assert_eq!(got.len(), 900);
+    for (i, part) in lines.chunks(300).enumerate() {
+        for want in expected_flb(part, "app.gen", 1_700_000_000 + i as u32 * 10) {
+            let id = extra(&want, "id").unwrap();
+            assert_eq!(got.get(id), Some(&want), "record {id}");
+        }
+    }
+    for p in data2parquet::readback::parquet_files(&out) {
+        assert!(data2parquet::readback::file_rows(&p).unwrap().len() <= 128);
+    }
+    assert_eq!(
+        r["threads_after_unload"],
+        json!(["flb-host"]),
+        "no plugin thread survives"
+    );
+}
+
+/// Real chunks captured from Fluent Bit 5.1.1 (`tail` of varied.ndjson): the msgpack
+/// path must give exactly what the JSON path gives for the same records.
+#[test]
+fn real_fluent_bit_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixtures().join("flb-5.1.1");
+    let out = dir.path().join("out");
+    let r = run_host(
+        &scenario(
+            vec![props(&out, &[("BufferSize", "1000")])],
+            vec![
+                flush(0, &[&fx.join("varied.chunk")], "app.varied"),
+                flush(0, &[&fx.join("bulk-2mb.chunk")], "app.bulk"),
+                flush(
+                    0,
+                    &[
+                        &fx.join("dummy-metadata.chunk"),
+                        &fx.join("dummy-metadata-single.chunk"),
+                    ],
+                    "meta.test",
+                ),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [FLB_OK]);
+    assert_eq!(codes(&r, 1), [FLB_OK]);
+    assert_eq!(codes(&r, 2), [FLB_OK, FLB_OK]);
+    let rows: Vec<Map<String, Value>> = read_dir_rows(&out).into_iter().map(|(_, r)| r).collect();
+    let tagged = |t: &str| -> Vec<&Map<String, Value>> {
+        rows.iter()
+            .filter(|r| r["args"]["fluent-tag"] == t)
+            .collect()
+    };
+
+    // varied: the same 120 records as varied.ndjson, decoded from JSON.
+    let ndjson = std::fs::read_to_string(fx.join("varied.ndjson")).unwrap();
+    let want: Vec<Map<String, Value>> = expected_records(&Config::default(), &ndjson)
+        .into_iter()
+        .map(|(_, r)| expected_row(&r))
+        .collect();
+    let mut got: Vec<Map<String, Value>> = tagged("app.varied").into_iter().cloned().collect();
+    assert_eq!(got.len(), 120);
+    for g in &mut got {
+        let args = g.get_mut("args").unwrap().as_object_mut().unwrap();
+        let t = args.remove("fluent-time").expect("fluent-time");
+        assert!(data2parquet::timeutil::parse_timestamp_ns(t.as_str().unwrap()).is_some());
+        args.remove("fluent-tag");
+    }
+    let key = |r: &Map<String, Value>| format!("{}|{}", r["time"], r["message"]);
+    got.sort_by_key(key);
+    let mut want = want;
+    want.sort_by_key(key);
+    assert_eq!(got, want);
+    let first = want
+        .iter()
+        .find(|r| r["message"].as_str().unwrap().starts_with("event 0 "))
+        .unwrap();
+    assert_eq!(first["error"], "boom", "error is no longer lost");
+    assert_eq!(
+        first["trace-ip"],
+        json!(["10.0.0.0"]),
+        "ip goes to trace-ip"
+    );
+    assert_eq!(first["args"]["env"], "prod", "env goes to args");
+    assert_eq!(extra(first, "big"), Some("9223372036854775807"));
+
+    // bulk: 5086 records, seq 0..5085, each exactly once.
+    let mut seqs: Vec<i64> = tagged("app.bulk")
+        .iter()
+        .map(|r| extra(r, "seq").unwrap().parse().unwrap())
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, (0..5086).collect::<Vec<_>>());
+
+    // metadata lands in args as meta-*.
+    let meta = tagged("meta.test");
+    assert_eq!(meta.len(), 4);
+    for m in meta {
+        assert_eq!(m["message"], "hi");
+        assert_eq!(m["args"]["meta-mk"], "mv");
+        assert_eq!(m["args"]["meta-num"], "5");
+        assert_eq!(extra(m, "arr"), Some(r#"[1,"two"]"#));
+        assert_eq!(extra(m, "neg"), Some("-7"));
+    }
+}
+
+/// Hand-made chunks from the spec's byte-level descriptions.
+#[test]
+fn spec_fixtures() {
+    let fx = fixtures();
+    for name in [
+        "spec-legacy-v1",
+        "spec-v2-array32",
+        "spec-v5-metadata",
+        "spec-group-markers",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let chunk = fx.join(format!("{name}.chunk"));
+        let r = run_host(
+            &scenario(vec![props(&out, &[])], vec![flush(0, &[&chunk], "spec")]),
+            &[],
+        );
+        assert_eq!(codes(&r, 0), [FLB_OK], "{name}: {r}");
+        let expected: Vec<Value> = serde_json::from_str(
+            &std::fs::read_to_string(fx.join(format!("{name}.expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let mut rows: Vec<Map<String, Value>> =
+            read_dir_rows(&out).into_iter().map(|(_, r)| r).collect();
+        rows.sort_by_key(|r| {
+            r["args"]["fluent-time"].as_str().unwrap().to_string() + r["message"].as_str().unwrap()
+        });
+        assert_eq!(
+            rows.len(),
+            expected.len(),
+            "{name}: group markers are skipped"
+        );
+        for e in &expected {
+            let row = rows
+                .iter()
+                .find(|r| r["message"] == e["message"])
+                .unwrap_or_else(|| panic!("{name}: {e}"));
+            let ns = e["time_ns"].as_i64().unwrap();
+            assert_eq!(row["level"], e["level"], "{name}");
+            assert_eq!(
+                row["time"],
+                json!(format_rfc3339_nanos(ns)),
+                "{name}: missing time is the event time"
+            );
+            assert_eq!(
+                row["args"]["fluent-time"],
+                json!(format_rfc3339_nanos(ns)),
+                "{name}"
+            );
+            for (k, v) in e["meta"].as_object().unwrap() {
+                assert_eq!(row["args"][format!("meta-{k}")], *v, "{name}");
+            }
+            if let Some(t) = e.get("tags") {
+                assert_eq!(&row["tags"], t, "{name}");
+            }
+            if let Some(a) = e.get("args") {
+                for (k, v) in a.as_object().unwrap() {
+                    assert_eq!(row["args"][k], *v, "{name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn two_instances_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(22, 400);
+    let lines: Vec<&str> = text.lines().collect();
+    let a = write_chunk(
+        dir.path(),
+        "a.chunk",
+        &chunk_from_ndjson(&lines[..200], ChunkFormat::V5, 1_700_000_000),
+    );
+    let b = write_chunk(
+        dir.path(),
+        "b.chunk",
+        &chunk_from_ndjson(&lines[200..], ChunkFormat::V5, 1_700_000_100),
+    );
+    let (oa, ob) = (dir.path().join("a"), dir.path().join("b"));
+    let r = run_host(
+        &scenario(
+            vec![
+                props(
+                    &oa,
+                    &[("WriterCompressionType", "gzip"), ("BufferSize", "50")],
+                ),
+                props(
+                    &ob,
+                    &[
+                        ("WriterCompressionType", "zstd"),
+                        ("PartitionFields", "tag"),
+                        ("PartitionPath", "t={tag}"),
+                    ],
+                ),
+            ],
+            vec![
+                flush(0, &[&a], "tag.a"),
+                flush(1, &[&b], "tag.b"),
+                json!({"exit": 0}),
+                flush(1, &[&b], "tag.b"),
+            ],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [FLB_OK]);
+    assert_eq!(codes(&r, 1), [FLB_OK]);
+    assert_eq!(
+        codes(&r, 2),
+        [FLB_OK],
+        "instance 1 keeps working after instance 0 exited"
+    );
+    let ra = read_dir_rows(&oa);
+    let rb = read_dir_rows(&ob);
+    assert_eq!(ra.len(), 200);
+    assert_eq!(rb.len(), 400, "chunk b was flushed twice into instance 1");
+    assert!(ra.iter().all(|(_, r)| r["args"]["fluent-tag"] == "tag.a"));
+    assert!(
+        rb.iter()
+            .all(|(f, r)| r["args"]["fluent-tag"] == "tag.b" && f.starts_with(ob.join("t=tag.b")))
+    );
+    let codec = |p: &Path| {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let r = SerializedFileReader::new(std::fs::File::open(p).unwrap()).unwrap();
+        format!("{:?}", r.metadata().row_group(0).column(0).compression())
+    };
+    assert!(codec(&ra[0].0).starts_with("GZIP"));
+    assert!(codec(&rb[0].0).starts_with("ZSTD"));
+    assert!(
+        ra.iter()
+            .all(|(f, _)| data2parquet::readback::file_rows(f).unwrap().len() <= 50)
+    );
+}
+
+#[test]
+fn concurrent_flushes_with_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(23, 4000);
+    let lines: Vec<&str> = text.lines().collect();
+    let chunks: Vec<_> = lines
+        .chunks(100)
+        .enumerate()
+        .map(|(i, part)| {
+            write_chunk(
+                dir.path(),
+                &format!("c{i}.chunk"),
+                &chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000),
+            )
+        })
+        .collect();
+    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
+    let out = dir.path().join("out");
+    let mut sc = scenario(
+        vec![props(&out, &[("BufferSize", "333")])],
+        vec![flush(0, &refs, "w")],
+    );
+    sc["workers"] = json!(4);
+    let r = run_host(&sc, &[]);
+    assert_eq!(codes(&r, 0), vec![FLB_OK; 40]);
+    let got = rows_by_id(&out);
+    assert_eq!(got.len(), 4000);
+}
+
+#[test]
+fn backpressure_retries_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(24, 3000);
+    let lines: Vec<&str> = text.lines().collect();
+    let chunks: Vec<_> = lines
+        .chunks(500)
+        .enumerate()
+        .map(|(i, part)| {
+            write_chunk(
+                dir.path(),
+                &format!("c{i}.chunk"),
+                &chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000),
+            )
+        })
+        .collect();
+    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
+    let out = dir.path().join("out");
+    // A buffer that holds about one chunk, and no size or interval flushes to free it:
+    // only the pressure flush that a full buffer triggers makes room.
+    let mut sc = scenario(
+        vec![props(
+            &out,
+            &[
+                ("BufferMaxBytes", "64KiB"),
+                ("BufferSize", "1000000"),
+                ("FlushInterval", "3600"),
+            ],
+        )],
+        vec![flush(0, &refs, "bp")],
+    );
+    sc["retry_limit"] = json!(20);
+    sc["retry_delay_ms"] = json!(50);
+    let r = run_host(&sc, &[]);
+    assert_eq!(codes(&r, 0), vec![FLB_OK; 6], "{}", r["flushes"]);
+    let attempts: Vec<i64> = r["flushes"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_i64().unwrap())
+        .collect();
+    assert!(
+        attempts.iter().any(|&a| a > 1),
+        "some chunk got FLB_RETRY first: {attempts:?}"
+    );
+    let got = rows_by_id(&out);
+    assert_eq!(got.len(), 3000, "every record once, none twice");
+    assert!(logs_text(&r).iter().any(|(_, m)| m.contains("FLB_RETRY")));
+}
+
+#[test]
+fn exit_writes_everything_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(25, 1000);
+    let lines: Vec<&str> = text.lines().collect();
+    let c = write_chunk(
+        dir.path(),
+        "c.chunk",
+        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    );
+    let out = dir.path().join("out");
+    let r = run_host(
+        &scenario(
+            vec![props(
+                &out,
+                &[("BufferSize", "1000000"), ("FlushInterval", "3600")],
+            )],
+            vec![flush(0, &[&c], "x"), json!({"sleep_ms": 300})],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [FLB_OK]);
+    assert_eq!(rows_by_id(&out).len(), 1000);
+    assert!(
+        logs_text(&r)
+            .iter()
+            .any(|(_, m)| m.contains("exit: wrote 1000 rows")),
+        "{:?}",
+        logs_text(&r)
+    );
+    assert_eq!(r["threads_after_unload"], json!(["flb-host"]));
+}
+
+#[test]
+fn panics_never_cross_the_ffi_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(26, 50);
+    let lines: Vec<&str> = text.lines().collect();
+    let c = write_chunk(
+        dir.path(),
+        "c.chunk",
+        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    );
+    for (fault, code) in [
+        ("ffi-panic", FLB_RETRY),
+        ("decode-panic", FLB_ERROR),
+        ("convert-panic", FLB_OK),
+    ] {
+        let out = dir.path().join(fault);
+        let dlq = dir.path().join(format!("{fault}-dlq"));
+        let r = run_host(
+            &scenario(
+                vec![props(&out, &[("DLQPath", dlq.to_str().unwrap())])],
+                vec![flush(0, &[&c], "p")],
+            ),
+            &[("D2P_FAULT", fault)],
+        );
+        assert_eq!(codes(&r, 0), [code], "{fault}: {r}");
+        let entries: Vec<Value> = std::fs::read_dir(&dlq)
+            .map(|rd| rd.flatten().flat_map(|e| read_dlq(&e.path())).collect())
+            .unwrap_or_default();
+        match fault {
+            "ffi-panic" => assert!(entries.is_empty()),
+            "decode-panic" => {
+                assert_eq!(entries.len(), 1, "the whole chunk is kept");
+                assert!(entries[0]["reason"].as_str().unwrap().contains("panicked"));
+            }
+            _ => {
+                assert_eq!(entries.len(), 50, "every record of the batch is kept");
+                assert!(
+                    entries[0]["reason"]
+                        .as_str()
+                        .unwrap()
+                        .contains("conversion panicked")
+                );
+                assert!(data2parquet::readback::parquet_files(&out).is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_configuration_fails_init_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = run_host(
+        &scenario(vec![props(dir.path(), &[("BufferType", "disk")])], vec![]),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], false);
+    let logs = logs_text(&r);
+    assert!(
+        logs.iter()
+            .any(|(l, m)| *l == 1 && m.contains("BufferType") && m.contains("mem, memory, redis")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn malformed_bytes_keep_the_good_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(27, 20);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut bytes = chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000);
+    let good_len = bytes.len();
+    bytes.extend_from_slice(&chunk_from_ndjson(&lines[..1], ChunkFormat::V5, 1_700_000_000)[..30]);
+    let c = write_chunk(dir.path(), "cut.chunk", &bytes);
+    let junk = write_chunk(dir.path(), "junk.chunk", b"\xc1\xc1 not msgpack");
+    let out = dir.path().join("out");
+    let dlq = dir.path().join("dlq");
+    let r = run_host(
+        &scenario(
+            vec![props(&out, &[("DLQPath", dlq.to_str().unwrap())])],
+            vec![flush(0, &[&c], "cut"), flush(0, &[&junk], "junk")],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [FLB_OK], "good events stored");
+    assert_eq!(
+        codes(&r, 1),
+        [FLB_ERROR],
+        "nothing decodable: dropped after the DLQ"
+    );
+    assert_eq!(rows_by_id(&out).len(), 20);
+    let entries: Vec<Value> = std::fs::read_dir(&dlq)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| read_dlq(&e.path()))
+        .collect();
+    assert_eq!(entries.len(), 2);
+    let reason = entries[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("event 20: malformed msgpack"),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(&format!(
+            "the remaining {} bytes of the chunk cannot be decoded",
+            bytes.len() - good_len
+        )),
+        "{reason}"
+    );
+    assert_eq!(entries[0]["source"], "chunk (tag cut)");
+    assert!(
+        entries[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reserved marker"),
+        "{}",
+        entries[1]
+    );
+}
+
+#[test]
+fn registration_fits_every_host_generation() {
+    for alloc in ["zeroed48", "bytes40", "bytes32-canary"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sc = scenario(vec![props(dir.path(), &[])], vec![]);
+        sc["def_alloc"] = json!(alloc);
+        let r = run_host(&sc, &[]);
+        assert!(r.get("load_error").is_none(), "{alloc}: {r}");
+        assert_eq!(r["name"], "out_parquet");
+        assert_eq!(r["init"][0]["ok"], true);
+    }
+}
+
+#[test]
+fn logging_follows_fluent_bit_levels_and_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(28, 10);
+    let lines: Vec<&str> = text.lines().collect();
+    let c = write_chunk(
+        dir.path(),
+        "c.chunk",
+        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    );
+    let run_with = |level: i64, debug: &str| {
+        let mut sc = scenario(
+            vec![props(
+                &dir.path().join(format!("o{level}{debug}")),
+                &[("Debug", debug)],
+            )],
+            vec![flush(0, &[&c], "l")],
+        );
+        sc["instances"][0]["log_level"] = json!(level);
+        logs_text(&run_host(&sc, &[]))
+    };
+    let warn_only = run_with(2, "false");
+    assert!(
+        warn_only.is_empty(),
+        "Log_Level warn hides info: {warn_only:?}"
+    );
+    let info = run_with(3, "false");
+    assert!(
+        info.iter()
+            .any(|(l, m)| *l == 3 && m.starts_with("[out_parquet#") && m.contains("started"))
+    );
+    assert!(!info.iter().any(|(_, m)| m.contains("records buffered")));
+    let debug = run_with(3, "true");
+    assert!(
+        debug.iter().any(|(_, m)| m.contains("10 records buffered")),
+        "Debug=true shows debug lines: {debug:?}"
+    );
+}
