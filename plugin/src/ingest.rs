@@ -124,6 +124,7 @@ pub struct Decoder<'s> {
     json: JsonParser,
     doc: Doc<'static>,
     key: String,
+    time: String,
     keyed: bool,
 }
 
@@ -135,6 +136,7 @@ impl<'s> Decoder<'s> {
             json: JsonParser::new(),
             doc: Doc::new(),
             key: String::new(),
+            time: String::new(),
             keyed: true,
         }
     }
@@ -158,8 +160,9 @@ impl<'s> Decoder<'s> {
                 if let Some(tag) = ctx.tag {
                     self.mapper.context_arg("fluent-tag", tag);
                     if let Some(ns) = event_ns {
-                        self.mapper
-                            .context_arg("fluent-time", &crate::timeutil::format_rfc3339_nanos(ns));
+                        self.time.clear();
+                        crate::timeutil::write_rfc3339_nanos(ns, &mut self.time);
+                        self.mapper.context_arg("fluent-time", &self.time);
                     }
                 }
                 if let (Some(meta), FluentMetadata::Args) = (ctx.meta, self.spec.fluent_metadata) {

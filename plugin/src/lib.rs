@@ -7,6 +7,11 @@
 //! thin front ends over it.
 
 pub mod buffer;
+/// See the `mimalloc` feature in Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod config;
 pub mod convert;
 pub mod decode;

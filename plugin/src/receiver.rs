@@ -14,7 +14,7 @@
 //! submission is never stored twice.
 
 use crate::buffer::mem::MemBuffer;
-use crate::buffer::{Batch, Buffer, BufferError, Groups, Reason, Refused};
+use crate::buffer::{Batch, BatchInfo, Buffer, BufferError, Groups, Reason, Refused};
 use crate::config::Config;
 use crate::dlq::{DlqSink, FileDlq, NoDlq};
 use crate::flush::{FlushFailure, Flusher, Shared, Written};
@@ -118,9 +118,13 @@ struct Job {
     batch: Batch,
 }
 
+/// A finished job. On success the writer thread keeps (and frees) the records; on
+/// failure the unwritten ones come back to be kept in the buffer.
 struct Done {
-    batch: Batch,
-    result: Result<Written, FlushFailure>,
+    id: ulid::Ulid,
+    /// The part that was written (or dead-lettered): to be acknowledged.
+    written: BatchInfo,
+    result: Result<Written, (FlushFailure, Batch)>,
 }
 
 pub struct Receiver {
@@ -375,15 +379,15 @@ fn writer_loop(
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
-        let batch = job.batch;
+        let mut batch = job.batch;
+        let id = batch.id;
         let result = match catch_unwind(AssertUnwindSafe(|| f.flush(&batch))) {
             Ok(r) => r,
             Err(_) => {
                 log_at!(
                     shared.log,
                     Level::Error,
-                    "flush of batch {} panicked; its records stay buffered",
-                    batch.id
+                    "flush of batch {id} panicked; its records stay buffered"
                 );
                 Err(FlushFailure {
                     error: "flush panicked".into(),
@@ -392,9 +396,26 @@ fn writer_loop(
                 })
             }
         };
-        if done.send(Done { batch, result }).is_err() {
+        let msg = match result {
+            Ok(w) => Done {
+                id,
+                written: batch.info(),
+                result: Ok(w),
+            },
+            Err(failure) => {
+                let unwritten = batch.split_off(&failure.unwritten);
+                Done {
+                    id,
+                    written: batch.info(),
+                    result: Err((failure, unwritten)),
+                }
+            }
+        };
+        if done.send(msg).is_err() {
             break;
         }
+        // The written records are freed here, off the buffer thread.
+        drop(batch);
     }
 }
 
@@ -624,27 +645,26 @@ impl BufferThread {
     }
 
     fn on_done(&mut self, d: Done) {
-        let Done { batch, result } = d;
-        let id = batch.id;
+        let Done {
+            id,
+            written: acked,
+            result,
+        } = d;
         self.in_flight.remove(&id);
+        self.buffer.ack(&acked);
         let mut lost = 0;
         let (written, error) = match result {
-            Ok(w) => {
-                self.buffer.ack(&batch);
-                (w, None)
-            }
-            Err(f) => {
+            Ok(w) => (w, None),
+            Err((f, unwritten)) => {
                 log_at!(
                     self.shared.log,
                     Level::Error,
                     "batch {} of {} not written: {} ({} records kept)",
-                    batch.id,
-                    batch.key,
+                    id,
+                    acked.key,
                     f.error,
                     f.unwritten.len()
                 );
-                let (written_part, unwritten) = split_batch(batch, &f.unwritten);
-                self.buffer.ack(&written_part);
                 if self.closing.is_some() {
                     lost = self.dead_letter_at_close(unwritten, &f.error);
                 } else {
@@ -700,7 +720,7 @@ impl BufferThread {
             })
             .collect();
         let n = entries.len();
-        self.buffer.ack(&b);
+        self.buffer.ack(&b.info());
         match self.shared.reject(&entries) {
             Ok(()) => 0,
             Err(e) => {
@@ -757,33 +777,6 @@ impl BufferThread {
             let _ = done.send(report);
         }
     }
-}
-
-/// Splits a batch into the records that were written and those that were not.
-fn split_batch(b: Batch, unwritten: &[usize]) -> (Batch, Batch) {
-    let set: HashSet<usize> = unwritten.iter().copied().collect();
-    let (mut keep, mut rest) = (Vec::new(), Vec::new());
-    for (i, r) in b.records.into_iter().enumerate() {
-        if set.contains(&i) {
-            rest.push(r);
-        } else {
-            keep.push(r);
-        }
-    }
-    (
-        Batch {
-            id: b.id,
-            key: b.key.clone(),
-            records: keep,
-            taken_at: b.taken_at,
-        },
-        Batch {
-            id: b.id,
-            key: b.key,
-            records: rest,
-            taken_at: b.taken_at,
-        },
-    )
 }
 
 #[cfg(test)]
@@ -889,7 +882,12 @@ mod tests {
             parquet_files(&dir.path().join("out")).len() == 1
         });
         assert_eq!(written(dir.path()), expect(0, 3));
-        assert_eq!(r.close().files, 0);
+        r.close();
+        assert_eq!(
+            written(dir.path()),
+            expect(0, 3),
+            "close wrote nothing more"
+        );
     }
 
     #[test]

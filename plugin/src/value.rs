@@ -261,6 +261,21 @@ impl<'d, 'a> ValRef<'d, 'a> {
         }
     }
 
+    /// [`ValRef::to_text`] without allocating: non-strings are rendered into `scratch`.
+    pub fn text_in<'s>(&self, scratch: &'s mut String) -> &'s str
+    where
+        'd: 's,
+    {
+        match self.node() {
+            Node::Str(s) => s.as_ref(),
+            _ => {
+                scratch.clear();
+                self.write_json(scratch);
+                scratch.as_str()
+            }
+        }
+    }
+
     pub fn to_json(&self) -> String {
         let mut s = String::new();
         self.write_json(&mut s);
@@ -274,12 +289,8 @@ impl<'d, 'a> ValRef<'d, 'a> {
         match self.node() {
             Node::Null => out.push_str("null"),
             Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Node::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Node::UInt(u) => {
-                let _ = write!(out, "{u}");
-            }
+            Node::Int(i) => write_int(*i as i128, out),
+            Node::UInt(u) => write_int(*u as i128, out),
             Node::Float(f) => write_json_f64(*f, out),
             Node::Str(s) => write_json_str(s, out),
             Node::Bytes(b) => match std::str::from_utf8(b) {
@@ -372,6 +383,27 @@ impl<'d, 'a> Iterator for Items<'d, 'a> {
     }
 }
 
+/// Decimal digits without the formatting machinery (numbers are frequent in logs).
+fn write_int(v: i128, out: &mut String) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let neg = v < 0;
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if neg {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend(buf[i..].iter().map(|&b| b as char));
+}
+
 /// JSON string escaping (RFC 8259): quotes, backslash and control characters.
 pub fn write_json_str(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
@@ -459,6 +491,22 @@ mod tests {
         let mut s = String::new();
         write_json_str("a\"b\\c\n\u{1}é", &mut s);
         assert_eq!(s, r#""a\"b\\c\n\u0001é""#);
+    }
+
+    #[test]
+    fn integers_render_exactly() {
+        for v in [
+            0i128,
+            7,
+            -7,
+            i64::MAX as i128,
+            i64::MIN as i128,
+            u64::MAX as i128,
+        ] {
+            let mut s = String::new();
+            write_int(v, &mut s);
+            assert_eq!(s, v.to_string());
+        }
     }
 
     #[test]

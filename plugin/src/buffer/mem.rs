@@ -1,6 +1,6 @@
 //! The in-memory buffer: fast, bounded, not durable.
 
-use super::{Batch, Buffer, BufferError, Groups, Refused};
+use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused};
 use crate::partition::PartitionKey;
 use crate::record::Record;
 use std::collections::{HashMap, VecDeque};
@@ -115,17 +115,18 @@ impl Buffer for MemBuffer {
             id: ulid::Ulid::generate(),
             key: key.clone(),
             records,
+            bytes,
             taken_at: Instant::now(),
         }))
     }
 
-    fn ack(&mut self, batch: &Batch) {
-        self.records -= (batch.records.len() as u64).min(self.records);
-        self.bytes -= size(&batch.records).min(self.bytes);
+    fn ack(&mut self, batch: &BatchInfo) {
+        self.records -= (batch.records as u64).min(self.records);
+        self.bytes -= batch.bytes.min(self.bytes);
     }
 
     fn nack(&mut self, batch: Batch) {
-        let bytes = size(&batch.records);
+        let bytes = batch.bytes;
         let p = self
             .keys
             .entry(batch.key.clone())
@@ -186,7 +187,7 @@ mod tests {
         m.nack(b1);
         let b2 = m.take(&k, 10).unwrap().unwrap();
         assert_eq!(msgs(&b2), ["x0", "x1", "x2", "x3", "x4"]);
-        m.ack(&b2);
+        m.ack(&b2.info());
         assert_eq!(m.usage(), (0, 0));
         assert!(m.take(&k, 10).unwrap().is_none());
     }

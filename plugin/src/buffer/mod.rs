@@ -21,8 +21,55 @@ pub struct Batch {
     pub id: Ulid,
     pub key: PartitionKey,
     pub records: Vec<Record>,
+    /// Approximate memory of the records (buffer accounting).
+    pub bytes: u64,
     /// When it was taken (flush-latency metric).
     pub taken_at: Instant,
+}
+
+impl Batch {
+    pub fn info(&self) -> BatchInfo {
+        BatchInfo {
+            id: self.id,
+            key: self.key.clone(),
+            records: self.records.len(),
+            bytes: self.bytes,
+        }
+    }
+
+    /// Splits off the records at `indexes` (sorted or not) into a batch of their own,
+    /// with the same id and key; `self` keeps the rest.
+    pub fn split_off(&mut self, indexes: &[usize]) -> Batch {
+        let set: std::collections::HashSet<usize> = indexes.iter().copied().collect();
+        let (mut keep, mut rest) = (Vec::new(), Vec::new());
+        for (i, r) in std::mem::take(&mut self.records).into_iter().enumerate() {
+            if set.contains(&i) {
+                rest.push(r);
+            } else {
+                keep.push(r);
+            }
+        }
+        let rest_bytes: u64 = rest.iter().map(|r| r.mem_size() as u64).sum();
+        self.records = keep;
+        self.bytes = self.bytes.saturating_sub(rest_bytes);
+        Batch {
+            id: self.id,
+            key: self.key.clone(),
+            records: rest,
+            bytes: rest_bytes,
+            taken_at: self.taken_at,
+        }
+    }
+}
+
+/// What the buffer needs to forget a written batch, without its records (which the
+/// writer thread drops, so freeing them costs the buffer thread nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchInfo {
+    pub id: Ulid,
+    pub key: PartitionKey,
+    pub records: usize,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +131,7 @@ pub trait Buffer: Send {
     fn take(&mut self, key: &PartitionKey, max: usize) -> Result<Option<Batch>, BufferError>;
 
     /// The batch's file is written: forget it.
-    fn ack(&mut self, batch: &Batch);
+    fn ack(&mut self, batch: &BatchInfo);
 
     /// The batch could not be written: keep it, ahead of newer records.
     fn nack(&mut self, batch: Batch);

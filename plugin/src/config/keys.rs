@@ -86,7 +86,7 @@ keys! {
     PartitionFields, "PartitionFields", "partition_fields", New, "business-capability,business-domain,business-service,application-service", "Fields whose values form the partition key (`a:b:c:d`). Also `tag`, `tag[N]` and `meta.<name>`.";
     PartitionPath, "PartitionPath", "partition_path", New, "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", "Folder layout: `{field}` (a partition field) and `{%Y}` `{%m}` `{%d}` `{%H}` `{%M}` (UTC).";
     PartitionTime, "PartitionTime", "partition_time", New, "flush", "Time used in the path: `flush` (flush time) or `record` (the record's own time, UTC).";
-    BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "268435456", "Memory the mem buffer may hold before it refuses records (FLB_RETRY / HTTP 429).";
+    BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "67108864", "Memory the mem buffer may hold before it refuses records (FLB_RETRY / HTTP 429).";
     QueueCapacity, "QueueCapacity", "queue_capacity", New, "64", "Batches waiting for the buffer thread before producers get a `full` error.";
     FlushWorkers, "FlushWorkers", "flush_workers", New, "1", "Threads that convert and write batches.";
     MaxRecordBytes, "MaxRecordBytes", "max_record_bytes", New, "16777216", "Largest single JSON record accepted; larger ones go to the DLQ.";

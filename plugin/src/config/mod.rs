@@ -339,7 +339,7 @@ impl ConfigBuilder {
                 port: 8080,
                 buffer_size: 100,
                 buffer_type: BufferType::Mem,
-                buffer_max_bytes: 256 * 1024 * 1024,
+                buffer_max_bytes: 64 * 1024 * 1024,
                 queue_capacity: 64,
                 flush_workers: 1,
                 debug: false,

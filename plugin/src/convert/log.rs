@@ -1,7 +1,7 @@
 //! The upstream log schema as Arrow, and log records to Arrow batches.
 
 use super::{ConvertError, ParquetOptions, ParquetSink};
-use crate::record::log::{COLUMNS, Col, ColKind, LogRecord};
+use crate::record::log::{COLUMNS, Col, ColKind, LogRecord, N_STR, Str};
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
 };
@@ -55,73 +55,6 @@ pub fn log_schema(map_values_utf8: bool) -> SchemaRef {
     .clone()
 }
 
-fn string_column<'r>(
-    recs: &[&'r LogRecord],
-    f: impl Fn(&'r LogRecord) -> Option<&'r str>,
-) -> ArrayRef {
-    let bytes: usize = recs.iter().map(|r| f(r).map_or(0, str::len)).sum();
-    let mut b = StringBuilder::with_capacity(recs.len(), bytes);
-    for r in recs {
-        b.append_option(f(r));
-    }
-    Arc::new(b.finish())
-}
-
-fn map_column<'r, I>(
-    recs: &[&'r LogRecord],
-    utf8: bool,
-    f: impl Fn(&'r LogRecord) -> I,
-) -> Result<ArrayRef, ConvertError>
-where
-    I: Iterator<Item = (&'r str, &'r str)>,
-{
-    let names = MapFieldNames {
-        entry: "key_value".into(),
-        key: "key".into(),
-        value: "value".into(),
-    };
-    let (kf, vf) = entry_fields(utf8);
-    if utf8 {
-        let mut b = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
-            .with_keys_field(kf)
-            .with_values_field(vf);
-        for r in recs {
-            for (k, v) in f(r) {
-                b.keys().append_value(k);
-                b.values().append_value(v);
-            }
-            b.append(true)?;
-        }
-        Ok(Arc::new(b.finish()))
-    } else {
-        let mut b = MapBuilder::new(Some(names), StringBuilder::new(), BinaryBuilder::new())
-            .with_keys_field(kf)
-            .with_values_field(vf);
-        for r in recs {
-            for (k, v) in f(r) {
-                b.keys().append_value(k);
-                b.values().append_value(v.as_bytes());
-            }
-            b.append(true)?;
-        }
-        Ok(Arc::new(b.finish()))
-    }
-}
-
-fn list_column<'r, I>(recs: &[&'r LogRecord], f: impl Fn(&'r LogRecord) -> I) -> ArrayRef
-where
-    I: Iterator<Item = &'r str>,
-{
-    let mut b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
-    for r in recs {
-        for v in f(r) {
-            b.values().append_value(v);
-        }
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
 /// The Parquet schema of log files, written out exactly as upstream's parquet-go
 /// produced it: root `parquet_go_root`, MAP groups with a `key_value` (MAP_KEY_VALUE)
 /// repeated group, 3-level LISTs with `element`, UTF8 strings.
@@ -151,31 +84,125 @@ pub fn log_parquet_schema(map_values_utf8: bool) -> Result<SchemaDescriptor, Con
     Ok(SchemaDescriptor::new(Arc::new(t)))
 }
 
-/// Builds one Arrow batch from log records.
+/// Builds one Arrow batch from log records, in one pass over the records: each record
+/// is read once while it is in cache, and each column builder is appended in sequence.
 pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBatch, ConvertError> {
+    let n = recs.len();
+    let mut strs: Vec<StringBuilder> = (0..N_STR)
+        .map(|_| StringBuilder::with_capacity(n, n * 16))
+        .collect();
+    let mut audit = BooleanBuilder::with_capacity(n);
+    let mut auto_index = BooleanBuilder::with_capacity(n);
+    let names = || MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    // Values are built as binary and re-typed afterwards when UTF8 is wanted.
+    let (kf, vf) = entry_fields(false);
+    let mut args_b = MapBuilder::new(Some(names()), StringBuilder::new(), BinaryBuilder::new())
+        .with_keys_field(kf.clone())
+        .with_values_field(vf.clone());
+    let mut extra_b = MapBuilder::new(Some(names()), StringBuilder::new(), BinaryBuilder::new())
+        .with_keys_field(kf)
+        .with_values_field(vf);
+    let mut tags_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
+    let mut trace_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
+    for r in recs {
+        for (i, col) in Str::ALL.iter().enumerate() {
+            match r.get(*col) {
+                Some(v) => strs[i].append_value(v),
+                None if col.required() => strs[i].append_value(""),
+                None => strs[i].append_null(),
+            }
+        }
+        audit.append_option(r.audit());
+        auto_index.append_option(r.auto_index());
+        for (k, v) in r.args() {
+            args_b.keys().append_value(k);
+            args_b.values().append_value(v.as_bytes());
+        }
+        args_b.append(true)?;
+        for (k, v) in r.extra_fields() {
+            extra_b.keys().append_value(k);
+            extra_b.values().append_value(v.as_bytes());
+        }
+        extra_b.append(true)?;
+        for v in r.tags() {
+            tags_b.values().append_value(v);
+        }
+        tags_b.append(true);
+        for v in r.trace_ip() {
+            trace_b.values().append_value(v);
+        }
+        trace_b.append(true);
+    }
+    let mut strs: Vec<Option<ArrayRef>> = strs
+        .iter_mut()
+        .map(|b| Some(Arc::new(b.finish()) as ArrayRef))
+        .collect();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
     for c in COLUMNS {
         cols.push(match c {
-            Col::S(s) if s.required() => string_column(recs, |r| Some(r.req(s))),
-            Col::S(s) => string_column(recs, |r| r.get(s)),
-            Col::Audit | Col::AutoIndex => {
-                let mut b = BooleanBuilder::with_capacity(recs.len());
-                for r in recs {
-                    b.append_option(if c == Col::Audit {
-                        r.audit()
-                    } else {
-                        r.auto_index()
-                    });
-                }
-                Arc::new(b.finish())
-            }
-            Col::Args => map_column(recs, map_values_utf8, |r| r.args())?,
-            Col::ExtraFields => map_column(recs, map_values_utf8, |r| r.extra_fields())?,
-            Col::Tags => list_column(recs, |r| r.tags()),
-            Col::TraceIp => list_column(recs, |r| r.trace_ip()),
+            Col::S(s) => strs[s as usize]
+                .take()
+                .ok_or_else(|| ConvertError::Other("column used twice".into()))?,
+            Col::Audit => Arc::new(audit.finish()),
+            Col::AutoIndex => Arc::new(auto_index.finish()),
+            Col::Args => utf8_values(Arc::new(args_b.finish()), map_values_utf8)?,
+            Col::ExtraFields => utf8_values(Arc::new(extra_b.finish()), map_values_utf8)?,
+            Col::Tags => Arc::new(tags_b.finish()),
+            Col::TraceIp => Arc::new(trace_b.finish()),
         });
     }
     Ok(RecordBatch::try_new(log_schema(map_values_utf8), cols)?)
+}
+
+/// Map values are built as binary; with `WriterMapValuesUtf8` they are re-typed as
+/// UTF8 (a cast of the same buffers: the bytes came from `&str`, so they are valid).
+fn utf8_values(map: ArrayRef, utf8: bool) -> Result<ArrayRef, ConvertError> {
+    if !utf8 {
+        return Ok(map);
+    }
+    let target = log_schema(true)
+        .field_with_name("args")?
+        .data_type()
+        .clone();
+    arrow_cast_map(map, &target)
+}
+
+fn arrow_cast_map(map: ArrayRef, target: &DataType) -> Result<ArrayRef, ConvertError> {
+    use arrow_array::{Array, BinaryArray, MapArray, StringArray, StructArray};
+    let m = map
+        .as_any()
+        .downcast_ref::<MapArray>()
+        .ok_or_else(|| ConvertError::Other("expected a map array".into()))?;
+    let DataType::Map(field, sorted) = target else {
+        return Err(ConvertError::Other("expected a map type".into()));
+    };
+    let DataType::Struct(fields) = field.data_type() else {
+        return Err(ConvertError::Other("expected map entries".into()));
+    };
+    let entries = m.entries();
+    let vals = entries
+        .column(1)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .ok_or_else(|| ConvertError::Other("expected binary map values".into()))?;
+    let (offsets, values, nulls) = vals.clone().into_parts();
+    let strings: ArrayRef = Arc::new(StringArray::try_new(offsets, values, nulls)?);
+    let entries = StructArray::try_new(
+        fields.clone(),
+        vec![entries.column(0).clone(), strings],
+        None,
+    )?;
+    Ok(Arc::new(MapArray::try_new(
+        field.clone(),
+        m.offsets().clone(),
+        entries,
+        m.nulls().cloned(),
+        *sorted,
+    )?))
 }
 
 /// A streaming writer of log records into one Parquet file.
@@ -390,6 +417,24 @@ mod tests {
             }
             assert_eq!(i, recs.len(), "{codec:?}");
         }
+    }
+
+    #[test]
+    fn map_values_can_be_utf8() {
+        let recs: Vec<_> = (0..10).map(rec).collect();
+        let o = ParquetOptions {
+            map_values_utf8: true,
+            ..opts(Codec::Snappy, 1 << 20)
+        };
+        let bytes = encode_log(&recs, &o).unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
+        let mut out = Vec::new();
+        print_schema(&mut out, reader.metadata().file_metadata().schema());
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("REQUIRED BYTE_ARRAY value (UTF8);"), "{s}");
+        let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(rows[3]["args"]["k"], "3");
+        assert_eq!(rows[2]["extra-fields"]["e"], "é\u{1}");
     }
 
     #[test]

@@ -316,7 +316,8 @@ impl<'a> Reader<'a> {
 }
 
 fn utf8(b: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(b) {
+    // SIMD validation: strings are most of a chunk's bytes.
+    match simdutf8::basic::from_utf8(b) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
     }

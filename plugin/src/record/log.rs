@@ -236,13 +236,15 @@ impl Span {
 }
 
 /// One log record. Build it with [`LogBuilder`]; read it with the accessors.
+///
+/// Small on purpose (64 bytes): records are moved through channels and buffers by
+/// value, so the spans live with the other items in one boxed slice.
 #[derive(Clone, PartialEq)]
 pub struct LogRecord {
     text: Box<str>,
-    spans: [Span; N_STR],
     audit: Option<bool>,
     auto_index: Option<bool>,
-    /// args pairs, extra-fields pairs, tags, trace-ip, back to back.
+    /// The 28 scalar columns, then args pairs, extra-fields pairs, tags, trace-ip.
     items: Box<[Span]>,
     n_args: u32,
     n_extra: u32,
@@ -259,7 +261,7 @@ impl LogRecord {
 
     /// A scalar string column; `None` is null.
     pub fn get(&self, col: Str) -> Option<&str> {
-        let s = self.spans[col as usize];
+        let s = self.items[col as usize];
         (!s.is_null()).then(|| self.slice(s))
     }
 
@@ -277,7 +279,7 @@ impl LogRecord {
     }
 
     fn pairs(&self, from: usize, n: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.items[from..from + 2 * n]
+        self.items[N_STR + from..N_STR + from + 2 * n]
             .chunks_exact(2)
             .map(|kv| (self.slice(kv[0]), self.slice(kv[1])))
     }
@@ -291,14 +293,14 @@ impl LogRecord {
     }
 
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        let from = 2 * (self.n_args + self.n_extra) as usize;
+        let from = N_STR + 2 * (self.n_args + self.n_extra) as usize;
         self.items[from..from + self.n_tags as usize]
             .iter()
             .map(|s| self.slice(*s))
     }
 
     pub fn trace_ip(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
-        let from = 2 * (self.n_args + self.n_extra) as usize + self.n_tags as usize;
+        let from = N_STR + 2 * (self.n_args + self.n_extra) as usize + self.n_tags as usize;
         self.items[from..].iter().map(|s| self.slice(*s))
     }
 
@@ -308,7 +310,9 @@ impl LogRecord {
 
     /// Approximate heap plus inline footprint, for buffer accounting.
     pub fn mem_size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.text.len() + self.items.len() * 8
+        std::mem::size_of::<Self>()
+            + self.text.len()
+            + self.items.len() * std::mem::size_of::<Span>()
     }
 
     /// The record as a JSON object with the schema's column names (nulls omitted),
@@ -565,19 +569,17 @@ impl LogBuilder {
             }
         }
         let mut items = Vec::with_capacity(
-            2 * (self.args.len() + self.extra.len()) + self.tags.len() + self.trace.len(),
+            N_STR + 2 * (self.args.len() + self.extra.len()) + self.tags.len() + self.trace.len(),
         );
+        items.extend_from_slice(&self.spans);
         for (k, v) in self.args.iter().chain(self.extra.iter()) {
             items.push(*k);
             items.push(*v);
         }
         items.extend_from_slice(&self.tags);
         items.extend_from_slice(&self.trace);
-        let mut spans = [Span::NULL; N_STR];
-        spans.copy_from_slice(&self.spans);
         let rec = LogRecord {
             text: self.text.as_str().into(),
-            spans,
             audit: self.audit,
             auto_index: self.auto_index,
             items: items.into_boxed_slice(),
@@ -592,9 +594,10 @@ impl LogBuilder {
 }
 
 /// Compact binary form of a record, used by durable buffers (Redis). Layout
-/// (little-endian): magic `L1`, u32 text length, text, 28 × (u32 off, u32 len) spans,
-/// audit and auto-index as one byte each (0 false, 1 true, 2 null), u32 counts of args,
-/// extra-fields and tags, u32 item count, items as (u32 off, u32 len), i64 event time.
+/// (little-endian): magic `L1`, u32 text length, text, audit and auto-index as one byte
+/// each (0 false, 1 true, 2 null), u32 counts of args, extra-fields and tags, u32 item
+/// count, items as (u32 off, u32 len) (the 28 scalar columns first, null as
+/// off = u32::MAX), i64 event time.
 pub mod wire {
     use super::*;
 
@@ -612,10 +615,6 @@ pub mod wire {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(r.text.len() as u32).to_le_bytes());
         out.extend_from_slice(r.text.as_bytes());
-        for s in r.spans.iter() {
-            out.extend_from_slice(&s.off.to_le_bytes());
-            out.extend_from_slice(&s.len.to_le_bytes());
-        }
         out.push(b2u(r.audit));
         out.push(b2u(r.auto_index));
         for n in [r.n_args, r.n_extra, r.n_tags, r.items.len() as u32] {
@@ -670,12 +669,6 @@ pub mod wire {
             }
             Ok(s)
         };
-        let mut spans = [Span::NULL; N_STR];
-        for sp in spans.iter_mut() {
-            let off = c.u32().ok_or_else(bad)?;
-            let len = c.u32().ok_or_else(bad)?;
-            *sp = check(Span { off, len })?;
-        }
         let u2b = |u: u8| match u {
             0 => Ok(Some(false)),
             1 => Ok(Some(true)),
@@ -688,17 +681,17 @@ pub mod wire {
         let n_extra = c.u32().ok_or_else(bad)?;
         let n_tags = c.u32().ok_or_else(bad)?;
         let n_items = c.u32().ok_or_else(bad)? as usize;
-        if (2 * (n_args as u64 + n_extra as u64) + n_tags as u64) > n_items as u64
-            || n_items > bytes.len()
-        {
+        let needed = N_STR as u64 + 2 * (n_args as u64 + n_extra as u64) + n_tags as u64;
+        if needed > n_items as u64 || n_items > bytes.len() {
             return Err(bad());
         }
         let mut items = Vec::with_capacity(n_items);
-        for _ in 0..n_items {
+        for i in 0..n_items {
             let off = c.u32().ok_or_else(bad)?;
             let len = c.u32().ok_or_else(bad)?;
             let s = check(Span { off, len })?;
-            if s.is_null() {
+            // Only optional scalar columns may be null.
+            if s.is_null() && (i >= N_STR || Str::ALL[i].required()) {
                 return Err(bad());
             }
             items.push(s);
@@ -709,7 +702,6 @@ pub mod wire {
         }
         Ok(LogRecord {
             text: text.into(),
-            spans,
             audit,
             auto_index,
             items: items.into_boxed_slice(),

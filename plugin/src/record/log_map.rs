@@ -133,15 +133,42 @@ impl std::hash::Hasher for Fnv {
 }
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
+fn is_normal(k: &str) -> bool {
+    k.bytes()
+        .all(|b| !b.is_ascii_uppercase() && b != b'_' && b.is_ascii())
+}
+
 /// Normalises a key the upstream way: lower case, `_` becomes `-`. Borrows when the key
 /// is already normal (the common case).
 pub fn normalize_key(k: &str) -> Cow<'_, str> {
-    if k.bytes()
-        .all(|b| !b.is_ascii_uppercase() && b != b'_' && b.is_ascii())
-    {
+    if is_normal(k) {
         Cow::Borrowed(k)
     } else {
-        Cow::Owned(k.to_lowercase().replace('_', "-"))
+        let mut s = String::with_capacity(k.len());
+        normalize_into(k, &mut s);
+        Cow::Owned(s)
+    }
+}
+
+/// [`normalize_key`] into a reused buffer.
+fn normalize_into(k: &str, out: &mut String) {
+    out.clear();
+    if k.is_ascii() {
+        out.extend(k.bytes().map(|b| {
+            if b == b'_' {
+                '-'
+            } else {
+                b.to_ascii_lowercase() as char
+            }
+        }));
+    } else {
+        for c in k.chars() {
+            if c == '_' {
+                out.push('-');
+            } else {
+                out.extend(c.to_lowercase());
+            }
+        }
     }
 }
 
@@ -205,6 +232,8 @@ pub struct LogMapper<'r> {
     ranks: [u8; super::log::N_STR],
     text: String,
     canon: Vec<u8>,
+    keybuf: String,
+    tbuf: String,
 }
 
 const UNSET: u8 = u8::MAX;
@@ -217,6 +246,8 @@ impl<'r> LogMapper<'r> {
             ranks: [UNSET; super::log::N_STR],
             text: String::new(),
             canon: Vec::new(),
+            keybuf: String::new(),
+            tbuf: String::new(),
         }
     }
 
@@ -240,28 +271,40 @@ impl<'r> LogMapper<'r> {
 
     /// Maps one input field.
     pub fn entry(&mut self, key: &str, v: ValRef<'_, '_>) {
-        let k = normalize_key(key);
-        if k.is_empty() || self.rules.ignored.contains(&k) {
+        let mut buf = std::mem::take(&mut self.keybuf);
+        let k: &str = if is_normal(key) {
+            key
+        } else {
+            normalize_into(key, &mut buf);
+            &buf
+        };
+        self.dispatch(k, v);
+        self.keybuf = buf;
+    }
+
+    fn dispatch(&mut self, k: &str, v: ValRef<'_, '_>) {
+        if k.is_empty() || self.rules.ignored.contains(k) {
             return;
         }
-        let masked = self.rules.masked.contains(&k);
+        let masked = self.rules.masked.contains(k);
         let rules = self.rules;
         let v = if masked {
             rules.star.root().expect("star doc has a root")
         } else {
             v
         };
-        match rules.dest(&k) {
-            Some(Dest::Scalar(col, rank)) => self.scalar(col, rank, &k, v),
-            Some(Dest::Audit) => self.boolean(true, &k, v, masked),
-            Some(Dest::AutoIndex) => self.boolean(false, &k, v, masked),
+        match rules.dest(k) {
+            Some(Dest::Scalar(col, rank)) => self.scalar(col, rank, k, v),
+            Some(Dest::Audit) => self.boolean(true, k, v, masked),
+            Some(Dest::AutoIndex) => self.boolean(false, k, v, masked),
             Some(Dest::TraceIp) => self.list(false, v),
             Some(Dest::Tags) => self.list(true, v),
-            Some(Dest::Args) => self.args(&k, v),
+            Some(Dest::Args) => self.args(k, v),
             Some(Dest::Arg(name)) => {
                 if !v.is_null() {
-                    let t = v.to_text();
-                    self.arg(name, &t, &k);
+                    let mut tb = std::mem::take(&mut self.tbuf);
+                    self.arg(name, v.text_in(&mut tb), k);
+                    self.tbuf = tb;
                 }
             }
             Some(Dest::Flatten(prefix)) => self.flatten(prefix, v),
@@ -274,9 +317,10 @@ impl<'r> LogMapper<'r> {
                 }
             }
             None => {
-                let stripped = k.strip_prefix("tags-").unwrap_or(&k);
-                let t = v.to_text();
-                self.b.add_extra(stripped, &t);
+                let stripped = k.strip_prefix("tags-").unwrap_or(k);
+                let mut tb = std::mem::take(&mut self.tbuf);
+                self.b.add_extra(stripped, v.text_in(&mut tb));
+                self.tbuf = tb;
             }
         }
     }
@@ -286,21 +330,23 @@ impl<'r> LogMapper<'r> {
             // null is "absent": an optional column stays null, a required one defaults.
             return;
         }
-        let t = v.to_text();
+        let mut tb = std::mem::take(&mut self.tbuf);
+        let t = v.text_in(&mut tb);
         let i = col as usize;
         let old = self.ranks[i];
         if old == UNSET {
-            self.b.set(col, &t);
+            self.b.set(col, t);
             self.ranks[i] = rank;
         } else if rank < old {
             // The better alias wins; the displaced value keeps its own key.
             let prev = self.b.get(col).unwrap_or("").to_owned();
             self.b.add_extra(alias_name(col, old).unwrap_or(key), &prev);
-            self.b.set(col, &t);
+            self.b.set(col, t);
             self.ranks[i] = rank;
         } else {
-            self.b.add_extra(key, &t);
+            self.b.add_extra(key, t);
         }
+        self.tbuf = tb;
     }
 
     fn boolean(&mut self, audit: bool, key: &str, v: ValRef<'_, '_>, masked: bool) {
@@ -314,8 +360,9 @@ impl<'r> LogMapper<'r> {
                 Node::Str(s) if s.eq_ignore_ascii_case("false") => Some(false),
                 _ => {
                     // Not a boolean: the column is null and the value is kept as text.
-                    let t = v.to_text();
-                    self.b.add_extra(key, &t);
+                    let mut tb = std::mem::take(&mut self.tbuf);
+                    self.b.add_extra(key, v.text_in(&mut tb));
+                    self.tbuf = tb;
                     None
                 }
             }
@@ -337,21 +384,19 @@ impl<'r> LogMapper<'r> {
                 }
             }
         };
+        let mut tb = std::mem::take(&mut self.tbuf);
         match v.kind() {
             Kind::Null => {}
             Kind::Array => {
                 for item in v.items() {
                     if !item.is_null() {
-                        let t = item.to_text();
-                        push(&mut self.b, &t);
+                        push(&mut self.b, item.text_in(&mut tb));
                     }
                 }
             }
-            _ => {
-                let t = v.to_text();
-                push(&mut self.b, &t);
-            }
+            _ => push(&mut self.b, v.text_in(&mut tb)),
         }
+        self.tbuf = tb;
     }
 
     fn arg(&mut self, name: &str, value: &str, key: &str) {
@@ -361,6 +406,7 @@ impl<'r> LogMapper<'r> {
     }
 
     fn args(&mut self, key: &str, v: ValRef<'_, '_>) {
+        let mut tb = std::mem::take(&mut self.tbuf);
         match v.kind() {
             Kind::Null => {}
             Kind::Map => {
@@ -368,18 +414,16 @@ impl<'r> LogMapper<'r> {
                     if k.is_empty() {
                         continue;
                     }
-                    let t = item.to_text();
-                    if !self.b.add_arg(k, &t) {
-                        self.b.add_extra(&format!("args.{k}"), &t);
+                    let t = item.text_in(&mut tb);
+                    if !self.b.add_arg(k, t) {
+                        self.b.add_extra(&format!("args.{k}"), t);
                     }
                 }
             }
-            _ => {
-                // Not a map: keep it, as text, rather than dropping it like upstream.
-                let t = v.to_text();
-                self.b.add_extra(key, &t);
-            }
+            // Not a map: keep it, as text, rather than dropping it like upstream.
+            _ => self.b.add_extra(key, v.text_in(&mut tb)),
         }
+        self.tbuf = tb;
     }
 
     /// Text of a value inside a flattened object: lists of scalars are joined with

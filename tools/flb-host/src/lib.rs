@@ -541,7 +541,7 @@ pub fn thread_names() -> Vec<String> {
 pub fn flush_concurrently(
     p: &Plugin,
     idx: usize,
-    chunks: &[(Vec<u8>, String)],
+    chunks: &[(Arc<Vec<u8>>, String)],
     workers: usize,
     stack: usize,
     retry_limit: u32,
