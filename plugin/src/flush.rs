@@ -205,7 +205,9 @@ impl Flusher {
 
     /// Converts and writes one batch.
     pub fn flush(&mut self, batch: &Batch) -> Result<Written, FlushFailure> {
-        let now_ns = crate::timeutil::now_ns();
+        // The "flush time" is the batch id's time (when it was taken), not the clock: a
+        // batch written again after a crash lands in the same folder under the same name.
+        let now_ns = batch.id.timestamp_ms() as i64 * 1_000_000;
         let mut out = Written::default();
         let mut unwritten = Vec::new();
         let mut error = String::new();

@@ -25,6 +25,7 @@ pub mod partition;
 pub mod readback;
 pub mod receiver;
 pub mod record;
+pub mod redis_conn;
 pub mod timeutil;
 pub mod value;
 pub mod writer;

@@ -147,20 +147,22 @@ impl Parts {
     pub fn from_config(cfg: &Config) -> Result<Parts, ReceiverError> {
         let buffer: Box<dyn Buffer> = match cfg.buffer_type {
             crate::config::BufferType::Mem => Box::new(MemBuffer::new(cfg.buffer_max_bytes)),
-            crate::config::BufferType::Redis => {
-                return Err(ReceiverError::Config(
-                    "BufferType=redis is not available in this build".into(),
-                ));
-            }
+            crate::config::BufferType::Redis => Box::new(
+                crate::buffer::redis::RedisBuffer::connect(&cfg.redis, cfg.flush_interval)
+                    .map_err(|e| ReceiverError::Other(e.to_string()))?,
+            ),
         };
         let mut writers = Vec::new();
         for _ in 0..cfg.flush_workers {
             writers.push(crate::writer::open(cfg)?);
         }
-        let dlq: Arc<dyn DlqSink> = if cfg.use_dlq {
-            Arc::new(FileDlq::in_dir(&cfg.dlq_path))
-        } else {
-            Arc::new(NoDlq)
+        let dlq: Arc<dyn DlqSink> = match (cfg.use_dlq, cfg.buffer_type) {
+            (false, _) => Arc::new(NoDlq),
+            (true, crate::config::BufferType::Mem) => Arc::new(FileDlq::in_dir(&cfg.dlq_path)),
+            (true, crate::config::BufferType::Redis) => Arc::new(
+                crate::buffer::redis::RedisDlq::new(&cfg.redis)
+                    .map_err(|e| ReceiverError::Other(e.to_string()))?,
+            ),
         };
         Ok(Parts {
             buffer,
@@ -471,6 +473,7 @@ impl BufferThread {
             }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + tick;
+                self.buffer.maintain(Instant::now());
                 if self.closing.is_none() {
                     self.on_tick();
                 }
@@ -596,6 +599,7 @@ impl BufferThread {
                         b.records.len()
                     );
                     self.queue.push_back(b);
+                    self.dead_letter_unreadable();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -613,6 +617,19 @@ impl BufferThread {
     fn take_all(&mut self, reason: Reason) {
         for key in self.buffer.keys() {
             self.take_key(&key, reason, true);
+        }
+    }
+
+    /// Stored records the buffer could not read back go to the DLQ.
+    fn dead_letter_unreadable(&mut self) {
+        let bad = self.buffer.take_rejected();
+        if !bad.is_empty() && self.shared.reject(&bad).is_err() {
+            log_at!(
+                self.shared.log,
+                Level::Error,
+                "{} unreadable buffered records could not be dead-lettered",
+                bad.len()
+            );
         }
     }
 
@@ -665,7 +682,7 @@ impl BufferThread {
                     f.error,
                     f.unwritten.len()
                 );
-                if self.closing.is_some() {
+                if self.closing.is_some() && !self.buffer.durable() {
                     lost = self.dead_letter_at_close(unwritten, &f.error);
                 } else {
                     self.buffer.nack(unwritten);
@@ -673,6 +690,29 @@ impl BufferThread {
                 (f.partial, Some(f.error))
             }
         };
+        // Buffers that hand out one batch per key at a time (Redis) are drained batch by
+        // batch while a close or an explicit flush is waiting.
+        let draining = self.closing.is_some() || self.waiters.iter().any(|w| w.ids.contains(&id));
+        if draining && error.is_none() {
+            let before: HashSet<ulid::Ulid> = self.queue.iter().map(|b| b.id).collect();
+            let reason = if self.closing.is_some() {
+                Reason::Close
+            } else {
+                Reason::Request
+            };
+            self.take_key(&acked.key, reason, true);
+            let new: Vec<ulid::Ulid> = self
+                .queue
+                .iter()
+                .map(|b| b.id)
+                .filter(|i| !before.contains(i))
+                .collect();
+            for w in &mut self.waiters {
+                if w.ids.contains(&id) {
+                    w.ids.extend(new.iter().copied());
+                }
+            }
+        }
         let mut reports: Vec<&mut FlushReport> = Vec::new();
         for w in &mut self.waiters {
             if w.ids.remove(&id) {
@@ -756,8 +796,17 @@ impl BufferThread {
         let Some(Closing { done, mut report }) = self.closing.take() else {
             return;
         };
+        if self.buffer.durable() {
+            let _ = self.buffer.keys(); // refresh the counts before reporting them
+        }
         let (records, _) = self.buffer.usage();
-        if records > 0 {
+        if records > 0 && self.buffer.durable() {
+            log_at!(
+                self.shared.log,
+                Level::Info,
+                "{records} records stay in the durable buffer for another flusher"
+            );
+        } else if records > 0 {
             report.lost += records as usize;
             report.errors.push(format!(
                 "{records} records were still buffered when the receiver stopped"

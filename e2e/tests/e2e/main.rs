@@ -9,3 +9,4 @@ mod common;
 mod confs;
 mod json2parquet;
 mod plugin;
+mod redis;

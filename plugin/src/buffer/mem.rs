@@ -72,7 +72,7 @@ impl Buffer for MemBuffer {
         Ok(lens)
     }
 
-    fn due(&self, now: Instant, interval: Duration) -> Vec<PartitionKey> {
+    fn due(&mut self, now: Instant, interval: Duration) -> Vec<PartitionKey> {
         self.keys
             .iter()
             .filter(|(_, p)| p.since.is_some_and(|s| now.duration_since(s) >= interval))
@@ -80,7 +80,7 @@ impl Buffer for MemBuffer {
             .collect()
     }
 
-    fn keys(&self) -> Vec<PartitionKey> {
+    fn keys(&mut self) -> Vec<PartitionKey> {
         self.keys
             .iter()
             .filter(|(_, p)| !p.records.is_empty())
@@ -88,7 +88,7 @@ impl Buffer for MemBuffer {
             .collect()
     }
 
-    fn pending(&self, key: &PartitionKey) -> usize {
+    fn pending(&mut self, key: &PartitionKey) -> usize {
         self.keys.get(key).map_or(0, |p| p.records.len())
     }
 

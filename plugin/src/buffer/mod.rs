@@ -8,6 +8,7 @@
 //! 3. `ack` forgets a batch once its file is written; `nack` puts it back in front.
 
 pub mod mem;
+pub mod redis;
 
 use crate::partition::PartitionKey;
 use crate::record::Record;
@@ -120,12 +121,12 @@ pub trait Buffer: Send {
     fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused>;
 
     /// Keys with pending records whose oldest pending record has waited `interval`.
-    fn due(&self, now: Instant, interval: Duration) -> Vec<PartitionKey>;
+    fn due(&mut self, now: Instant, interval: Duration) -> Vec<PartitionKey>;
 
     /// Every key with pending records.
-    fn keys(&self) -> Vec<PartitionKey>;
+    fn keys(&mut self) -> Vec<PartitionKey>;
 
-    fn pending(&self, key: &PartitionKey) -> usize;
+    fn pending(&mut self, key: &PartitionKey) -> usize;
 
     /// Moves up to `max` of the oldest pending records of `key` into a batch.
     fn take(&mut self, key: &PartitionKey, max: usize) -> Result<Option<Batch>, BufferError>;
@@ -138,4 +139,18 @@ pub trait Buffer: Send {
 
     /// (records, approximate bytes) held, pending and in flight.
     fn usage(&self) -> (u64, u64);
+
+    /// Whether records survive this process (Redis). Then a batch that cannot be written
+    /// at shutdown simply stays stored, and nothing left in the buffer is lost.
+    fn durable(&self) -> bool {
+        false
+    }
+
+    /// Periodic upkeep (lock refreshes), called on every tick of the buffer thread.
+    fn maintain(&mut self, _now: Instant) {}
+
+    /// Stored records that turned out to be unreadable, for the DLQ.
+    fn take_rejected(&mut self) -> Vec<crate::dlq::DlqEntry> {
+        Vec::new()
+    }
 }

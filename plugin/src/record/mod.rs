@@ -32,4 +32,19 @@ impl Record {
             Record::Log(r) => r.to_json(),
         }
     }
+
+    /// The compact binary form stored by durable buffers (first byte tells the type).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Log(r) => log::wire::encode(r, out),
+        }
+    }
+
+    /// Reads a record stored with [`Record::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+        match bytes.first() {
+            Some(b'L') => log::wire::decode(bytes).map(Record::Log),
+            _ => Err("unknown record encoding".into()),
+        }
+    }
 }

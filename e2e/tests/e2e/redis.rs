@@ -1,0 +1,458 @@
+//! The Redis buffer against a real redis-server started on a free loopback port: many
+//! receivers, one flusher per key, crashes, restarts, lock takeover, dead letters.
+//! Every test ends by reading every Parquet file back and checking that each input
+//! record is there exactly once.
+
+use crate::common::*;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn props(redis: &RedisServer, out: &Path, extra: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    m.insert("BufferType".into(), json!("redis"));
+    m.insert("RedisHost".into(), json!(redis.addr()));
+    m.insert("WriterFilePath".into(), json!(out));
+    m.insert("WriterFsync".into(), json!("false"));
+    m.insert("DLQPath".into(), json!(out.join("_dlq")));
+    for (k, v) in extra {
+        m.insert((*k).into(), json!(v));
+    }
+    Value::Object(m)
+}
+
+fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
+    json!({
+        "plugin": plugin_path(),
+        "retry_limit": 100,
+        "retry_delay_ms": 100,
+        "instances": instances.into_iter().map(|p| json!({"props": p})).collect::<Vec<_>>(),
+        "steps": steps,
+    })
+}
+
+/// `n` generated records as chunks of `per` records; returns the chunk files and the ids.
+fn chunks(dir: &Path, seed: u64, n: usize, per: usize) -> (Vec<PathBuf>, Vec<String>) {
+    let text = generate(seed, n);
+    let lines: Vec<&str> = text.lines().collect();
+    let ids = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let files = lines
+        .chunks(per)
+        .enumerate()
+        .map(|(i, part)| {
+            let p = dir.join(format!("s{seed}-c{i}.chunk"));
+            std::fs::write(&p, chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000)).unwrap();
+            p
+        })
+        .collect();
+    (files, ids)
+}
+
+/// Asserts that the files under `dirs` hold exactly the records `ids`, each once.
+fn exactly_once(dirs: &[&Path], ids: &[String]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for d in dirs {
+        for (_, r) in read_dir_rows(d) {
+            *seen
+                .entry(extra(&r, "id").expect("id").to_string())
+                .or_default() += 1;
+        }
+    }
+    let dup: Vec<_> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(i, n)| format!("{i}x{n}"))
+        .collect();
+    let missing: Vec<_> = ids.iter().filter(|i| !seen.contains_key(*i)).collect();
+    assert!(
+        dup.is_empty() && missing.is_empty(),
+        "{} duplicated {:?}; {} missing {:?}",
+        dup.len(),
+        &dup[..dup.len().min(5)],
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(seen.len(), ids.len(), "no records beyond the input");
+}
+
+fn redis_keys(r: &RedisServer, pattern: &str) -> Vec<String> {
+    let mut c = r.conn().unwrap();
+    redis::cmd("KEYS").arg(pattern).query(&mut c).unwrap()
+}
+
+fn flushes(paths: &[PathBuf], instance: usize) -> Value {
+    json!({"flush": {"instance": instance, "chunks": paths, "tag": "r"}})
+}
+
+#[test]
+fn round_trip_and_clean_up() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ids) = chunks(dir.path(), 41, 2000, 250);
+    let out = dir.path().join("out");
+    let r = run_host(
+        &scenario(
+            vec![props(&redis, &out, &[("BufferSize", "300")])],
+            vec![flushes(&files, 0)],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), vec![1; files.len()]);
+    exactly_once(&[&out], &ids);
+    assert!(
+        redis_keys(&redis, "data*").is_empty(),
+        "all data lists consumed: {:?}",
+        redis_keys(&redis, "*")
+    );
+    assert!(redis_keys(&redis, "lock:*").is_empty(), "locks released");
+    let mut c = redis.conn().unwrap();
+    let left: Vec<String> = redis::cmd("SMEMBERS").arg("keys").query(&mut c).unwrap();
+    assert!(left.is_empty(), "keys set emptied: {left:?}");
+}
+
+#[test]
+fn two_receivers_and_one_flusher() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ids_a) = chunks(dir.path(), 42, 1000, 200);
+    let (b, ids_b) = chunks(dir.path(), 43, 1000, 200);
+    let (oa, ob, oc) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let recv = [("RedisSkipFlush", "true"), ("BufferSize", "100")];
+    let r = run_host(
+        &scenario(
+            vec![
+                props(&redis, &oa, &recv),
+                props(&redis, &ob, &recv),
+                props(
+                    &redis,
+                    &oc,
+                    &[("BufferSize", "100"), ("FlushInterval", "200ms")],
+                ),
+            ],
+            vec![
+                flushes(&a, 0),
+                flushes(&b, 1),
+                json!({"exit": 0}),
+                json!({"exit": 1}),
+                json!({"sleep_ms": 500}),
+            ],
+        ),
+        &[],
+    );
+    assert!(
+        codes(&r, 0)
+            .iter()
+            .chain(codes(&r, 1).iter())
+            .all(|c| *c == 1)
+    );
+    assert!(
+        read_dir_rows(&oa).is_empty() && read_dir_rows(&ob).is_empty(),
+        "receive-only nodes write nothing"
+    );
+    let all: Vec<String> = ids_a.into_iter().chain(ids_b).collect();
+    exactly_once(&[&oc], &all);
+}
+
+#[test]
+fn competing_flushers_write_each_record_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ids) = chunks(dir.path(), 44, 6000, 200);
+    // Both nodes write to the same destination, as they would to one bucket: a batch
+    // whose lock expired and was written by both lands twice on the same name.
+    let out = dir.path().join("out");
+    let p = [("BufferSize", "150"), ("FlushInterval", "100ms")];
+    let (half1, half2) = files.split_at(files.len() / 2);
+    let mut procs: Vec<(Child, tempfile::TempDir)> = [half1, half2]
+        .into_iter()
+        .map(|part| {
+            let mut s = scenario(
+                vec![props(&redis, &out, &p)],
+                vec![flushes(part, 0), json!({"sleep_ms": 500})],
+            );
+            s["workers"] = json!(2);
+            spawn_host(&s, &[])
+        })
+        .collect();
+    for (c, _) in &mut procs {
+        assert!(c.wait().unwrap().success());
+    }
+    exactly_once(&[&out], &ids);
+    assert!(redis_keys(&redis, "data*").is_empty());
+}
+
+/// Starts the host without waiting (stdout is the report, discarded).
+fn spawn_host(scenario: &Value, env: &[(&str, &str)]) -> (Child, tempfile::TempDir) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.json");
+    std::fs::write(&p, serde_json::to_vec(scenario).unwrap()).unwrap();
+    let mut cmd = Command::new(bin("flb-host"));
+    cmd.arg(&p).stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    (cmd.spawn().unwrap(), d)
+}
+
+#[test]
+fn flusher_killed_at_random_points_loses_and_duplicates_nothing() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ids) = chunks(dir.path(), 45, 8000, 500);
+    let out = dir.path().join("out");
+    // Receive everything first (receive-only node), so flushers have work when killed.
+    let r = run_host(
+        &scenario(
+            vec![props(&redis, &out, &[("RedisSkipFlush", "true")])],
+            vec![flushes(&files, 0)],
+        ),
+        &[],
+    );
+    assert!(codes(&r, 0).iter().all(|c| *c == 1));
+    // 20 flusher processes, each SIGKILLed at a random moment.
+    let flusher = scenario(
+        vec![props(
+            &redis,
+            &out,
+            &[
+                ("BufferSize", "60"),
+                ("FlushInterval", "50ms"),
+                ("RedisLockTTL", "1"),
+            ],
+        )],
+        vec![json!({"sleep_ms": 5000})],
+    );
+    let mut seed: u64 = 0x9E37_79B9;
+    for _ in 0..20 {
+        let (mut child, _d) = spawn_host(&flusher, &[]);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let wait = 100 + (seed >> 33) % 400;
+        std::thread::sleep(Duration::from_millis(wait));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let written_before = read_dir_rows(&out).len();
+    assert!(written_before > 0, "the killed flushers made progress");
+    // Let the dead owners' locks expire, then one flusher runs to completion.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = run_host(
+        &scenario(
+            vec![props(
+                &redis,
+                &out,
+                &[("BufferSize", "500"), ("FlushInterval", "50ms")],
+            )],
+            vec![json!({"sleep_ms": 300})],
+        ),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], true);
+    exactly_once(&[&out], &ids);
+    assert!(
+        redis_keys(&redis, "data*").is_empty(),
+        "{:?}",
+        redis_keys(&redis, "*")
+    );
+}
+
+#[test]
+fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ids) = chunks(dir.path(), 46, 3000, 100);
+    let out = dir.path().join("out");
+    let mut steps = Vec::new();
+    for f in &files {
+        steps.push(flushes(std::slice::from_ref(f), 0));
+        steps.push(json!({"sleep_ms": 60}));
+    }
+    let mut sc = scenario(
+        vec![props(
+            &redis,
+            &out,
+            &[("BufferSize", "200"), ("RedisTimeout", "500")],
+        )],
+        steps,
+    );
+    sc["retry_limit"] = json!(1000);
+    sc["retry_delay_ms"] = json!(100);
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.json");
+    std::fs::write(&p, serde_json::to_vec(&sc).unwrap()).unwrap();
+    let child = Command::new(bin("flb-host"))
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(1000));
+    redis.restart();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut codes_all = Vec::new();
+    let mut retried = 0;
+    for f in r["flushes"].as_array().unwrap() {
+        codes_all.extend(
+            f["codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_i64().unwrap()),
+        );
+        retried += f["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a.as_i64().unwrap() > 1)
+            .count();
+    }
+    assert!(
+        codes_all.iter().all(|c| *c == 1),
+        "every chunk accepted in the end: {codes_all:?}"
+    );
+    assert!(
+        retried > 0,
+        "chunks sent while Redis was down got FLB_RETRY"
+    );
+    exactly_once(&[&out], &ids);
+}
+
+#[test]
+fn expired_lock_and_orphaned_batch_are_taken_over() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ids) = chunks(dir.path(), 47, 300, 300);
+    let out = dir.path().join("out");
+    let r = run_host(
+        &scenario(
+            vec![props(&redis, &out, &[("RedisSkipFlush", "true")])],
+            vec![flushes(&files, 0)],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [1]);
+    let mut c = redis.conn().unwrap();
+    let keys: Vec<String> = redis::cmd("SMEMBERS").arg("keys").query(&mut c).unwrap();
+    assert!(!keys.is_empty());
+    // A dead node holds every lock for 1.5 s, and left the first key's batch in flight.
+    for k in &keys {
+        let _: () = redis::cmd("SET")
+            .arg(format!("lock:{k}"))
+            .arg("dead-node-01")
+            .arg("PX")
+            .arg(1500)
+            .query(&mut c)
+            .unwrap();
+    }
+    let orphan = "01J00000000000000000000000";
+    let k0 = &keys[0];
+    let moved: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(format!("data:{k0}"))
+        .arg(0)
+        .arg(4)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("LTRIM")
+        .arg(format!("data:{k0}"))
+        .arg(5)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(format!("data-inflight:{k0}"))
+        .arg(moved)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("data-inflight-id:{k0}"))
+        .arg(orphan)
+        .query(&mut c)
+        .unwrap();
+    let t = Instant::now();
+    let r = run_host(
+        &scenario(
+            vec![props(
+                &redis,
+                &out,
+                &[("FlushInterval", "100ms"), ("BufferSize", "1000")],
+            )],
+            vec![json!({"sleep_ms": 2500})],
+        ),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], true);
+    exactly_once(&[&out], &ids);
+    // The orphaned batch was written under its own id, after the lock expired.
+    let names: Vec<String> = data2parquet::readback::parquet_files(&out)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with(orphan)), "{names:?}");
+    assert!(t.elapsed() >= Duration::from_millis(1500));
+}
+
+#[test]
+fn bad_records_go_to_the_redis_dlq() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let good = chunk_from_ndjson(
+        &[r#"{"message":"ok","id":"g1"}"#],
+        ChunkFormat::V5,
+        1_700_000_000,
+    );
+    let mut bytes = good.clone();
+    // an event whose body is not a map, then the good one again
+    bytes.extend_from_slice(&[
+        0x92, 0x92, 0xd7, 0x00, 0, 0, 0, 1, 0, 0, 0, 0, 0x80, 0xa3, b'b', b'a', b'd',
+    ]);
+    bytes.extend_from_slice(&chunk_from_ndjson(
+        &[r#"{"message":"ok2","id":"g2"}"#],
+        ChunkFormat::V5,
+        1_700_000_000,
+    ));
+    let f = dir.path().join("bad.chunk");
+    std::fs::write(&f, bytes).unwrap();
+    let out = dir.path().join("out");
+    let r = run_host(
+        &scenario(vec![props(&redis, &out, &[])], vec![flushes(&[f], 0)]),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [1]);
+    exactly_once(&[&out], &["g1".to_string(), "g2".to_string()]);
+    let mut c = redis.conn().unwrap();
+    let dlq: Vec<String> = redis::cmd("LRANGE")
+        .arg("dlq:_unkeyed")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    let e: Value = serde_json::from_str(&dlq[0]).unwrap();
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("event 1: event body is not a map"),
+        "{e}"
+    );
+    assert_eq!(e["source"], "chunk (tag r)");
+}

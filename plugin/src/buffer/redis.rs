@@ -1,0 +1,574 @@
+//! The Redis buffer: durable, shared by many receivers, one flusher per key.
+//!
+//! Key names follow upstream (`upstream.md` §6.3): records in the list
+//! `<RedisDataPrefix>:<key>`, the set of keys `<RedisKeys>`, the flush lock
+//! `<RedisLockPrefix>:<key>`, dead letters in `<RedisDLQPrefix>:<key>`. Added: the batch in
+//! flight `<RedisDataPrefix>-inflight:<key>` with its id in `<RedisDataPrefix>-inflight-id:<key>`,
+//! and failure counts in the hash `<RedisRecoveryKey>:<key>`.
+//!
+//! Protocol (fixing upstream's D-R1, D-R2, D-RC4, D-B3):
+//! - **Receive**: RPUSH of every group and SADD of its key in one MULTI; acknowledged only
+//!   after EXEC succeeded.
+//! - **Lock**: `SET lock NX PX ttl` with an owner token `<instance name>-<ULID>`, refreshed
+//!   while the batch is being written, released by compare-and-delete (Lua).
+//! - **Take**: a Lua script, fenced by the lock, moves up to N records from the data list to
+//!   the in-flight list atomically and records the batch id. If an in-flight batch already
+//!   exists (its owner crashed, or its write failed), it is taken again, with its id.
+//! - **Ack**: only after the file is written, a fenced Lua script deletes the in-flight
+//!   list. File names derive from the batch id, so a batch written twice (crash between
+//!   the write and the delete) overwrites the same file: no duplicate rows.
+//! - **Discovery**: the keys set is read at start and swept periodically, so data left
+//!   by crashed or receive-only nodes is flushed; empty keys leave the set atomically.
+
+use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused};
+use crate::config::RedisConfig;
+use crate::dlq::{DlqEntry, DlqError, DlqSink};
+use crate::partition::PartitionKey;
+use crate::record::Record;
+use crate::redis_conn::RedisConn;
+use redis::{RedisError, Script};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use ulid::Ulid;
+
+const TAKE: &str = r#"
+-- KEYS: data, inflight, inflight_id, lock; ARGV: max, new batch id, token
+if redis.call('GET', KEYS[4]) ~= ARGV[3] then return {-1, ''} end
+local cur = redis.call('LLEN', KEYS[2])
+if cur > 0 then
+  return {cur, redis.call('GET', KEYS[3]) or ''}
+end
+local want = tonumber(ARGV[1])
+local moved = 0
+while moved < want do
+  local n = math.min(want - moved, 4000)
+  local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
+  if #items == 0 then break end
+  redis.call('RPUSH', KEYS[2], unpack(items))
+  redis.call('LTRIM', KEYS[1], #items, -1)
+  moved = moved + #items
+  if #items < n then break end
+end
+if moved == 0 then return {0, ''} end
+redis.call('SET', KEYS[3], ARGV[2])
+return {moved, ARGV[2]}
+"#;
+
+const ACK: &str = r#"
+-- KEYS: inflight, inflight_id, lock, keys set, data; ARGV: token, batch id, key
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -2 end
+redis.call('DEL', KEYS[1], KEYS[2])
+if redis.call('LLEN', KEYS[5]) == 0 then redis.call('SREM', KEYS[4], ARGV[3]) end
+return 1
+"#;
+
+const REFRESH: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+const FORGET_IF_EMPTY: &str = r#"
+-- KEYS: keys set, data, inflight; ARGV: key
+if redis.call('LLEN', KEYS[2]) == 0 and redis.call('LLEN', KEYS[3]) == 0 then
+  return redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 0
+"#;
+
+/// Redis key names for one partition key.
+pub struct Names<'c> {
+    cfg: &'c RedisConfig,
+}
+
+impl<'c> Names<'c> {
+    pub fn new(cfg: &'c RedisConfig) -> Self {
+        Names { cfg }
+    }
+    pub fn data(&self, k: &PartitionKey) -> String {
+        format!("{}:{}", self.cfg.data_prefix, k)
+    }
+    pub fn inflight(&self, k: &PartitionKey) -> String {
+        format!("{}-inflight:{}", self.cfg.data_prefix, k)
+    }
+    pub fn inflight_id(&self, k: &PartitionKey) -> String {
+        format!("{}-inflight-id:{}", self.cfg.data_prefix, k)
+    }
+    pub fn lock(&self, k: &PartitionKey) -> String {
+        format!("{}:{}", self.cfg.lock_prefix, k)
+    }
+    pub fn dlq(&self, k: &str) -> String {
+        format!("{}:{}", self.cfg.dlq_prefix, k)
+    }
+    pub fn recovery(&self, k: &PartitionKey) -> String {
+        format!("{}:{}", self.cfg.recovery_key, k)
+    }
+    pub fn keys(&self) -> &str {
+        &self.cfg.keys
+    }
+}
+
+fn classify(e: &RedisError) -> BufferError {
+    let text = e.to_string();
+    if text.contains("OOM") {
+        BufferError::Full(format!("Redis is out of memory: {text}"))
+    } else {
+        BufferError::Unavailable(format!("Redis: {text}"))
+    }
+}
+
+struct Held {
+    id: Ulid,
+    refreshed: Instant,
+}
+
+pub struct RedisBuffer {
+    conn: RedisConn,
+    cfg: RedisConfig,
+    token: String,
+    skip_flush: bool,
+    take_script: Script,
+    ack_script: Script,
+    refresh_script: Script,
+    release_script: Script,
+    forget_script: Script,
+    /// When each key was first seen with pending records (interval flushes).
+    first_seen: HashMap<PartitionKey, Instant>,
+    /// Pending and in-flight counts from the last sweep.
+    counts: HashMap<PartitionKey, (usize, usize)>,
+    last_sweep: Option<Instant>,
+    sweep_every: Duration,
+    /// Keys whose lock this node holds with a batch in flight.
+    held: HashMap<PartitionKey, Held>,
+    /// Records that could not be decoded from Redis, for the DLQ.
+    undecodable: Vec<DlqEntry>,
+}
+
+impl RedisBuffer {
+    /// Connects and checks that Redis answers (no silent fallback to memory, D-B5).
+    pub fn connect(
+        cfg: &RedisConfig,
+        flush_interval: Duration,
+    ) -> Result<RedisBuffer, BufferError> {
+        let mut conn = RedisConn::new(cfg)
+            .map_err(|e| BufferError::Unavailable(format!("Redis {}: {e}", cfg.host)))?;
+        conn.ping().map_err(|e| {
+            BufferError::Unavailable(format!("Redis {} does not answer: {e}", conn.addr))
+        })?;
+        Ok(RedisBuffer {
+            conn,
+            cfg: cfg.clone(),
+            token: format!("{}-{}", cfg.lock_instance_name, Ulid::generate()),
+            skip_flush: cfg.skip_flush,
+            take_script: Script::new(TAKE),
+            ack_script: Script::new(ACK),
+            refresh_script: Script::new(REFRESH),
+            release_script: Script::new(RELEASE),
+            forget_script: Script::new(FORGET_IF_EMPTY),
+            first_seen: HashMap::new(),
+            counts: HashMap::new(),
+            last_sweep: None,
+            sweep_every: (flush_interval / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            held: HashMap::new(),
+            undecodable: Vec::new(),
+        })
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.cfg.lock_ttl.as_millis().max(1) as u64
+    }
+
+    /// Reads the keys set and the lengths of every key's lists.
+    fn sweep(&mut self) -> Result<(), RedisError> {
+        let names = Names::new(&self.cfg);
+        let keys_name = names.keys().to_string();
+        let keys: Vec<String> = self
+            .conn
+            .with(|c| redis::cmd("SMEMBERS").arg(&keys_name).query(c))?;
+        let keys: Vec<PartitionKey> = keys.iter().map(|k| PartitionKey::from_text(k)).collect();
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("LLEN")
+                .arg(names.data(k))
+                .cmd("LLEN")
+                .arg(names.inflight(k));
+        }
+        let lens: Vec<usize> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.conn.with(|c| pipe.query(c))?
+        };
+        let now = Instant::now();
+        self.counts.clear();
+        for (i, k) in keys.into_iter().enumerate() {
+            let (p, f) = (lens[2 * i], lens[2 * i + 1]);
+            if p == 0 && f == 0 {
+                self.first_seen.remove(&k);
+                let (d, fl) = (names.data(&k), names.inflight(&k));
+                let script = &self.forget_script;
+                let _ = self.conn.with(|c| {
+                    script
+                        .key(&keys_name)
+                        .key(&d)
+                        .key(&fl)
+                        .arg(k.as_str())
+                        .invoke::<i64>(c)
+                });
+                continue;
+            }
+            if p > 0 {
+                self.first_seen.entry(k.clone()).or_insert(now);
+            }
+            self.counts.insert(k, (p, f));
+        }
+        self.last_sweep = Some(now);
+        Ok(())
+    }
+
+    fn acquire(&mut self, k: &PartitionKey) -> Result<bool, RedisError> {
+        let lock = Names::new(&self.cfg).lock(k);
+        let (token, ttl) = (self.token.clone(), self.ttl_ms());
+        let got: Option<String> = self.conn.with(|c| {
+            redis::cmd("SET")
+                .arg(&lock)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query(c)
+        })?;
+        if got.is_some() {
+            return Ok(true);
+        }
+        let owner: Option<String> = self.conn.with(|c| redis::cmd("GET").arg(&lock).query(c))?;
+        Ok(owner.as_deref() == Some(token.as_str()))
+    }
+
+    fn release(&mut self, k: &PartitionKey) {
+        let lock = Names::new(&self.cfg).lock(k);
+        let (script, token) = (&self.release_script, self.token.clone());
+        let _ = self
+            .conn
+            .with(|c| script.key(&lock).arg(&token).invoke::<i64>(c));
+    }
+
+    /// Records Redis could not decode (corrupt elements), for the caller's DLQ.
+    pub fn take_undecodable(&mut self) -> Vec<DlqEntry> {
+        std::mem::take(&mut self.undecodable)
+    }
+}
+
+impl Buffer for RedisBuffer {
+    fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused> {
+        let names = Names::new(&self.cfg);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut buf = Vec::new();
+        for (k, recs) in &groups {
+            let mut items: Vec<Vec<u8>> = Vec::with_capacity(recs.len());
+            for r in recs {
+                buf.clear();
+                r.encode(&mut buf);
+                items.push(buf.clone());
+            }
+            pipe.cmd("RPUSH").arg(names.data(k)).arg(items);
+            pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
+        }
+        match self.conn.with(|c| pipe.query::<Vec<usize>>(c)) {
+            Ok(lens) => {
+                let now = Instant::now();
+                let out: Vec<_> = groups
+                    .into_iter()
+                    .zip(lens)
+                    .map(|((k, _), n)| {
+                        self.first_seen.entry(k.clone()).or_insert(now);
+                        (k, n)
+                    })
+                    .collect();
+                Ok(out)
+            }
+            Err(e) => Err(Refused {
+                error: classify(&e),
+                groups,
+            }),
+        }
+    }
+
+    fn due(&mut self, now: Instant, interval: Duration) -> Vec<PartitionKey> {
+        if self.skip_flush {
+            return Vec::new();
+        }
+        if self
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= self.sweep_every)
+            && self.sweep().is_err()
+        {
+            return Vec::new();
+        }
+        self.counts
+            .iter()
+            .filter(|(k, (p, f))| {
+                !self.held.contains_key(*k)
+                    && (*f > 0
+                        || (*p > 0
+                            && self
+                                .first_seen
+                                .get(*k)
+                                .is_some_and(|s| now.duration_since(*s) >= interval)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn keys(&mut self) -> Vec<PartitionKey> {
+        if self.skip_flush || self.sweep().is_err() {
+            return Vec::new();
+        }
+        self.counts.keys().cloned().collect()
+    }
+
+    fn pending(&mut self, key: &PartitionKey) -> usize {
+        if self.skip_flush || self.held.contains_key(key) {
+            return 0;
+        }
+        let names = Names::new(&self.cfg);
+        let (d, f) = (names.data(key), names.inflight(key));
+        self.conn
+            .with(|c| {
+                redis::pipe()
+                    .cmd("LLEN")
+                    .arg(&d)
+                    .cmd("LLEN")
+                    .arg(&f)
+                    .query::<(usize, usize)>(c)
+            })
+            .map(|(p, f)| p + f)
+            .unwrap_or(0)
+    }
+
+    fn take(&mut self, key: &PartitionKey, max: usize) -> Result<Option<Batch>, BufferError> {
+        if self.skip_flush || max == 0 || self.held.contains_key(key) {
+            return Ok(None);
+        }
+        if !self.acquire(key).map_err(|e| classify(&e))? {
+            return Ok(None);
+        }
+        let names = Names::new(&self.cfg);
+        let (d, f, fid, lock) = (
+            names.data(key),
+            names.inflight(key),
+            names.inflight_id(key),
+            names.lock(key),
+        );
+        let new_id = Ulid::generate().to_string();
+        let (script, token) = (&self.take_script, self.token.clone());
+        let (n, id): (i64, String) = self
+            .conn
+            .with(|c| {
+                script
+                    .key(&d)
+                    .key(&f)
+                    .key(&fid)
+                    .key(&lock)
+                    .arg(max)
+                    .arg(&new_id)
+                    .arg(&token)
+                    .invoke(c)
+            })
+            .map_err(|e| classify(&e))?;
+        if n <= 0 {
+            self.release(key);
+            return Ok(None);
+        }
+        let raw: Vec<Vec<u8>> = self
+            .conn
+            .with(|c| redis::cmd("LRANGE").arg(&f).arg(0).arg(-1).query(c))
+            .map_err(|e| classify(&e))?;
+        let mut records = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            match Record::decode(r) {
+                Ok(rec) => records.push(rec),
+                Err(e) => {
+                    let mut entry = DlqEntry::new(
+                        format!("{f}[{i}]"),
+                        format!("cannot decode a buffered record: {e}"),
+                        r,
+                    );
+                    entry.key = Some(key.to_string());
+                    self.undecodable.push(entry);
+                }
+            }
+        }
+        // An in-flight batch left without an id (never by our scripts) gets the new one.
+        let id = Ulid::from_string(&id)
+            .unwrap_or_else(|_| Ulid::from_string(&new_id).unwrap_or_else(|_| Ulid::generate()));
+        let bytes = records.iter().map(|r| r.mem_size() as u64).sum();
+        self.held.insert(
+            key.clone(),
+            Held {
+                id,
+                refreshed: Instant::now(),
+            },
+        );
+        self.first_seen.remove(key);
+        Ok(Some(Batch {
+            id,
+            key: key.clone(),
+            records,
+            bytes,
+            taken_at: Instant::now(),
+        }))
+    }
+
+    fn ack(&mut self, batch: &BatchInfo) {
+        let Some(h) = self.held.remove(&batch.key) else {
+            return;
+        };
+        if h.id != batch.id {
+            return;
+        }
+        let names = Names::new(&self.cfg);
+        let k = &batch.key;
+        let (f, fid, lock, keys, d) = (
+            names.inflight(k),
+            names.inflight_id(k),
+            names.lock(k),
+            names.keys().to_string(),
+            names.data(k),
+        );
+        let (script, token) = (&self.ack_script, self.token.clone());
+        let id = batch.id.to_string();
+        // If this fails (Redis down, lock lost), the batch stays in flight and is written
+        // again later under the same file name: no loss, no duplicate.
+        let _ = self.conn.with(|c| {
+            script
+                .key(&f)
+                .key(&fid)
+                .key(&lock)
+                .key(&keys)
+                .key(&d)
+                .arg(&token)
+                .arg(&id)
+                .arg(k.as_str())
+                .invoke::<i64>(c)
+        });
+        let rec = names.recovery(k);
+        let _ = self
+            .conn
+            .with(|c| redis::cmd("DEL").arg(&rec).query::<i64>(c));
+        self.release(k);
+    }
+
+    fn nack(&mut self, batch: Batch) {
+        // The records stay in the in-flight list; note the failure for operators.
+        let names = Names::new(&self.cfg);
+        let rec = names.recovery(&batch.key);
+        let id = batch.id.to_string();
+        let _ = self.conn.with(|c| {
+            redis::pipe()
+                .cmd("HINCRBY")
+                .arg(&rec)
+                .arg("failures")
+                .arg(1)
+                .ignore()
+                .cmd("HSET")
+                .arg(&rec)
+                .arg("batch")
+                .arg(&id)
+                .ignore()
+                .query::<()>(c)
+        });
+        self.held.remove(&batch.key);
+        self.release(&batch.key);
+    }
+
+    fn usage(&self) -> (u64, u64) {
+        let n: usize = self.counts.values().map(|(p, f)| p + f).sum();
+        (n as u64, 0)
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        let every = Duration::from_millis(self.ttl_ms() / 3);
+        let due: Vec<PartitionKey> = self
+            .held
+            .iter()
+            .filter(|(_, h)| now.duration_since(h.refreshed) >= every)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            let lock = Names::new(&self.cfg).lock(&k);
+            let (script, token, ttl) = (&self.refresh_script, self.token.clone(), self.ttl_ms());
+            if self
+                .conn
+                .with(|c| script.key(&lock).arg(&token).arg(ttl).invoke::<i64>(c))
+                .is_ok()
+                && let Some(h) = self.held.get_mut(&k)
+            {
+                h.refreshed = now;
+            }
+        }
+    }
+
+    fn take_rejected(&mut self) -> Vec<DlqEntry> {
+        self.take_undecodable()
+    }
+}
+
+/// The Redis dead-letter queue: one list per key, `<RedisDLQPrefix>:<key>`, of JSON
+/// entries; records without a key go to `<RedisDLQPrefix>:_unkeyed`.
+pub struct RedisDlq {
+    conn: Mutex<RedisConn>,
+    cfg: RedisConfig,
+}
+
+impl RedisDlq {
+    pub fn new(cfg: &RedisConfig) -> Result<RedisDlq, BufferError> {
+        Ok(RedisDlq {
+            conn: Mutex::new(
+                RedisConn::new(cfg).map_err(|e| BufferError::Unavailable(e.to_string()))?,
+            ),
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+impl DlqSink for RedisDlq {
+    fn push(&self, entries: &[DlqEntry]) -> Result<(), DlqError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let names = Names::new(&self.cfg);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for e in entries {
+            pipe.cmd("RPUSH")
+                .arg(names.dlq(e.key.as_deref().unwrap_or("_unkeyed")))
+                .arg(e.to_json())
+                .ignore();
+        }
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.with(|c| pipe.query::<()>(c)).map_err(|e| DlqError {
+            path: format!("redis {}", self.describe()),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("{}:<key> lists", self.cfg.dlq_prefix)
+    }
+}

@@ -1,0 +1,124 @@
+//! A Redis connection that reconnects on demand, with the configured timeouts.
+//!
+//! Used by the Redis buffer (one per buffer thread) and the Redis DLQ. Any I/O error
+//! drops the connection, so the next call dials again: a Redis restart costs the calls
+//! made while it is down (which report `Unavailable`, hence FLB_RETRY), nothing more.
+
+use crate::config::RedisConfig;
+use redis::{Client, Connection, RedisError};
+use std::time::Duration;
+
+/// Builds the connection URL from RedisHost (`host:port` or a `redis://`/`rediss://`
+/// URL), RedisPassword and RedisDB.
+pub fn url(cfg: &RedisConfig) -> String {
+    let h = cfg.host.trim();
+    if h.starts_with("redis://")
+        || h.starts_with("rediss://")
+        || h.starts_with("redis+unix://")
+        || h.starts_with("unix://")
+    {
+        return h.to_string();
+    }
+    let auth = if cfg.password.is_empty() {
+        String::new()
+    } else {
+        format!(":{}@", percent(cfg.password.expose()))
+    };
+    format!("redis://{auth}{h}/{}", cfg.db)
+}
+
+fn percent(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+pub struct RedisConn {
+    client: Client,
+    conn: Option<Connection>,
+    timeout: Option<Duration>,
+    /// Redacted address for messages.
+    pub addr: String,
+}
+
+impl RedisConn {
+    pub fn new(cfg: &RedisConfig) -> Result<RedisConn, RedisError> {
+        let client = Client::open(url(cfg))?;
+        Ok(RedisConn {
+            client,
+            conn: None,
+            timeout: cfg.timeout,
+            addr: cfg
+                .host
+                .split('@')
+                .next_back()
+                .unwrap_or(&cfg.host)
+                .to_string(),
+        })
+    }
+
+    /// The live connection, dialling if needed.
+    pub fn get(&mut self) -> Result<&mut Connection, RedisError> {
+        if self.conn.is_none() {
+            let c = match self.timeout {
+                Some(t) => self.client.get_connection_with_timeout(t)?,
+                None => self.client.get_connection()?,
+            };
+            c.set_read_timeout(self.timeout)?;
+            c.set_write_timeout(self.timeout)?;
+            self.conn = Some(c);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| RedisError::from(std::io::Error::other("no connection")))
+    }
+
+    /// Runs `f` on the connection; a connection-level failure drops it for a redial.
+    pub fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> Result<T, RedisError>,
+    ) -> Result<T, RedisError> {
+        let r = self.get().and_then(f);
+        if let Err(e) = &r
+            && (e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error())
+        {
+            self.conn = None;
+        }
+        r
+    }
+
+    pub fn ping(&mut self) -> Result<(), RedisError> {
+        self.with(|c| redis::cmd("PING").query::<String>(c).map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigBuilder;
+
+    #[test]
+    fn urls() {
+        let mut b = ConfigBuilder::new();
+        b.set("BufferType", "redis").unwrap();
+        b.set("RedisHost", "10.0.0.1:6380").unwrap();
+        b.set("RedisPassword", "p@ss word").unwrap();
+        b.set("RedisDB", "3").unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(url(&c.redis), "redis://:p%40ss%20word@10.0.0.1:6380/3");
+        let mut b = ConfigBuilder::new();
+        b.set("BufferType", "redis").unwrap();
+        b.set("RedisHost", "rediss://user:pw@host:6379/1").unwrap();
+        let c = b.build().unwrap();
+        assert_eq!(url(&c.redis), "rediss://user:pw@host:6379/1");
+    }
+}
