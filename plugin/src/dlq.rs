@@ -75,6 +75,22 @@ pub struct DlqError {
     pub source: std::io::Error,
 }
 
+/// The original input of a DLQ entry line (`raw`, or `raw_base64`), for re-driving it.
+pub fn raw_of_entry(line: &[u8]) -> Result<Vec<u8>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not a DLQ entry: {e}"))?;
+    if let Some(s) = v.get("raw").and_then(|r| r.as_str()) {
+        return Ok(s.as_bytes().to_vec());
+    }
+    if let Some(s) = v.get("raw_base64").and_then(|r| r.as_str()) {
+        use base64::Engine as _;
+        return base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| format!("bad raw_base64: {e}"));
+    }
+    Err("DLQ entry has no raw field".into())
+}
+
 /// Where rejected records go.
 pub trait DlqSink: Send + Sync {
     fn push(&self, entries: &[DlqEntry]) -> Result<(), DlqError>;

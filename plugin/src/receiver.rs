@@ -14,7 +14,9 @@
 //! submission is never stored twice.
 
 use crate::buffer::mem::MemBuffer;
-use crate::buffer::{Batch, BatchInfo, Buffer, BufferError, Groups, Reason, Refused};
+use crate::buffer::{
+    Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, PusherFactory, Reason, Refused,
+};
 use crate::config::Config;
 use crate::dlq::{DlqSink, FileDlq, NoDlq};
 use crate::flush::{FlushFailure, Flusher, Shared, Written};
@@ -102,8 +104,14 @@ const ABANDONED: u8 = 2;
 
 enum Msg {
     Push(Push),
-    Flush { done: Tx<FlushReport> },
-    Close { done: Tx<FlushReport> },
+    /// A direct pusher stored records: their keys' new lengths.
+    Pushed(Vec<(PartitionKey, usize)>),
+    Flush {
+        done: Tx<FlushReport>,
+    },
+    Close {
+        done: Tx<FlushReport>,
+    },
 }
 
 struct Push {
@@ -129,6 +137,9 @@ struct Done {
 
 pub struct Receiver {
     tx: Tx<Msg>,
+    /// Direct pushes (Redis): a pool of producer-side connections.
+    direct: Option<(PusherFactory, Mutex<Vec<Box<dyn Pusher>>>)>,
+    closing: std::sync::atomic::AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
     submit_timeout: Duration,
@@ -197,6 +208,10 @@ impl Receiver {
                 "at least one writer is needed".into(),
             ));
         }
+        let direct = parts
+            .buffer
+            .pusher_factory()
+            .map(|f| (f, Mutex::new(Vec::new())));
         let (tx, rx) = bounded::<Msg>(cfg.queue_capacity);
         let (job_tx, job_rx) = bounded::<Job>(flushers.len() * 2);
         let (done_tx, done_rx) = bounded::<Done>(flushers.len() * 2 + 1);
@@ -236,6 +251,8 @@ impl Receiver {
             .map_err(|e| ReceiverError::Other(format!("cannot start buffer thread: {e}")))?;
         Ok(Receiver {
             tx,
+            direct,
+            closing: std::sync::atomic::AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
             shared,
             submit_timeout: Duration::from_secs(30),
@@ -282,6 +299,9 @@ impl Receiver {
             return Ok(Accepted { records, rejected });
         }
         let groups = batch.take_groups();
+        if let Some((factory, pool)) = &self.direct {
+            return self.push_direct(factory, pool, groups, records, rejected);
+        }
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply_tx, reply_rx) = bounded(1);
         let msg = Msg::Push(Push {
@@ -322,6 +342,36 @@ impl Receiver {
         res.map(|()| Accepted { records, rejected })
     }
 
+    /// Stores records through a producer-side connection, then tells the buffer thread.
+    fn push_direct(
+        &self,
+        factory: &PusherFactory,
+        pool: &Mutex<Vec<Box<dyn Pusher>>>,
+        groups: Groups,
+        records: usize,
+        rejected: usize,
+    ) -> Result<Accepted, SubmitError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(SubmitError::Closed);
+        }
+        let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut p = taken.unwrap_or_else(|| factory());
+        let res = p.push(&groups);
+        pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        match res {
+            Ok(lens) => {
+                Metrics::add(&self.shared.metrics.records_in, records as u64);
+                // Only a hint for size flushes; periodic sweeps find the data anyway.
+                let _ = self.tx.try_send(Msg::Pushed(lens));
+                Ok(Accepted { records, rejected })
+            }
+            Err(e) => {
+                Metrics::add(&self.shared.metrics.backpressure, 1);
+                Err(e.into())
+            }
+        }
+    }
+
     /// Flushes everything buffered now and waits for the files.
     pub fn flush(&self) -> Result<FlushReport, SubmitError> {
         let (done, rx) = bounded(1);
@@ -338,6 +388,7 @@ impl Receiver {
         if let Some(r) = &*closed {
             return r.clone();
         }
+        self.closing.store(true, Ordering::Release);
         let (done, rx) = bounded(1);
         let report = match self.tx.send(Msg::Close { done }) {
             Ok(()) => rx.recv().unwrap_or_default(),
@@ -512,6 +563,16 @@ impl BufferThread {
                     return;
                 }
                 self.push(p);
+            }
+            Msg::Pushed(lens) => {
+                if self.closing.is_none() {
+                    for (key, len) in lens {
+                        self.buffer.noted(&key, len);
+                        if len >= self.buffer_size {
+                            self.take_key(&key, Reason::Size, false);
+                        }
+                    }
+                }
             }
             Msg::Flush { done } => {
                 self.take_all(Reason::Request);

@@ -386,3 +386,41 @@ fn config_file_environment_and_flags() {
         stderr(&o)
     );
 }
+
+#[test]
+fn dead_letters_can_be_re_driven() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let big = format!(r#"{{"message":"{}","id":"big"}}"#, "z".repeat(500));
+    write(
+        &input,
+        format!("{{\"message\":\"small\",\"id\":\"s\"}}\n{big}\n"),
+    );
+    let out = dir.path().join("first.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .env("D2P_MAX_RECORD_BYTES", "100")
+        .arg("-o")
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dlq = dir.path().join("first.dlq.ndjson");
+    let entries = read_dlq(&dlq);
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the limit")
+    );
+    // With the limit raised, the dead letter goes through.
+    let again = dir.path().join("again.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .args(["--input-format", "dlq", "-o"])
+        .arg(&again)
+        .arg(&dlq));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = data2parquet::readback::file_rows(&again).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(extra(&rows[0], "id"), Some("big"));
+    assert_eq!(rows[0]["message"].as_str().unwrap().len(), 500);
+}

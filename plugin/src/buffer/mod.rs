@@ -106,6 +106,9 @@ impl Reason {
     }
 }
 
+/// Makes a direct pusher for a producer thread.
+pub type PusherFactory = std::sync::Arc<dyn Fn() -> Box<dyn Pusher> + Send + Sync>;
+
 /// Records grouped by partition key, as submitted.
 pub type Groups = Vec<(PartitionKey, Vec<Record>)>;
 
@@ -116,7 +119,23 @@ pub struct Refused {
     pub groups: Groups,
 }
 
+/// Stores submissions without going through the buffer thread. Buffers backed by a
+/// server (Redis) hand one to each producer thread, so pushes run in parallel over
+/// their own connections; the buffer thread is only told the new lengths.
+pub trait Pusher: Send {
+    /// Stores every group, or nothing; returns each key's pending count after the push.
+    fn push(&mut self, groups: &Groups) -> Result<Vec<(PartitionKey, usize)>, BufferError>;
+}
+
 pub trait Buffer: Send {
+    /// A factory of direct pushers, if this buffer supports them.
+    fn pusher_factory(&self) -> Option<PusherFactory> {
+        None
+    }
+
+    /// A direct pusher stored records under `key` (it now holds `len`).
+    fn noted(&mut self, _key: &PartitionKey, _len: usize) {}
+
     /// Stores every group, or nothing. Returns each key's pending count after the push.
     fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused>;
 

@@ -20,7 +20,7 @@
 //! - **Discovery**: the keys set is read at start and swept periodically, so data left
 //!   by crashed or receive-only nodes is flushed; empty keys leave the set atomically.
 
-use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused};
+use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, PusherFactory, Refused};
 use crate::config::RedisConfig;
 use crate::dlq::{DlqEntry, DlqError, DlqSink};
 use crate::partition::PartitionKey;
@@ -271,38 +271,33 @@ impl RedisBuffer {
 
 impl Buffer for RedisBuffer {
     fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused> {
-        let names = Names::new(&self.cfg);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut buf = Vec::new();
-        for (k, recs) in &groups {
-            let mut items: Vec<Vec<u8>> = Vec::with_capacity(recs.len());
-            for r in recs {
-                buf.clear();
-                r.encode(&mut buf);
-                items.push(buf.clone());
-            }
-            pipe.cmd("RPUSH").arg(names.data(k)).arg(items);
-            pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
-        }
-        match self.conn.with(|c| pipe.query::<Vec<usize>>(c)) {
+        match push_groups(&mut self.conn, &self.cfg, &groups, &mut Vec::new()) {
             Ok(lens) => {
                 let now = Instant::now();
-                let out: Vec<_> = groups
-                    .into_iter()
-                    .zip(lens)
-                    .map(|((k, _), n)| {
-                        self.first_seen.entry(k.clone()).or_insert(now);
-                        (k, n)
-                    })
-                    .collect();
-                Ok(out)
+                for (k, _) in &lens {
+                    self.first_seen.entry(k.clone()).or_insert(now);
+                }
+                Ok(lens)
             }
-            Err(e) => Err(Refused {
-                error: classify(&e),
-                groups,
-            }),
+            Err(error) => Err(Refused { error, groups }),
         }
+    }
+
+    fn pusher_factory(&self) -> Option<PusherFactory> {
+        let cfg = self.cfg.clone();
+        Some(std::sync::Arc::new(move || -> Box<dyn Pusher> {
+            Box::new(RedisPusher {
+                conn: RedisConn::new(&cfg).ok(),
+                cfg: cfg.clone(),
+                buf: Vec::new(),
+            })
+        }))
+    }
+
+    fn noted(&mut self, key: &PartitionKey, _len: usize) {
+        self.first_seen
+            .entry(key.clone())
+            .or_insert_with(Instant::now);
     }
 
     fn due(&mut self, now: Instant, interval: Duration) -> Vec<PartitionKey> {
@@ -526,6 +521,51 @@ impl Buffer for RedisBuffer {
 
     fn take_rejected(&mut self) -> Vec<DlqEntry> {
         self.take_undecodable()
+    }
+}
+
+/// RPUSH of every group and SADD of its key, in one MULTI: all or nothing.
+fn push_groups(
+    conn: &mut RedisConn,
+    cfg: &RedisConfig,
+    groups: &Groups,
+    buf: &mut Vec<u8>,
+) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
+    let names = Names::new(cfg);
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (k, recs) in groups {
+        let mut cmd = redis::cmd("RPUSH");
+        cmd.arg(names.data(k));
+        for r in recs {
+            buf.clear();
+            r.encode(buf);
+            cmd.arg(&buf[..]);
+        }
+        pipe.add_command(cmd);
+        pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
+    }
+    let lens: Vec<usize> = conn.with(|c| pipe.query(c)).map_err(|e| classify(&e))?;
+    Ok(groups.iter().map(|(k, _)| k.clone()).zip(lens).collect())
+}
+
+/// A producer thread's own connection for direct pushes.
+struct RedisPusher {
+    conn: Option<RedisConn>,
+    cfg: RedisConfig,
+    buf: Vec<u8>,
+}
+
+impl Pusher for RedisPusher {
+    fn push(&mut self, groups: &Groups) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
+        if self.conn.is_none() {
+            self.conn = Some(RedisConn::new(&self.cfg).map_err(|e| classify(&e))?);
+        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| BufferError::Unavailable("no Redis connection".into()))?;
+        push_groups(conn, &self.cfg, groups, &mut self.buf)
     }
 }
 

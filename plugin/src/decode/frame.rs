@@ -18,6 +18,9 @@ pub enum Layout {
     Array,
     /// `{"logs": [...]}`.
     Logs,
+    /// Dead-letter entries (NDJSON of `{"raw": ...}` objects) to re-drive: framed as
+    /// NDJSON; the caller unwraps each entry's `raw`.
+    Dlq,
 }
 
 impl std::str::FromStr for Layout {
@@ -28,8 +31,9 @@ impl std::str::FromStr for Layout {
             "ndjson" | "jsonl" | "lines" => Ok(Layout::Ndjson),
             "array" => Ok(Layout::Array),
             "logs" => Ok(Layout::Logs),
+            "dlq" => Ok(Layout::Dlq),
             _ => Err(format!(
-                "unknown input layout `{s}` (accepted: auto, ndjson, array, logs)"
+                "unknown input layout `{s}` (accepted: auto, ndjson, array, logs, dlq)"
             )),
         }
     }
@@ -167,7 +171,7 @@ impl<R: Read> Framer<R> {
         };
         self.layout = layout;
         match layout {
-            Layout::Ndjson | Layout::Auto => self.mode = Mode::Ndjson,
+            Layout::Ndjson | Layout::Auto | Layout::Dlq => self.mode = Mode::Ndjson,
             Layout::Array => {
                 self.count_lines(self.pos, self.pos + skip);
                 self.pos += skip;

@@ -78,8 +78,16 @@ pub struct Instance {
     closed: Mutex<Option<FlushReport>>,
 }
 
-/// Decode threads per instance; with Fluent Bit `Workers N` several chunks decode at once.
-const DECODE_THREADS: usize = 2;
+/// Decode threads per instance: with Fluent Bit `Workers N` several chunks decode at once.
+/// With Redis, each also pushes over its own connection, so more of them overlap the
+/// network round trips with decoding.
+fn decode_threads(cfg: &Config) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    match cfg.buffer_type {
+        crate::config::BufferType::Mem => cores.clamp(1, 4),
+        crate::config::BufferType::Redis => (2 * cores).clamp(2, 8),
+    }
+}
 
 impl Instance {
     /// Builds an instance from its properties (`lookup` answers CamelCase keys).
@@ -98,10 +106,11 @@ impl Instance {
         );
         let receiver =
             Arc::new(Receiver::start(&cfg, log.clone()).map_err(|e| format!("cannot start: {e}"))?);
-        let (tx, rx) = bounded::<Job>(DECODE_THREADS * 2);
+        let threads = decode_threads(&cfg);
+        let (tx, rx) = bounded::<Job>(threads * 2);
         let fault = Fault::from_env();
         let mut workers = Vec::new();
-        for i in 0..DECODE_THREADS {
+        for i in 0..threads {
             let (rx, spec, receiver, log) =
                 (rx.clone(), spec.clone(), receiver.clone(), log.clone());
             let h = std::thread::Builder::new()

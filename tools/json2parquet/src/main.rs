@@ -55,7 +55,8 @@ struct Args {
     /// Record type: log or dynamic.
     #[arg(long, value_name = "TYPE")]
     record_type: Option<String>,
-    /// Input layout: auto, ndjson, array or logs.
+    /// Input layout: auto, ndjson, array, logs, or dlq (re-drive dead-letter entries:
+    /// each line's `raw` is processed again).
     #[arg(long, default_value = "auto", value_name = "LAYOUT")]
     input_format: Layout,
     /// DLQ file for rejected records (default: next to the output).
@@ -190,6 +191,7 @@ fn reader_thread(
 
 fn parse_thread(
     spec: Arc<IngestSpec>,
+    redrive: bool,
     arrow: Option<bool>,
     rx: Receiver<Work>,
     tx: Sender<Parsed>,
@@ -204,6 +206,22 @@ fn parse_thread(
         let input = w.input.clone();
         for piece in std::mem::take(&mut w.block.pieces) {
             match piece {
+                Piece::Record {
+                    start, end, line, ..
+                } if redrive => match data2parquet::dlq::raw_of_entry(&w.block.data[start..end]) {
+                    Ok(mut raw) => {
+                        dec.json(
+                            &mut raw,
+                            || format!("{input}:line {line} (re-driven)"),
+                            &mut batch,
+                        );
+                    }
+                    Err(e) => batch.reject(DlqEntry::new(
+                        format!("{input}:line {line}"),
+                        e,
+                        &w.block.data[start..end],
+                    )),
+                },
                 Piece::Record {
                     start, end, line, ..
                 } => {
@@ -355,6 +373,7 @@ fn run() -> Result<i32> {
         .name("j2p-read".into())
         .spawn(move || reader_thread(inputs, layout, max_record, work_tx, recycle_rx, err_tx))?;
     let arrow = matches!(sink, Sink::File { .. }).then_some(cfg.map_values_utf8);
+    let redrive = args.input_format == Layout::Dlq;
     let mut parsers = Vec::new();
     for i in 0..threads {
         let (s, rx, tx, rc) = (
@@ -366,7 +385,7 @@ fn run() -> Result<i32> {
         parsers.push(
             std::thread::Builder::new()
                 .name(format!("j2p-parse-{i}"))
-                .spawn(move || parse_thread(s, arrow, rx, tx, rc))?,
+                .spawn(move || parse_thread(s, redrive, arrow, rx, tx, rc))?,
         );
     }
     drop(recycle_tx);
