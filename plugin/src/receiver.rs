@@ -135,10 +135,13 @@ struct Done {
     result: Result<Written, (FlushFailure, Batch)>,
 }
 
+/// Idle direct pushers, one per producer thread that has pushed.
+type PusherPool = Mutex<Vec<Box<dyn Pusher>>>;
+
 pub struct Receiver {
     tx: Tx<Msg>,
     /// Direct pushes (Redis): a pool of producer-side connections.
-    direct: Option<(PusherFactory, Mutex<Vec<Box<dyn Pusher>>>)>,
+    direct: Option<(PusherFactory, PusherPool)>,
     closing: std::sync::atomic::AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
@@ -346,7 +349,7 @@ impl Receiver {
     fn push_direct(
         &self,
         factory: &PusherFactory,
-        pool: &Mutex<Vec<Box<dyn Pusher>>>,
+        pool: &PusherPool,
         groups: Groups,
         records: usize,
         rejected: usize,
