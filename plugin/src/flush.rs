@@ -97,16 +97,20 @@ pub struct Flusher {
     use_hash: bool,
     attempts: u32,
     backoff: Duration,
-    recovery: RecoveryStore,
+    /// `None` with a durable buffer: a batch that cannot be written stays there.
+    recovery: Option<RecoveryStore>,
     shared: Arc<Shared>,
     inject_panic: bool,
 }
 
 impl Flusher {
+    /// `local_recovery` keeps failed files on local disk; it is off with a durable
+    /// buffer (Redis), where the batch itself stays stored for any node to retry.
     pub fn new(
         cfg: &Config,
         writer: Box<dyn Writer>,
         shared: Arc<Shared>,
+        local_recovery: bool,
     ) -> Result<Flusher, String> {
         Ok(Flusher {
             writer,
@@ -116,7 +120,7 @@ impl Flusher {
             use_hash: cfg.use_hash,
             attempts: 1 + cfg.recovery_attempts,
             backoff: Duration::from_millis(100),
-            recovery: RecoveryStore::new(&cfg.recovery_path),
+            recovery: local_recovery.then(|| RecoveryStore::new(&cfg.recovery_path)),
             shared,
             inject_panic: fault_convert_panic(),
         })
@@ -126,8 +130,8 @@ impl Flusher {
         &mut *self.writer
     }
 
-    pub fn recovery(&self) -> &RecoveryStore {
-        &self.recovery
+    pub fn recovery(&self) -> Option<&RecoveryStore> {
+        self.recovery.as_ref()
     }
 
     /// Groups record indexes by output folder.
@@ -267,20 +271,29 @@ impl Flusher {
                     Metrics::add(&m.bytes_written, bytes.len() as u64);
                     Metrics::add(&m.records_out, recs.len() as u64);
                 }
-                Err(e) => match self.recovery.store(&name, &bytes) {
-                    Ok(()) => {
+                Err(e) => match self
+                    .recovery
+                    .as_ref()
+                    .map(|r| (r.store(&name, &bytes), r.dir().display().to_string()))
+                {
+                    Some((Ok(()), dir)) => {
                         log_at!(
                             self.shared.log,
                             Level::Error,
-                            "could not write {name} ({e}); kept in {} for retry",
-                            self.recovery.dir().display()
+                            "could not write {name} ({e}); kept in {dir} for retry"
                         );
                         Metrics::add(&self.shared.metrics.recovery_stored, 1);
                         out.recovered += 1;
                     }
-                    Err(re) => {
+                    Some((Err(re), _)) => {
                         error =
                             format!("write of {name} failed: {e}; recovery store failed too: {re}");
+                        log_at!(self.shared.log, Level::Error, "{error}");
+                        unwritten.extend(idx);
+                    }
+                    None => {
+                        error =
+                            format!("write of {name} failed: {e}; the batch stays in the buffer");
                         log_at!(self.shared.log, Level::Error, "{error}");
                         unwritten.extend(idx);
                     }
@@ -303,7 +316,10 @@ impl Flusher {
 
     /// Retries files kept in the recovery store.
     pub fn resend_recovery(&mut self) -> (usize, usize) {
-        let (ok, failed) = self.recovery.resend(&mut *self.writer);
+        let Some(recovery) = &self.recovery else {
+            return (0, 0);
+        };
+        let (ok, failed) = recovery.resend(&mut *self.writer);
         if ok > 0 {
             Metrics::add(&self.shared.metrics.recovery_resent, ok as u64);
             log_at!(

@@ -170,6 +170,10 @@ impl Parts {
         for _ in 0..cfg.flush_workers {
             writers.push(crate::writer::open(cfg)?);
         }
+        // Fail at start, with a clear message, rather than at the first flush.
+        if let Some(w) = writers.first_mut() {
+            w.check()?;
+        }
         let dlq: Arc<dyn DlqSink> = match (cfg.use_dlq, cfg.buffer_type) {
             (false, _) => Arc::new(NoDlq),
             (true, crate::config::BufferType::Mem) => Arc::new(FileDlq::in_dir(&cfg.dlq_path)),
@@ -203,8 +207,12 @@ impl Receiver {
             use_dlq: cfg.use_dlq,
         });
         let mut flushers = Vec::new();
+        let local_recovery = !parts.buffer.durable();
         for w in parts.writers {
-            flushers.push(Flusher::new(cfg, w, shared.clone()).map_err(ReceiverError::Config)?);
+            flushers.push(
+                Flusher::new(cfg, w, shared.clone(), local_recovery)
+                    .map_err(ReceiverError::Config)?,
+            );
         }
         if flushers.is_empty() {
             return Err(ReceiverError::Config(
@@ -222,7 +230,7 @@ impl Receiver {
         for (i, f) in flushers.into_iter().enumerate() {
             let jr = job_rx.clone();
             let dt = done_tx.clone();
-            let auto = cfg.try_auto_recover && i == 0;
+            let auto = (cfg.try_auto_recover && i == 0).then_some(cfg.recovery_interval);
             let sh = shared.clone();
             workers.push(
                 std::thread::Builder::new()
@@ -411,14 +419,16 @@ impl Drop for Receiver {
     }
 }
 
+/// `auto_recover`: how often to retry the recovery store (TryAutoRecover), if at all.
 fn writer_loop(
     mut f: Flusher,
     jobs: Rx<Job>,
     done: Tx<Done>,
-    auto_recover: bool,
+    auto_recover: Option<Duration>,
     shared: Arc<Shared>,
 ) {
-    let every = Duration::from_secs(30);
+    let every = auto_recover.unwrap_or(Duration::MAX);
+    let auto_recover = auto_recover.is_some();
     if auto_recover {
         f.resend_recovery();
     }
@@ -941,6 +951,23 @@ mod tests {
         (from..from + n).map(|i| format!("m{i}")).collect()
     }
 
+    /// Replaces a folder with a plain file, so that writes under it fail.
+    fn break_folder(p: &Path) {
+        let _ = std::fs::remove_dir_all(p);
+        std::fs::write(p, b"not a folder").unwrap();
+    }
+
+    #[test]
+    fn an_unusable_destination_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("out"), b"x").unwrap();
+        let c = cfg(dir.path(), &[]);
+        let e = Receiver::start(&c, Arc::new(NullLogger))
+            .err()
+            .expect("start fails");
+        assert!(e.to_string().contains("create folder"), "{e}");
+    }
+
     fn wait_until(what: &str, f: impl Fn() -> bool) {
         let t = Instant::now();
         while !f() {
@@ -1068,8 +1095,6 @@ mod tests {
     #[test]
     fn failed_writes_go_to_recovery_and_are_resent() {
         let dir = tempfile::tempdir().unwrap();
-        // The output folder is a plain file: every write fails for real.
-        std::fs::write(dir.path().join("out"), b"not a folder").unwrap();
         let c = cfg(
             dir.path(),
             &[
@@ -1080,6 +1105,8 @@ mod tests {
             ],
         );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        // After start, the output folder becomes a plain file: every write fails for real.
+        break_folder(&dir.path().join("out"));
         r.submit(batch(&c, 0, 30, 1)).unwrap();
         let rep = r.flush().unwrap();
         assert_eq!((rep.files, rep.recovered), (0, 1));
@@ -1093,7 +1120,7 @@ mod tests {
             dlq: Arc::new(NoDlq),
             use_dlq: false,
         });
-        let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared).unwrap();
+        let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared, true).unwrap();
         assert_eq!(f.resend_recovery(), (1, 0));
         assert_eq!(written(dir.path()), expect(0, 30));
     }
@@ -1101,7 +1128,6 @@ mod tests {
     #[test]
     fn write_and_recovery_failing_keeps_records_buffered() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("out"), b"x").unwrap();
         std::fs::write(dir.path().join("rec"), b"x").unwrap();
         let c = cfg(
             dir.path(),
@@ -1112,6 +1138,7 @@ mod tests {
             ],
         );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        break_folder(&dir.path().join("out"));
         r.submit(batch(&c, 0, 12, 2)).unwrap();
         let rep = r.flush().unwrap();
         assert_eq!(rep.files, 0);

@@ -319,3 +319,96 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A real `moto_server` (S3 and STS) on a free loopback port. Killed on drop.
+pub struct MotoServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl MotoServer {
+    pub fn start() -> MotoServer {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server is installed (ci/setup installs moto[server])");
+        let t = std::time::Instant::now();
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut b = [0u8; 12];
+                if s.read(&mut b).is_ok_and(|n| n > 0) {
+                    break;
+                }
+            }
+            assert!(t.elapsed().as_secs() < 30, "moto_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        MotoServer { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of a server, which can be switched off and on to simulate an
+/// endpoint that goes down and comes back (with the server's state intact).
+pub struct Proxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client); // refused in effect: the connection is closed at once
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                    (Ok(c), Ok(s)) => (c, s),
+                    _ => continue,
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(client, s2);
+                pipe(server, c2);
+            }
+        });
+        Proxy { port, up }
+    }
+
+    pub fn set_up(&self, on: bool) {
+        self.up.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}

@@ -10,3 +10,4 @@ mod confs;
 mod json2parquet;
 mod plugin;
 mod redis;
+mod s3;

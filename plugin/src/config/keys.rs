@@ -92,6 +92,12 @@ keys! {
     MaxRecordBytes, "MaxRecordBytes", "max_record_bytes", New, "16777216", "Largest single JSON record accepted; larger ones go to the DLQ.";
     DLQPath, "DLQPath", "dlq_path", New, "<WriterFilePath>/_dlq", "Folder of the file dead-letter queue (mem buffer).";
     RecoveryPath, "RecoveryPath", "recovery_path", New, "<WriterFilePath>/_recovery", "Folder that keeps batches whose write failed, for retry.";
+    S3AccessKey, "S3AccessKey", "s3_access_key", New, "\"\"", "Static access key id (optional; otherwise the default AWS credential chain).";
+    S3SecretKey, "S3SecretKey", "s3_secret_key", New, "\"\"", "Static secret access key, with S3AccessKey (never logged).";
+    S3KeyPrefix, "S3KeyPrefix", "s3_key_prefix", New, "\"\"", "Prefix of every object name (e.g. `logs/`).";
+    S3PartSize, "S3PartSize", "s3_part_size", New, "8MiB", "Part size of multipart uploads (>= 5 MiB).";
+    S3MultipartThreshold, "S3MultipartThreshold", "s3_multipart_threshold", New, "16MiB", "Files this large or larger are uploaded in parts; smaller ones with one PutObject.";
+    RecoveryInterval, "RecoveryInterval", "recovery_interval", New, "30", "How often (seconds) TryAutoRecover retries the recovery store.";
     FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
 }
 

@@ -160,6 +160,11 @@ pub struct S3Config {
     pub role_arn: String,
     pub sts_endpoint: String,
     pub default_capability: String,
+    pub access_key: String,
+    pub secret_key: Secret,
+    pub key_prefix: String,
+    pub part_size: u64,
+    pub multipart_threshold: u64,
 }
 
 /// The complete, validated configuration.
@@ -200,6 +205,7 @@ pub struct Config {
     pub max_record_bytes: usize,
     pub dlq_path: PathBuf,
     pub recovery_path: PathBuf,
+    pub recovery_interval: Duration,
     pub fluent_metadata: FluentMetadata,
 }
 
@@ -376,6 +382,11 @@ impl ConfigBuilder {
                     role_arn: String::new(),
                     sts_endpoint: String::new(),
                     default_capability: "undefined".into(),
+                    access_key: String::new(),
+                    secret_key: Secret::default(),
+                    key_prefix: String::new(),
+                    part_size: 8 * 1024 * 1024,
+                    multipart_threshold: 16 * 1024 * 1024,
                 },
                 codec: Codec::Snappy,
                 compression_level: None,
@@ -397,6 +408,7 @@ impl ConfigBuilder {
                 max_record_bytes: 16 * 1024 * 1024,
                 dlq_path: PathBuf::new(),
                 recovery_path: PathBuf::new(),
+                recovery_interval: Duration::from_secs(30),
                 fluent_metadata: FluentMetadata::Args,
             },
             lock_ttl_set: false,
@@ -568,6 +580,17 @@ impl ConfigBuilder {
                 c.recovery_path = PathBuf::from(nonempty(k, v)?);
                 self.recovery_path_set = true;
             }
+            Key::S3AccessKey => c.s3.access_key = v.trim().to_string(),
+            Key::S3SecretKey => c.s3.secret_key = Secret::new(v.trim()),
+            Key::S3KeyPrefix => c.s3.key_prefix = v.trim().trim_start_matches('/').to_string(),
+            Key::S3PartSize => {
+                c.s3.part_size = parse_bytes(k, v)?;
+                if c.s3.part_size < 5 * 1024 * 1024 {
+                    return Err(bad(k, v, "S3 parts must be at least 5 MiB"));
+                }
+            }
+            Key::S3MultipartThreshold => c.s3.multipart_threshold = parse_bytes(k, v)?,
+            Key::RecoveryInterval => c.recovery_interval = parse_duration(k, v)?,
             Key::FluentMetadata => {
                 c.fluent_metadata =
                     parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?
@@ -699,6 +722,12 @@ impl ConfigBuilder {
             return Err(ConfigError::Invalid {
                 key: "RedisHost".into(),
                 reason: "BufferType=redis needs RedisHost (host:port or redis:// URL)".into(),
+            });
+        }
+        if c.s3.access_key.is_empty() != c.s3.secret_key.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "S3AccessKey".into(),
+                reason: "S3AccessKey and S3SecretKey go together".into(),
             });
         }
         if c.writer_type == WriterType::S3 && c.s3.bucket.is_empty() {

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod recovery;
+pub mod s3;
 
 use crate::config::{Config, WriterType};
 use crate::partition::PathEscape;
@@ -51,8 +52,6 @@ pub fn open(cfg: &Config) -> Result<Box<dyn Writer>, WriteError> {
             &cfg.writer_file_path,
             cfg.writer_fsync,
         ))),
-        WriterType::S3 => Err(WriteError::Config(
-            "WriterType=aws-s3 is not available in this build".into(),
-        )),
+        WriterType::S3 => Ok(Box::new(s3::S3Writer::new(cfg)?)),
     }
 }

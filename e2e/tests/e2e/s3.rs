@@ -1,0 +1,296 @@
+//! The S3 writer against moto_server, a real S3 (and STS) HTTP endpoint started on a
+//! free loopback port. Every object is downloaded, parsed as Parquet and compared row
+//! by row with the input.
+
+use crate::common::*;
+use data2parquet::config::{Config, ConfigBuilder};
+use data2parquet::writer::s3::S3Writer;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+const BUCKET: &str = "logs";
+
+fn s3_props(endpoint: &str, bucket: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = [
+        ("WriterType", "aws-s3"),
+        ("S3BucketName", bucket),
+        ("S3Region", "us-east-1"),
+        ("S3Endpoint", endpoint),
+        ("S3AccessKey", "testing"),
+        ("S3SecretKey", "testing"),
+        ("S3KeyPrefix", "d2p/"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    v
+}
+
+fn config(props: &[(String, String)]) -> Config {
+    let mut b = ConfigBuilder::new();
+    for (k, v) in props {
+        b.set(k, v).unwrap();
+    }
+    b.build().unwrap()
+}
+
+/// A client for the test itself (bucket creation, listing, download).
+fn client(endpoint: &str) -> S3Writer {
+    S3Writer::new(&config(&s3_props(endpoint, BUCKET, &[]))).unwrap()
+}
+
+/// Every object under the prefix, parsed: (key, etag, rows).
+/// One downloaded object: key, ETag, rows.
+type Object = (String, String, Vec<Map<String, Value>>);
+
+fn objects(c: &S3Writer) -> Vec<Object> {
+    c.list("")
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            let (bytes, etag) = c.get(&k).unwrap();
+            let rows = data2parquet::readback::bytes_rows(bytes::Bytes::from(bytes))
+                .expect("valid parquet");
+            (k, etag, rows)
+        })
+        .collect()
+}
+
+fn json_config(dir: &Path, props: &[(String, String)]) -> std::path::PathBuf {
+    let m: Map<String, Value> = props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let p = dir.join("cfg.json");
+    std::fs::write(&p, serde_json::to_vec(&Value::Object(m)).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn uploads_read_back_row_by_row() {
+    let moto = MotoServer::start();
+    let c = client(&moto.endpoint());
+    c.create_bucket().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let text = generate(51, 1500);
+    std::fs::write(&input, &text).unwrap();
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[
+            ("BufferSize", "400"),
+            ("WriterFilePath", dir.path().join("local").to_str().unwrap()),
+        ],
+    );
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(json_config(dir.path(), &props))
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want: HashMap<String, Map<String, Value>> = expected_records(&config(&props), &text)
+        .into_iter()
+        .map(|(_, r)| {
+            let row = expected_row(&r);
+            (extra(&row, "id").unwrap().to_string(), row)
+        })
+        .collect();
+    let objs = objects(&c);
+    assert!(objs.len() >= 4);
+    let mut n = 0;
+    for (key, _, rows) in &objs {
+        assert!(key.starts_with("d2p/capability=buscap-"), "{key}");
+        assert!(key.ends_with(".parquet"));
+        assert!(rows.len() <= 400);
+        for r in rows {
+            let id = extra(r, "id").unwrap();
+            assert_eq!(Some(r), want.get(id), "{id}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1500, "every record once");
+    assert!(
+        !dir.path()
+            .join("local")
+            .join("capability=buscap-00")
+            .exists(),
+        "nothing written locally"
+    );
+}
+
+#[test]
+fn large_files_use_multipart_uploads() {
+    let moto = MotoServer::start();
+    let c = client(&moto.endpoint());
+    c.create_bucket().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let text = generate(52, 16000);
+    std::fs::write(&input, &text).unwrap();
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[
+            ("BufferSize", "1000000"),
+            ("PartitionFields", "cloud-provider"),
+            ("PartitionPath", "cloud={cloud-provider}"),
+            ("WriterCompressionType", "none"),
+            ("S3PartSize", "5MiB"),
+            ("S3MultipartThreshold", "5MiB"),
+        ],
+    );
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(json_config(dir.path(), &props))
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let objs = objects(&c);
+    assert_eq!(objs.len(), 1, "one key, one file");
+    let (key, etag, rows) = &objs[0];
+    assert_eq!(rows.len(), 16000);
+    let (bytes, _) = c.get(key).unwrap();
+    assert!(bytes.len() > 5 * 1024 * 1024, "{} bytes", bytes.len());
+    assert!(
+        etag.trim_matches('"').contains('-'),
+        "a multipart ETag ends in -<parts>: {etag}"
+    );
+}
+
+#[test]
+fn assume_role_through_sts() {
+    let moto = MotoServer::start();
+    let c = client(&moto.endpoint());
+    c.create_bucket().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, generate(53, 100)).unwrap();
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[
+            ("S3RoleARN", "arn:aws:iam::123456789012:role/writer"),
+            ("S3STSEndpoint", &moto.endpoint()),
+            ("BufferSize", "1000"),
+        ],
+    );
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(json_config(dir.path(), &props))
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let total: usize = objects(&c).iter().map(|(_, _, r)| r.len()).sum();
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn missing_bucket_is_a_clear_error() {
+    let moto = MotoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let props: Map<String, Value> = s3_props(&moto.endpoint(), "no-such-bucket", &[])
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    let r = run_host(
+        &json!({"plugin": plugin_path(), "instances": [{"props": props}], "steps": []}),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], false);
+    let logs = logs_text(&r);
+    assert!(
+        logs.iter()
+            .any(|(l, m)| *l == 1 && m.contains("`no-such-bucket` does not exist")),
+        "{logs:?}"
+    );
+    let _ = dir;
+}
+
+#[test]
+fn endpoint_down_and_back_every_file_arrives() {
+    let moto = MotoServer::start();
+    let c = client(&moto.endpoint());
+    c.create_bucket().unwrap();
+    let proxy = Proxy::start(moto.port);
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(54, 1200);
+    let lines: Vec<&str> = text.lines().collect();
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let chunks: Vec<_> = lines
+        .chunks(300)
+        .enumerate()
+        .map(|(i, part)| {
+            let p = dir.path().join(format!("c{i}.chunk"));
+            std::fs::write(&p, chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000)).unwrap();
+            p
+        })
+        .collect();
+    let mut props: Map<String, Value> = s3_props(
+        &proxy.endpoint(),
+        BUCKET,
+        &[
+            ("BufferSize", "300"),
+            ("RecoveryAttempts", "0"),
+            ("TryAutoRecover", "true"),
+            ("RecoveryInterval", "1"),
+            ("WriterFilePath", dir.path().join("local").to_str().unwrap()),
+        ],
+    )
+    .into_iter()
+    .map(|(k, v)| (k, json!(v)))
+    .collect();
+    props.insert("FlushInterval".into(), json!("100ms"));
+    let flush = |i: usize| json!({"flush": {"chunks": [&chunks[i]], "tag": "s3"}});
+    let steps = vec![
+        flush(0),
+        json!({"sleep_ms": 1000}),
+        flush(1),
+        flush(2),
+        json!({"sleep_ms": 5000}),
+        flush(3),
+        json!({"sleep_ms": 2500}),
+    ];
+    let sc = json!({"plugin": plugin_path(), "instances": [{"props": props}], "steps": steps});
+    let d = tempfile::tempdir().unwrap();
+    let sp = d.path().join("s.json");
+    std::fs::write(&sp, serde_json::to_vec(&sc).unwrap()).unwrap();
+    let child = Command::new(bin("flb-host"))
+        .arg(&sp)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Down while chunks 1 and 2 are flushed, back before chunk 3.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    proxy.set_up(false);
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    proxy.set_up(true);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let logs = logs_text(&r);
+    assert!(
+        logs.iter().any(|(_, m)| m.contains("kept in")),
+        "some writes failed and were kept: {logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|(_, m)| m.contains("from the recovery store")),
+        "and were resent: {logs:?}"
+    );
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (_, _, rows) in objects(&c) {
+        for row in rows {
+            *seen
+                .entry(extra(&row, "id").unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), ids.len(), "every record arrived");
+    assert!(seen.values().all(|&n| n == 1), "none twice");
+}

@@ -1,0 +1,343 @@
+//! The S3 writer (`WriterType=aws-s3`): the same object names as the file writer, in a
+//! bucket of AWS S3 or any S3-compatible store (MinIO, Ceph, R2, moto...).
+//!
+//! - Credentials: the default AWS chain (environment, profile, web identity, IMDS), or an
+//!   STS AssumeRole of `S3RoleARN` (optionally at `S3STSEndpoint`) on top of it. Unlike
+//!   upstream (D-W1) neither the role nor an endpoint is required.
+//! - A custom `S3Endpoint` is addressed path-style, as non-AWS stores expect.
+//! - Objects below `S3MultipartThreshold` go up with one PutObject, larger ones in parts of
+//!   `S3PartSize`; every request carries a CRC32 checksum; a failed multipart upload is
+//!   aborted so no parts linger.
+//! - The SDK retries each request with backoff; the flusher's RecoveryAttempts and
+//!   recovery store come on top. Object names derive from batch ids, so a retry
+//!   overwrites, never duplicates.
+//! - The async SDK runs on a runtime owned by the writer thread (`block_on` there), so
+//!   nothing waits on S3 but that thread.
+
+use super::{WriteError, Writer};
+use crate::config::{Config, S3Config};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+pub struct S3Writer {
+    rt: Runtime,
+    client: Client,
+    cfg: S3Config,
+}
+
+fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> WriteError {
+    WriteError::Remote(format!("S3 {what}: {e}"))
+}
+
+/// The full text of an SDK error, including its source chain (the top level often only
+/// says "service error" or "dispatch failure").
+fn describe<E: std::error::Error>(e: &E) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl S3Writer {
+    pub fn new(cfg: &Config) -> Result<S3Writer, WriteError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err("runtime", e))?;
+        let s3 = cfg.s3.clone();
+        let client = rt.block_on(build_client(&s3))?;
+        Ok(S3Writer {
+            rt,
+            client,
+            cfg: s3,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn key(&self, name: &str) -> String {
+        let p = self.cfg.key_prefix.trim_end_matches('/');
+        if p.is_empty() {
+            name.to_string()
+        } else {
+            format!("{p}/{name}")
+        }
+    }
+
+    async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let c = &self.client;
+        let bucket = &self.cfg.bucket;
+        let up = c
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/vnd.apache.parquet")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| err(&format!("CreateMultipartUpload {key}"), describe(&e)))?;
+        let id = up
+            .upload_id()
+            .ok_or_else(|| err("CreateMultipartUpload", "no upload id"))?
+            .to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            for (i, part) in bytes.chunks(self.cfg.part_size as usize).enumerate() {
+                let n = i as i32 + 1;
+                let r = c
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&id)
+                    .part_number(n)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(ByteStream::from(part.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("UploadPart {n} of {key}"), describe(&e)))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(r.e_tag().map(str::to_string))
+                        .set_checksum_crc32(r.checksum_crc32().map(str::to_string))
+                        .build(),
+                );
+            }
+            c.complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| err(&format!("CompleteMultipartUpload {key}"), describe(&e)))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = c
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+async fn build_client(s3: &S3Config) -> Result<Client, WriteError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
+    if !s3.access_key.is_empty() {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            &s3.access_key,
+            s3.secret_key.expose(),
+            None,
+            None,
+            "data2parquet-config",
+        ));
+    }
+    if !s3.region.is_empty() {
+        loader = loader.region(Region::new(s3.region.clone()));
+    }
+    let base: SdkConfig = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&base)
+        // Two tries per request; longer outages are the recovery store's job.
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(120))
+                .build(),
+        );
+    if base.region().is_none() {
+        // Custom endpoints rarely care; AWS itself needs one, and says so clearly.
+        b = b.region(Region::new("us-east-1"));
+    }
+    if !s3.endpoint.is_empty() {
+        b = b.endpoint_url(&s3.endpoint).force_path_style(true);
+    }
+    if !s3.role_arn.is_empty() {
+        let mut sts_base = base.clone().into_builder();
+        if !s3.sts_endpoint.is_empty() {
+            sts_base = sts_base.endpoint_url(&s3.sts_endpoint);
+        }
+        if base.region().is_none() {
+            sts_base = sts_base.region(Region::new("us-east-1"));
+        }
+        let session = s3
+            .role_arn
+            .rsplit('/')
+            .next()
+            .unwrap_or("data2parquet")
+            .to_string();
+        let role = aws_config::sts::AssumeRoleProvider::builder(&s3.role_arn)
+            .session_name(format!(
+                "data2parquet-{}",
+                session.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            ))
+            .configure(&sts_base.build())
+            .build()
+            .await;
+        b = b.credentials_provider(role);
+    }
+    Ok(Client::from_conf(b.build()))
+}
+
+impl Writer for S3Writer {
+    fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let key = self.key(name);
+        if (bytes.len() as u64) < self.cfg.multipart_threshold {
+            let c = self.client.clone();
+            let bucket = self.cfg.bucket.clone();
+            let body = ByteStream::from(bytes.to_vec());
+            self.rt.block_on(async move {
+                c.put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .content_type("application/vnd.apache.parquet")
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| err(&format!("PutObject {key}"), describe(&e)))
+            })
+        } else {
+            self.rt.block_on(self.put_multipart(&key, bytes))
+        }
+    }
+
+    fn check(&mut self) -> Result<(), WriteError> {
+        let (c, bucket) = (self.client.clone(), self.cfg.bucket.clone());
+        self.rt.block_on(async move {
+            match c.head_bucket().bucket(&bucket).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let text = describe(&e);
+                    let not_found = e.as_service_error().is_some_and(|s| s.is_not_found())
+                        || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                    if not_found {
+                        Err(WriteError::Config(format!(
+                            "S3 bucket `{bucket}` does not exist (S3BucketName); create it first"
+                        )))
+                    } else {
+                        Err(err(&format!("bucket `{bucket}` is not reachable"), text))
+                    }
+                }
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        let where_ = if self.cfg.endpoint.is_empty() {
+            "AWS".to_string()
+        } else {
+            self.cfg.endpoint.clone()
+        };
+        format!(
+            "S3 writer to s3://{}/{} at {where_}",
+            self.cfg.bucket, self.cfg.key_prefix
+        )
+    }
+}
+
+/// Read access for tools and tests (the exactly-once verifier reads files back).
+impl S3Writer {
+    /// Every object key under `prefix`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+        let (c, bucket, prefix) = (
+            self.client.clone(),
+            self.cfg.bucket.clone(),
+            self.key(prefix),
+        );
+        self.rt.block_on(async move {
+            let mut out = Vec::new();
+            let mut token = None;
+            loop {
+                let r = c
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| err("ListObjectsV2", describe(&e)))?;
+                out.extend(
+                    r.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_string)),
+                );
+                match r.next_continuation_token() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// An object's bytes and ETag.
+    pub fn get(&self, key: &str) -> Result<(Vec<u8>, String), WriteError> {
+        let (c, bucket, key) = (
+            self.client.clone(),
+            self.cfg.bucket.clone(),
+            key.to_string(),
+        );
+        self.rt.block_on(async move {
+            let r = c
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| err(&format!("GetObject {key}"), describe(&e)))?;
+            let etag = r.e_tag().unwrap_or_default().to_string();
+            let data = r
+                .body
+                .collect()
+                .await
+                .map_err(|e| err("GetObject body", e))?
+                .into_bytes()
+                .to_vec();
+            Ok((data, etag))
+        })
+    }
+
+    /// Creates the bucket (tests and first-time setup; the writer itself never does).
+    pub fn create_bucket(&self) -> Result<(), WriteError> {
+        let (c, bucket) = (self.client.clone(), self.cfg.bucket.clone());
+        self.rt.block_on(async move {
+            c.create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| err("CreateBucket", describe(&e)))
+        })
+    }
+}
