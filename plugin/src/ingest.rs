@@ -237,6 +237,46 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// Decodes msgpack records: a stream of maps, or arrays of maps (HTTP bodies).
+    /// Returns how many values were read; a malformed tail is one rejected entry.
+    pub fn msgpack_records(&mut self, bytes: &[u8], out: &mut KeyedBatch) -> usize {
+        let mut r = crate::decode::msgpack::Reader::new(bytes);
+        let mut doc = std::mem::take(&mut self.doc).recycle();
+        let mut n = 0;
+        let mut failures = Vec::new();
+        while !r.is_empty() {
+            let start = r.pos();
+            doc.clear();
+            if let Err(e) = r.value(Some(&mut doc)) {
+                failures.push(DlqEntry::new(
+                    format!("record {}", n + 1),
+                    e.to_string(),
+                    &bytes[start..],
+                ));
+                break;
+            }
+            let Some(root) = doc.root() else { break };
+            let items: Vec<_> = if root.kind() == crate::value::Kind::Array {
+                root.items().collect()
+            } else {
+                vec![root]
+            };
+            for v in items {
+                n += 1;
+                if let Err(e) = self.value(v, &Context::default(), None, out) {
+                    let mut raw = Vec::new();
+                    crate::decode::msgpack::write::value(&mut raw, v);
+                    failures.push(DlqEntry::new(format!("record {n}"), e, &raw));
+                }
+            }
+        }
+        for f in failures {
+            out.reject(f);
+        }
+        self.doc = doc.recycle();
+        n
+    }
+
     /// Decodes a Fluent Bit chunk: good events become records, bad ones DLQ entries.
     pub fn flb_chunk(&mut self, chunk: &[u8], tag: &str, out: &mut KeyedBatch) -> ChunkStats {
         let mut doc = std::mem::take(&mut self.doc).recycle();

@@ -53,6 +53,13 @@ pub struct StderrLogger {
 
 impl StderrLogger {
     pub fn new(name: &str, debug: bool, format: LogFormatter) -> Arc<Self> {
+        use std::io::IsTerminal;
+        // Colours only on a terminal; log files and collectors get plain text.
+        let format = if format == LogFormatter::Color && !std::io::stderr().is_terminal() {
+            LogFormatter::Text
+        } else {
+            format
+        };
         Arc::new(StderrLogger {
             max: if debug { Level::Debug } else { Level::Info },
             format,

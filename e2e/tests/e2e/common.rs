@@ -412,3 +412,152 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
+
+/// A response: status, headers (lower-case names), body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request with a real HTTP client (ureq).
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpResponse {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut resp = match method {
+        "GET" => {
+            let mut r = agent.get(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.call()
+        }
+        _ => {
+            let mut r = agent.post(url);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send(body.unwrap_or(&[]))
+        }
+    }
+    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap_or_default();
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The http-server binary on a free port, with `config` (JSON object) plus the port.
+pub struct HttpServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl HttpServer {
+    pub fn start(mut config: Value) -> HttpServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        config["port"] = serde_json::json!(port);
+        config["address"] = serde_json::json!("127.0.0.1");
+        if config.get("writer_file_path").is_none() {
+            config["writer_file_path"] = serde_json::json!(dir.path().join("out"));
+        }
+        config["writer_fsync"] = serde_json::json!(false);
+        config["log_formatter"] = serde_json::json!("text");
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, serde_json::to_vec(&config).expect("json")).expect("write config");
+        let child = Command::new(bin("http-server"))
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("log file"))
+            .spawn()
+            .expect("start http-server");
+        let s = HttpServer {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed().as_secs() < 20,
+                "http-server did not start: {}",
+                s.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().expect("wait")
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

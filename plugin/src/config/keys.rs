@@ -98,6 +98,9 @@ keys! {
     S3PartSize, "S3PartSize", "s3_part_size", New, "8MiB", "Part size of multipart uploads (>= 5 MiB).";
     S3MultipartThreshold, "S3MultipartThreshold", "s3_multipart_threshold", New, "16MiB", "Files this large or larger are uploaded in parts; smaller ones with one PutObject.";
     RecoveryInterval, "RecoveryInterval", "recovery_interval", New, "30", "How often (seconds) TryAutoRecover retries the recovery store.";
+    HttpMaxBodyBytes, "HttpMaxBodyBytes", "http_max_body_bytes", New, "16MiB", "http-server: largest request body; larger ones get 413.";
+    HttpAuthToken, "HttpAuthToken", "http_auth_token", New, "\"\"", "http-server: when set, requests need `Authorization: Bearer <token>` (401 otherwise; /health and /ready stay open).";
+    HttpRequestTimeout, "HttpRequestTimeout", "http_request_timeout", New, "30", "http-server: seconds a request may take before it is answered 503.";
     FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
 }
 

@@ -207,6 +207,9 @@ pub struct Config {
     pub recovery_path: PathBuf,
     pub recovery_interval: Duration,
     pub fluent_metadata: FluentMetadata,
+    pub http_max_body_bytes: usize,
+    pub http_auth_token: Secret,
+    pub http_request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -410,6 +413,9 @@ impl ConfigBuilder {
                 recovery_path: PathBuf::new(),
                 recovery_interval: Duration::from_secs(30),
                 fluent_metadata: FluentMetadata::Args,
+                http_max_body_bytes: 16 * 1024 * 1024,
+                http_auth_token: Secret::default(),
+                http_request_timeout: Duration::from_secs(30),
             },
             lock_ttl_set: false,
             dlq_path_set: false,
@@ -591,6 +597,14 @@ impl ConfigBuilder {
             }
             Key::S3MultipartThreshold => c.s3.multipart_threshold = parse_bytes(k, v)?,
             Key::RecoveryInterval => c.recovery_interval = parse_duration(k, v)?,
+            Key::HttpMaxBodyBytes => {
+                c.http_max_body_bytes = parse_bytes(k, v)? as usize;
+                if c.http_max_body_bytes < 16 {
+                    return Err(bad(k, v, "must be at least 16 bytes"));
+                }
+            }
+            Key::HttpAuthToken => c.http_auth_token = Secret::new(v.trim()),
+            Key::HttpRequestTimeout => c.http_request_timeout = parse_duration(k, v)?,
             Key::FluentMetadata => {
                 c.fluent_metadata =
                     parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?

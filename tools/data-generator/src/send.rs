@@ -1,0 +1,203 @@
+//! Outputs that send generated records somewhere, each reporting what was sent and what
+//! was acknowledged.
+
+use crate::{GenArgs, Pacer};
+use anyhow::{Context, Result, bail};
+use data2parquet::decode::json::JsonParser;
+use data2parquet::decode::msgpack::write as mp;
+use datagen::Generator;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Encodes one JSON record as a Fluent Bit v5 event at time `ns`.
+pub fn event(p: &mut JsonParser, json: &str, ns: i64, out: &mut Vec<u8>) -> Result<()> {
+    let mut b = json.as_bytes().to_vec();
+    let doc = p.parse(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let root = doc.root().context("empty record")?;
+    mp::array(out, 2);
+    mp::array(out, 2);
+    mp::event_time(
+        out,
+        (ns / 1_000_000_000) as u32,
+        (ns % 1_000_000_000) as u32,
+    );
+    mp::map(out, 0);
+    mp::value(out, root);
+    Ok(())
+}
+
+/// Writes Fluent Bit chunk files of about `chunk_bytes` each.
+pub fn chunks(g: &GenArgs, dir: &Path, chunk_bytes: usize) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut gen_ = Generator::new(g.seed);
+    let mut p = JsonParser::new();
+    let pacer = Pacer::new(g);
+    let (mut chunk, mut line) = (Vec::with_capacity(chunk_bytes + 4096), String::new());
+    let (mut n, mut files) = (0u64, 0u64);
+    let flush = |chunk: &mut Vec<u8>, files: &mut u64| -> Result<()> {
+        if !chunk.is_empty() {
+            std::fs::write(dir.join(format!("{:06}.chunk", *files)), &chunk)?;
+            *files += 1;
+            chunk.clear();
+        }
+        Ok(())
+    };
+    while n < g.count && pacer.wait(n) {
+        line.clear();
+        gen_.write_json(&mut line);
+        event(&mut p, &line, data2parquet::timeutil::now_ns(), &mut chunk)?;
+        n += 1;
+        if chunk.len() >= chunk_bytes {
+            flush(&mut chunk, &mut files)?;
+        }
+    }
+    flush(&mut chunk, &mut files)?;
+    eprintln!(
+        "data-generator: {n} records in {files} chunk files under {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Latency samples, for percentiles.
+#[derive(Default)]
+pub struct Latencies(Mutex<Vec<Duration>>);
+
+impl Latencies {
+    pub fn add(&self, d: Duration) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        v.sort();
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+/// POSTs NDJSON batches to `/records` on `concurrency` connections.
+pub fn http(
+    g: &GenArgs,
+    url: &str,
+    batch: usize,
+    concurrency: usize,
+    token: Option<&str>,
+    pregenerate: bool,
+) -> Result<()> {
+    let url = format!("{}/records", url.trim_end_matches('/'));
+    let gen_ = Mutex::new(Generator::new(g.seed));
+    let make = |gen_: &mut Generator, n: usize| {
+        let mut s = String::with_capacity(n * 1100);
+        for _ in 0..n {
+            gen_.write_json(&mut s);
+            s.push('\n');
+        }
+        s
+    };
+    let total_batches = g.count.div_ceil(batch as u64);
+    let pre: Option<Vec<String>> = pregenerate.then(|| {
+        let mut g2 = gen_.lock().unwrap_or_else(|p| p.into_inner());
+        (0..total_batches)
+            .map(|i| make(&mut g2, batch.min((g.count - i * batch as u64) as usize)))
+            .collect()
+    });
+    let (next, sent, acked, refused, failed, bytes) = (
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    );
+    let lat = Latencies::default();
+    let pacer = Pacer::new(g);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..concurrency.max(1) {
+            s.spawn(|| {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(120)))
+                    .build()
+                    .into();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= total_batches || !pacer.wait(i * batch as u64) {
+                        break;
+                    }
+                    let body = match &pre {
+                        Some(p) => std::borrow::Cow::Borrowed(p[i as usize].as_str()),
+                        None => {
+                            let n = batch.min((g.count - i * batch as u64) as usize);
+                            let mut g2 = gen_.lock().unwrap_or_else(|p| p.into_inner());
+                            std::borrow::Cow::Owned(make(&mut g2, n))
+                        }
+                    };
+                    let n = body.lines().count() as u64;
+                    // A refused batch (429/503) is sent again after its Retry-After.
+                    loop {
+                        let t = Instant::now();
+                        let mut req = agent
+                            .post(&url)
+                            .header("Content-Type", "application/x-ndjson");
+                        if let Some(tok) = token {
+                            req = req.header("Authorization", &format!("Bearer {tok}"));
+                        }
+                        sent.fetch_add(n, Ordering::Relaxed);
+                        bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                        match req.send(body.as_bytes()) {
+                            Ok(mut r) if r.status().as_u16() == 200 => {
+                                lat.add(t.elapsed());
+                                let v: serde_json::Value =
+                                    r.body_mut().read_json().unwrap_or_default();
+                                acked.fetch_add(
+                                    v["accepted"].as_u64().unwrap_or(0),
+                                    Ordering::Relaxed,
+                                );
+                                break;
+                            }
+                            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
+                                refused.fetch_add(n, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            Ok(r) => {
+                                eprintln!("data-generator: {} answered {}", url, r.status());
+                                failed.fetch_add(n, Ordering::Relaxed);
+                                break;
+                            }
+                            Err(e) => {
+                                eprintln!("data-generator: {url}: {e}");
+                                failed.fetch_add(n, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let (a, f) = (
+        acked.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "sent": sent.load(Ordering::Relaxed), "acknowledged": a, "refused_then_resent": refused.load(Ordering::Relaxed),
+            "failed": f, "seconds": secs, "records_per_second": a as f64 / secs,
+            "mb_per_second": bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs,
+            "p50_ms": lat.percentile(0.5).as_secs_f64() * 1e3, "p99_ms": lat.percentile(0.99).as_secs_f64() * 1e3,
+            "batch": batch, "concurrency": concurrency,
+        })
+    );
+    if f > 0 {
+        bail!("{f} records could not be delivered");
+    }
+    Ok(())
+}

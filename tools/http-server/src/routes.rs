@@ -1,0 +1,456 @@
+//! Routes. Upstream's `/record/`, `/flush/`, `/healthcheck/` keep their shapes; `/records`
+//! takes batches (NDJSON, JSON array or msgpack), `/health`, `/ready`, `/metrics` and
+//! `/openapi.json` are new. Decoding and buffering are blocking, so they run on the
+//! runtime's blocking pool; the async workers only move bytes.
+
+use crate::probe::Probe;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State as St};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use data2parquet::config::Config;
+use data2parquet::decode::frame::{Layout, Piece, split_all};
+use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
+use data2parquet::logging::{Level, SharedLogger};
+use data2parquet::receiver::{Receiver, SubmitError};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub struct State {
+    cfg: Config,
+    spec: &'static IngestSpec,
+    receiver: Arc<Receiver>,
+    probe: Probe,
+    log: SharedLogger,
+    decoders: Mutex<Vec<Decoder<'static>>>,
+    /// Responses by status class: 2xx, 4xx, 5xx (index 0, 1, 2).
+    responses: [AtomicU64; 3],
+}
+
+impl State {
+    pub fn new(
+        cfg: Config,
+        spec: &'static IngestSpec,
+        receiver: Arc<Receiver>,
+        probe: Probe,
+        log: SharedLogger,
+    ) -> State {
+        State {
+            cfg,
+            spec,
+            receiver,
+            probe,
+            log,
+            decoders: Mutex::new(Vec::new()),
+            responses: Default::default(),
+        }
+    }
+
+    fn with_decoder<T>(&self, f: impl FnOnce(&mut Decoder<'static>) -> T) -> T {
+        let taken = self
+            .decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut d = taken.unwrap_or_else(|| Decoder::new(self.spec));
+        let r = f(&mut d);
+        self.decoders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d);
+        r
+    }
+}
+
+type Shared = Arc<State>;
+
+pub fn router(state: Shared) -> Router {
+    let limit = state.cfg.http_max_body_bytes;
+    Router::new()
+        .route("/record/", post(record))
+        .route("/record", post(record))
+        .route("/records", post(records))
+        .route("/records/", post(records))
+        .route("/flush/", post(flush))
+        .route("/flush", post(flush))
+        .route("/healthcheck/", get(healthcheck))
+        .route("/healthcheck", get(healthcheck))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A refusal: status, JSON body, and for retryable ones a Retry-After. Small, unlike a
+/// built `Response`, so it travels through `Result`s cheaply.
+pub struct Refusal {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, body: Value) -> Refusal {
+        Refusal {
+            status,
+            body,
+            retry_after: None,
+        }
+    }
+
+    fn retry(mut self, secs: u64) -> Refusal {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let r = json_response(self.status, self.body);
+        match self.retry_after {
+            Some(s) => retry_after(r, s),
+            None => r,
+        }
+    }
+}
+
+fn retry_after(mut r: Response, secs: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Equal-time comparison of the bearer token.
+fn token_ok(headers: &HeaderMap, want: &str) -> bool {
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (got.as_bytes(), want.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
+    }
+    diff == 0
+}
+
+/// Authentication, request timeout and response counting for every route.
+async fn guard(St(s): St<Shared>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open = matches!(
+        path,
+        "/health" | "/ready" | "/healthcheck" | "/healthcheck/"
+    );
+    let token = s.cfg.http_auth_token.expose();
+    let resp = if !open && !token.is_empty() && !token_ok(req.headers(), token) {
+        let mut r = json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong bearer token"}),
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    } else {
+        match tokio::time::timeout(s.cfg.http_request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => retry_after(
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": format!("request took longer than {:?}", s.cfg.http_request_timeout)}),
+                ),
+                1,
+            ),
+        }
+    };
+    let class = match resp.status().as_u16() {
+        200..=399 => 0,
+        400..=499 => 1,
+        _ => 2,
+    };
+    s.responses[class].fetch_add(1, Ordering::Relaxed);
+    resp
+}
+
+/// Stores a decoded batch; maps pipeline errors to HTTP answers.
+fn submit(s: &State, batch: KeyedBatch) -> Result<(), Refusal> {
+    match s.receiver.submit(batch) {
+        Ok(_) => Ok(()),
+        Err(SubmitError::Full(e)) => Err(Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": format!("buffer full: {e}")}),
+        )
+        .retry(1)),
+        Err(e) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        )
+        .retry(1)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": format!("internal error: {e}")}),
+        )
+    })
+}
+
+/// `POST /record/`: one JSON object; 201 once it is buffered.
+async fn record(St(s): St<Shared>, body: Bytes) -> Response {
+    let t = Instant::now();
+    let st = s.clone();
+    let res = blocking(move || {
+        let mut buf = body.to_vec();
+        let mut batch = KeyedBatch::new();
+        let ok = st.with_decoder(|d| d.json(&mut buf, || "request body".to_string(), &mut batch));
+        if !ok {
+            let reason = batch.rejected.first().map(|e| e.reason.clone()).unwrap_or_default();
+            // The bad record still goes to the DLQ, like any other.
+            let _ = st.receiver.submit(batch);
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                json!({"error": reason, "timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed())}),
+            ));
+        }
+        submit(&st, batch)
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => json_response(
+            StatusCode::CREATED,
+            json!({"timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed())}),
+        ),
+        Ok(Err(r)) | Err(r) => r.into_response(),
+    }
+}
+
+enum BodyKind {
+    Json(Layout),
+    Msgpack,
+}
+
+fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "text/plain" => Some(BodyKind::Json(Layout::Ndjson)),
+        "application/json" | "" => Some(BodyKind::Json(Layout::Auto)),
+        "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+            Some(BodyKind::Msgpack)
+        }
+        _ => None,
+    }
+}
+
+/// `POST /records`: many records; answers the counts and each rejected record's reason.
+async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(kind) = body_kind(&headers) else {
+        return json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({"error": "Content-Type must be application/x-ndjson, application/json or application/msgpack"}),
+        );
+    };
+    let st = s.clone();
+    let res = blocking(move || {
+        let mut batch = KeyedBatch::new();
+        let mut seen = 0usize;
+        match kind {
+            BodyKind::Msgpack => {
+                seen = st.with_decoder(|d| d.msgpack_records(&body, &mut batch));
+            }
+            BodyKind::Json(layout) => {
+                let mut buf = body.to_vec();
+                let pieces = split_all(&body, layout, st.cfg.max_record_bytes);
+                st.with_decoder(|d| {
+                    for (piece, slice) in pieces {
+                        seen += 1;
+                        match (piece, slice) {
+                            (Piece::Record { line, .. }, Some(sl)) => {
+                                let start = sl.as_ptr() as usize - body.as_ptr() as usize;
+                                let rec = &mut buf[start..start + sl.len()];
+                                d.json(rec, || format!("line {line}"), &mut batch);
+                            }
+                            (
+                                Piece::Error {
+                                    line, reason, raw, ..
+                                },
+                                _,
+                            ) => {
+                                batch.reject(data2parquet::dlq::DlqEntry::new(
+                                    format!("line {line}"),
+                                    reason,
+                                    &raw,
+                                ));
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        }
+        let accepted = batch.len();
+        let errors: Vec<Value> = batch
+            .rejected
+            .iter()
+            .map(|e| json!({"source": e.source, "reason": e.reason}))
+            .collect();
+        let rejected = errors.len();
+        submit(&st, batch).map(|()| (accepted, rejected, errors, seen))
+    })
+    .await;
+    match res {
+        Ok(Ok((accepted, rejected, errors, _))) => {
+            let status = if accepted == 0 && rejected > 0 {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            json_response(
+                status,
+                json!({"accepted": accepted, "rejected": rejected, "errors": errors}),
+            )
+        }
+        Ok(Err(r)) | Err(r) => r.into_response(),
+    }
+}
+
+/// `POST /flush/`: writes everything buffered; 500 when a write failed.
+async fn flush(St(s): St<Shared>) -> Response {
+    let t = Instant::now();
+    let st = s.clone();
+    match blocking(move || st.receiver.flush()).await {
+        Ok(Ok(rep)) => {
+            let ok = rep.errors.is_empty();
+            if !ok {
+                s.log.log(
+                    Level::Error,
+                    &format!("flush request: {}", rep.errors.join("; ")),
+                );
+            }
+            json_response(
+                if ok {
+                    StatusCode::OK
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                },
+                json!({
+                    "timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed()),
+                    "batches": rep.batches, "files": rep.files, "rows": rep.rows,
+                    "recovered": rep.recovered, "errors": rep.errors,
+                }),
+            )
+        }
+        Ok(Err(e)) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        ),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn readiness(s: &Shared) -> Result<(), String> {
+    let st = s.clone();
+    match tokio::task::spawn_blocking(move || st.probe.check()).await {
+        Ok(r) => r,
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `GET /healthcheck/`: upstream's route, now telling the truth.
+async fn healthcheck(St(s): St<Shared>) -> Response {
+    let t = Instant::now();
+    match readiness(&s).await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            json!({"status": "ok", "timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed())}),
+        ),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "error", "error": e, "timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed())}),
+        ),
+    }
+}
+
+/// `GET /health`: liveness.
+async fn health() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// `GET /ready`: the buffer and the writer can be reached.
+async fn ready(St(s): St<Shared>) -> Response {
+    match readiness(&s).await {
+        Ok(()) => json_response(StatusCode::OK, json!({"status": "ready"})),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not ready", "error": e}),
+        ),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(St(s): St<Shared>) -> Response {
+    let mut text = s.receiver.metrics().render_prometheus();
+    text.push_str("# HELP d2p_http_responses_total HTTP responses by status class.\n# TYPE d2p_http_responses_total counter\n");
+    for (i, class) in ["2xx", "4xx", "5xx"].iter().enumerate() {
+        text.push_str(&format!(
+            "d2p_http_responses_total{{class=\"{class}\"}} {}\n",
+            s.responses[i].load(Ordering::Relaxed)
+        ));
+    }
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+async fn openapi() -> Response {
+    let mut r = (StatusCode::OK, OPENAPI).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
