@@ -10,15 +10,16 @@
 //! too is the batch reported as failed, and the buffer keeps its records.
 
 use crate::buffer::Batch;
-use crate::config::{Config, PartitionTime};
-use crate::convert::ParquetOptions;
+use crate::config::{Config, DynamicNested, PartitionTime};
+use crate::convert::dynamic::{DType, SchemaRegistry, Shape, encode_dynamic, infer};
 use crate::convert::log::encode_log;
+use crate::convert::{ConvertError, ParquetOptions};
 use crate::dlq::{DlqEntry, DlqSink};
 use crate::log_at;
 use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
 use crate::partition::{PathTemplate, object_name};
-use crate::record::{LogRecord, Record};
+use crate::record::{DynRecord, LogRecord, Record};
 use crate::writer::Writer;
 use crate::writer::recovery::RecoveryStore;
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub log: SharedLogger,
     pub dlq: Arc<dyn DlqSink>,
     pub use_dlq: bool,
+    /// Per-key schemas of dynamic records.
+    pub schemas: SchemaRegistry,
 }
 
 impl Shared {
@@ -71,6 +74,8 @@ pub struct Written {
     pub recovered: usize,
     /// Records sent to the DLQ because they could not be converted.
     pub dead_lettered: usize,
+    /// The key's schema after this batch (dynamic records), for the buffer to keep.
+    pub schema: Option<Arc<str>>,
 }
 
 /// A batch (or part of it) that could not be written or kept.
@@ -101,6 +106,8 @@ pub struct Flusher {
     recovery: Option<RecoveryStore>,
     shared: Arc<Shared>,
     inject_panic: bool,
+    /// How dynamic records become columns.
+    shape: Shape,
 }
 
 impl Flusher {
@@ -123,6 +130,12 @@ impl Flusher {
             recovery: local_recovery.then(|| RecoveryStore::new(&cfg.recovery_path)),
             shared,
             inject_panic: fault_convert_panic(),
+            shape: match &cfg.json_schema {
+                Some(f) => Shape::Fixed(f.clone()),
+                None => Shape::Inferred {
+                    nested_json: cfg.dynamic_nested == DynamicNested::Json,
+                },
+            },
         })
     }
 
@@ -134,38 +147,40 @@ impl Flusher {
         self.recovery.as_ref()
     }
 
-    /// Groups record indexes by output folder.
-    fn plan(&self, batch: &Batch, now_ns: i64) -> BTreeMap<String, Vec<usize>> {
+    /// Groups record indexes by output folder, and by record type (a Redis buffer shared
+    /// with nodes configured differently may hold both; each type gets its own file).
+    /// The order is deterministic, so a batch written again gets the same file ids.
+    fn plan(&self, batch: &Batch, now_ns: i64) -> Vec<(String, bool, Vec<usize>)> {
         let values = batch.key.values();
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        match self.time_source {
-            PartitionTime::Flush => {
-                groups.insert(
-                    self.template.render(&values, now_ns),
-                    (0..batch.records.len()).collect(),
-                );
-            }
-            PartitionTime::Record => {
-                for (i, r) in batch.records.iter().enumerate() {
-                    let t = r.event_ns().unwrap_or(now_ns);
-                    groups
-                        .entry(self.template.render(&values, t))
-                        .or_default()
-                        .push(i);
-                }
-            }
+        let mut groups: BTreeMap<(String, bool), Vec<usize>> = BTreeMap::new();
+        let flush_folder = self.template.render(&values, now_ns);
+        for (i, r) in batch.records.iter().enumerate() {
+            let folder = match self.time_source {
+                PartitionTime::Flush => flush_folder.clone(),
+                PartitionTime::Record => self
+                    .template
+                    .render(&values, r.event_ns().unwrap_or(now_ns)),
+            };
+            let is_log = matches!(r, Record::Log(_));
+            groups.entry((folder, is_log)).or_default().push(i);
         }
         groups
+            .into_iter()
+            .map(|((folder, is_log), idx)| (folder, is_log, idx))
+            .collect()
     }
 
-    fn encode(&self, recs: &[&LogRecord]) -> Result<Vec<u8>, String> {
+    /// Runs one conversion, turning an error or a panic into a reason.
+    fn encode(
+        &self,
+        convert: impl FnOnce() -> Result<Vec<u8>, ConvertError>,
+    ) -> Result<Vec<u8>, String> {
         let inject = self.inject_panic;
-        let opts = &self.opts;
         match catch_unwind(AssertUnwindSafe(|| {
             if inject {
                 panic!("injected fault: conversion panic (D2P_FAULT=convert-panic)");
             }
-            encode_log(recs.iter().copied(), opts)
+            convert()
         })) {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(e)) => Err(format!("conversion failed: {e}")),
@@ -207,6 +222,39 @@ impl Flusher {
         Err(last)
     }
 
+    /// The schema of the batch's dynamic records: the key's stored one widened by them
+    /// (or the fixed one). `Err` holds the reason no dynamic record can be converted.
+    fn dynamic_schema(&self, batch: &Batch) -> Result<Option<(DType, bool)>, String> {
+        let recs: Vec<&DynRecord> = batch
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Dynamic(d) => Some(d),
+                Record::Log(_) => None,
+            })
+            .collect();
+        if recs.is_empty() {
+            return Ok(None);
+        }
+        match &self.shape {
+            Shape::Fixed(f) => Ok(Some((f.dtype.clone(), true))),
+            Shape::Inferred { nested_json } => {
+                let seen = infer(&recs, None, *nested_json)
+                    .map_err(|e| format!("schema inference failed: {e}"))?;
+                // A stored schema that does not parse (written by another version) is
+                // only a hint: the data's own schema still covers every value.
+                let stored = batch
+                    .schema
+                    .as_deref()
+                    .and_then(|s| DType::from_json(s).ok());
+                Ok(Some((
+                    self.shared.schemas.widen(&batch.key, stored, seen),
+                    false,
+                )))
+            }
+        }
+    }
+
     /// Converts and writes one batch.
     pub fn flush(&mut self, batch: &Batch) -> Result<Written, FlushFailure> {
         // The "flush time" is the batch id's time (when it was taken), not the clock: a
@@ -215,14 +263,38 @@ impl Flusher {
         let mut out = Written::default();
         let mut unwritten = Vec::new();
         let mut error = String::new();
-        for (gi, (folder, idx)) in self.plan(batch, now_ns).into_iter().enumerate() {
-            let recs: Vec<&LogRecord> = idx
-                .iter()
-                .map(|&i| match &batch.records[i] {
-                    Record::Log(l) => l,
-                })
-                .collect();
-            let bytes = match self.encode(&recs) {
+        let dynamic = self.dynamic_schema(batch);
+        if let (Ok(Some((t, false))), Shape::Inferred { .. }) = (&dynamic, &self.shape) {
+            out.schema = Some(t.to_json().into());
+        }
+        for (gi, (folder, is_log, idx)) in self.plan(batch, now_ns).into_iter().enumerate() {
+            let encoded = if is_log {
+                let recs: Vec<&LogRecord> = idx
+                    .iter()
+                    .filter_map(|&i| match &batch.records[i] {
+                        Record::Log(l) => Some(l),
+                        Record::Dynamic(_) => None,
+                    })
+                    .collect();
+                self.encode(|| encode_log(recs.iter().copied(), &self.opts))
+            } else {
+                let recs: Vec<&DynRecord> = idx
+                    .iter()
+                    .filter_map(|&i| match &batch.records[i] {
+                        Record::Dynamic(d) => Some(d),
+                        Record::Log(_) => None,
+                    })
+                    .collect();
+                match &dynamic {
+                    Ok(Some((t, fixed))) => {
+                        self.encode(|| encode_dynamic(&recs, t, *fixed, &self.opts))
+                    }
+                    Ok(None) => Err("internal: no schema for dynamic records".into()),
+                    Err(reason) => Err(reason.clone()),
+                }
+            };
+            let recs: Vec<&Record> = idx.iter().map(|&i| &batch.records[i]).collect();
+            let bytes = match encoded {
                 Ok(b) => b,
                 Err(reason) => {
                     // Conversion can never succeed for these records: dead-letter them.
@@ -306,6 +378,7 @@ impl Flusher {
         if unwritten.is_empty() {
             Ok(out)
         } else {
+            // Files written with a widened schema still count: keep it.
             Err(FlushFailure {
                 error,
                 unwritten,

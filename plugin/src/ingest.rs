@@ -5,14 +5,18 @@
 //! file blocks through a [`Decoder`]; all of them get the same mapping rules, the same
 //! partition keys and the same error messages.
 
-use crate::config::{Config, ConfigError, FluentMetadata, RecordType};
+use crate::config::{Config, ConfigError, FieldSet, FluentMetadata, RecordType};
+use crate::convert::dynamic::EVENT_TIME;
+use crate::convert::jsonschema::Fixed;
 use crate::decode::flb::{self, ChunkStats, Item};
 use crate::decode::json::JsonParser;
 use crate::dlq::DlqEntry;
 use crate::partition::{Context, KeySpec, PartitionKey};
+use crate::record::dynamic::{DynRecord, FieldAction, time_ns};
 use crate::record::log_map::FastMap;
 use crate::record::{LogMapper, LogRules, Record};
 use crate::value::{Doc, ValRef};
+use std::sync::Arc;
 
 /// Decoding settings, built once per pipeline and shared read-only.
 pub struct IngestSpec {
@@ -21,6 +25,57 @@ pub struct IngestSpec {
     pub keyspec: KeySpec,
     pub fluent_metadata: FluentMetadata,
     pub max_record_bytes: usize,
+    pub dynamic: DynamicSpec,
+}
+
+/// How `RecordType=dynamic` records are kept.
+pub struct DynamicSpec {
+    pub ignored: FieldSet,
+    pub masked: FieldSet,
+    /// Fields tried for the event time when the input carries none.
+    pub time_keys: Vec<String>,
+    /// `JsonSchemaPath`: records that do not fit are rejected.
+    pub fixed: Option<Arc<Fixed>>,
+}
+
+impl DynamicSpec {
+    fn action(&self, key: &str) -> FieldAction {
+        if key == EVENT_TIME {
+            return FieldAction::Drop;
+        }
+        if self.ignored.is_empty() && self.masked.is_empty() {
+            return FieldAction::Keep;
+        }
+        // Matched like log fields: case-insensitive, `_` equal to `-`.
+        let norm = key.to_lowercase().replace('_', "-");
+        if self.ignored.contains(&norm) {
+            FieldAction::Drop
+        } else if self.masked.contains(&norm) {
+            FieldAction::Mask
+        } else {
+            FieldAction::Keep
+        }
+    }
+
+    /// The event time: `_event_time` (reserved), the input's own time (Fluent Bit), the
+    /// first time key that parses, or now.
+    fn event_ns(&self, v: ValRef<'_, '_>, input: Option<i64>) -> Result<i64, String> {
+        if let Some(t) = v.get(EVENT_TIME).filter(|t| !t.is_null()) {
+            return time_ns(t).ok_or_else(|| {
+                format!(
+                    "field `{EVENT_TIME}` is reserved for the event time, and {} is not a timestamp",
+                    t.to_json()
+                )
+            });
+        }
+        Ok(input
+            .or_else(|| {
+                self.time_keys
+                    .iter()
+                    .find_map(|k| v.get(k).and_then(time_ns))
+            })
+            .unwrap_or_else(crate::timeutil::now_ns))
+    }
 }
 
 impl IngestSpec {
@@ -43,6 +98,12 @@ impl IngestSpec {
             keyspec,
             fluent_metadata: c.fluent_metadata,
             max_record_bytes: c.max_record_bytes,
+            dynamic: DynamicSpec {
+                ignored: c.ignored_fields.clone(),
+                masked: c.mask_fields.clone(),
+                time_keys: c.dynamic_time_keys.clone(),
+                fixed: c.json_schema.clone(),
+            },
         })
     }
 }
@@ -126,6 +187,7 @@ pub struct Decoder<'s> {
     key: String,
     time: String,
     keyed: bool,
+    scratch: Vec<u8>,
 }
 
 impl<'s> Decoder<'s> {
@@ -138,6 +200,7 @@ impl<'s> Decoder<'s> {
             key: String::new(),
             time: String::new(),
             keyed: true,
+            scratch: Vec::new(),
         }
     }
 
@@ -156,7 +219,24 @@ impl<'s> Decoder<'s> {
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
         match self.spec.record_type {
-            RecordType::Log | RecordType::Dynamic => {
+            RecordType::Dynamic => {
+                let d = &self.spec.dynamic;
+                if v.kind() != crate::value::Kind::Map {
+                    return Err(format!("expected an object, found {}", v.kind().name()));
+                }
+                if let Some(f) = &d.fixed {
+                    f.validate(v)?;
+                }
+                let ev = d.event_ns(v, event_ns)?;
+                let rec = DynRecord::filtered(v, ev, &mut self.scratch, |k| d.action(k));
+                if self.keyed {
+                    self.spec.keyspec.render_dynamic(v, ctx, &mut self.key);
+                } else {
+                    self.key.clear();
+                }
+                out.push(&self.key, Record::Dynamic(rec));
+            }
+            RecordType::Log => {
                 if let Some(tag) = ctx.tag {
                     self.mapper.context_arg("fluent-tag", tag);
                     if let Some(ns) = event_ns {

@@ -205,6 +205,7 @@ impl Receiver {
             log,
             dlq: parts.dlq,
             use_dlq: cfg.use_dlq,
+            schemas: Default::default(),
         });
         let mut flushers = Vec::new();
         let local_recovery = !parts.buffer.durable();
@@ -465,14 +466,20 @@ fn writer_loop(
         let msg = match result {
             Ok(w) => Done {
                 id,
-                written: batch.info(),
+                written: BatchInfo {
+                    schema: w.schema.clone(),
+                    ..batch.info()
+                },
                 result: Ok(w),
             },
             Err(failure) => {
                 let unwritten = batch.split_off(&failure.unwritten);
                 Done {
                     id,
-                    written: batch.info(),
+                    written: BatchInfo {
+                        schema: failure.partial.schema.clone(),
+                        ..batch.info()
+                    },
                     result: Err((failure, unwritten)),
                 }
             }
@@ -1119,6 +1126,7 @@ mod tests {
             log: Arc::new(NullLogger),
             dlq: Arc::new(NoDlq),
             use_dlq: false,
+            schemas: Default::default(),
         });
         let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared, true).unwrap();
         assert_eq!(f.resend_recovery(), (1, 0));

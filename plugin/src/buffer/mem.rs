@@ -117,6 +117,9 @@ impl Buffer for MemBuffer {
             records,
             bytes,
             taken_at: Instant::now(),
+            // Schemas of dynamic records live in the pipeline's registry, which has the
+            // same lifetime as this buffer.
+            schema: None,
         }))
     }
 
@@ -168,6 +171,7 @@ mod tests {
             .iter()
             .map(|r| match r {
                 Record::Log(l) => l.req(Str::Message).to_string(),
+                Record::Dynamic(d) => d.to_json(),
             })
             .collect()
     }

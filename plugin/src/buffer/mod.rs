@@ -12,6 +12,7 @@ pub mod redis;
 
 use crate::partition::PartitionKey;
 use crate::record::Record;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ulid::Ulid;
 
@@ -26,6 +27,8 @@ pub struct Batch {
     pub bytes: u64,
     /// When it was taken (flush-latency metric).
     pub taken_at: Instant,
+    /// The key's stored schema (dynamic records), as the converter last left it.
+    pub schema: Option<Arc<str>>,
 }
 
 impl Batch {
@@ -35,6 +38,7 @@ impl Batch {
             key: self.key.clone(),
             records: self.records.len(),
             bytes: self.bytes,
+            schema: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl Batch {
             records: rest,
             bytes: rest_bytes,
             taken_at: self.taken_at,
+            schema: self.schema.clone(),
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct BatchInfo {
     pub key: PartitionKey,
     pub records: usize,
     pub bytes: u64,
+    /// The key's schema after this batch (dynamic records), to be stored with the ack.
+    pub schema: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

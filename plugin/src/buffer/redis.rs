@@ -4,7 +4,8 @@
 //! `<RedisDataPrefix>:<key>`, the set of keys `<RedisKeys>`, the flush lock
 //! `<RedisLockPrefix>:<key>`, dead letters in `<RedisDLQPrefix>:<key>`. Added: the batch in
 //! flight `<RedisDataPrefix>-inflight:<key>` with its id in `<RedisDataPrefix>-inflight-id:<key>`,
-//! and failure counts in the hash `<RedisRecoveryKey>:<key>`.
+//! failure counts in the hash `<RedisRecoveryKey>:<key>`, and the schema of a key of
+//! dynamic records in `<RedisDataPrefix>-schema:<key>` (kept 30 days after its last file).
 //!
 //! Protocol (fixing upstream's D-R1, D-R2, D-RC4, D-B3):
 //! - **Receive**: RPUSH of every group and SADD of its key in one MULTI; acknowledged only
@@ -28,7 +29,7 @@ use crate::record::Record;
 use crate::redis_conn::RedisConn;
 use redis::{RedisError, Script};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ulid::Ulid;
 
@@ -56,10 +57,11 @@ return {moved, ARGV[2]}
 "#;
 
 const ACK: &str = r#"
--- KEYS: inflight, inflight_id, lock, keys set, data; ARGV: token, batch id, key
+-- KEYS: inflight, inflight_id, lock, keys set, data, schema; ARGV: token, batch id, key, schema
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -2 end
 redis.call('DEL', KEYS[1], KEYS[2])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4], 'EX', 2592000) end
 if redis.call('LLEN', KEYS[5]) == 0 then redis.call('SREM', KEYS[4], ARGV[3]) end
 return 1
 "#;
@@ -105,6 +107,9 @@ impl<'c> Names<'c> {
     }
     pub fn dlq(&self, k: &str) -> String {
         format!("{}:{}", self.cfg.dlq_prefix, k)
+    }
+    pub fn schema(&self, k: &PartitionKey) -> String {
+        format!("{}-schema:{}", self.cfg.data_prefix, k)
     }
     pub fn recovery(&self, k: &PartitionKey) -> String {
         format!("{}:{}", self.cfg.recovery_key, k)
@@ -386,9 +391,19 @@ impl Buffer for RedisBuffer {
             self.release(key);
             return Ok(None);
         }
-        let raw: Vec<Vec<u8>> = self
+        let sk = names.schema(key);
+        let (raw, schema): (Vec<Vec<u8>>, Option<String>) = self
             .conn
-            .with(|c| redis::cmd("LRANGE").arg(&f).arg(0).arg(-1).query(c))
+            .with(|c| {
+                redis::pipe()
+                    .cmd("LRANGE")
+                    .arg(&f)
+                    .arg(0)
+                    .arg(-1)
+                    .cmd("GET")
+                    .arg(&sk)
+                    .query(c)
+            })
             .map_err(|e| classify(&e))?;
         let mut records = Vec::with_capacity(raw.len());
         for (i, r) in raw.iter().enumerate() {
@@ -423,6 +438,7 @@ impl Buffer for RedisBuffer {
             records,
             bytes,
             taken_at: Instant::now(),
+            schema: schema.map(Arc::from),
         }))
     }
 
@@ -435,13 +451,15 @@ impl Buffer for RedisBuffer {
         }
         let names = Names::new(&self.cfg);
         let k = &batch.key;
-        let (f, fid, lock, keys, d) = (
+        let (f, fid, lock, keys, d, sk) = (
             names.inflight(k),
             names.inflight_id(k),
             names.lock(k),
             names.keys().to_string(),
             names.data(k),
+            names.schema(k),
         );
+        let schema = batch.schema.as_deref().unwrap_or("");
         let (script, token) = (&self.ack_script, self.token.clone());
         let id = batch.id.to_string();
         // If this fails (Redis down, lock lost), the batch stays in flight and is written
@@ -453,9 +471,11 @@ impl Buffer for RedisBuffer {
                 .key(&lock)
                 .key(&keys)
                 .key(&d)
+                .key(&sk)
                 .arg(&token)
                 .arg(&id)
                 .arg(k.as_str())
+                .arg(schema)
                 .invoke::<i64>(c)
         });
         let rec = names.recovery(k);

@@ -83,8 +83,8 @@ keys! {
     WriterCompressionLevel, "WriterCompressionLevel", "writer_compression_level", New, "codec default", "Level for gzip (0-10), zstd (1-22) or brotli (0-11).";
     WriterFsync, "WriterFsync", "writer_fsync", New, "true", "fsync files and their folder before a batch counts as written.";
     WriterMapValuesUtf8, "WriterMapValuesUtf8", "writer_map_values_utf8", New, "false", "Annotate `args`/`extra-fields` values as UTF8 (upstream leaves them plain binary).";
-    PartitionFields, "PartitionFields", "partition_fields", New, "business-capability,business-domain,business-service,application-service", "Fields whose values form the partition key (`a:b:c:d`). Also `tag`, `tag[N]` and `meta.<name>`.";
-    PartitionPath, "PartitionPath", "partition_path", New, "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", "Folder layout: `{field}` (a partition field) and `{%Y}` `{%m}` `{%d}` `{%H}` `{%M}` (UTC).";
+    PartitionFields, "PartitionFields", "partition_fields", New, "business-capability,business-domain,business-service,application-service", "Fields whose values form the partition key (`a:b:c:d`). Also `tag`, `tag[N]` and `meta.<name>`. With RecordType=dynamic the default is `capability,domain,service,application` (a missing field is `dynamic_<field>`, as upstream).";
+    PartitionPath, "PartitionPath", "partition_path", New, "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", "Folder layout: `{field}` (a partition field) and `{%Y}` `{%m}` `{%d}` `{%H}` `{%M}` (UTC). Unset: upstream's layouts (`{capability}/year=...` for dynamic records), or `<first field>={first field}/year=...` for custom PartitionFields.";
     PartitionTime, "PartitionTime", "partition_time", New, "flush", "Time used in the path: `flush` (flush time) or `record` (the record's own time, UTC).";
     BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "67108864", "Memory the mem buffer may hold before it refuses records (FLB_RETRY / HTTP 429).";
     QueueCapacity, "QueueCapacity", "queue_capacity", New, "64", "Batches waiting for the buffer thread before producers get a `full` error.";
@@ -102,6 +102,8 @@ keys! {
     HttpAuthToken, "HttpAuthToken", "http_auth_token", New, "\"\"", "http-server: when set, requests need `Authorization: Bearer <token>` (401 otherwise; /health and /ready stay open).";
     HttpRequestTimeout, "HttpRequestTimeout", "http_request_timeout", New, "30", "http-server: seconds a request may take before it is answered 503.";
     FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
+    DynamicNested, "DynamicNested", "dynamic_nested", New, "struct", "RecordType=dynamic: nested objects become Parquet `struct` columns, or `json` text columns.";
+    DynamicTimeKey, "DynamicTimeKey", "dynamic_time_key", New, "time,timestamp,@timestamp", "RecordType=dynamic: fields tried, in order, for the event time (RFC 3339 or epoch seconds/ms/us/ns) when the input has none of its own (Fluent Bit events do); otherwise the arrival time.";
 }
 
 impl Key {

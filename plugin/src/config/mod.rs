@@ -131,6 +131,10 @@ choice!(
     /// What happens to Fluent Bit event metadata in log records.
     FluentMetadata { Args = "args", Drop = "drop" }
 );
+choice!(
+    /// How nested objects of dynamic records are stored.
+    DynamicNested { Struct = "struct", Json = "json" }
+);
 
 /// Redis settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +211,10 @@ pub struct Config {
     pub recovery_path: PathBuf,
     pub recovery_interval: Duration,
     pub fluent_metadata: FluentMetadata,
+    pub dynamic_nested: DynamicNested,
+    pub dynamic_time_keys: Vec<String>,
+    /// The schema loaded from `json_schema_path` (checked when the config is built).
+    pub json_schema: Option<std::sync::Arc<crate::convert::jsonschema::Fixed>>,
     pub http_max_body_bytes: usize,
     pub http_auth_token: Secret,
     pub http_request_timeout: Duration,
@@ -229,6 +237,8 @@ pub struct ConfigBuilder {
     dlq_path_set: bool,
     recovery_path_set: bool,
     lock_name_set: bool,
+    partition_fields_set: bool,
+    partition_path_set: bool,
 }
 
 impl Default for ConfigBuilder {
@@ -413,6 +423,9 @@ impl ConfigBuilder {
                 recovery_path: PathBuf::new(),
                 recovery_interval: Duration::from_secs(30),
                 fluent_metadata: FluentMetadata::Args,
+                dynamic_nested: DynamicNested::Struct,
+                dynamic_time_keys: vec!["time".into(), "timestamp".into(), "@timestamp".into()],
+                json_schema: None,
                 http_max_body_bytes: 16 * 1024 * 1024,
                 http_auth_token: Secret::default(),
                 http_request_timeout: Duration::from_secs(30),
@@ -421,6 +434,8 @@ impl ConfigBuilder {
             dlq_path_set: false,
             recovery_path_set: false,
             lock_name_set: false,
+            partition_fields_set: false,
+            partition_path_set: false,
         }
     }
 
@@ -548,8 +563,12 @@ impl ConfigBuilder {
                     return Err(bad(k, v, "expected at least one field"));
                 }
                 c.partition_fields = f;
+                self.partition_fields_set = true;
             }
-            Key::PartitionPath => c.partition_path = v.trim().trim_matches('/').to_string(),
+            Key::PartitionPath => {
+                c.partition_path = v.trim().trim_matches('/').to_string();
+                self.partition_path_set = true;
+            }
             Key::PartitionTime => {
                 c.partition_time =
                     parse_choice(k, v, PartitionTime::parse, PartitionTime::accepted())?
@@ -608,6 +627,17 @@ impl ConfigBuilder {
             Key::FluentMetadata => {
                 c.fluent_metadata =
                     parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?
+            }
+            Key::DynamicNested => {
+                c.dynamic_nested =
+                    parse_choice(k, v, DynamicNested::parse, DynamicNested::accepted())?
+            }
+            Key::DynamicTimeKey => {
+                c.dynamic_time_keys = v
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
             }
         }
         Ok(())
@@ -769,6 +799,30 @@ impl ConfigBuilder {
                 });
             }
         }
+        if c.record_type == RecordType::Dynamic && !self.partition_fields_set {
+            // Upstream's dynamic keys: `capability:domain:service:application`.
+            c.partition_fields = ["capability", "domain", "service", "application"]
+                .map(String::from)
+                .to_vec();
+        }
+        if !self.partition_path_set {
+            c.partition_path = default_path(c.record_type, &c.partition_fields);
+        }
+        if let Some(p) = &c.json_schema_path {
+            if c.record_type != RecordType::Dynamic {
+                return Err(ConfigError::Invalid {
+                    key: "JsonSchemaPath".into(),
+                    reason: "a JSON Schema applies to RecordType=dynamic only".into(),
+                });
+            }
+            let fixed = crate::convert::jsonschema::Fixed::load(p).map_err(|reason| {
+                ConfigError::Invalid {
+                    key: "JsonSchemaPath".into(),
+                    reason,
+                }
+            })?;
+            c.json_schema = Some(std::sync::Arc::new(fixed));
+        }
         // The path template must only use partition fields, so a key determines its path.
         crate::partition::PathTemplate::parse(&c.partition_path, &c.partition_fields).map_err(
             |reason| ConfigError::Invalid {
@@ -830,6 +884,32 @@ impl Config {
         let mut b = ConfigBuilder::new();
         b.merge_json_str(text)?;
         b.build()
+    }
+}
+
+/// The folder layout when `PartitionPath` is not set: upstream's layouts for the default
+/// fields (`capability=<cap>/...` for logs, `<capability>/...` for dynamic records), and
+/// `<first field>=<value>/...` for custom fields, so that setting PartitionFields alone
+/// is enough.
+fn default_path(rt: RecordType, fields: &[String]) -> String {
+    const HOURS: &str = "year={%Y}/month={%m}/day={%d}/hour={%H}";
+    let first = fields.first().map(String::as_str).unwrap_or("");
+    match (rt, first) {
+        (RecordType::Log, "business-capability") => format!("capability={{{first}}}/{HOURS}"),
+        (RecordType::Dynamic, "capability") => format!("{{capability}}/{HOURS}"),
+        _ => {
+            let name: String = first
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{name}={{{first}}}/{HOURS}")
+        }
     }
 }
 
@@ -956,6 +1036,42 @@ mod tests {
         let mut b = ConfigBuilder::new();
         b.set("PartitionPath", "x={nope}").unwrap();
         assert!(b.build().unwrap_err().to_string().contains("PartitionPath"));
+    }
+
+    #[test]
+    fn layouts_follow_the_record_type_and_fields() {
+        let build = |kv: &[(&str, &str)]| {
+            let mut b = ConfigBuilder::new();
+            for (k, v) in kv {
+                b.set(k, v).unwrap();
+            }
+            b.build()
+        };
+        let c = build(&[("RecordType", "dynamic")]).unwrap();
+        assert_eq!(
+            c.partition_fields,
+            ["capability", "domain", "service", "application"]
+        );
+        assert_eq!(
+            c.partition_path,
+            "{capability}/year={%Y}/month={%m}/day={%d}/hour={%H}"
+        );
+        let c = build(&[("PartitionFields", "tag,meta.x")]).unwrap();
+        assert_eq!(
+            c.partition_path,
+            "tag={tag}/year={%Y}/month={%m}/day={%d}/hour={%H}"
+        );
+        let e = build(&[
+            ("JsonSchemaPath", "/nonexistent.json"),
+            ("RecordType", "dynamic"),
+        ]);
+        assert!(e.unwrap_err().to_string().contains("JsonSchemaPath"));
+        let e = build(&[("JsonSchemaPath", "/x.json")]);
+        assert!(e.unwrap_err().to_string().contains("dynamic only"));
+        let e = ConfigBuilder::new()
+            .set("DynamicNested", "yaml")
+            .map(|_| ());
+        assert!(e.unwrap_err().to_string().contains("struct, json"));
     }
 
     #[test]

@@ -211,18 +211,27 @@ pub struct LogFileWriter<W: std::io::Write + Send> {
     utf8: bool,
 }
 
+/// A Parquet file with the log schema, for batches built with [`log_batch`] (e.g. on
+/// other threads).
+pub fn log_sink<W: std::io::Write + Send>(
+    out: W,
+    opts: &ParquetOptions,
+) -> Result<ParquetSink<W>, ConvertError> {
+    ParquetSink::with_parquet_schema(
+        out,
+        log_schema(opts.map_values_utf8),
+        log_parquet_schema(opts.map_values_utf8)?,
+        opts,
+    )
+}
+
 /// Records converted to Arrow at a time: bounds the Arrow copy of the data in memory.
 const BATCH_ROWS: usize = 8192;
 
 impl<W: std::io::Write + Send> LogFileWriter<W> {
     pub fn new(out: W, opts: &ParquetOptions) -> Result<Self, ConvertError> {
         Ok(LogFileWriter {
-            sink: ParquetSink::with_parquet_schema(
-                out,
-                log_schema(opts.map_values_utf8),
-                log_parquet_schema(opts.map_values_utf8)?,
-                opts,
-            )?,
+            sink: log_sink(out, opts)?,
             utf8: opts.map_values_utf8,
         })
     }

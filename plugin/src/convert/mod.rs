@@ -6,6 +6,8 @@
 //! to the writer in slices of [`SLICE_ROWS`] rows so the byte limit is honoured closely
 //! even when it is small.
 
+pub mod dynamic;
+pub mod jsonschema;
 pub mod log;
 
 use crate::config::{Codec, Config};

@@ -1,9 +1,11 @@
 //! The record model: what the buffer holds between decoding and conversion.
 
 pub mod canonical;
+pub mod dynamic;
 pub mod log;
 pub mod log_map;
 
+pub use dynamic::DynRecord;
 pub use log::{LogBuilder, LogRecord};
 pub use log_map::{LogMapper, LogRules};
 
@@ -11,6 +13,7 @@ pub use log_map::{LogMapper, LogRules};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Log(LogRecord),
+    Dynamic(DynRecord),
 }
 
 impl Record {
@@ -18,18 +21,21 @@ impl Record {
     pub fn mem_size(&self) -> usize {
         match self {
             Record::Log(r) => r.mem_size(),
+            Record::Dynamic(r) => r.mem_size(),
         }
     }
 
     pub fn event_ns(&self) -> Option<i64> {
         match self {
             Record::Log(r) => r.event_ns(),
+            Record::Dynamic(r) => Some(r.event_ns()),
         }
     }
 
     pub fn to_json(&self) -> String {
         match self {
             Record::Log(r) => r.to_json(),
+            Record::Dynamic(r) => r.to_json(),
         }
     }
 
@@ -37,6 +43,7 @@ impl Record {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Record::Log(r) => log::wire::encode(r, out),
+            Record::Dynamic(r) => r.encode(out),
         }
     }
 
@@ -44,6 +51,7 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         match bytes.first() {
             Some(b'L') => log::wire::decode(bytes).map(Record::Log),
+            Some(b'D') => DynRecord::decode(bytes).map(Record::Dynamic),
             _ => Err("unknown record encoding".into()),
         }
     }

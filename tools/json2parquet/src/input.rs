@@ -35,3 +35,54 @@ pub fn total_size(inputs: &[PathBuf]) -> Option<u64> {
     }
     Some(total)
 }
+
+/// The inputs as given: none or `-` is stdin.
+pub fn list(paths: &[PathBuf]) -> Vec<crate::pipeline::Input> {
+    let stdin = || crate::pipeline::Input {
+        path: None,
+        name: "stdin".into(),
+    };
+    if paths.is_empty() {
+        return vec![stdin()];
+    }
+    paths
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                stdin()
+            } else {
+                crate::pipeline::Input {
+                    path: Some(p.clone()),
+                    name: p.display().to_string().into(),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Stdin copied to a temporary file (removed when dropped), for inputs read twice.
+pub struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    pub fn stdin(dir: &Path) -> Result<Spool> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!(".json2parquet-stdin.{}.tmp", std::process::id()));
+        let spool = Spool { path };
+        let mut f = File::create(&spool.path)
+            .with_context(|| format!("creating {}", spool.path.display()))?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut f).context("reading stdin")?;
+        Ok(spool)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -8,23 +8,22 @@
 //! to a DLQ file with their line number and the reason; the rest is written.
 
 mod input;
+mod pipeline;
 mod progress;
 
 use anyhow::{Context, Result, bail};
-use arrow_array::RecordBatch;
 use clap::Parser;
-use crossbeam_channel::{Receiver, Sender, bounded};
-use data2parquet::config::{Config, ConfigBuilder};
-use data2parquet::convert::ParquetOptions;
-use data2parquet::convert::log::{LogFileWriter, log_batch};
-use data2parquet::decode::frame::{Block, Framer, Layout, Piece};
-use data2parquet::dlq::DlqEntry;
+use data2parquet::config::{Config, ConfigBuilder, DynamicNested, RecordType};
+use data2parquet::convert::dynamic::{DType, arrow_schema};
+use data2parquet::convert::log::log_sink;
+use data2parquet::convert::{ParquetOptions, ParquetSink};
+use data2parquet::decode::frame::Layout;
 use data2parquet::dlq::{DlqSink, FileDlq};
-use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
+use data2parquet::ingest::IngestSpec;
 use data2parquet::logging::{Level, Logger, StderrLogger};
 use data2parquet::receiver::Receiver as Pipeline;
-use data2parquet::record::Record;
-use std::collections::BTreeMap;
+use pipeline::{Mode, Parsed, Pass, Payload};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -73,30 +72,6 @@ struct Args {
     quiet: bool,
 }
 
-/// A block of one input, numbered for in-order reassembly.
-struct Work {
-    seq: u64,
-    input: Arc<str>,
-    block: Block,
-}
-
-/// What a parse thread hands on: keyed records for the pipeline, or ready Arrow batches
-/// for the single-file writer (built here so conversion runs on every core).
-enum Payload {
-    Keyed(KeyedBatch),
-    Arrow {
-        batches: Vec<RecordBatch>,
-        records: usize,
-        rejected: Vec<DlqEntry>,
-    },
-}
-
-struct Parsed {
-    seq: u64,
-    payload: Payload,
-    bytes: u64,
-}
-
 fn build_config(args: &Args) -> Result<Config> {
     let mut b = ConfigBuilder::new();
     if let Some(p) = &args.config {
@@ -132,167 +107,10 @@ fn dlq_path(args: &Args, cfg: &Config) -> PathBuf {
     base.with_file_name(format!("{stem}.dlq.ndjson"))
 }
 
-fn reader_thread(
-    inputs: Vec<PathBuf>,
-    layout: Layout,
-    max_record: usize,
-    tx: Sender<Work>,
-    recycled: Receiver<Vec<u8>>,
-    errors: Sender<String>,
-) {
-    let mut seq = 0;
-    let list: Vec<Option<PathBuf>> = if inputs.is_empty() {
-        vec![None]
-    } else {
-        inputs
-            .into_iter()
-            .map(|p| (p.as_os_str() != "-").then_some(p))
-            .collect()
-    };
-    for path in list {
-        let name: Arc<str> = path
-            .as_ref()
-            .map_or("stdin".into(), |p| p.display().to_string().into());
-        let reader = match input::open(path.as_deref()) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = errors.send(format!("{name}: {e:#}"));
-                continue;
-            }
-        };
-        let mut framer = Framer::new(reader, layout, 1 << 20, max_record);
-        loop {
-            for v in recycled.try_iter() {
-                framer.recycle(v);
-            }
-            match framer.next_block() {
-                Ok(Some(block)) => {
-                    if tx
-                        .send(Work {
-                            seq,
-                            input: name.clone(),
-                            block,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    seq += 1;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = errors.send(format!("{name}: read error: {e}"));
-                    break;
-                }
-            }
-        }
-    }
-}
-
-fn parse_thread(
-    spec: Arc<IngestSpec>,
-    redrive: bool,
-    arrow: Option<bool>,
-    rx: Receiver<Work>,
-    tx: Sender<Parsed>,
-    recycle: Sender<Vec<u8>>,
-) {
-    let mut dec = Decoder::new(&spec);
-    if arrow.is_some() {
-        dec = dec.unkeyed();
-    }
-    for mut w in rx {
-        let mut batch = KeyedBatch::new();
-        let input = w.input.clone();
-        for piece in std::mem::take(&mut w.block.pieces) {
-            match piece {
-                Piece::Record {
-                    start, end, line, ..
-                } if redrive => match data2parquet::dlq::raw_of_entry(&w.block.data[start..end]) {
-                    Ok(mut raw) => {
-                        dec.json(
-                            &mut raw,
-                            || format!("{input}:line {line} (re-driven)"),
-                            &mut batch,
-                        );
-                    }
-                    Err(e) => batch.reject(DlqEntry::new(
-                        format!("{input}:line {line}"),
-                        e,
-                        &w.block.data[start..end],
-                    )),
-                },
-                Piece::Record {
-                    start, end, line, ..
-                } => {
-                    dec.json(
-                        &mut w.block.data[start..end],
-                        || format!("{input}:line {line}"),
-                        &mut batch,
-                    );
-                }
-                Piece::Error {
-                    line, reason, raw, ..
-                } => {
-                    batch.reject(DlqEntry::new(format!("{input}:line {line}"), reason, &raw));
-                }
-            }
-        }
-        let _ = recycle.try_send(std::mem::take(&mut w.block.data));
-        let payload = match arrow {
-            None => Payload::Keyed(batch),
-            Some(utf8) => {
-                let records = batch.len();
-                let rejected = std::mem::take(&mut batch.rejected);
-                let mut batches = Vec::new();
-                for (_, recs) in batch.take_groups() {
-                    let refs: Vec<_> = recs
-                        .iter()
-                        .map(|r| match r {
-                            Record::Log(l) => l,
-                        })
-                        .collect();
-                    match log_batch(&refs, utf8) {
-                        Ok(b) => batches.push(b),
-                        Err(e) => {
-                            // Cannot happen for valid records; keep them rather than drop.
-                            let entries = refs.iter().map(|r| {
-                                DlqEntry::new(
-                                    format!("{input}"),
-                                    format!("conversion failed: {e}"),
-                                    r.to_json().as_bytes(),
-                                )
-                            });
-                            batch.rejected.extend(entries);
-                        }
-                    }
-                }
-                let mut rejected = rejected;
-                rejected.append(&mut batch.rejected);
-                Payload::Arrow {
-                    batches,
-                    records,
-                    rejected,
-                }
-            }
-        };
-        if tx
-            .send(Parsed {
-                seq: w.seq,
-                payload,
-                bytes: w.block.input_bytes,
-            })
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
 /// Where the decoded records go.
 enum Sink {
     File {
-        writer: Box<LogFileWriter<std::io::BufWriter<std::fs::File>>>,
+        writer: Box<ParquetSink<BufWriter<std::fs::File>>>,
         tmp: PathBuf,
         dest: PathBuf,
     },
@@ -328,93 +146,81 @@ fn run() -> Result<i32> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1);
+    let dynamic = cfg.record_type == RecordType::Dynamic;
+    let opts = ParquetOptions::from_config(&cfg);
 
-    let mut sink = match &args.output {
+    // A single dynamic file needs its schema before the first row: a first pass infers
+    // it from every record, so stdin is kept in a temporary file to be read twice.
+    let mut spool = None;
+    let mut inputs = input::list(&args.inputs);
+    let two_pass = dynamic && args.output.is_some() && cfg.json_schema.is_none();
+    if two_pass && inputs.iter().any(|i| i.path.is_none()) {
+        let dir = args
+            .output
+            .as_ref()
+            .and_then(|o| o.parent())
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let s = input::Spool::stdin(&dir)?;
+        for i in inputs.iter_mut().filter(|i| i.path.is_none()) {
+            i.path = Some(s.path().to_path_buf());
+        }
+        spool = Some(s);
+    }
+    let pass = |mode: Mode| Pass {
+        inputs: &inputs,
+        layout: args.input_format,
+        max_record: cfg.max_record_bytes,
+        threads,
+        spec: spec.clone(),
+        redrive: args.input_format == Layout::Dlq,
+        mode,
+    };
+
+    let started = Instant::now();
+    let (mut sink, mode) = match &args.output {
         Some(out) => {
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            let tmp = out.with_file_name(format!(
-                ".{}.{}.tmp",
-                out.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                std::process::id()
-            ));
-            let f = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            let writer = LogFileWriter::new(
-                std::io::BufWriter::with_capacity(1 << 20, f),
-                &ParquetOptions::from_config(&cfg),
-            )?;
-            Sink::File {
-                writer: Box::new(writer),
-                tmp,
-                dest: out.clone(),
+            if dynamic {
+                let (t, fixed) = match &cfg.json_schema {
+                    Some(f) => (f.dtype.clone(), true),
+                    None => {
+                        let nested_json = cfg.dynamic_nested == DynamicNested::Json;
+                        (infer_schema(pass(Mode::DynInfer { nested_json }))?, false)
+                    }
+                };
+                let sink = open_file(out, Some((&t, fixed)), &opts)?;
+                let mode = Mode::DynArrow {
+                    schema: Arc::new(t),
+                    fixed,
+                };
+                (sink, mode)
+            } else {
+                let utf8 = cfg.map_values_utf8;
+                (open_file(out, None, &opts)?, Mode::LogArrow { utf8 })
             }
         }
         None => {
             let mut c = cfg.clone();
             c.dlq_path = dlq_file.parent().map(Path::to_path_buf).unwrap_or_default();
-            Sink::Pipeline(Pipeline::start(&c, log.clone())?)
+            (
+                Sink::Pipeline(Pipeline::start(&c, log.clone())?),
+                Mode::Keyed,
+            )
         }
     };
-
-    let started = Instant::now();
-    let (work_tx, work_rx) = bounded::<Work>(threads * 2);
-    let (parsed_tx, parsed_rx) = bounded::<Parsed>(threads * 2);
-    let (err_tx, err_rx) = crossbeam_channel::unbounded::<String>();
-    let inputs = args.inputs.clone();
-    let layout = args.input_format;
-    let max_record = cfg.max_record_bytes;
-    let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(threads * 2 + 2);
-    let reader = std::thread::Builder::new()
-        .name("j2p-read".into())
-        .spawn(move || reader_thread(inputs, layout, max_record, work_tx, recycle_rx, err_tx))?;
-    let arrow = matches!(sink, Sink::File { .. }).then_some(cfg.map_values_utf8);
-    let redrive = args.input_format == Layout::Dlq;
-    let mut parsers = Vec::new();
-    for i in 0..threads {
-        let (s, rx, tx, rc) = (
-            spec.clone(),
-            work_rx.clone(),
-            parsed_tx.clone(),
-            recycle_tx.clone(),
-        );
-        parsers.push(
-            std::thread::Builder::new()
-                .name(format!("j2p-parse-{i}"))
-                .spawn(move || parse_thread(s, redrive, arrow, rx, tx, rc))?,
-        );
-    }
-    drop(recycle_tx);
-    drop(work_rx);
-    drop(parsed_tx);
 
     let total_input = input::total_size(&args.inputs);
     let mut bar = progress::Progress::new(!args.quiet, total_input);
     let mut totals = Totals::default();
-    let mut pending: BTreeMap<u64, Parsed> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut write_error: Option<anyhow::Error> = None;
-    for p in parsed_rx.iter() {
-        pending.insert(p.seq, p);
-        while let Some(p) = pending.remove(&next) {
-            next += 1;
-            if write_error.is_none()
-                && let Err(e) = consume(&mut sink, p, &dlq, &mut totals)
-            {
-                write_error = Some(e);
-            }
-            bar.update(totals.records, totals.bytes);
-        }
-    }
-    let _ = reader.join();
-    for p in parsers {
-        let _ = p.join();
-    }
-    let read_errors: Vec<String> = err_rx.try_iter().collect();
+    let (read_errors, write_error) = match pass(mode).run(|p| {
+        let r = consume(&mut sink, p, &dlq, &mut totals);
+        bar.update(totals.records, totals.bytes);
+        r
+    }) {
+        Ok(errors) => (errors, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    drop(spool);
     for e in &read_errors {
         log.log(Level::Error, e);
     }
@@ -488,6 +294,43 @@ fn run() -> Result<i32> {
     Ok(0)
 }
 
+/// The first pass of a single dynamic file: the schema of every record.
+fn infer_schema(pass: Pass<'_>) -> Result<DType> {
+    let mut t = DType::Struct { fields: Vec::new() };
+    pass.run(|p| {
+        if let Payload::Schema(more) = p.payload {
+            t = std::mem::replace(&mut t, DType::Null).merge(more);
+        }
+        Ok(())
+    })?;
+    Ok(t)
+}
+
+/// Creates the single output file (under a temporary name until it is complete).
+fn open_file(out: &Path, schema: Option<(&DType, bool)>, opts: &ParquetOptions) -> Result<Sink> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = out.with_file_name(format!(
+        ".{}.{}.tmp",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let w = BufWriter::with_capacity(1 << 20, f);
+    let writer = match schema {
+        Some((t, fixed)) => ParquetSink::new(w, arrow_schema(t, fixed), opts)?,
+        None => log_sink(w, opts)?,
+    };
+    Ok(Sink::File {
+        writer: Box::new(writer),
+        tmp,
+        dest: out.to_path_buf(),
+    })
+}
+
 /// Sends one decoded block on: rejected entries to the DLQ, records to the sink.
 fn consume(sink: &mut Sink, p: Parsed, dlq: &FileDlq, totals: &mut Totals) -> Result<()> {
     totals.bytes += p.bytes;
@@ -504,7 +347,7 @@ fn consume(sink: &mut Sink, p: Parsed, dlq: &FileDlq, totals: &mut Totals) -> Re
             totals.rejected += rejected.len() as u64;
             dlq.push(&rejected)?;
             for b in &batches {
-                writer.write_arrow(b)?;
+                writer.write(b)?;
             }
         }
         (Sink::Pipeline(p), Payload::Keyed(mut batch)) => {

@@ -1,0 +1,715 @@
+//! Dynamic records to Parquet: a schema inferred from every record (not a sample), widened
+//! in a fixed order, kept per key so that files of one key stay compatible.
+//!
+//! **Widening order**: null → boolean → integer → float → string. A field seen as an
+//! integer and later as a float becomes a float; as anything and later a string, or as
+//! a scalar and later an object or array (or the reverse), a string holding each value's
+//! JSON text. Booleans widened to numbers are 0/1. Integers beyond 64-bit signed range
+//! count as floats. Objects become structs (their fields merged the same way), or JSON
+//! text with `DynamicNested=json`; arrays become lists of their merged item type.
+//!
+//! Every key ever seen is a column; columns keep their first-seen order and new ones are
+//! appended (nullable). The event time is the first column, `_event_time`,
+//! TIMESTAMP(MICROS, UTC).
+
+use super::{ConvertError, ParquetOptions, ParquetSink};
+use crate::partition::PartitionKey;
+use crate::record::dynamic::DynRecord;
+use crate::value::{Doc, Kind, Node, ValRef};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, ListArray, NullArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, Fields, Schema, TimeUnit};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The event-time column every dynamic file starts with.
+pub const EVENT_TIME: &str = "_event_time";
+/// Keys outside a JSON Schema, as one JSON object.
+pub const EXTRA: &str = "_extra";
+
+/// A column type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum DType {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+    Timestamp,
+    List { item: Box<DType> },
+    Struct { fields: Vec<(String, DType)> },
+}
+
+impl DType {
+    fn rank(&self) -> Option<u8> {
+        match self {
+            DType::Bool => Some(1),
+            DType::Int => Some(2),
+            DType::Float => Some(3),
+            DType::Str => Some(4),
+            _ => None,
+        }
+    }
+
+    /// The type of one value.
+    pub fn of(v: ValRef<'_, '_>, nested_json: bool) -> DType {
+        match v.node() {
+            Node::Null => DType::Null,
+            Node::Bool(_) => DType::Bool,
+            Node::Int(_) => DType::Int,
+            Node::UInt(u) if *u <= i64::MAX as u64 => DType::Int,
+            Node::UInt(_) | Node::Float(_) => DType::Float,
+            Node::Str(_) | Node::Bytes(_) => DType::Str,
+            Node::Array { .. } if nested_json => DType::Str,
+            Node::Array { .. } => DType::List {
+                item: Box::new(
+                    v.items()
+                        .fold(DType::Null, |t, i| t.merge(DType::of(i, nested_json))),
+                ),
+            },
+            Node::Map { .. } if nested_json => DType::Str,
+            // Parquet has no empty groups: an empty object is kept as its JSON text.
+            Node::Map { len: 0, .. } => DType::Str,
+            Node::Map { .. } => {
+                let mut s = DType::Struct { fields: Vec::new() };
+                s.absorb_fields(v, nested_json);
+                s
+            }
+        }
+    }
+
+    /// Merges a map's fields into this struct type, in place (the hot path of
+    /// inference: no intermediate type per record).
+    pub fn absorb_fields(&mut self, v: ValRef<'_, '_>, nested_json: bool) {
+        let DType::Struct { fields } = self else {
+            return;
+        };
+        for (k, item) in v.entries() {
+            let t = DType::of(item, nested_json);
+            match fields.iter_mut().find(|(n, _)| n == k) {
+                Some((_, old)) => {
+                    if *old != t {
+                        *old = std::mem::replace(old, DType::Null).merge(t);
+                    }
+                }
+                None => fields.push((k.to_string(), t)),
+            }
+        }
+    }
+
+    /// The widest of two types, per the documented order.
+    pub fn merge(self, other: DType) -> DType {
+        if self == other {
+            return self;
+        }
+        match (self, other) {
+            (DType::Null, t) | (t, DType::Null) => t,
+            (a, b) if a.rank().is_some() && b.rank().is_some() => {
+                if a.rank() >= b.rank() {
+                    a
+                } else {
+                    b
+                }
+            }
+            (DType::List { item: a }, DType::List { item: b }) => DType::List {
+                item: Box::new(a.merge(*b)),
+            },
+            (DType::Struct { fields: mut a }, DType::Struct { fields: b }) => {
+                for (n, t) in b {
+                    match a.iter_mut().find(|(x, _)| *x == n) {
+                        Some((_, old)) => *old = std::mem::replace(old, DType::Null).merge(t),
+                        None => a.push((n, t)),
+                    }
+                }
+                DType::Struct { fields: a }
+            }
+            _ => DType::Str,
+        }
+    }
+
+    pub fn arrow(&self) -> DataType {
+        match self {
+            DType::Null => DataType::Null,
+            DType::Bool => DataType::Boolean,
+            DType::Int => DataType::Int64,
+            DType::Float => DataType::Float64,
+            DType::Str => DataType::Utf8,
+            DType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DType::List { item } => {
+                DataType::List(Arc::new(Field::new("element", item.arrow(), true)))
+            }
+            DType::Struct { fields } => DataType::Struct(struct_fields(fields)),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn from_json(s: &str) -> Result<DType, String> {
+        serde_json::from_str(s).map_err(|e| format!("stored schema: {e}"))
+    }
+}
+
+fn struct_fields(fields: &[(String, DType)]) -> Fields {
+    fields
+        .iter()
+        .map(|(n, t)| Field::new(n, t.arrow(), true))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Builds one column of a type from values.
+enum Col {
+    Null(usize),
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder, String),
+    Ts(TimestampMicrosecondBuilder),
+    List {
+        item_type: DType,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+        child: Box<Col>,
+    },
+    Struct {
+        fields: Vec<(String, DType)>,
+        children: Vec<Col>,
+        valid: Vec<bool>,
+    },
+}
+
+fn as_i64(v: ValRef<'_, '_>) -> Option<i64> {
+    match *v.node() {
+        Node::Int(i) => Some(i),
+        Node::UInt(u) => i64::try_from(u).ok(),
+        Node::Bool(b) => Some(b as i64),
+        Node::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(f as i64),
+        _ => None,
+    }
+}
+
+fn as_f64(v: ValRef<'_, '_>) -> Option<f64> {
+    match *v.node() {
+        Node::Bool(b) => Some(b as i64 as f64),
+        _ => v.as_f64(),
+    }
+}
+
+/// Microseconds since the epoch from a timestamp string or an epoch number.
+pub fn as_micros(v: ValRef<'_, '_>) -> Option<i64> {
+    match v.node() {
+        Node::Str(s) => crate::timeutil::parse_timestamp_ns(s).map(|ns| ns.div_euclid(1000)),
+        Node::Int(_) | Node::UInt(_) | Node::Float(_) => {
+            crate::timeutil::parse_timestamp_ns(&v.to_json()).map(|ns| ns.div_euclid(1000))
+        }
+        _ => None,
+    }
+}
+
+impl Col {
+    fn new(t: &DType) -> Col {
+        match t {
+            DType::Null => Col::Null(0),
+            DType::Bool => Col::Bool(BooleanBuilder::new()),
+            DType::Int => Col::Int(Int64Builder::new()),
+            DType::Float => Col::Float(Float64Builder::new()),
+            DType::Str => Col::Str(StringBuilder::new(), String::new()),
+            DType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            DType::List { item } => Col::List {
+                item_type: (**item).clone(),
+                offsets: vec![0],
+                valid: Vec::new(),
+                child: Box::new(Col::new(item)),
+            },
+            DType::Struct { fields } => Col::Struct {
+                fields: fields.clone(),
+                children: fields.iter().map(|(_, t)| Col::new(t)).collect(),
+                valid: Vec::new(),
+            },
+        }
+    }
+
+    /// Appends a value (None: absent), converted to this column's type.
+    fn push(&mut self, v: Option<ValRef<'_, '_>>) {
+        let v = v.filter(|v| !v.is_null());
+        match self {
+            Col::Null(n) => *n += 1,
+            Col::Bool(b) => b.append_option(v.and_then(|v| v.as_bool())),
+            Col::Int(b) => b.append_option(v.and_then(as_i64)),
+            Col::Float(b) => b.append_option(v.and_then(as_f64)),
+            Col::Str(b, scratch) => match v {
+                Some(v) => b.append_value(v.text_in(scratch)),
+                None => b.append_null(),
+            },
+            Col::Ts(b) => b.append_option(v.and_then(as_micros)),
+            Col::List {
+                offsets,
+                valid,
+                child,
+                ..
+            } => {
+                let mut n = 0;
+                match v.filter(|v| v.kind() == Kind::Array) {
+                    Some(arr) => {
+                        for item in arr.items() {
+                            child.push(Some(item));
+                            n += 1;
+                        }
+                        valid.push(true);
+                    }
+                    None => valid.push(false),
+                }
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last + n);
+            }
+            Col::Struct {
+                fields,
+                children,
+                valid,
+            } => match v.filter(|v| v.kind() == Kind::Map) {
+                Some(m) => {
+                    for ((name, _), c) in fields.iter().zip(children.iter_mut()) {
+                        c.push(m.get(name));
+                    }
+                    valid.push(true);
+                }
+                None => {
+                    for c in children.iter_mut() {
+                        c.push(None);
+                    }
+                    valid.push(false);
+                }
+            },
+        }
+    }
+
+    fn push_micros(&mut self, us: i64) {
+        if let Col::Ts(b) = self {
+            b.append_value(us);
+        }
+    }
+
+    fn push_text(&mut self, s: Option<&str>) {
+        if let Col::Str(b, _) = self {
+            b.append_option(s);
+        }
+    }
+
+    fn finish(self) -> Result<ArrayRef, ConvertError> {
+        Ok(match self {
+            Col::Null(n) => Arc::new(NullArray::new(n)),
+            Col::Bool(mut b) => Arc::new(b.finish()),
+            Col::Int(mut b) => Arc::new(b.finish()),
+            Col::Float(mut b) => Arc::new(b.finish()),
+            Col::Str(mut b, _) => Arc::new(b.finish()),
+            Col::Ts(mut b) => Arc::new(b.finish()),
+            Col::List {
+                item_type,
+                offsets,
+                valid,
+                child,
+            } => {
+                let nulls = NullBuffer::from(valid);
+                Arc::new(ListArray::try_new(
+                    Arc::new(Field::new("element", item_type.arrow(), true)),
+                    OffsetBuffer::new(offsets.into()),
+                    child.finish()?,
+                    (nulls.null_count() > 0).then_some(nulls),
+                )?)
+            }
+            Col::Struct {
+                fields,
+                children,
+                valid,
+            } => {
+                let n = valid.len();
+                let nulls = NullBuffer::from(valid);
+                let arrays = children
+                    .into_iter()
+                    .map(Col::finish)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if fields.is_empty() {
+                    Arc::new(StructArray::new_empty_fields(
+                        n,
+                        (nulls.null_count() > 0).then_some(nulls),
+                    ))
+                } else {
+                    Arc::new(StructArray::try_new(
+                        struct_fields(&fields),
+                        arrays,
+                        (nulls.null_count() > 0).then_some(nulls),
+                    )?)
+                }
+            }
+        })
+    }
+}
+
+/// How records are turned into columns.
+#[derive(Debug, Clone)]
+pub enum Shape {
+    /// Inferred from the data and widened over time.
+    Inferred { nested_json: bool },
+    /// Fixed by a JSON Schema; other keys go to `_extra`.
+    Fixed(Arc<super::jsonschema::Fixed>),
+}
+
+/// The schema of a batch: the key's stored schema widened by every record of the batch.
+pub fn infer(
+    records: &[&DynRecord],
+    prior: Option<&DType>,
+    nested_json: bool,
+) -> Result<DType, ConvertError> {
+    let mut t = prior
+        .cloned()
+        .unwrap_or(DType::Struct { fields: Vec::new() });
+    if !matches!(t, DType::Struct { .. }) {
+        t = DType::Struct { fields: Vec::new() };
+    }
+    let mut doc = Doc::new();
+    for r in records {
+        r.decode_into(&mut doc).map_err(ConvertError::Other)?;
+        if let Some(root) = doc.root() {
+            t.absorb_fields(root, nested_json);
+        }
+        doc = doc.recycle();
+    }
+    Ok(t)
+}
+
+/// The Arrow schema of a dynamic file.
+pub fn arrow_schema(t: &DType, extra: bool) -> Arc<Schema> {
+    let mut fields = vec![Field::new(EVENT_TIME, DType::Timestamp.arrow(), false)];
+    if let DType::Struct { fields: f } = t {
+        for (n, ty) in f {
+            if n != EVENT_TIME {
+                fields.push(Field::new(n, ty.arrow(), true));
+            }
+        }
+    }
+    if extra {
+        fields.push(Field::new(EXTRA, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Builds Arrow batches of one schema from record values, row by row. json2parquet feeds
+/// it parsed documents directly; the flusher feeds stored records.
+pub struct DynBatchBuilder {
+    /// Columns of the schema, without the event time.
+    fields: Vec<(String, DType)>,
+    time: Col,
+    cols: Vec<Col>,
+    /// `_extra` (fixed schemas only).
+    extra: Option<Col>,
+    schema: Arc<Schema>,
+    scratch: String,
+    rows: usize,
+}
+
+impl DynBatchBuilder {
+    pub fn new(t: &DType, fixed: bool) -> Result<DynBatchBuilder, ConvertError> {
+        let DType::Struct { fields } = t else {
+            return Err(ConvertError::Other(
+                "a dynamic schema must be an object".into(),
+            ));
+        };
+        let fields: Vec<(String, DType)> = fields
+            .iter()
+            .filter(|(n, _)| n != EVENT_TIME)
+            .cloned()
+            .collect();
+        Ok(DynBatchBuilder {
+            time: Col::new(&DType::Timestamp),
+            cols: fields.iter().map(|(_, t)| Col::new(t)).collect(),
+            extra: fixed.then(|| Col::new(&DType::Str)),
+            schema: arrow_schema(t, fixed),
+            fields,
+            scratch: String::new(),
+            rows: 0,
+        })
+    }
+
+    pub fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one record (a map; anything else is a row of nulls).
+    pub fn push(&mut self, event_ns: i64, root: Option<ValRef<'_, '_>>) {
+        self.rows += 1;
+        self.time.push_micros(event_ns.div_euclid(1000));
+        let root = root.filter(|r| r.kind() == Kind::Map);
+        for ((name, _), c) in self.fields.iter().zip(self.cols.iter_mut()) {
+            c.push(root.and_then(|m| m.get(name)));
+        }
+        if let Some(x) = self.extra.as_mut() {
+            // Keys the schema does not know, as one JSON object (never dropped).
+            let s = &mut self.scratch;
+            s.clear();
+            for (k, v) in root.into_iter().flat_map(|r| r.entries()) {
+                if k == EVENT_TIME || self.fields.iter().any(|(n, _)| n == k) {
+                    continue;
+                }
+                s.push(if s.is_empty() { '{' } else { ',' });
+                crate::value::write_json_str(k, s);
+                s.push(':');
+                v.write_json(s);
+            }
+            if s.is_empty() {
+                x.push_text(None);
+            } else {
+                s.push('}');
+                x.push_text(Some(s));
+            }
+        }
+    }
+
+    /// The rows pushed so far, as a batch; the builder starts over empty.
+    pub fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
+        self.rows = 0;
+        let fresh = |c: &mut Col, t: &DType| std::mem::replace(c, Col::new(t)).finish();
+        let mut arrays = vec![fresh(&mut self.time, &DType::Timestamp)?];
+        for ((_, t), c) in self.fields.iter().zip(self.cols.iter_mut()) {
+            arrays.push(fresh(c, t)?);
+        }
+        if let Some(x) = self.extra.as_mut() {
+            arrays.push(fresh(x, &DType::Str)?);
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
+
+/// Builds a batch of `records` with the columns of `t` (plus `_extra` for a fixed schema).
+pub fn dynamic_batch(
+    records: &[&DynRecord],
+    t: &DType,
+    fixed: bool,
+) -> Result<RecordBatch, ConvertError> {
+    let mut b = DynBatchBuilder::new(t, fixed)?;
+    let mut doc = Doc::new();
+    for r in records {
+        r.decode_into(&mut doc).map_err(ConvertError::Other)?;
+        b.push(r.event_ns(), doc.root());
+        doc = doc.recycle();
+    }
+    b.finish()
+}
+
+/// Records converted at a time, bounding the Arrow copy in memory.
+const BATCH_ROWS: usize = 8192;
+
+/// The schema of every key of dynamic records this process has written, shared by the
+/// writer threads. Several batches of one key can be in flight at once (a close, or a
+/// burst larger than BufferSize); widening the key's schema here, in the order the files
+/// are encoded, makes every file of a key carry at least the columns of the files before
+/// it. Durable buffers also store the schema (Redis), for restarts and other nodes.
+#[derive(Default)]
+pub struct SchemaRegistry {
+    keys: std::sync::Mutex<std::collections::HashMap<PartitionKey, DType>>,
+}
+
+impl SchemaRegistry {
+    /// Widens the key's schema by the buffer's stored one and by `seen` (the schema of
+    /// a batch), and returns the result.
+    pub fn widen(&self, key: &PartitionKey, stored: Option<DType>, seen: DType) -> DType {
+        // A panic elsewhere cannot leave a half-merged type: merges build new values.
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = keys
+            .remove(key)
+            .unwrap_or(DType::Struct { fields: Vec::new() });
+        if let Some(s) = stored {
+            t = t.merge(s);
+        }
+        t = t.merge(seen);
+        keys.insert(key.clone(), t.clone());
+        t
+    }
+}
+
+/// Encodes dynamic records as one Parquet file with the columns of `t`.
+pub fn encode_dynamic(
+    records: &[&DynRecord],
+    t: &DType,
+    fixed: bool,
+    opts: &ParquetOptions,
+) -> Result<Vec<u8>, ConvertError> {
+    let mut sink = ParquetSink::new(Vec::new(), arrow_schema(t, fixed), opts)?;
+    for chunk in records.chunks(BATCH_ROWS) {
+        sink.write(&dynamic_batch(chunk, t, fixed)?)?;
+    }
+    sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Codec;
+    use crate::decode::json::JsonParser;
+
+    fn recs(lines: &[&str]) -> Vec<DynRecord> {
+        let mut p = JsonParser::new();
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut b = l.as_bytes().to_vec();
+                let d = p.parse(&mut b).unwrap();
+                DynRecord::new(
+                    d.root().unwrap(),
+                    1_700_000_000_000_000_000 + i as i64 * 1_000_000,
+                )
+            })
+            .collect()
+    }
+
+    fn opts() -> ParquetOptions {
+        ParquetOptions {
+            codec: Codec::Snappy,
+            level: None,
+            row_group_bytes: 1 << 20,
+            map_values_utf8: false,
+        }
+    }
+
+    #[test]
+    fn widening_order() {
+        use DType::*;
+        assert_eq!(Null.merge(Bool), Bool);
+        assert_eq!(Bool.merge(Int), Int);
+        assert_eq!(Int.merge(Float), Float);
+        assert_eq!(Float.merge(Str), Str);
+        assert_eq!(
+            Int.merge(List {
+                item: Box::new(Int)
+            }),
+            Str
+        );
+        assert_eq!(
+            List {
+                item: Box::new(Int)
+            }
+            .merge(List {
+                item: Box::new(Float)
+            }),
+            List {
+                item: Box::new(Float)
+            }
+        );
+        let s = |f: &[(&str, DType)]| Struct {
+            fields: f.iter().map(|(n, t)| (n.to_string(), t.clone())).collect(),
+        };
+        assert_eq!(
+            s(&[("a", Int)]).merge(s(&[("b", Str), ("a", Float)])),
+            s(&[("a", Float), ("b", Str)])
+        );
+    }
+
+    #[test]
+    fn every_value_survives_widening() {
+        let rs = recs(&[
+            r#"{"n": 1, "obj": {"a": 1}, "l": [1, 2]}"#,
+            r#"{"n": 2.5, "obj": {"b": "x"}, "late": true}"#,
+            r#"{"n": "three", "l": [3.5], "obj": {"a": 7}}"#,
+            r#"{"n": null, "l": ["s"], "obj": "scalar now"}"#,
+        ]);
+        let refs: Vec<_> = rs.iter().collect();
+        let t = infer(&refs, None, false).unwrap();
+        let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+        let DType::Struct { fields } = &t else {
+            panic!()
+        };
+        let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["n", "obj", "l", "late"]);
+        assert_eq!(fields[0].1, DType::Str);
+        assert_eq!(fields[1].1, DType::Str, "object then scalar: JSON text");
+        assert_eq!(
+            fields[2].1,
+            DType::List {
+                item: Box::new(DType::Str)
+            }
+        );
+        let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(rows[0]["n"], "1");
+        assert_eq!(rows[1]["n"], "2.5");
+        assert_eq!(rows[2]["n"], "three");
+        assert!(rows[3]["n"].is_null());
+        assert_eq!(rows[0]["obj"], r#"{"a":1}"#);
+        assert_eq!(rows[3]["obj"], "scalar now");
+        assert_eq!(rows[2]["l"], serde_json::json!(["3.5"]));
+        assert_eq!(rows[1]["late"], true);
+        assert!(rows[0]["late"].is_null());
+        assert_eq!(rows[0][EVENT_TIME], "2023-11-14T22:13:20.000000000Z");
+    }
+
+    #[test]
+    fn structs_and_numbers_keep_their_types() {
+        let rs = recs(&[
+            r#"{"i": 1, "o": {"x": 1, "y": [true]}}"#,
+            r#"{"i": 2.0, "o": {"x": 2.5}}"#,
+        ]);
+        let refs: Vec<_> = rs.iter().collect();
+        let t = infer(&refs, None, false).unwrap();
+        let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+        let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(rows[0]["i"], 1.0);
+        assert_eq!(rows[1]["o"]["x"], 2.5);
+        assert_eq!(rows[0]["o"]["y"], serde_json::json!([true]));
+        assert!(rows[1]["o"]["y"].is_null());
+        // A later batch widens the stored schema, never narrows it.
+        let more = recs(&[r#"{"i": 5}"#]);
+        let refs: Vec<_> = more.iter().collect();
+        let t2 = infer(&refs, Some(&t), false).unwrap();
+        assert_eq!(t2, t);
+        assert_eq!(DType::from_json(&t.to_json()).unwrap(), t);
+    }
+
+    #[test]
+    fn registry_widens_in_encoding_order() {
+        let reg = SchemaRegistry::default();
+        let k = PartitionKey::from_text("k");
+        let col = |n: &str, t: DType| DType::Struct {
+            fields: vec![(n.to_string(), t)],
+        };
+        // Two batches taken together: the second file gets the first one's column too.
+        assert_eq!(
+            reg.widen(&k, None, col("a", DType::Int)),
+            col("a", DType::Int)
+        );
+        let t = reg.widen(&k, None, col("b", DType::Str));
+        assert_eq!(
+            t.to_json(),
+            r#"{"type":"struct","fields":[["a",{"type":"int"}],["b",{"type":"str"}]]}"#
+        );
+        // A stored schema (Redis, another node) widens it too.
+        let t = reg.widen(
+            &k,
+            Some(col("a", DType::Float)),
+            DType::Struct { fields: vec![] },
+        );
+        assert_eq!(
+            t.to_json(),
+            r#"{"type":"struct","fields":[["a",{"type":"float"}],["b",{"type":"str"}]]}"#
+        );
+    }
+
+    #[test]
+    fn nested_as_json_text() {
+        let rs = recs(&[r#"{"o": {"a": [1]}, "l": [1]}"#]);
+        let refs: Vec<_> = rs.iter().collect();
+        let t = infer(&refs, None, true).unwrap();
+        let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+        let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(rows[0]["o"], r#"{"a":[1]}"#);
+        assert_eq!(rows[0]["l"], "[1]");
+    }
+}

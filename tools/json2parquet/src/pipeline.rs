@@ -1,0 +1,303 @@
+//! One pass over the inputs: a reader thread cuts them into blocks of whole records,
+//! parse threads decode each block into what the [`Mode`] asks for, and the caller gets
+//! the results back in input order.
+
+use anyhow::Result;
+use arrow_array::RecordBatch;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use data2parquet::convert::dynamic::{DType, dynamic_batch, infer};
+use data2parquet::convert::log::log_batch;
+use data2parquet::decode::frame::{Block, Framer, Layout, Piece};
+use data2parquet::dlq::DlqEntry;
+use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
+use data2parquet::record::{DynRecord, LogRecord, Record};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// One input: a file, or stdin (`None`), with the name used in messages.
+#[derive(Clone)]
+pub struct Input {
+    pub path: Option<PathBuf>,
+    pub name: Arc<str>,
+}
+
+/// What parse threads make of a block.
+#[derive(Clone)]
+pub enum Mode {
+    /// Keyed records for the partitioned pipeline.
+    Keyed,
+    /// Arrow batches of the log schema (single-file output).
+    LogArrow { utf8: bool },
+    /// Only the schema of the dynamic records (first pass of a single dynamic file).
+    DynInfer { nested_json: bool },
+    /// Arrow batches of dynamic records with a known schema.
+    DynArrow { schema: Arc<DType>, fixed: bool },
+}
+
+/// What a parse thread hands on.
+pub enum Payload {
+    Keyed(KeyedBatch),
+    Arrow {
+        batches: Vec<RecordBatch>,
+        records: usize,
+        rejected: Vec<DlqEntry>,
+    },
+    Schema(DType),
+}
+
+pub struct Parsed {
+    pub payload: Payload,
+    /// Input bytes of the block.
+    pub bytes: u64,
+}
+
+/// A block of one input, numbered for in-order reassembly.
+struct Work {
+    seq: u64,
+    input: Arc<str>,
+    block: Block,
+}
+
+/// Settings of a pass.
+pub struct Pass<'a> {
+    pub inputs: &'a [Input],
+    pub layout: Layout,
+    pub max_record: usize,
+    pub threads: usize,
+    pub spec: Arc<IngestSpec>,
+    /// `--input-format dlq`: each line's `raw` is decoded again.
+    pub redrive: bool,
+    pub mode: Mode,
+}
+
+impl Pass<'_> {
+    /// Runs the pass, calling `on` for every block in input order. Stops consuming at
+    /// the first error of `on` (and returns it); read errors are returned as messages.
+    pub fn run(&self, mut on: impl FnMut(Parsed) -> Result<()>) -> Result<Vec<String>> {
+        let threads = self.threads.max(1);
+        let (work_tx, work_rx) = bounded::<Work>(threads * 2);
+        let (parsed_tx, parsed_rx) = bounded::<(u64, Parsed)>(threads * 2);
+        let (err_tx, err_rx) = crossbeam_channel::unbounded::<String>();
+        let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(threads * 2 + 2);
+        let inputs = self.inputs.to_vec();
+        let (layout, max_record) = (self.layout, self.max_record);
+        let reader = std::thread::Builder::new()
+            .name("j2p-read".into())
+            .spawn(move || read(inputs, layout, max_record, work_tx, recycle_rx, err_tx))?;
+        let mut parsers = Vec::new();
+        for i in 0..threads {
+            let (spec, rx, tx, rc, mode, redrive) = (
+                self.spec.clone(),
+                work_rx.clone(),
+                parsed_tx.clone(),
+                recycle_tx.clone(),
+                self.mode.clone(),
+                self.redrive,
+            );
+            parsers.push(
+                std::thread::Builder::new()
+                    .name(format!("j2p-parse-{i}"))
+                    .spawn(move || parse(spec, redrive, mode, rx, tx, rc))?,
+            );
+        }
+        drop((recycle_tx, work_rx, parsed_tx));
+
+        let mut pending: BTreeMap<u64, Parsed> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut failed: Option<anyhow::Error> = None;
+        for (seq, p) in parsed_rx.iter() {
+            pending.insert(seq, p);
+            while let Some(p) = pending.remove(&next) {
+                next += 1;
+                if failed.is_none()
+                    && let Err(e) = on(p)
+                {
+                    failed = Some(e);
+                }
+            }
+        }
+        let _ = reader.join();
+        for p in parsers {
+            let _ = p.join();
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(err_rx.try_iter().collect()),
+        }
+    }
+}
+
+fn read(
+    inputs: Vec<Input>,
+    layout: Layout,
+    max_record: usize,
+    tx: Sender<Work>,
+    recycled: Receiver<Vec<u8>>,
+    errors: Sender<String>,
+) {
+    let mut seq = 0;
+    for input in inputs {
+        let reader = match crate::input::open(input.path.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = errors.send(format!("{}: {e:#}", input.name));
+                continue;
+            }
+        };
+        let mut framer = Framer::new(reader, layout, 1 << 20, max_record);
+        loop {
+            for v in recycled.try_iter() {
+                framer.recycle(v);
+            }
+            match framer.next_block() {
+                Ok(Some(block)) => {
+                    let w = Work {
+                        seq,
+                        input: input.name.clone(),
+                        block,
+                    };
+                    if tx.send(w).is_err() {
+                        return;
+                    }
+                    seq += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = errors.send(format!("{}: read error: {e}", input.name));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes every record of a block (rejected ones become DLQ entries that name the
+/// input and line).
+fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, redrive: bool) -> KeyedBatch {
+    let mut batch = KeyedBatch::new();
+    let input = w.input.clone();
+    for piece in std::mem::take(&mut w.block.pieces) {
+        match piece {
+            Piece::Record {
+                start, end, line, ..
+            } if redrive => match data2parquet::dlq::raw_of_entry(&w.block.data[start..end]) {
+                Ok(mut raw) => {
+                    dec.json(
+                        &mut raw,
+                        || format!("{input}:line {line} (re-driven)"),
+                        &mut batch,
+                    );
+                }
+                Err(e) => batch.reject(DlqEntry::new(
+                    format!("{input}:line {line}"),
+                    e,
+                    &w.block.data[start..end],
+                )),
+            },
+            Piece::Record {
+                start, end, line, ..
+            } => {
+                dec.json(
+                    &mut w.block.data[start..end],
+                    || format!("{input}:line {line}"),
+                    &mut batch,
+                );
+            }
+            Piece::Error {
+                line, reason, raw, ..
+            } => {
+                batch.reject(DlqEntry::new(format!("{input}:line {line}"), reason, &raw));
+            }
+        }
+    }
+    batch
+}
+
+fn logs(recs: &[Record]) -> Vec<&LogRecord> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Log(l) => Some(l),
+            Record::Dynamic(_) => None,
+        })
+        .collect()
+}
+
+fn dynamics(recs: &[Record]) -> Vec<&DynRecord> {
+    recs.iter()
+        .filter_map(|r| match r {
+            Record::Dynamic(d) => Some(d),
+            Record::Log(_) => None,
+        })
+        .collect()
+}
+
+/// Turns a decoded block into Arrow batches. A conversion error (which valid records
+/// cannot cause) sends the records to the DLQ rather than dropping them.
+fn to_arrow(mut batch: KeyedBatch, mode: &Mode, input: &str) -> Payload {
+    let records = batch.len();
+    let mut rejected = std::mem::take(&mut batch.rejected);
+    let mut batches = Vec::new();
+    for (_, recs) in batch.take_groups() {
+        let built = match mode {
+            Mode::LogArrow { utf8 } => log_batch(&logs(&recs), *utf8),
+            Mode::DynArrow { schema, fixed } => dynamic_batch(&dynamics(&recs), schema, *fixed),
+            Mode::Keyed | Mode::DynInfer { .. } => continue,
+        };
+        match built {
+            Ok(b) => batches.push(b),
+            Err(e) => rejected.extend(recs.iter().map(|r| {
+                DlqEntry::new(
+                    input.to_string(),
+                    format!("conversion failed: {e}"),
+                    r.to_json().as_bytes(),
+                )
+            })),
+        }
+    }
+    Payload::Arrow {
+        batches,
+        records,
+        rejected,
+    }
+}
+
+fn parse(
+    spec: Arc<IngestSpec>,
+    redrive: bool,
+    mode: Mode,
+    rx: Receiver<Work>,
+    tx: Sender<(u64, Parsed)>,
+    recycle: Sender<Vec<u8>>,
+) {
+    let mut dec = Decoder::new(&spec);
+    if !matches!(mode, Mode::Keyed) {
+        dec = dec.unkeyed();
+    }
+    for mut w in rx {
+        let mut batch = decode_block(&mut dec, &mut w, redrive);
+        let _ = recycle.try_send(std::mem::take(&mut w.block.data));
+        let payload = match &mode {
+            Mode::Keyed => Payload::Keyed(batch),
+            Mode::DynInfer { nested_json } => {
+                let mut t = DType::Struct { fields: Vec::new() };
+                for (_, recs) in batch.take_groups() {
+                    // Stored records always decode; a failure would only lose columns of
+                    // this pass, and the second pass reports the records themselves.
+                    if let Ok(more) = infer(&dynamics(&recs), Some(&t), *nested_json) {
+                        t = more;
+                    }
+                }
+                Payload::Schema(t)
+            }
+            Mode::LogArrow { .. } | Mode::DynArrow { .. } => to_arrow(batch, &mode, &w.input),
+        };
+        let parsed = Parsed {
+            payload,
+            bytes: w.block.input_bytes,
+        };
+        if tx.send((w.seq, parsed)).is_err() {
+            return;
+        }
+    }
+}
