@@ -6,7 +6,8 @@
 //! partition keys and the same error messages.
 
 use crate::config::{Config, ConfigError, FieldSet, FluentMetadata, RecordType};
-use crate::convert::dynamic::EVENT_TIME;
+use crate::convert::ConvertError;
+use crate::convert::dynamic::{DType, DynBatchBuilder, EVENT_TIME};
 use crate::convert::jsonschema::Fixed;
 use crate::decode::flb::{self, ChunkStats, Item};
 use crate::decode::json::JsonParser;
@@ -16,6 +17,7 @@ use crate::record::dynamic::{DynRecord, FieldAction, time_ns};
 use crate::record::log_map::FastMap;
 use crate::record::{LogMapper, LogRules, Record};
 use crate::value::{Doc, ValRef};
+use arrow_array::RecordBatch;
 use std::sync::Arc;
 
 /// Decoding settings, built once per pipeline and shared read-only.
@@ -139,6 +141,11 @@ impl KeyedBatch {
         self.rejected.push(e);
     }
 
+    /// Counts a record the decoder consumed itself (see [`Decoder::inferring`]).
+    pub fn count(&mut self) {
+        self.records += 1;
+    }
+
     /// Records accepted for the buffer.
     pub fn len(&self) -> usize {
         self.records
@@ -172,10 +179,36 @@ impl KeyedBatch {
     }
 }
 
+impl DynOut {
+    /// Whether records stay in the batch (no inference, no building).
+    fn keeps_records(&self) -> bool {
+        self.infer.is_none() && self.build.is_none()
+    }
+
+    /// Takes one record in.
+    fn take(&mut self, event_ns: i64, v: ValRef<'_, '_>) {
+        if let Some((t, nested_json)) = &mut self.infer {
+            t.absorb_fields(v, *nested_json);
+        }
+        if let Some(b) = &mut self.build {
+            b.push(event_ns, Some(v));
+        }
+    }
+}
+
 /// Why one JSON record was rejected.
 enum Failure {
     Json(crate::decode::json::JsonError),
     Record(String),
+}
+
+/// Where a decoder puts dynamic records: into the batch, as records for the buffer
+/// (the default), or, for json2parquet's single file, into a schema being inferred
+/// and/or straight into Arrow columns of a known schema (no intermediate record).
+#[derive(Default)]
+struct DynOut {
+    infer: Option<(DType, bool)>,
+    build: Option<Box<DynBatchBuilder>>,
 }
 
 /// Per-thread decoder with warm buffers.
@@ -188,6 +221,7 @@ pub struct Decoder<'s> {
     time: String,
     keyed: bool,
     scratch: Vec<u8>,
+    dyn_out: DynOut,
 }
 
 impl<'s> Decoder<'s> {
@@ -201,6 +235,7 @@ impl<'s> Decoder<'s> {
             time: String::new(),
             keyed: true,
             scratch: Vec::new(),
+            dyn_out: DynOut::default(),
         }
     }
 
@@ -208,6 +243,34 @@ impl<'s> Decoder<'s> {
     pub fn unkeyed(mut self) -> Self {
         self.keyed = false;
         self
+    }
+
+    /// Dynamic records only widen a schema (read it with [`Decoder::take_schema`]);
+    /// they are counted in the batch, not kept.
+    pub fn inferring(mut self, nested_json: bool) -> Self {
+        self.dyn_out.infer = Some((DType::Struct { fields: Vec::new() }, nested_json));
+        self
+    }
+
+    /// Dynamic records go straight into Arrow columns of `b`'s schema (read them with
+    /// [`Decoder::take_batch`]); they are counted in the batch, not kept.
+    pub fn building(mut self, b: DynBatchBuilder) -> Self {
+        self.dyn_out.build = Some(Box::new(b));
+        self
+    }
+
+    /// The schema inferred since the last call.
+    pub fn take_schema(&mut self) -> Option<DType> {
+        let (t, _) = self.dyn_out.infer.as_mut()?;
+        Some(std::mem::replace(t, DType::Struct { fields: Vec::new() }))
+    }
+
+    /// The rows built since the last call, as one batch.
+    pub fn take_batch(&mut self) -> Result<Option<RecordBatch>, ConvertError> {
+        match &mut self.dyn_out.build {
+            Some(b) if b.rows() > 0 => b.finish().map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Maps one decoded object to a record and files it under its key.
@@ -228,6 +291,20 @@ impl<'s> Decoder<'s> {
                     f.validate(v)?;
                 }
                 let ev = d.event_ns(v, event_ns)?;
+                if !self.dyn_out.keeps_records() {
+                    out.count();
+                    if d.ignored.is_empty() && d.masked.is_empty() {
+                        self.dyn_out.take(ev, v);
+                    } else {
+                        let rec = DynRecord::filtered(v, ev, &mut self.scratch, |k| d.action(k));
+                        let mut doc = Doc::new();
+                        rec.decode_into(&mut doc)?;
+                        if let Some(root) = doc.root() {
+                            self.dyn_out.take(ev, root);
+                        }
+                    }
+                    return Ok(());
+                }
                 let rec = DynRecord::filtered(v, ev, &mut self.scratch, |k| d.action(k));
                 if self.keyed {
                     self.spec.keyspec.render_dynamic(v, ctx, &mut self.key);

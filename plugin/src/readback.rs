@@ -17,7 +17,8 @@ pub enum ReadError {
 
 /// One cell as JSON. Binary that is UTF-8 becomes a string.
 pub fn cell(a: &ArrayRef, i: usize) -> Value {
-    if a.is_null(i) {
+    // A Null-typed column (a key only ever seen as null) has no validity buffer.
+    if a.is_null(i) || a.data_type() == &DataType::Null {
         return Value::Null;
     }
     match a.data_type() {

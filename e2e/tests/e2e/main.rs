@@ -7,6 +7,7 @@
 
 mod common;
 mod confs;
+mod dynamic;
 mod http;
 mod json2parquet;
 mod plugin;

@@ -15,6 +15,7 @@
 use super::{ConvertError, ParquetOptions, ParquetSink};
 use crate::partition::PartitionKey;
 use crate::record::dynamic::DynRecord;
+use crate::record::log_map::FastMap;
 use crate::value::{Doc, Kind, Node, ValRef};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
@@ -72,8 +73,6 @@ impl DType {
                 ),
             },
             Node::Map { .. } if nested_json => DType::Str,
-            // Parquet has no empty groups: an empty object is kept as its JSON text.
-            Node::Map { len: 0, .. } => DType::Str,
             Node::Map { .. } => {
                 let mut s = DType::Struct { fields: Vec::new() };
                 s.absorb_fields(v, nested_json);
@@ -83,20 +82,50 @@ impl DType {
     }
 
     /// Merges a map's fields into this struct type, in place (the hot path of
-    /// inference: no intermediate type per record).
+    /// inference: no intermediate type per record, and fields found by position first,
+    /// since records of one source mostly keep their key order).
     pub fn absorb_fields(&mut self, v: ValRef<'_, '_>, nested_json: bool) {
         let DType::Struct { fields } = self else {
             return;
         };
+        let mut cursor = 0;
         for (k, item) in v.entries() {
-            let t = DType::of(item, nested_json);
-            match fields.iter_mut().find(|(n, _)| n == k) {
-                Some((_, old)) => {
-                    if *old != t {
-                        *old = std::mem::replace(old, DType::Null).merge(t);
-                    }
+            let at = match fields.get(cursor) {
+                Some((n, _)) if n == k => Some(cursor),
+                _ => fields.iter().position(|(n, _)| n == k),
+            };
+            match at {
+                Some(i) => {
+                    fields[i].1.absorb(item, nested_json);
+                    cursor = i + 1;
                 }
-                None => fields.push((k.to_string(), t)),
+                None => {
+                    fields.push((k.to_string(), DType::of(item, nested_json)));
+                    cursor = fields.len();
+                }
+            }
+        }
+    }
+
+    /// Widens this type, in place, to hold `v` too.
+    pub fn absorb(&mut self, v: ValRef<'_, '_>, nested_json: bool) {
+        match (&mut *self, v.node()) {
+            // The top of the order: nothing can widen it.
+            (DType::Str, _) => {}
+            (_, Node::Null) => {}
+            (DType::Struct { .. }, Node::Map { .. }) if !nested_json => {
+                self.absorb_fields(v, nested_json)
+            }
+            (DType::List { item }, Node::Array { .. }) if !nested_json => {
+                for i in v.items() {
+                    item.absorb(i, nested_json);
+                }
+            }
+            _ => {
+                let t = DType::of(v, nested_json);
+                if *self != t {
+                    *self = std::mem::replace(self, DType::Null).merge(t);
+                }
             }
         }
     }
@@ -142,6 +171,9 @@ impl DType {
             DType::List { item } => {
                 DataType::List(Arc::new(Field::new("element", item.arrow(), true)))
             }
+            // Parquet has no empty groups: objects that were only ever empty are kept
+            // as their JSON text (`{}`).
+            DType::Struct { fields } if fields.is_empty() => DataType::Utf8,
             DType::Struct { fields } => DataType::Struct(struct_fields(fields)),
         }
     }
@@ -181,7 +213,65 @@ enum Col {
         fields: Vec<(String, DType)>,
         children: Vec<Col>,
         valid: Vec<bool>,
+        matcher: Matcher,
     },
+}
+
+/// Finds the column of each entry of a map: by position first (records of one source
+/// mostly keep their key order), then by name; linear scans per column would cost
+/// columns × keys per record.
+struct Matcher {
+    index: FastMap<Box<str>, usize>,
+    /// Per column: the row (plus one) it was last filled in.
+    filled: Vec<u64>,
+    row: u64,
+}
+
+impl Matcher {
+    fn new(fields: &[(String, DType)]) -> Matcher {
+        Matcher {
+            index: fields
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (n.as_str().into(), i))
+                .collect(),
+            filled: vec![0; fields.len()],
+            row: 0,
+        }
+    }
+
+    /// Pushes one row: each entry of `m` to its column (the first of duplicate keys
+    /// wins), null to the columns `m` lacks; entries without a column go to `other`.
+    fn fill<'d, 'a>(
+        &mut self,
+        fields: &[(String, DType)],
+        m: ValRef<'d, 'a>,
+        cols: &mut [Col],
+        mut other: impl FnMut(&'d str, ValRef<'d, 'a>),
+    ) {
+        self.row += 1;
+        let mut cursor = 0;
+        for (k, v) in m.entries() {
+            let at = match fields.get(cursor) {
+                Some((n, _)) if n == k => Some(cursor),
+                _ => self.index.get(k).copied(),
+            };
+            match at {
+                Some(c) if self.filled[c] != self.row => {
+                    self.filled[c] = self.row;
+                    cols[c].push(Some(v));
+                    cursor = c + 1;
+                }
+                Some(_) => {}
+                None => other(k, v),
+            }
+        }
+        for (c, col) in cols.iter_mut().enumerate() {
+            if self.filled[c] != self.row {
+                col.push(None);
+            }
+        }
+    }
 }
 
 fn as_i64(v: ValRef<'_, '_>) -> Option<i64> {
@@ -220,6 +310,9 @@ impl Col {
             DType::Int => Col::Int(Int64Builder::new()),
             DType::Float => Col::Float(Float64Builder::new()),
             DType::Str => Col::Str(StringBuilder::new(), String::new()),
+            DType::Struct { fields } if fields.is_empty() => {
+                Col::Str(StringBuilder::new(), String::new())
+            }
             DType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
             DType::List { item } => Col::List {
                 item_type: (**item).clone(),
@@ -228,6 +321,7 @@ impl Col {
                 child: Box::new(Col::new(item)),
             },
             DType::Struct { fields } => Col::Struct {
+                matcher: Matcher::new(fields),
                 fields: fields.clone(),
                 children: fields.iter().map(|(_, t)| Col::new(t)).collect(),
                 valid: Vec::new(),
@@ -272,11 +366,10 @@ impl Col {
                 fields,
                 children,
                 valid,
+                matcher,
             } => match v.filter(|v| v.kind() == Kind::Map) {
                 Some(m) => {
-                    for ((name, _), c) in fields.iter().zip(children.iter_mut()) {
-                        c.push(m.get(name));
-                    }
+                    matcher.fill(fields, m, children, |_, _| {});
                     valid.push(true);
                 }
                 None => {
@@ -327,25 +420,18 @@ impl Col {
                 fields,
                 children,
                 valid,
+                ..
             } => {
-                let n = valid.len();
                 let nulls = NullBuffer::from(valid);
                 let arrays = children
                     .into_iter()
                     .map(Col::finish)
                     .collect::<Result<Vec<_>, _>>()?;
-                if fields.is_empty() {
-                    Arc::new(StructArray::new_empty_fields(
-                        n,
-                        (nulls.null_count() > 0).then_some(nulls),
-                    ))
-                } else {
-                    Arc::new(StructArray::try_new(
-                        struct_fields(&fields),
-                        arrays,
-                        (nulls.null_count() > 0).then_some(nulls),
-                    )?)
-                }
+                Arc::new(StructArray::try_new(
+                    struct_fields(&fields),
+                    arrays,
+                    (nulls.null_count() > 0).then_some(nulls),
+                )?)
             }
         })
     }
@@ -411,6 +497,7 @@ pub struct DynBatchBuilder {
     schema: Arc<Schema>,
     scratch: String,
     rows: usize,
+    matcher: Matcher,
 }
 
 impl DynBatchBuilder {
@@ -426,6 +513,7 @@ impl DynBatchBuilder {
             .cloned()
             .collect();
         Ok(DynBatchBuilder {
+            matcher: Matcher::new(&fields),
             time: Col::new(&DType::Timestamp),
             cols: fields.iter().map(|(_, t)| Col::new(t)).collect(),
             extra: fixed.then(|| Col::new(&DType::Str)),
@@ -448,23 +536,28 @@ impl DynBatchBuilder {
     pub fn push(&mut self, event_ns: i64, root: Option<ValRef<'_, '_>>) {
         self.rows += 1;
         self.time.push_micros(event_ns.div_euclid(1000));
-        let root = root.filter(|r| r.kind() == Kind::Map);
-        for ((name, _), c) in self.fields.iter().zip(self.cols.iter_mut()) {
-            c.push(root.and_then(|m| m.get(name)));
-        }
-        if let Some(x) = self.extra.as_mut() {
-            // Keys the schema does not know, as one JSON object (never dropped).
-            let s = &mut self.scratch;
-            s.clear();
-            for (k, v) in root.into_iter().flat_map(|r| r.entries()) {
-                if k == EVENT_TIME || self.fields.iter().any(|(n, _)| n == k) {
-                    continue;
-                }
-                s.push(if s.is_empty() { '{' } else { ',' });
-                crate::value::write_json_str(k, s);
-                s.push(':');
-                v.write_json(s);
+        let Some(root) = root.filter(|r| r.kind() == Kind::Map) else {
+            self.cols.iter_mut().for_each(|c| c.push(None));
+            if let Some(x) = self.extra.as_mut() {
+                x.push_text(None);
             }
+            return;
+        };
+        // Keys the schema does not know go to `_extra`, as one JSON object (never
+        // dropped); without a fixed schema every key has a column.
+        let s = &mut self.scratch;
+        s.clear();
+        let keep_extra = self.extra.is_some();
+        self.matcher
+            .fill(&self.fields, root, &mut self.cols, |k, v| {
+                if keep_extra && k != EVENT_TIME {
+                    s.push(if s.is_empty() { '{' } else { ',' });
+                    crate::value::write_json_str(k, s);
+                    s.push(':');
+                    v.write_json(s);
+                }
+            });
+        if let Some(x) = self.extra.as_mut() {
             if s.is_empty() {
                 x.push_text(None);
             } else {

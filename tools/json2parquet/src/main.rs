@@ -67,6 +67,11 @@ struct Args {
     /// Exit with status 2 when any record is rejected.
     #[arg(long)]
     fail_on_error: bool,
+    /// Dynamic records in one file (`-o`): MiB of input read first to infer the schema.
+    /// Every record is still checked against it, and the file is written again with a
+    /// wider schema if later records need one; a larger sample makes that rarer.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    schema_sample_mib: u64,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -122,6 +127,8 @@ struct Totals {
     records: u64,
     rejected: u64,
     bytes: u64,
+    /// The records' own schema (single dynamic file).
+    schema: Option<DType>,
 }
 
 fn main() {
@@ -149,12 +156,15 @@ fn run() -> Result<i32> {
     let dynamic = cfg.record_type == RecordType::Dynamic;
     let opts = ParquetOptions::from_config(&cfg);
 
-    // A single dynamic file needs its schema before the first row: a first pass infers
-    // it from every record, so stdin is kept in a temporary file to be read twice.
+    // A single dynamic file needs its schema before its first row. It is inferred
+    // from a sample, checked against every record while the file is written, and in
+    // the rare case that later records need more (a new key, a wider type) the file is
+    // written again with the widened schema. Stdin is kept in a temporary file, since
+    // it may be read more than once.
     let mut spool = None;
     let mut inputs = input::list(&args.inputs);
-    let two_pass = dynamic && args.output.is_some() && cfg.json_schema.is_none();
-    if two_pass && inputs.iter().any(|i| i.path.is_none()) {
+    let inferred = dynamic && args.output.is_some() && cfg.json_schema.is_none();
+    if inferred && inputs.iter().any(|i| i.path.is_none()) {
         let dir = args
             .output
             .as_ref()
@@ -167,7 +177,7 @@ fn run() -> Result<i32> {
         }
         spool = Some(s);
     }
-    let pass = |mode: Mode| Pass {
+    let pass = |mode: Mode, max_blocks: Option<u64>| Pass {
         inputs: &inputs,
         layout: args.input_format,
         max_record: cfg.max_record_bytes,
@@ -175,50 +185,74 @@ fn run() -> Result<i32> {
         spec: spec.clone(),
         redrive: args.input_format == Layout::Dlq,
         mode,
+        max_blocks,
     };
 
     let started = Instant::now();
-    let (mut sink, mode) = match &args.output {
-        Some(out) => {
-            if dynamic {
-                let (t, fixed) = match &cfg.json_schema {
-                    Some(f) => (f.dtype.clone(), true),
-                    None => {
-                        let nested_json = cfg.dynamic_nested == DynamicNested::Json;
-                        (infer_schema(pass(Mode::DynInfer { nested_json }))?, false)
-                    }
-                };
-                let sink = open_file(out, Some((&t, fixed)), &opts)?;
-                let mode = Mode::DynArrow {
-                    schema: Arc::new(t),
-                    fixed,
-                };
-                (sink, mode)
-            } else {
-                let utf8 = cfg.map_values_utf8;
-                (open_file(out, None, &opts)?, Mode::LogArrow { utf8 })
-            }
-        }
-        None => {
-            let mut c = cfg.clone();
-            c.dlq_path = dlq_file.parent().map(Path::to_path_buf).unwrap_or_default();
-            (
-                Sink::Pipeline(Pipeline::start(&c, log.clone())?),
-                Mode::Keyed,
-            )
-        }
+    let nested_json = cfg.dynamic_nested == DynamicNested::Json;
+    let mut schema = match (&args.output, &cfg.json_schema) {
+        (Some(_), Some(f)) if dynamic => Some((f.dtype.clone(), true)),
+        (Some(_), None) if dynamic => Some((
+            infer_schema(pass(
+                Mode::DynInfer { nested_json },
+                Some(args.schema_sample_mib.max(1)),
+            ))?,
+            false,
+        )),
+        _ => None,
     };
-
     let total_input = input::total_size(&args.inputs);
     let mut bar = progress::Progress::new(!args.quiet, total_input);
-    let mut totals = Totals::default();
-    let (read_errors, write_error) = match pass(mode).run(|p| {
-        let r = consume(&mut sink, p, &dlq, &mut totals);
-        bar.update(totals.records, totals.bytes);
-        r
-    }) {
-        Ok(errors) => (errors, None),
-        Err(e) => (Vec::new(), Some(e)),
+    let mut dlq_written = false;
+    let (sink, totals, read_errors, write_error) = loop {
+        let (mut sink, mode) = match (&args.output, &schema) {
+            (Some(out), Some((t, fixed))) => (
+                open_file(out, Some((t, *fixed)), &opts)?,
+                Mode::DynArrow {
+                    schema: Arc::new(t.clone()),
+                    fixed: *fixed,
+                    infer: (!fixed).then_some(nested_json),
+                },
+            ),
+            (Some(out), None) => (
+                open_file(out, None, &opts)?,
+                Mode::LogArrow {
+                    utf8: cfg.map_values_utf8,
+                },
+            ),
+            (None, _) => {
+                let mut c = cfg.clone();
+                c.dlq_path = dlq_file.parent().map(Path::to_path_buf).unwrap_or_default();
+                (
+                    Sink::Pipeline(Pipeline::start(&c, log.clone())?),
+                    Mode::Keyed,
+                )
+            }
+        };
+        let mut totals = Totals::default();
+        let dlq_on = (!dlq_written).then_some(&dlq);
+        let (read_errors, write_error) = match pass(mode, None).run(|p| {
+            let r = consume(&mut sink, p, dlq_on, &mut totals);
+            bar.update(totals.records, totals.bytes);
+            r
+        }) {
+            Ok(errors) => (errors, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        dlq_written = true;
+        if let (Some((t, false)), Some(seen), None) = (&schema, &totals.schema, &write_error) {
+            let wide = t.clone().merge(seen.clone());
+            if &wide != t {
+                log.log(
+                    Level::Info,
+                    "records after the schema sample need more columns or wider types; writing the file again with the full schema",
+                );
+                drop(sink);
+                schema = Some((wide, false));
+                continue;
+            }
+        }
+        break (sink, totals, read_errors, write_error);
     };
     drop(spool);
     for e in &read_errors {
@@ -332,7 +366,8 @@ fn open_file(out: &Path, schema: Option<(&DType, bool)>, opts: &ParquetOptions) 
 }
 
 /// Sends one decoded block on: rejected entries to the DLQ, records to the sink.
-fn consume(sink: &mut Sink, p: Parsed, dlq: &FileDlq, totals: &mut Totals) -> Result<()> {
+/// `dlq` is `None` when the input is being read again: its rejects are already there.
+fn consume(sink: &mut Sink, p: Parsed, dlq: Option<&FileDlq>, totals: &mut Totals) -> Result<()> {
     totals.bytes += p.bytes;
     match (sink, p.payload) {
         (
@@ -341,11 +376,20 @@ fn consume(sink: &mut Sink, p: Parsed, dlq: &FileDlq, totals: &mut Totals) -> Re
                 batches,
                 records,
                 rejected,
+                schema,
             },
         ) => {
             totals.records += records as u64;
             totals.rejected += rejected.len() as u64;
-            dlq.push(&rejected)?;
+            if let Some(d) = dlq {
+                d.push(&rejected)?;
+            }
+            if let Some(s) = schema {
+                totals.schema = Some(match totals.schema.take() {
+                    Some(t) => t.merge(s),
+                    None => s,
+                });
+            }
             for b in &batches {
                 writer.write(b)?;
             }
@@ -353,7 +397,9 @@ fn consume(sink: &mut Sink, p: Parsed, dlq: &FileDlq, totals: &mut Totals) -> Re
         (Sink::Pipeline(p), Payload::Keyed(mut batch)) => {
             totals.records += batch.len() as u64;
             totals.rejected += batch.rejected.len() as u64;
-            dlq.push(&batch.rejected)?;
+            if let Some(d) = dlq {
+                d.push(&batch.rejected)?;
+            }
             batch.rejected.clear();
             // A full buffer means the writers are behind: wait for them, never drop.
             p.submit_wait(batch)

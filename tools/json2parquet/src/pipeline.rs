@@ -5,12 +5,12 @@
 use anyhow::Result;
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use data2parquet::convert::dynamic::{DType, dynamic_batch, infer};
+use data2parquet::convert::dynamic::{DType, DynBatchBuilder};
 use data2parquet::convert::log::log_batch;
 use data2parquet::decode::frame::{Block, Framer, Layout, Piece};
 use data2parquet::dlq::DlqEntry;
 use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
-use data2parquet::record::{DynRecord, LogRecord, Record};
+use data2parquet::record::{LogRecord, Record};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,8 +31,14 @@ pub enum Mode {
     LogArrow { utf8: bool },
     /// Only the schema of the dynamic records (first pass of a single dynamic file).
     DynInfer { nested_json: bool },
-    /// Arrow batches of dynamic records with a known schema.
-    DynArrow { schema: Arc<DType>, fixed: bool },
+    /// Arrow batches of dynamic records with a known schema; with `infer` (the
+    /// `nested_json` setting) the records' own schema is inferred too, to check that the
+    /// known one covered them.
+    DynArrow {
+        schema: Arc<DType>,
+        fixed: bool,
+        infer: Option<bool>,
+    },
 }
 
 /// What a parse thread hands on.
@@ -42,6 +48,8 @@ pub enum Payload {
         batches: Vec<RecordBatch>,
         records: usize,
         rejected: Vec<DlqEntry>,
+        /// The schema of the block's records (DynArrow with `infer`).
+        schema: Option<DType>,
     },
     Schema(DType),
 }
@@ -69,6 +77,8 @@ pub struct Pass<'a> {
     /// `--input-format dlq`: each line's `raw` is decoded again.
     pub redrive: bool,
     pub mode: Mode,
+    /// Stop after this many blocks (a sample).
+    pub max_blocks: Option<u64>,
 }
 
 impl Pass<'_> {
@@ -82,9 +92,14 @@ impl Pass<'_> {
         let (recycle_tx, recycle_rx) = bounded::<Vec<u8>>(threads * 2 + 2);
         let inputs = self.inputs.to_vec();
         let (layout, max_record) = (self.layout, self.max_record);
+        let limit = self.max_blocks.unwrap_or(u64::MAX);
         let reader = std::thread::Builder::new()
             .name("j2p-read".into())
-            .spawn(move || read(inputs, layout, max_record, work_tx, recycle_rx, err_tx))?;
+            .spawn(move || {
+                read(
+                    inputs, layout, max_record, limit, work_tx, recycle_rx, err_tx,
+                )
+            })?;
         let mut parsers = Vec::new();
         for i in 0..threads {
             let (spec, rx, tx, rc, mode, redrive) = (
@@ -132,12 +147,16 @@ fn read(
     inputs: Vec<Input>,
     layout: Layout,
     max_record: usize,
+    limit: u64,
     tx: Sender<Work>,
     recycled: Receiver<Vec<u8>>,
     errors: Sender<String>,
 ) {
     let mut seq = 0;
     for input in inputs {
+        if seq >= limit {
+            break;
+        }
         let reader = match crate::input::open(input.path.as_deref()) {
             Ok(r) => r,
             Err(e) => {
@@ -146,7 +165,7 @@ fn read(
             }
         };
         let mut framer = Framer::new(reader, layout, 1 << 20, max_record);
-        loop {
+        while seq < limit {
             for v in recycled.try_iter() {
                 framer.recycle(v);
             }
@@ -223,28 +242,14 @@ fn logs(recs: &[Record]) -> Vec<&LogRecord> {
         .collect()
 }
 
-fn dynamics(recs: &[Record]) -> Vec<&DynRecord> {
-    recs.iter()
-        .filter_map(|r| match r {
-            Record::Dynamic(d) => Some(d),
-            Record::Log(_) => None,
-        })
-        .collect()
-}
-
-/// Turns a decoded block into Arrow batches. A conversion error (which valid records
+/// Turns a decoded block of log records into Arrow batches. A conversion error (which valid records
 /// cannot cause) sends the records to the DLQ rather than dropping them.
-fn to_arrow(mut batch: KeyedBatch, mode: &Mode, input: &str) -> Payload {
+fn log_arrow(mut batch: KeyedBatch, utf8: bool, input: &str) -> Payload {
     let records = batch.len();
     let mut rejected = std::mem::take(&mut batch.rejected);
     let mut batches = Vec::new();
     for (_, recs) in batch.take_groups() {
-        let built = match mode {
-            Mode::LogArrow { utf8 } => log_batch(&logs(&recs), *utf8),
-            Mode::DynArrow { schema, fixed } => dynamic_batch(&dynamics(&recs), schema, *fixed),
-            Mode::Keyed | Mode::DynInfer { .. } => continue,
-        };
-        match built {
+        match log_batch(&logs(&recs), utf8) {
             Ok(b) => batches.push(b),
             Err(e) => rejected.extend(recs.iter().map(|r| {
                 DlqEntry::new(
@@ -259,6 +264,7 @@ fn to_arrow(mut batch: KeyedBatch, mode: &Mode, input: &str) -> Payload {
         batches,
         records,
         rejected,
+        schema: None,
     }
 }
 
@@ -271,26 +277,54 @@ fn parse(
     recycle: Sender<Vec<u8>>,
 ) {
     let mut dec = Decoder::new(&spec);
-    if !matches!(mode, Mode::Keyed) {
-        dec = dec.unkeyed();
+    match &mode {
+        Mode::Keyed => {}
+        Mode::LogArrow { .. } => dec = dec.unkeyed(),
+        Mode::DynInfer { nested_json } => dec = dec.unkeyed().inferring(*nested_json),
+        Mode::DynArrow {
+            schema,
+            fixed,
+            infer,
+        } => match DynBatchBuilder::new(schema, *fixed) {
+            Ok(b) => {
+                dec = dec.unkeyed().building(b);
+                if let Some(nested_json) = infer {
+                    dec = dec.inferring(*nested_json);
+                }
+            }
+            // Only a non-object schema fails here, which inference never makes.
+            Err(_) => return,
+        },
     }
     for mut w in rx {
         let mut batch = decode_block(&mut dec, &mut w, redrive);
         let _ = recycle.try_send(std::mem::take(&mut w.block.data));
         let payload = match &mode {
             Mode::Keyed => Payload::Keyed(batch),
-            Mode::DynInfer { nested_json } => {
-                let mut t = DType::Struct { fields: Vec::new() };
-                for (_, recs) in batch.take_groups() {
-                    // Stored records always decode; a failure would only lose columns of
-                    // this pass, and the second pass reports the records themselves.
-                    if let Ok(more) = infer(&dynamics(&recs), Some(&t), *nested_json) {
-                        t = more;
+            Mode::DynInfer { .. } => Payload::Schema(dec.take_schema().unwrap_or(DType::Null)),
+            Mode::DynArrow { .. } => {
+                let records = batch.len();
+                let mut rejected = std::mem::take(&mut batch.rejected);
+                let batches = match dec.take_batch() {
+                    Ok(b) => b.into_iter().collect(),
+                    Err(e) => {
+                        // Valid records cannot cause this; say so rather than drop silently.
+                        rejected.push(DlqEntry::new(
+                            w.input.to_string(),
+                            format!("conversion failed for {records} records of this block: {e}"),
+                            b"",
+                        ));
+                        Vec::new()
                     }
+                };
+                Payload::Arrow {
+                    batches,
+                    records,
+                    rejected,
+                    schema: dec.take_schema(),
                 }
-                Payload::Schema(t)
             }
-            Mode::LogArrow { .. } | Mode::DynArrow { .. } => to_arrow(batch, &mode, &w.input),
+            Mode::LogArrow { utf8 } => log_arrow(batch, *utf8, &w.input),
         };
         let parsed = Parsed {
             payload,

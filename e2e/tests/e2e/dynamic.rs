@@ -1,0 +1,604 @@
+//! `RecordType=dynamic` end to end: every key kept and typed by the widening order, the
+//! schema of a key stable across files (and across processes with Redis), JSON Schema
+//! validation with dead letters and `_extra`, through json2parquet, the plugin and the
+//! HTTP server; and, where DuckDB is installed, what it drops on the same input.
+
+use crate::common::*;
+use data2parquet::timeutil::format_rfc3339_nanos;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Column names and types of a Parquet file, as Arrow reads it.
+fn columns(file: &Path) -> Vec<(String, String)> {
+    let f = std::fs::File::open(file).unwrap();
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    b.schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), type_name(f.data_type())))
+        .collect()
+}
+
+/// A short, stable spelling of an Arrow type.
+fn type_name(t: &arrow_schema::DataType) -> String {
+    use arrow_schema::DataType as T;
+    match t {
+        T::Null => "null".into(),
+        T::Boolean => "bool".into(),
+        T::Int64 => "int".into(),
+        T::Float64 => "float".into(),
+        T::Utf8 => "string".into(),
+        T::Timestamp(u, Some(tz)) => format!("timestamp[{u:?},{tz}]"),
+        T::List(f) => format!("list<{}>", type_name(f.data_type())),
+        T::Struct(fs) => format!(
+            "struct<{}>",
+            fs.iter()
+                .map(|f| format!("{}:{}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+fn col_types(file: &Path) -> Map<String, Value> {
+    columns(file)
+        .into_iter()
+        .map(|(n, t)| (n, Value::String(t)))
+        .collect()
+}
+
+/// The heterogeneous input: 30 000 records where `late` appears at 25 000, `v` is an
+/// integer, then a float from 26 000, then a string from 27 000, `obj` is a nested
+/// object with a list of mixed items, `mix` is an object or an array, `none` is always
+/// null. Every record has an epoch-seconds `time`.
+fn heterogeneous() -> String {
+    let mut s = String::new();
+    for i in 0..30_000u64 {
+        let mut r = Map::new();
+        r.insert("id".into(), json!(i));
+        r.insert(
+            "v".into(),
+            match i {
+                0..26_000 => json!(i),
+                26_000..27_000 => json!(i as f64 + 0.5),
+                _ => json!(format!("s{i}")),
+            },
+        );
+        r.insert("time".into(), json!(1_700_000_000 + i));
+        r.insert(
+            "msg".into(),
+            json!(format!(
+                "record {i:06} of the heterogeneous input, padded to span blocks"
+            )),
+        );
+        if i >= 25_000 {
+            r.insert("late".into(), json!(format!("x{i}")));
+        }
+        if i.is_multiple_of(7) {
+            r.insert("obj".into(), json!({"a": i, "tags": ["t", i % 3]}));
+        }
+        if i.is_multiple_of(5) {
+            r.insert("mix".into(), json!({"k": 1}));
+        } else if i == 29_998 {
+            r.insert("mix".into(), json!([1, 2]));
+        }
+        if i.is_multiple_of(11) {
+            r.insert("none".into(), Value::Null);
+        }
+        s.push_str(&Value::Object(r).to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// What record `i` of [`heterogeneous`] must read back as.
+fn expected_row(i: u64) -> Map<String, Value> {
+    let mut r = Map::new();
+    r.insert(
+        "_event_time".into(),
+        json!(format_rfc3339_nanos(
+            (1_700_000_000 + i as i64) * 1_000_000_000
+        )),
+    );
+    r.insert("id".into(), json!(i));
+    r.insert(
+        "v".into(),
+        match i {
+            0..26_000 => json!(i.to_string()),
+            26_000..27_000 => json!(format!("{i}.5")),
+            _ => json!(format!("s{i}")),
+        },
+    );
+    r.insert("time".into(), json!(1_700_000_000 + i));
+    r.insert(
+        "msg".into(),
+        json!(format!(
+            "record {i:06} of the heterogeneous input, padded to span blocks"
+        )),
+    );
+    r.insert(
+        "obj".into(),
+        if i.is_multiple_of(7) {
+            json!({"a": i, "tags": ["t", (i % 3).to_string()]})
+        } else {
+            Value::Null
+        },
+    );
+    r.insert(
+        "mix".into(),
+        match i {
+            _ if i.is_multiple_of(5) => json!(r#"{"k":1}"#),
+            29_998 => json!("[1,2]"),
+            _ => Value::Null,
+        },
+    );
+    r.insert("none".into(), Value::Null);
+    r.insert(
+        "late".into(),
+        if i >= 25_000 {
+            json!(format!("x{i}"))
+        } else {
+            Value::Null
+        },
+    );
+    r
+}
+
+#[test]
+fn json2parquet_keeps_every_key_and_widens_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, heterogeneous()).unwrap();
+    let out = dir.path().join("out.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .args(["--record-type", "dynamic", "--threads", "2", "-q", "-o"])
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        col_types(&out),
+        json!({
+            "_event_time": "timestamp[Microsecond,UTC]",
+            "id": "int",
+            "v": "string",
+            "time": "int",
+            "msg": "string",
+            "obj": "struct<a:int,tags:list<string>>",
+            "mix": "string",
+            "none": "null",
+            "late": "string",
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    );
+    let rows = data2parquet::readback::file_rows(&out).unwrap();
+    assert_eq!(rows.len(), 30_000);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row, &expected_row(i as u64), "record {i}");
+    }
+    // The same from stdin (kept in a temporary file, since it is read again), with a
+    // schema sample of one block: the later keys and types make it write the file again.
+    let out2 = dir.path().join("stdin.parquet");
+    let input2 = dir.path().join("in2.ndjson");
+    std::fs::write(&input2, heterogeneous() + "not json\n").unwrap();
+    let o = run(Command::new("sh").arg("-c").arg(format!(
+        "{} --record-type dynamic --schema-sample-mib 1 -q -o {} < {}",
+        bin("json2parquet").display(),
+        out2.display(),
+        input2.display()
+    )));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("writing the file again with the full schema"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("30000 records read"), "{}", stderr(&o));
+    let dlq = read_dlq(&dir.path().join("stdin.dlq.ndjson"));
+    assert_eq!(
+        dlq.len(),
+        1,
+        "a record read twice is dead-lettered once: {dlq:?}"
+    );
+    assert_eq!(dlq[0]["source"], "stdin:line 30001");
+    assert_eq!(data2parquet::readback::file_rows(&out2).unwrap(), rows);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn nested_objects_as_json_text_and_time_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"o": {"a": [1, {"b": null}]}, "ts": "2026-03-04T05:06:07.123456Z", "secret": "s", "drop": 1}"#,
+            "\n",
+            r#"{"o": 5, "ts": 1772600767123, "_event_time": "2026-01-01T00:00:00Z"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .args(["--record-type", "dynamic", "-q", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .env("D2P_DYNAMIC_NESTED", "json")
+        .env("D2P_DYNAMIC_TIME_KEY", "ts")
+        .env("D2P_MASK_FIELDS", "secret")
+        .env("D2P_IGNORED_FIELDS", "drop"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = data2parquet::readback::file_rows(&out).unwrap();
+    assert_eq!(
+        Value::Array(rows.into_iter().map(Value::Object).collect()),
+        json!([
+            {"_event_time": "2026-03-04T05:06:07.123456000Z", "o": r#"{"a":[1,{"b":null}]}"#,
+             "ts": "2026-03-04T05:06:07.123456Z", "secret": "*"},
+            // `_event_time` in the data is the event time; epoch milliseconds parse too.
+            {"_event_time": "2026-01-01T00:00:00.000000000Z", "o": "5",
+             "ts": "1772600767123", "secret": null},
+        ])
+    );
+}
+
+const SCHEMA: &str = r#"{
+    "type": "object",
+    "required": ["id", "when"],
+    "properties": {
+        "id": {"type": "integer"},
+        "when": {"type": "string", "format": "date-time"},
+        "score": {"type": ["number", "null"]},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "user": {"type": "object", "required": ["name"],
+                 "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
+    }
+}"#;
+
+#[test]
+fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), SCHEMA).unwrap();
+    let cfg = json!({
+        "record_type": "dynamic",
+        "json_schema_path": dir.path().join("schema.json"),
+        "writer_fsync": false,
+        "flush_interval": 3600,
+    });
+    std::fs::write(dir.path().join("cfg.json"), cfg.to_string()).unwrap();
+    let input = dir.path().join("in.ndjson");
+    let lines = [
+        r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "score": 1.5, "tags": ["a"], "user": {"name": "n", "age": 3}, "capability": "c1"}"#,
+        r#"{"id": 2, "when": "2026-01-02T03:04:06+01:00", "other": {"x": [1]}, "more": true, "capability": "c1"}"#,
+        r#"{"when": "2026-01-02T03:04:05Z"}"#,
+        r#"{"id": "3", "when": "2026-01-02T03:04:05Z"}"#,
+        r#"{"id": 4, "when": "2026-01-02T03:04:05Z", "tags": ["a", 2]}"#,
+        r#"{"id": 5, "when": "not a time"}"#,
+        r#"{"id": 6, "when": "2026-01-02T03:04:05Z", "user": {"age": 1}}"#,
+        r#"{"id": 7, "when": "2026-01-02T03:04:05Z", "score": null, "capability": "c1"}"#,
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = dir.path().join("out");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(dir.path().join("cfg.json"))
+        .arg("--out-dir")
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dlq = read_dlq(&dir.path().join("out.dlq.ndjson"));
+    let reasons: Vec<(String, String)> = dlq
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        (3, "field `id`: required, but missing or null"),
+        (4, "field `id`: expected an integer, found string"),
+        (5, "field `tags[1]`: expected a string, found integer"),
+        (6, "field `when`: expected a date-time"),
+        (7, "field `user.name`: required"),
+    ];
+    assert_eq!(reasons.len(), want.len(), "{reasons:?}");
+    for ((src, reason), (line, text)) in reasons.iter().zip(want) {
+        assert!(src.ends_with(&format!("in.ndjson:line {line}")), "{src}");
+        assert!(reason.contains(text), "line {line}: {reason}");
+    }
+    let files = data2parquet::readback::parquet_files(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with(out.join("c1")),
+        "upstream's dynamic layout: {}",
+        files[0].display()
+    );
+    assert_eq!(
+        col_types(&files[0]),
+        json!({
+            "_event_time": "timestamp[Microsecond,UTC]",
+            "id": "int",
+            "when": "timestamp[Microsecond,UTC]",
+            "score": "float",
+            "tags": "list<string>",
+            "user": "struct<name:string,age:int>",
+            "_extra": "string",
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    );
+    let rows: Vec<Value> = data2parquet::readback::file_rows(&files[0])
+        .unwrap()
+        .into_iter()
+        .map(|mut r| {
+            r.remove("_event_time");
+            Value::Object(r)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"id": 1, "when": "2026-01-02T03:04:05.000000000Z", "score": 1.5, "tags": ["a"],
+                   "user": {"name": "n", "age": 3}, "_extra": r#"{"capability":"c1"}"#}),
+            json!({"id": 2, "when": "2026-01-02T02:04:06.000000000Z", "score": null, "tags": null,
+                   "user": null, "_extra": r#"{"other":{"x":[1]},"more":true,"capability":"c1"}"#}),
+            json!({"id": 7, "when": "2026-01-02T03:04:05.000000000Z", "score": null, "tags": null,
+                   "user": null, "_extra": r#"{"capability":"c1"}"#}),
+        ]
+    );
+}
+
+fn host_props(out: &Path, extra: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    m.insert("WriterFilePath".into(), json!(out));
+    m.insert("WriterFsync".into(), json!("false"));
+    m.insert("RecordType".into(), json!("dynamic"));
+    m.insert("PartitionFields".into(), json!("tag"));
+    for (k, v) in extra {
+        m.insert((*k).into(), json!(v));
+    }
+    Value::Object(m)
+}
+
+fn host_scenario(props: Value, chunks: &[PathBuf]) -> Value {
+    json!({
+        "plugin": plugin_path(),
+        "instances": [{"props": props}],
+        "steps": [{"flush": {"instance": 0, "chunks": chunks, "tag": "app.dyn"}}],
+    })
+}
+
+/// Every file under `out` with its rows, oldest events first.
+fn files_by_time(out: &Path) -> Vec<(PathBuf, Vec<Map<String, Value>>)> {
+    let mut files: Vec<_> = data2parquet::readback::parquet_files(out)
+        .into_iter()
+        .map(|f| {
+            let rows = data2parquet::readback::file_rows(&f).unwrap();
+            (f, rows)
+        })
+        .collect();
+    files.sort_by_key(|(_, rows)| rows[0]["_event_time"].as_str().unwrap().to_string());
+    files
+}
+
+#[test]
+fn plugin_keeps_fluent_bit_times_and_widens_the_schema_of_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, lines: &[&str], fmt: ChunkFormat, secs: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, chunk_from_ndjson(lines, fmt, secs)).unwrap();
+        p
+    };
+    let chunks = [
+        write(
+            "a.chunk",
+            &[r#"{"a": 1}"#, r#"{"a": 2, "n": {"x": 1}}"#],
+            ChunkFormat::V5,
+            1_700_000_000,
+        ),
+        write(
+            "b.chunk",
+            &[r#"{"a": 2.5, "late": "y"}"#, r#"{"b": [1, 2]}"#],
+            ChunkFormat::Legacy,
+            1_700_000_100,
+        ),
+        write(
+            "c.chunk",
+            &[r#"{"a": "s"}"#, r#"{}"#],
+            ChunkFormat::V2Array32,
+            1_700_000_200,
+        ),
+    ];
+    let out = dir.path().join("out");
+    let r = run_host(
+        &host_scenario(host_props(&out, &[("BufferSize", "2")]), &chunks),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), vec![1, 1, 1]);
+    let files = files_by_time(&out);
+    assert_eq!(files.len(), 3, "one file per BufferSize batch");
+    let names: Vec<Vec<String>> = files
+        .iter()
+        .map(|(f, _)| columns(f).into_iter().map(|(n, _)| n).collect())
+        .collect();
+    assert_eq!(names[0], ["_event_time", "a", "n"]);
+    assert_eq!(names[1], ["_event_time", "a", "n", "late", "b"]);
+    assert_eq!(
+        names[2], names[1],
+        "a later file keeps every column of the key"
+    );
+    let types: Vec<String> = files
+        .iter()
+        .map(|(f, _)| col_types(f)["a"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["int", "float", "string"], "widened, never narrowed");
+    let t = |secs: i64, ms: i64| json!(format_rfc3339_nanos(secs * 1_000_000_000 + ms * 1_000_000));
+    let all: Vec<Value> = files
+        .into_iter()
+        .flat_map(|(_, rows)| rows.into_iter().map(Value::Object))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            json!({"_event_time": t(1_700_000_000, 0), "a": 1, "n": null}),
+            json!({"_event_time": t(1_700_000_000, 1), "a": 2, "n": {"x": 1}}),
+            json!({"_event_time": t(1_700_000_100, 0), "a": 2.5, "n": null, "late": "y", "b": null}),
+            json!({"_event_time": t(1_700_000_100, 1), "a": null, "n": null, "late": null, "b": [1, 2]}),
+            json!({"_event_time": t(1_700_000_200, 0), "a": "s", "n": null, "late": null, "b": null}),
+            json!({"_event_time": t(1_700_000_200, 1), "a": null, "n": null, "late": null, "b": null}),
+        ]
+    );
+    let folder = data2parquet::readback::parquet_files(&out)[0].clone();
+    assert!(
+        folder.starts_with(out.join("tag=app.dyn")),
+        "{}",
+        folder.display()
+    );
+}
+
+#[test]
+fn redis_keeps_the_schema_of_a_key_across_processes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut props = host_props(&out, &[]);
+    props["BufferType"] = json!("redis");
+    props["RedisHost"] = json!(redis.addr());
+    props["DLQPath"] = json!(dir.path().join("dlq"));
+    let first = dir.path().join("1.chunk");
+    std::fs::write(
+        &first,
+        chunk_from_ndjson(
+            &[r#"{"a": 1, "x": {"y": true}}"#],
+            ChunkFormat::V5,
+            1_700_000_000,
+        ),
+    )
+    .unwrap();
+    let second = dir.path().join("2.chunk");
+    std::fs::write(
+        &second,
+        chunk_from_ndjson(&[r#"{"a": 2}"#], ChunkFormat::V5, 1_700_000_100),
+    )
+    .unwrap();
+    // Two plugin processes, one after the other: the second never saw `x`.
+    for chunk in [&first, &second] {
+        let r = run_host(
+            &host_scenario(props.clone(), std::slice::from_ref(chunk)),
+            &[],
+        );
+        assert_eq!(codes(&r, 0), vec![1]);
+    }
+    let mut c = redis.conn().unwrap();
+    let stored: String = redis::cmd("GET")
+        .arg("data-schema:app.dyn")
+        .query(&mut c)
+        .unwrap();
+    assert!(stored.contains("\"x\""), "{stored}");
+    let files = files_by_time(&out);
+    assert_eq!(files.len(), 2);
+    assert_eq!(col_types(&files[0].0), col_types(&files[1].0));
+    assert_eq!(
+        Value::Object(files[1].1[0].clone()),
+        json!({"_event_time": format_rfc3339_nanos(1_700_000_100_000_000_000), "a": 2, "x": null})
+    );
+}
+
+#[test]
+fn http_server_takes_dynamic_records() {
+    let s = HttpServer::start(json!({"record_type": "dynamic", "flush_interval": 3600}));
+    let body = concat!(
+        r#"{"capability": "web", "n": 1, "time": "2026-05-06T07:08:09Z"}"#,
+        "\n",
+        r#"{"capability": "web", "n": "two", "extra": [1.5]}"#,
+        "\n",
+        r#"[1, 2]"#,
+        "\n"
+    );
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[("Content-Type", "application/x-ndjson")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.json()["accepted"], 2, "{}", r.text());
+    assert!(
+        r.text().contains("expected an object, found array"),
+        "{}",
+        r.text()
+    );
+    let r = http("POST", &s.url("/flush"), &[], None);
+    assert_eq!(r.json()["rows"], 2, "{}", r.text());
+    let files = data2parquet::readback::parquet_files(&s.out());
+    assert_eq!(files.len(), 1);
+    assert!(files[0].starts_with(s.out().join("web")));
+    let rows = data2parquet::readback::file_rows(&files[0]).unwrap();
+    assert_eq!(rows[0]["_event_time"], "2026-05-06T07:08:09.000000000Z");
+    assert_eq!(rows[0]["n"], "1");
+    assert_eq!(rows[1]["n"], "two");
+    assert_eq!(rows[1]["extra"], json!([1.5]));
+}
+
+/// DuckDB, where installed, on the same input: it either rejects the file or (with
+/// `ignore_errors`) drops the late key and the values that do not fit its sampled types.
+#[test]
+fn duckdb_drops_what_we_keep() {
+    let have = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("duckdb_drops_what_we_keep: python3 duckdb not installed; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, heterogeneous()).unwrap();
+    let script = r#"
+import duckdb, json, sys
+con = duckdb.connect()
+out = {}
+try:
+    con.execute("select * from read_json_auto(?)", [sys.argv[1]]).fetchall()
+    out["strict"] = "ok"
+except Exception as e:
+    out["strict"] = str(e).splitlines()[0]
+rel = "read_json_auto(?, ignore_errors=true)"
+out["columns"] = [r[0] for r in con.execute(f"describe select * from {rel}", [sys.argv[1]]).fetchall()]
+out["v"] = {str(i): v for i, v in con.execute(f"select id, v::varchar from {rel} where id in (26001, 27001)", [sys.argv[1]]).fetchall()}
+print(json.dumps(out))
+"#;
+    let o = run(Command::new("python3").arg("-c").arg(script).arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let duck: Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("duckdb: {duck}");
+    let out = dir.path().join("ours.parquet");
+    let ours = run(Command::new(bin("json2parquet"))
+        .args(["--record-type", "dynamic", "-q", "-o"])
+        .arg(&out)
+        .arg(&input));
+    assert!(ours.status.success(), "{}", stderr(&ours));
+    let rows = data2parquet::readback::file_rows(&out).unwrap();
+    // DuckDB refuses the whole file without ignore_errors...
+    assert_ne!(duck["strict"], "ok", "{duck}");
+    // ...and with it drops `late` and the values that did not fit the sample.
+    let cols = duck["columns"].as_array().unwrap();
+    assert!(!cols.contains(&json!("late")), "{duck}");
+    assert_ne!(duck["v"]["26001"], "26001.5", "{duck}");
+    assert_ne!(duck["v"]["27001"], "s27001", "{duck}");
+    // We keep all of it.
+    assert_eq!(rows[26_001]["v"], "26001.5");
+    assert_eq!(rows[27_001]["v"], "s27001");
+    assert_eq!(rows.iter().filter(|r| r["late"].is_string()).count(), 5_000);
+}
