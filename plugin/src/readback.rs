@@ -109,6 +109,53 @@ pub fn bytes_rows<R: parquet::file::reader::ChunkReader + 'static>(
     Ok(out)
 }
 
+/// The record ids of a Parquet file, reading only the columns that hold them: `id`
+/// (dynamic records) or the `id` entry of `extra-fields` (log records, where unknown
+/// input keys land). Rows without an id give `None`. Used by the exactly-once verifier,
+/// which reads millions of rows.
+pub fn ids<R: parquet::file::reader::ChunkReader + 'static>(
+    r: R,
+) -> Result<Vec<Option<String>>, String> {
+    use parquet::arrow::ProjectionMask;
+    let b = ParquetRecordBatchReaderBuilder::try_new(r).map_err(|e| e.to_string())?;
+    let roots: Vec<usize> = b
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() == "id" || f.name() == "extra-fields")
+        .map(|(i, _)| i)
+        .collect();
+    let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+    let reader = b.with_projection(mask).build().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let direct = batch.column_by_name("id");
+        let extra = batch.column_by_name("extra-fields");
+        for i in 0..batch.num_rows() {
+            let from = |v: Value| match v {
+                Value::String(s) => Some(s),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            };
+            let id = match (direct, extra) {
+                (Some(c), _) => from(cell(c, i)),
+                (None, Some(m)) if !m.is_null(i) => {
+                    let entries = m.as_map().value(i);
+                    let (k, v) = (entries.column(0), entries.column(1));
+                    (0..entries.len())
+                        .find(|&j| cell(k, j) == "id")
+                        .and_then(|j| from(cell(v, j)))
+                }
+                _ => None,
+            };
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// Every `*.parquet` file under `dir`, sorted, skipping hidden files and folders
 /// (temporary files, `_dlq`, `_recovery`).
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {

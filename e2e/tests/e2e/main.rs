@@ -8,6 +8,7 @@
 mod common;
 mod confs;
 mod dynamic;
+mod generator;
 mod http;
 mod json2parquet;
 mod plugin;

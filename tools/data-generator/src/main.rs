@@ -5,11 +5,19 @@
 //! data-generator [--count N] [--seed S] [-o FILE]            NDJSON (stdout by default)
 //! data-generator chunks --out-dir DIR [--chunk-bytes 2MB]     Fluent Bit msgpack chunk files
 //! data-generator http --url URL [--batch 1000] [--concurrency 8]
+//! data-generator forward --addr HOST:PORT [--ack] [--packed]  Fluent forward protocol
+//! data-generator host --plugin libdata2parquet.so --prop K=V  the plugin, loaded directly
+//! data-generator verify (--dir DIR | --s3 -c CONFIG) --seed S --count N
 //! ```
 //!
 //! Every record carries a unique `id` (`<seed hex>-<sequence>`), so a run can be verified.
+//! `--rate`, `--duration`, `--count` and `--seed` apply to every output; each output
+//! prints a JSON report of what was sent and acknowledged on stdout.
 
+mod forward;
+mod host;
 mod send;
+mod verify;
 
 use anyhow::{Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
@@ -95,6 +103,67 @@ enum Cmd {
         #[arg(long)]
         pregenerate: bool,
     },
+    /// Send over the Fluent forward protocol (Fluent Bit's in_forward, Fluentd).
+    Forward {
+        /// host:port of the forward input.
+        #[arg(long, default_value = "127.0.0.1:24224")]
+        addr: String,
+        #[arg(long, default_value = "data-generator")]
+        tag: String,
+        /// Most records per message.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Ask for acknowledgements (the `chunk` option) and resend what is not acked.
+        #[arg(long)]
+        ack: bool,
+        /// PackedForward mode (entries as one binary) instead of Forward mode.
+        #[arg(long)]
+        packed: bool,
+        /// Seconds to wait for an ack before sending again.
+        #[arg(long, default_value_t = 30)]
+        ack_timeout: u64,
+    },
+    /// Load the plugin with the test host (as Fluent Bit does) and flush chunks into it.
+    Host {
+        /// Path of libdata2parquet.so.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// An [OUTPUT] property, KEY=VALUE (repeatable).
+        #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
+        props: Vec<(String, String)>,
+        #[arg(long, default_value = "data-generator")]
+        tag: String,
+        /// Chunk size; a chunk is also flushed after a second, as with Fluent Bit's Flush 1.
+        #[arg(long, default_value_t = 2_000_000)]
+        chunk_bytes: usize,
+        /// Retries of a chunk the plugin answers FLB_RETRY (Fluent Bit's Retry_Limit).
+        #[arg(long, default_value_t = 1000)]
+        retry_limit: u32,
+        /// Milliseconds between retries.
+        #[arg(long, default_value_t = 500)]
+        retry_delay_ms: u64,
+        /// Plugin log level debug instead of warn.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Check that every record of a run (--seed, --count) arrived exactly once.
+    Verify {
+        /// Folder of Parquet files (searched recursively; `_dlq`, `_recovery` skipped).
+        #[arg(long, conflicts_with = "s3")]
+        dir: Option<PathBuf>,
+        /// Read the bucket of the S3 writer settings (--config and D2P_* variables).
+        #[arg(long)]
+        s3: bool,
+        /// JSON config with the S3 settings (snake_case keys).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_prop(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 /// Paces a sender to `rate` records per second and stops at `duration`.
@@ -157,6 +226,65 @@ fn main() -> Result<()> {
             token.as_deref(),
             pregenerate,
         ),
+        Some(Cmd::Forward {
+            addr,
+            tag,
+            batch,
+            ack,
+            packed,
+            ack_timeout,
+        }) => forward::forward(
+            &cli.args,
+            &forward::ForwardOpts {
+                addr,
+                tag,
+                batch: batch.max(1),
+                ack,
+                packed,
+                ack_timeout: Duration::from_secs(ack_timeout.max(1)),
+            },
+        ),
+        Some(Cmd::Host {
+            plugin,
+            props,
+            tag,
+            chunk_bytes,
+            retry_limit,
+            retry_delay_ms,
+            verbose,
+        }) => host::host(
+            &cli.args,
+            &host::HostOpts {
+                plugin,
+                props,
+                tag,
+                chunk_bytes,
+                retry_limit,
+                retry_delay: Duration::from_millis(retry_delay_ms),
+                verbose,
+            },
+        ),
+        Some(Cmd::Verify { dir, s3, config }) => {
+            let source = match (dir.as_deref(), s3) {
+                (Some(d), false) => verify::Source::Dir(d),
+                (None, true) => {
+                    let mut b = data2parquet::config::ConfigBuilder::new();
+                    if let Some(p) = &config {
+                        b.merge_json_file(p)?;
+                    }
+                    b.apply_env(std::env::vars())?;
+                    verify::Source::S3(Box::new(b.build()?))
+                }
+                _ => anyhow::bail!("verify needs --dir DIR or --s3"),
+            };
+            let tally = verify::scan(&source, cli.args.seed, cli.args.count)?;
+            let (report, ok) = tally.report();
+            println!("{report}");
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -183,5 +311,10 @@ fn ndjson(g: &GenArgs, output: Option<&PathBuf>) -> Result<()> {
     }
     out.write_all(buf.as_bytes())?;
     out.flush()?;
+    // The records are on stdout (or in the file): the report goes to stderr.
+    eprintln!(
+        "{}",
+        serde_json::json!({"output": "ndjson", "seed": g.seed, "sent": n})
+    );
     Ok(())
 }

@@ -11,21 +11,31 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Encodes one JSON record as a Fluent Bit v5 event at time `ns`.
-pub fn event(p: &mut JsonParser, json: &str, ns: i64, out: &mut Vec<u8>) -> Result<()> {
+/// Appends a JSON record as a msgpack map.
+pub fn record(p: &mut JsonParser, json: &str, out: &mut Vec<u8>) -> Result<()> {
     let mut b = json.as_bytes().to_vec();
     let doc = p.parse(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let root = doc.root().context("empty record")?;
-    mp::array(out, 2);
-    mp::array(out, 2);
+    mp::value(out, doc.root().context("empty record")?);
+    Ok(())
+}
+
+/// Appends an EventTime (msgpack ext 0) for `ns`.
+pub fn event_time(ns: i64, out: &mut Vec<u8>) {
     mp::event_time(
         out,
         (ns / 1_000_000_000) as u32,
         (ns % 1_000_000_000) as u32,
     );
+}
+
+/// Encodes one JSON record as a Fluent Bit v5 event at time `ns`:
+/// `[[EventTime, {}], record]`.
+pub fn event(p: &mut JsonParser, json: &str, ns: i64, out: &mut Vec<u8>) -> Result<()> {
+    mp::array(out, 2);
+    mp::array(out, 2);
+    event_time(ns, out);
     mp::map(out, 0);
-    mp::value(out, root);
-    Ok(())
+    record(p, json, out)
 }
 
 /// Writes Fluent Bit chunk files of about `chunk_bytes` each.
@@ -115,6 +125,7 @@ pub fn http(
         AtomicU64::new(0),
     );
     let lat = Latencies::default();
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let pacer = Pacer::new(g);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -126,9 +137,18 @@ pub fn http(
                     .build()
                     .into();
                 loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= total_batches || !pacer.wait(i * batch as u64) {
+                    if stop.load(Ordering::SeqCst) {
                         break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= total_batches {
+                        break;
+                    }
+                    // Time is up: no new batches, but this one is claimed and still
+                    // goes, so the ids sent are always a prefix `0..sent` of the run
+                    // (what the verifier checks).
+                    if !pacer.wait(i * batch as u64) {
+                        stop.store(true, Ordering::SeqCst);
                     }
                     let body = match &pre {
                         Some(p) => std::borrow::Cow::Borrowed(p[i as usize].as_str()),
@@ -139,7 +159,10 @@ pub fn http(
                         }
                     };
                     let n = body.lines().count() as u64;
-                    // A refused batch (429/503) is sent again after its Retry-After.
+                    sent.fetch_add(n, Ordering::Relaxed);
+                    // A refused batch (429/503) is sent again after a pause, and so is
+                    // one whose connection failed (up to 30 times).
+                    let mut errors = 0u32;
                     loop {
                         let t = Instant::now();
                         let mut req = agent
@@ -148,7 +171,6 @@ pub fn http(
                         if let Some(tok) = token {
                             req = req.header("Authorization", &format!("Bearer {tok}"));
                         }
-                        sent.fetch_add(n, Ordering::Relaxed);
                         bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                         match req.send(body.as_bytes()) {
                             Ok(mut r) if r.status().as_u16() == 200 => {
@@ -171,8 +193,12 @@ pub fn http(
                                 break;
                             }
                             Err(e) => {
+                                errors += 1;
                                 eprintln!("data-generator: {url}: {e}");
-                                failed.fetch_add(n, Ordering::Relaxed);
+                                if errors >= 30 {
+                                    failed.fetch_add(n, Ordering::Relaxed);
+                                    break;
+                                }
                                 std::thread::sleep(Duration::from_millis(200));
                             }
                         }
@@ -189,6 +215,7 @@ pub fn http(
     println!(
         "{}",
         serde_json::json!({
+            "output": "http", "seed": g.seed,
             "sent": sent.load(Ordering::Relaxed), "acknowledged": a, "refused_then_resent": refused.load(Ordering::Relaxed),
             "failed": f, "seconds": secs, "records_per_second": a as f64 / secs,
             "mb_per_second": bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs,

@@ -66,6 +66,8 @@ unsafe extern "C" {
 /// Everything the plugin logged through `log_print`.
 static LOGS: Mutex<Vec<(i32, String)>> = Mutex::new(Vec::new());
 static ECHO_LOGS: AtomicBool = AtomicBool::new(false);
+/// Off for long runs (soak tests), so the log does not grow memory.
+static KEEP_LOGS: AtomicBool = AtomicBool::new(true);
 
 unsafe extern "C" fn log_sink(level: c_int, msg: *const c_char) {
     // SAFETY: the C side passes a NUL-terminated buffer.
@@ -75,9 +77,11 @@ unsafe extern "C" fn log_sink(level: c_int, msg: *const c_char) {
     if ECHO_LOGS.load(Ordering::Relaxed) {
         eprintln!("[plugin {level}] {m}");
     }
-    LOGS.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((level, m));
+    if KEEP_LOGS.load(Ordering::Relaxed) {
+        LOGS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((level, m));
+    }
 }
 
 pub fn logs() -> Vec<(i32, String)> {
@@ -86,6 +90,11 @@ pub fn logs() -> Vec<(i32, String)> {
 
 pub fn echo_logs(on: bool) {
     ECHO_LOGS.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`logs`] keeps what the plugin logs (on by default).
+pub fn keep_logs(on: bool) {
+    KEEP_LOGS.store(on, Ordering::Relaxed);
 }
 
 const ALIVE: u64 = 0x0A11_7E00_F1B0_0000;

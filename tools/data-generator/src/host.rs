@@ -1,0 +1,119 @@
+//! Drives the plugin directly: loads `libdata2parquet.so` with the test host (exactly as
+//! Fluent Bit loads it) and flushes generated chunks into it at the requested rate, with
+//! Fluent Bit's retry loop. For soak tests without a Fluent Bit installation.
+
+use crate::send::event;
+use crate::{GenArgs, Pacer};
+use anyhow::{Result, bail};
+use data2parquet::decode::json::JsonParser;
+use datagen::Generator;
+use flb_host::{DefAlloc, Plugin};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Fluent Bit's return codes.
+const FLB_OK: i32 = 1;
+const FLB_RETRY: i32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct HostOpts {
+    pub plugin: PathBuf,
+    /// `[OUTPUT]` properties (CamelCase keys, as in a Fluent Bit config).
+    pub props: Vec<(String, String)>,
+    pub tag: String,
+    /// A chunk is flushed at this size, or after a second (Fluent Bit's `Flush 1`).
+    pub chunk_bytes: usize,
+    /// Retries of a chunk answered FLB_RETRY (Fluent Bit's `Retry_Limit`).
+    pub retry_limit: u32,
+    pub retry_delay: Duration,
+    /// The plugin logs at debug level (otherwise warnings and errors only).
+    pub verbose: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    sent: u64,
+    acked: u64,
+    chunks: u64,
+    retries: u64,
+    failed: u64,
+}
+
+/// Fluent Bit's coroutine stack (`flb-abi.md`): flushes run on a small stack.
+const STACK: usize = 24 * 1024;
+
+pub fn host(g: &GenArgs, o: &HostOpts) -> Result<()> {
+    flb_host::keep_logs(false);
+    flb_host::echo_logs(true);
+    let mut plugin = Plugin::load(&o.plugin, DefAlloc::Zeroed48)?;
+    // Fluent Bit's levels: 2 warn (errors and warnings only), 4 debug.
+    let idx = plugin.init(&o.props, if o.verbose { 4 } else { 2 })?;
+    plugin.pre_run();
+    let mut gen_ = Generator::new(g.seed);
+    let mut p = JsonParser::new();
+    let pacer = Pacer::new(g);
+    let (mut chunk, mut line) = (Vec::with_capacity(o.chunk_bytes + 4096), String::new());
+    let mut c = Counts::default();
+    let (mut in_chunk, mut chunk_start) = (0u64, Instant::now());
+    let started = Instant::now();
+    let flush = |chunk: &mut Vec<u8>, n: u64, c: &mut Counts| {
+        let (rc, attempts) =
+            plugin.flush_with_retries(idx, chunk, &o.tag, STACK, o.retry_limit, o.retry_delay);
+        c.chunks += 1;
+        c.retries += attempts.saturating_sub(1) as u64;
+        if rc == FLB_OK {
+            c.acked += n;
+        } else {
+            // Fluent Bit drops a chunk after its last retry (or on FLB_ERROR).
+            c.failed += n;
+            eprintln!(
+                "data-generator: chunk of {n} records {} after {attempts} attempts",
+                if rc == FLB_RETRY {
+                    "still refused"
+                } else {
+                    "failed"
+                }
+            );
+        }
+        chunk.clear();
+    };
+    let mut n = 0u64;
+    loop {
+        let more = n < g.count && pacer.wait(n);
+        if more {
+            line.clear();
+            gen_.write_json(&mut line);
+            event(&mut p, &line, data2parquet::timeutil::now_ns(), &mut chunk)?;
+            if in_chunk == 0 {
+                chunk_start = Instant::now();
+            }
+            in_chunk += 1;
+            n += 1;
+        }
+        let due = chunk.len() >= o.chunk_bytes || chunk_start.elapsed() >= Duration::from_secs(1);
+        if in_chunk > 0 && (due || !more) {
+            c.sent += in_chunk;
+            flush(&mut chunk, in_chunk, &mut c);
+            in_chunk = 0;
+        }
+        if !more {
+            break;
+        }
+    }
+    // ExitCtx flushes everything still buffered.
+    let exit_rc = plugin.exit(idx);
+    plugin.unload()?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    println!(
+        "{}",
+        serde_json::json!({
+            "output": "host", "seed": g.seed, "sent": c.sent, "acknowledged": c.acked,
+            "chunks": c.chunks, "retries": c.retries, "failed": c.failed, "exit_code": exit_rc,
+            "seconds": secs, "records_per_second": c.sent as f64 / secs,
+        })
+    );
+    if c.failed > 0 || exit_rc != FLB_OK {
+        bail!("{} records not accepted; exit returned {exit_rc}", c.failed);
+    }
+    Ok(())
+}
