@@ -9,6 +9,18 @@ use super::file::write_atomic;
 use super::{WriteError, Writer};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Ids from one process-wide monotonic generator: `list` promises store order, and two
+/// stores within the same millisecond would otherwise order by their random bits.
+fn next_id() -> ulid::Ulid {
+    static GEN: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    let mut g = GEN.lock().unwrap_or_else(|p| p.into_inner());
+    match g.generate() {
+        Ok(id) => id,
+        Err(overflow) => overflow.commit_overflow_increment(),
+    }
+}
 
 pub struct RecoveryStore {
     dir: PathBuf,
@@ -34,7 +46,7 @@ impl RecoveryStore {
     }
 
     pub fn store(&self, target: &str, bytes: &[u8]) -> Result<(), WriteError> {
-        let id = ulid::Ulid::generate().to_string();
+        let id = next_id().to_string();
         write_atomic(
             &self.dir.join(format!("{id}.target")),
             target.as_bytes(),
