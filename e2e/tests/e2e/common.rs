@@ -169,6 +169,31 @@ pub fn chunk_from_ndjson(lines: &[&str], fmt: ChunkFormat, base_secs: u32) -> Ve
     out
 }
 
+/// `n` generated records as chunks of `per` records; returns the chunk files and the ids.
+pub fn v5_chunks(dir: &Path, seed: u64, n: usize, per: usize) -> (Vec<PathBuf>, Vec<String>) {
+    let text = generate(seed, n);
+    let lines: Vec<&str> = text.lines().collect();
+    let ids = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let files = lines
+        .chunks(per)
+        .enumerate()
+        .map(|(i, part)| {
+            let p = dir.join(format!("s{seed}-c{i}.chunk"));
+            std::fs::write(&p, chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000)).unwrap();
+            p
+        })
+        .collect();
+    (files, ids)
+}
+
 /// Runs the test host on a scenario; returns its JSON report.
 pub fn run_host(scenario: &Value, env: &[(&str, &str)]) -> Value {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -343,19 +343,7 @@ fn two_instances_are_independent() {
 #[test]
 fn concurrent_flushes_with_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let text = generate(23, 4000);
-    let lines: Vec<&str> = text.lines().collect();
-    let chunks: Vec<_> = lines
-        .chunks(100)
-        .enumerate()
-        .map(|(i, part)| {
-            write_chunk(
-                dir.path(),
-                &format!("c{i}.chunk"),
-                &chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000),
-            )
-        })
-        .collect();
+    let (chunks, _) = v5_chunks(dir.path(), 23, 4000, 100);
     let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
     let out = dir.path().join("out");
     let mut sc = scenario(
@@ -372,19 +360,7 @@ fn concurrent_flushes_with_workers() {
 #[test]
 fn backpressure_retries_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let text = generate(24, 3000);
-    let lines: Vec<&str> = text.lines().collect();
-    let chunks: Vec<_> = lines
-        .chunks(500)
-        .enumerate()
-        .map(|(i, part)| {
-            write_chunk(
-                dir.path(),
-                &format!("c{i}.chunk"),
-                &chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000),
-            )
-        })
-        .collect();
+    let (chunks, _) = v5_chunks(dir.path(), 24, 3000, 500);
     let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
     let out = dir.path().join("out");
     // A buffer that holds about one chunk, and no size or interval flushes to free it:

@@ -33,31 +33,6 @@ fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
     })
 }
 
-/// `n` generated records as chunks of `per` records; returns the chunk files and the ids.
-fn chunks(dir: &Path, seed: u64, n: usize, per: usize) -> (Vec<PathBuf>, Vec<String>) {
-    let text = generate(seed, n);
-    let lines: Vec<&str> = text.lines().collect();
-    let ids = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let files = lines
-        .chunks(per)
-        .enumerate()
-        .map(|(i, part)| {
-            let p = dir.join(format!("s{seed}-c{i}.chunk"));
-            std::fs::write(&p, chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000)).unwrap();
-            p
-        })
-        .collect();
-    (files, ids)
-}
-
 /// Asserts that the files under `dirs` hold exactly the records `ids`, each once.
 fn exactly_once(dirs: &[&Path], ids: &[String]) {
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -98,7 +73,7 @@ fn flushes(paths: &[PathBuf], instance: usize) -> Value {
 fn round_trip_and_clean_up() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (files, ids) = chunks(dir.path(), 41, 2000, 250);
+    let (files, ids) = v5_chunks(dir.path(), 41, 2000, 250);
     let out = dir.path().join("out");
     let r = run_host(
         &scenario(
@@ -124,8 +99,8 @@ fn round_trip_and_clean_up() {
 fn two_receivers_and_one_flusher() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (a, ids_a) = chunks(dir.path(), 42, 1000, 200);
-    let (b, ids_b) = chunks(dir.path(), 43, 1000, 200);
+    let (a, ids_a) = v5_chunks(dir.path(), 42, 1000, 200);
+    let (b, ids_b) = v5_chunks(dir.path(), 43, 1000, 200);
     let (oa, ob, oc) = (
         dir.path().join("a"),
         dir.path().join("b"),
@@ -171,7 +146,7 @@ fn two_receivers_and_one_flusher() {
 fn competing_flushers_write_each_record_once() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (files, ids) = chunks(dir.path(), 44, 6000, 200);
+    let (files, ids) = v5_chunks(dir.path(), 44, 6000, 200);
     // Both nodes write to the same destination, as they would to one bucket: a batch
     // whose lock expired and was written by both lands twice on the same name.
     let out = dir.path().join("out");
@@ -212,7 +187,7 @@ fn spawn_host(scenario: &Value, env: &[(&str, &str)]) -> (Child, tempfile::TempD
 fn flusher_killed_at_random_points_loses_and_duplicates_nothing() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (files, ids) = chunks(dir.path(), 45, 8000, 500);
+    let (files, ids) = v5_chunks(dir.path(), 45, 8000, 500);
     let out = dir.path().join("out");
     // Receive everything first (receive-only node), so flushers have work when killed.
     let r = run_host(
@@ -275,7 +250,7 @@ fn flusher_killed_at_random_points_loses_and_duplicates_nothing() {
 fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (files, ids) = chunks(dir.path(), 46, 3000, 100);
+    let (files, ids) = v5_chunks(dir.path(), 46, 3000, 100);
     let out = dir.path().join("out");
     let mut steps = Vec::new();
     for f in &files {
@@ -340,7 +315,7 @@ fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
 fn expired_lock_and_orphaned_batch_are_taken_over() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (files, ids) = chunks(dir.path(), 47, 300, 300);
+    let (files, ids) = v5_chunks(dir.path(), 47, 300, 300);
     let out = dir.path().join("out");
     let r = run_host(
         &scenario(

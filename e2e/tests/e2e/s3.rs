@@ -211,26 +211,7 @@ fn endpoint_down_and_back_every_file_arrives() {
     c.create_bucket().unwrap();
     let proxy = Proxy::start(moto.port);
     let dir = tempfile::tempdir().unwrap();
-    let text = generate(54, 1200);
-    let lines: Vec<&str> = text.lines().collect();
-    let ids: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let chunks: Vec<_> = lines
-        .chunks(300)
-        .enumerate()
-        .map(|(i, part)| {
-            let p = dir.path().join(format!("c{i}.chunk"));
-            std::fs::write(&p, chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000)).unwrap();
-            p
-        })
-        .collect();
+    let (chunks, ids) = v5_chunks(dir.path(), 54, 1200, 300);
     let mut props: Map<String, Value> = s3_props(
         &proxy.endpoint(),
         BUCKET,

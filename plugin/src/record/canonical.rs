@@ -31,28 +31,35 @@ pub trait LogView {
     fn trace_list(&self) -> Vec<&str>;
 }
 
+/// The accessors that `LogRecord` and `LogBuilder` share by name; only `str_col` differs.
+macro_rules! view_accessors {
+    () => {
+        fn audit_col(&self) -> Option<bool> {
+            self.audit()
+        }
+        fn auto_index_col(&self) -> Option<bool> {
+            self.auto_index()
+        }
+        fn arg_pairs(&self) -> Vec<(&str, &str)> {
+            self.args().collect()
+        }
+        fn extra_pairs(&self) -> Vec<(&str, &str)> {
+            self.extra_fields().collect()
+        }
+        fn tag_list(&self) -> Vec<&str> {
+            self.tags().collect()
+        }
+        fn trace_list(&self) -> Vec<&str> {
+            self.trace_ip().collect()
+        }
+    };
+}
+
 impl LogView for LogRecord {
     fn str_col(&self, c: Str) -> Option<&str> {
         self.get(c)
     }
-    fn audit_col(&self) -> Option<bool> {
-        self.audit()
-    }
-    fn auto_index_col(&self) -> Option<bool> {
-        self.auto_index()
-    }
-    fn arg_pairs(&self) -> Vec<(&str, &str)> {
-        self.args().collect()
-    }
-    fn extra_pairs(&self) -> Vec<(&str, &str)> {
-        self.extra_fields().collect()
-    }
-    fn tag_list(&self) -> Vec<&str> {
-        self.tags().collect()
-    }
-    fn trace_list(&self) -> Vec<&str> {
-        self.trace_ip().collect()
-    }
+    view_accessors!();
 }
 
 impl LogView for LogBuilder {
@@ -63,24 +70,7 @@ impl LogView for LogBuilder {
             v => v,
         }
     }
-    fn audit_col(&self) -> Option<bool> {
-        self.audit()
-    }
-    fn auto_index_col(&self) -> Option<bool> {
-        self.auto_index()
-    }
-    fn arg_pairs(&self) -> Vec<(&str, &str)> {
-        self.args().collect()
-    }
-    fn extra_pairs(&self) -> Vec<(&str, &str)> {
-        self.extra_fields().collect()
-    }
-    fn tag_list(&self) -> Vec<&str> {
-        self.tags().collect()
-    }
-    fn trace_list(&self) -> Vec<&str> {
-        self.trace_ip().collect()
-    }
+    view_accessors!();
 }
 
 fn bytes(out: &mut Vec<u8>, b: &str) {

@@ -108,7 +108,7 @@ pub fn host(g: &GenArgs, o: &HostOpts) -> Result<()> {
         "{}",
         serde_json::json!({
             "output": "host", "seed": g.seed, "sent": c.sent, "acknowledged": c.acked,
-            "chunks": c.chunks, "retries": c.retries, "failed": c.failed, "exit_code": exit_rc,
+            "chunks": c.chunks, "retries": c.retries, "failed": c.failed, "plugin_exit": match exit_rc { FLB_OK => "FLB_OK", FLB_RETRY => "FLB_RETRY", _ => "FLB_ERROR" },
             "seconds": secs, "records_per_second": c.sent as f64 / secs,
         })
     );
