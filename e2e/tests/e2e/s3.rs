@@ -59,8 +59,11 @@ fn objects(c: &S3Writer) -> Vec<Object> {
         .collect()
 }
 
+/// A config file for json2parquet; local paths (recovery store, DLQ) stay under `dir`.
 fn json_config(dir: &Path, props: &[(String, String)]) -> std::path::PathBuf {
-    let m: Map<String, Value> = props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let mut m: Map<String, Value> = props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    m.entry("WriterFilePath")
+        .or_insert_with(|| json!(dir.join("local").to_str().unwrap()));
     let p = dir.join("cfg.json");
     std::fs::write(&p, serde_json::to_vec(&Value::Object(m)).unwrap()).unwrap();
     p
@@ -143,7 +146,14 @@ fn large_files_use_multipart_uploads() {
         .arg("-c")
         .arg(json_config(dir.path(), &props))
         .arg(&input));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    // The writer itself must have seen the upload succeed: an object that arrived while
+    // the writer reported a failure (and kept a recovery copy) is not a pass.
+    assert!(
+        log.contains("wrote 16000 rows to 1 file(s)") && log.contains("0 recovered"),
+        "{log}"
+    );
     let objs = objects(&c);
     assert_eq!(objs.len(), 1, "one key, one file");
     let (key, etag, rows) = &objs[0];
