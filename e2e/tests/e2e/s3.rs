@@ -90,7 +90,12 @@ fn uploads_read_back_row_by_row() {
         .arg("-c")
         .arg(json_config(dir.path(), &props))
         .arg(&input));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("0 recovered, 0 lost"),
+        "every upload succeeded: {log}"
+    );
     let want: HashMap<String, Map<String, Value>> = expected_records(&config(&props), &text)
         .into_iter()
         .map(|(_, r)| {
