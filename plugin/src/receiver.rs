@@ -897,11 +897,13 @@ impl BufferThread {
         log_at!(
             self.shared.log,
             Level::Info,
-            "closed: {} files, {} rows, {} recovered, {} lost",
+            "closed: the final flush wrote {} files, {} rows ({} recovered, {} lost); the run wrote {} files, {} rows",
             report.files,
             report.rows,
             report.recovered,
-            report.lost
+            report.lost,
+            Metrics::get(&self.shared.metrics.files_written),
+            Metrics::get(&self.shared.metrics.records_out),
         );
         if let Some(done) = done {
             let _ = done.send(report);

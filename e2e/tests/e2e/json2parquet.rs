@@ -67,6 +67,7 @@ fn partitioned_round_trip_matches_input() {
         per_file.values().all(|&n| n <= 400),
         "BufferSize caps rows per file"
     );
+
     // Spot checks of the mapping rules on real output.
     let any = &rows[0].1;
     assert!(
@@ -75,6 +76,36 @@ fn partitioned_round_trip_matches_input() {
     );
     assert!(any["args"].get("env").is_some(), "env goes to args");
     assert!(!any["trace-ip"].as_array().unwrap().is_empty());
+}
+
+/// The summary counts every flush of the run: here most files come from size flushes
+/// long before the final one.
+#[test]
+fn summary_counts_every_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    write(&input, generate(12, 20000));
+    write(
+        &dir.path().join("cfg.json"),
+        r#"{"buffer_size": 100, "flush_interval": 3600, "writer_fsync": false}"#,
+    );
+    let out = dir.path().join("out");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(dir.path().join("cfg.json"))
+        .arg("--out-dir")
+        .arg(&out)
+        .arg(&input));
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    let rows = read_dir_rows(&out);
+    let files: std::collections::HashSet<_> = rows.iter().map(|(f, _)| f.clone()).collect();
+    assert_eq!(rows.len(), 20000);
+    assert!(files.len() >= 200, "{} files", files.len());
+    assert!(
+        log.contains(&format!("wrote 20000 rows to {} file(s)", files.len())),
+        "{log}"
+    );
 }
 
 #[test]

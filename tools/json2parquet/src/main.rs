@@ -21,6 +21,7 @@ use data2parquet::decode::frame::Layout;
 use data2parquet::dlq::{DlqSink, FileDlq};
 use data2parquet::ingest::IngestSpec;
 use data2parquet::logging::{Level, Logger, StderrLogger};
+use data2parquet::metrics::Metrics;
 use data2parquet::receiver::Receiver as Pipeline;
 use pipeline::{Mode, Parsed, Pass, Payload};
 use std::io::BufWriter;
@@ -286,7 +287,15 @@ fn run() -> Result<i32> {
             for e in &rep.errors {
                 log.log(Level::Error, e);
             }
-            (rep.files, rep.rows as u64, rep.bytes, rep.lost)
+            // The close report covers only the final flush; size and interval flushes
+            // wrote the rest, and the metrics count the whole run.
+            let m = p.metrics();
+            (
+                Metrics::get(&m.files_written) as usize,
+                Metrics::get(&m.records_out),
+                Metrics::get(&m.bytes_written),
+                rep.lost,
+            )
         }
     };
     bar.finish();
