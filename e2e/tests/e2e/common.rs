@@ -106,6 +106,16 @@ pub fn extra<'a>(row: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     row.get("extra-fields")?.get(key)?.as_str()
 }
 
+/// `json2parquet -c CONFIG --out-dir OUT INPUT`.
+pub fn json2parquet_out_dir(config: &Path, out: &Path, input: &Path) -> Output {
+    run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(config)
+        .arg("--out-dir")
+        .arg(out)
+        .arg(input))
+}
+
 /// Writes `n` generated records as NDJSON and returns the text.
 pub fn generate(seed: u64, n: usize) -> String {
     let mut g = datagen::Generator::new(seed);

@@ -287,12 +287,7 @@ fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
     ];
     std::fs::write(&input, lines.join("\n")).unwrap();
     let out = dir.path().join("out");
-    let o = run(Command::new(bin("json2parquet"))
-        .arg("-c")
-        .arg(dir.path().join("cfg.json"))
-        .arg("--out-dir")
-        .arg(&out)
-        .arg(&input));
+    let o = json2parquet_out_dir(&dir.path().join("cfg.json"), &out, &input);
     assert!(o.status.success(), "{}", stderr(&o));
     let dlq = read_dlq(&dir.path().join("out.dlq.ndjson"));
     let reasons: Vec<(String, String)> = dlq

@@ -23,12 +23,7 @@ fn partitioned_round_trip_matches_input() {
     write(&input, &text);
     write(&dir.path().join("cfg.json"), CFG);
     let out = dir.path().join("out");
-    let o = run(Command::new(bin("json2parquet"))
-        .arg("-c")
-        .arg(dir.path().join("cfg.json"))
-        .arg("--out-dir")
-        .arg(&out)
-        .arg(&input));
+    let o = json2parquet_out_dir(&dir.path().join("cfg.json"), &out, &input);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("3000 records read"), "{}", stderr(&o));
 
@@ -90,12 +85,7 @@ fn summary_counts_every_flush() {
         r#"{"buffer_size": 100, "flush_interval": 3600, "writer_fsync": false}"#,
     );
     let out = dir.path().join("out");
-    let o = run(Command::new(bin("json2parquet"))
-        .arg("-c")
-        .arg(dir.path().join("cfg.json"))
-        .arg("--out-dir")
-        .arg(&out)
-        .arg(&input));
+    let o = json2parquet_out_dir(&dir.path().join("cfg.json"), &out, &input);
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     let rows = read_dir_rows(&out);
