@@ -8,13 +8,12 @@
 //! connection, as Fluent Bit's `out_forward` does with `Require_ack_response`. That is
 //! at-least-once: the verifier shows any duplicate it causes.
 
-use crate::send::{event_time, record};
-use crate::{GenArgs, Pacer};
+use crate::GenArgs;
+use crate::send::{event_time, paced_batches, record};
 use anyhow::{Result, bail};
 use data2parquet::decode::json::JsonParser;
 use data2parquet::decode::msgpack::{Reader, write as mp};
 use data2parquet::value::Doc;
-use datagen::Generator;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -133,75 +132,58 @@ fn message(o: &ForwardOpts, entries: &[u8], n: usize, chunk: Option<&str>, out: 
 }
 
 pub fn forward(g: &GenArgs, o: &ForwardOpts) -> Result<()> {
-    let mut gen_ = Generator::new(g.seed);
-    let mut p = JsonParser::new();
-    let pacer = Pacer::new(g);
     let mut conn = Conn {
         addr: o.addr.clone(),
         stream: None,
     };
-    let (mut entries, mut msg, mut line) = (Vec::new(), Vec::new(), String::new());
+    let mut msg = Vec::new();
     let mut c = Counts::default();
-    let (mut in_batch, mut batch_start) = (0usize, Instant::now());
     let started = Instant::now();
-    let mut n = 0u64;
-    loop {
-        let more = n < g.count && pacer.wait(n);
-        if more {
-            line.clear();
-            gen_.write_json(&mut line);
-            mp::array(&mut entries, 2);
-            event_time(data2parquet::timeutil::now_ns(), &mut entries);
-            record(&mut p, &line, &mut entries)?;
-            if in_batch == 0 {
-                batch_start = Instant::now();
-            }
-            in_batch += 1;
-            n += 1;
-        }
-        // A message per batch, or per second at low rates.
-        let due = in_batch >= o.batch || batch_start.elapsed() >= Duration::from_secs(1);
-        if in_batch > 0 && (due || !more) {
-            let chunk = o.ack.then(|| format!("{:08x}-{:012}", g.seed, c.messages));
-            message(o, &entries, in_batch, chunk.as_deref(), &mut msg);
-            let mut attempt = 0u32;
-            let delivered = loop {
-                match conn.send(&msg, chunk.as_deref(), o.ack_timeout) {
-                    Ok(()) => break true,
-                    Err(e) => {
-                        conn.reset();
-                        attempt += 1;
-                        if attempt >= MAX_ATTEMPTS {
-                            eprintln!(
-                                "data-generator: forward to {}: {e:#}; giving up on this message",
-                                o.addr
-                            );
-                            break false;
-                        }
-                        c.resent_messages += 1;
+    let encode = |p: &mut JsonParser, line: &str, entries: &mut Vec<u8>| {
+        mp::array(entries, 2);
+        event_time(data2parquet::timeutil::now_ns(), entries);
+        record(p, line, entries)
+    };
+    // A message per batch, or per second at low rates.
+    let due = |_: &[u8], in_batch: u64, age: Duration| {
+        in_batch >= o.batch as u64 || age >= Duration::from_secs(1)
+    };
+    paced_batches(g, encode, due, |entries, in_batch| {
+        let chunk = o.ack.then(|| format!("{:08x}-{:012}", g.seed, c.messages));
+        message(o, entries, in_batch as usize, chunk.as_deref(), &mut msg);
+        let mut attempt = 0u32;
+        let delivered = loop {
+            match conn.send(&msg, chunk.as_deref(), o.ack_timeout) {
+                Ok(()) => break true,
+                Err(e) => {
+                    conn.reset();
+                    attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
                         eprintln!(
-                            "data-generator: forward to {}: {e:#}; sending again",
+                            "data-generator: forward to {}: {e:#}; giving up on this message",
                             o.addr
                         );
-                        std::thread::sleep(Duration::from_millis(100 * attempt as u64));
+                        break false;
                     }
+                    c.resent_messages += 1;
+                    eprintln!(
+                        "data-generator: forward to {}: {e:#}; sending again",
+                        o.addr
+                    );
+                    std::thread::sleep(Duration::from_millis(100 * attempt as u64));
                 }
-            };
-            c.messages += 1;
-            c.records += in_batch as u64;
-            c.bytes += msg.len() as u64;
-            if !delivered {
-                c.failed += in_batch as u64;
-            } else if o.ack {
-                c.acked += in_batch as u64;
             }
-            entries.clear();
-            in_batch = 0;
+        };
+        c.messages += 1;
+        c.records += in_batch;
+        c.bytes += msg.len() as u64;
+        if !delivered {
+            c.failed += in_batch;
+        } else if o.ack {
+            c.acked += in_batch;
         }
-        if !more && in_batch == 0 {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     println!(
         "{}",

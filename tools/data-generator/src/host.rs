@@ -2,11 +2,10 @@
 //! Fluent Bit loads it) and flushes generated chunks into it at the requested rate, with
 //! Fluent Bit's retry loop. For soak tests without a Fluent Bit installation.
 
-use crate::send::event;
-use crate::{GenArgs, Pacer};
+use crate::GenArgs;
+use crate::send::{event, paced_batches};
 use anyhow::{Result, bail};
 use data2parquet::decode::json::JsonParser;
-use datagen::Generator;
 use flb_host::{DefAlloc, Plugin};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -49,14 +48,17 @@ pub fn host(g: &GenArgs, o: &HostOpts) -> Result<()> {
     // Fluent Bit's levels: 2 warn (errors and warnings only), 4 debug.
     let idx = plugin.init(&o.props, if o.verbose { 4 } else { 2 })?;
     plugin.pre_run();
-    let mut gen_ = Generator::new(g.seed);
-    let mut p = JsonParser::new();
-    let pacer = Pacer::new(g);
-    let (mut chunk, mut line) = (Vec::with_capacity(o.chunk_bytes + 4096), String::new());
     let mut c = Counts::default();
-    let (mut in_chunk, mut chunk_start) = (0u64, Instant::now());
     let started = Instant::now();
-    let flush = |chunk: &mut Vec<u8>, n: u64, c: &mut Counts| {
+    let encode = |p: &mut JsonParser, line: &str, chunk: &mut Vec<u8>| {
+        event(p, line, data2parquet::timeutil::now_ns(), chunk)
+    };
+    // A chunk per 2 MB (by default), or per second at low rates.
+    let due = |chunk: &[u8], _: u64, age: Duration| {
+        chunk.len() >= o.chunk_bytes || age >= Duration::from_secs(1)
+    };
+    paced_batches(g, encode, due, |chunk, n| {
+        c.sent += n;
         let (rc, attempts) =
             plugin.flush_with_retries(idx, chunk, &o.tag, STACK, o.retry_limit, o.retry_delay);
         c.chunks += 1;
@@ -75,31 +77,8 @@ pub fn host(g: &GenArgs, o: &HostOpts) -> Result<()> {
                 }
             );
         }
-        chunk.clear();
-    };
-    let mut n = 0u64;
-    loop {
-        let more = n < g.count && pacer.wait(n);
-        if more {
-            line.clear();
-            gen_.write_json(&mut line);
-            event(&mut p, &line, data2parquet::timeutil::now_ns(), &mut chunk)?;
-            if in_chunk == 0 {
-                chunk_start = Instant::now();
-            }
-            in_chunk += 1;
-            n += 1;
-        }
-        let due = chunk.len() >= o.chunk_bytes || chunk_start.elapsed() >= Duration::from_secs(1);
-        if in_chunk > 0 && (due || !more) {
-            c.sent += in_chunk;
-            flush(&mut chunk, in_chunk, &mut c);
-            in_chunk = 0;
-        }
-        if !more {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     // ExitCtx flushes everything still buffered.
     let exit_rc = plugin.exit(idx);
     plugin.unload()?;

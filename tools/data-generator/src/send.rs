@@ -19,6 +19,43 @@ pub fn record(p: &mut JsonParser, json: &str, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// The paced send loop shared by the msgpack outputs: generates records at `--rate`,
+/// appends each to a buffer with `encode`, and hands the buffer and its record count to
+/// `send` when `due(buffer, records, age of the batch)` says so, and at the end.
+pub fn paced_batches(
+    g: &GenArgs,
+    mut encode: impl FnMut(&mut JsonParser, &str, &mut Vec<u8>) -> Result<()>,
+    due: impl Fn(&[u8], u64, Duration) -> bool,
+    mut send: impl FnMut(&[u8], u64) -> Result<()>,
+) -> Result<()> {
+    let mut gen_ = Generator::new(g.seed);
+    let mut p = JsonParser::new();
+    let pacer = Pacer::new(g);
+    let (mut buf, mut line) = (Vec::new(), String::new());
+    let (mut in_batch, mut batch_start, mut n) = (0u64, Instant::now(), 0u64);
+    loop {
+        let more = n < g.count && pacer.wait(n);
+        if more {
+            line.clear();
+            gen_.write_json(&mut line);
+            encode(&mut p, &line, &mut buf)?;
+            if in_batch == 0 {
+                batch_start = Instant::now();
+            }
+            in_batch += 1;
+            n += 1;
+        }
+        if in_batch > 0 && (!more || due(&buf, in_batch, batch_start.elapsed())) {
+            send(&buf, in_batch)?;
+            buf.clear();
+            in_batch = 0;
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
 /// Appends an EventTime (msgpack ext 0) for `ns`.
 pub fn event_time(ns: i64, out: &mut Vec<u8>) {
     mp::event_time(
@@ -41,29 +78,18 @@ pub fn event(p: &mut JsonParser, json: &str, ns: i64, out: &mut Vec<u8>) -> Resu
 /// Writes Fluent Bit chunk files of about `chunk_bytes` each.
 pub fn chunks(g: &GenArgs, dir: &Path, chunk_bytes: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut gen_ = Generator::new(g.seed);
-    let mut p = JsonParser::new();
-    let pacer = Pacer::new(g);
-    let (mut chunk, mut line) = (Vec::with_capacity(chunk_bytes + 4096), String::new());
     let (mut n, mut files) = (0u64, 0u64);
-    let flush = |chunk: &mut Vec<u8>, files: &mut u64| -> Result<()> {
-        if !chunk.is_empty() {
-            std::fs::write(dir.join(format!("{:06}.chunk", *files)), &chunk)?;
-            *files += 1;
-            chunk.clear();
-        }
-        Ok(())
+    let encode = |p: &mut JsonParser, line: &str, chunk: &mut Vec<u8>| {
+        event(p, line, data2parquet::timeutil::now_ns(), chunk)
     };
-    while n < g.count && pacer.wait(n) {
-        line.clear();
-        gen_.write_json(&mut line);
-        event(&mut p, &line, data2parquet::timeutil::now_ns(), &mut chunk)?;
-        n += 1;
-        if chunk.len() >= chunk_bytes {
-            flush(&mut chunk, &mut files)?;
-        }
-    }
-    flush(&mut chunk, &mut files)?;
+    // Files by size only, whatever the rate.
+    let due = |chunk: &[u8], _: u64, _: Duration| chunk.len() >= chunk_bytes;
+    paced_batches(g, encode, due, |chunk, records| {
+        std::fs::write(dir.join(format!("{files:06}.chunk")), chunk)?;
+        files += 1;
+        n += records;
+        Ok(())
+    })?;
     eprintln!(
         "data-generator: {n} records in {files} chunk files under {}",
         dir.display()
