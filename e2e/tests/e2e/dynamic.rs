@@ -250,18 +250,8 @@ fn nested_objects_as_json_text_and_time_keys() {
     );
 }
 
-const SCHEMA: &str = r#"{
-    "type": "object",
-    "required": ["id", "when"],
-    "properties": {
-        "id": {"type": "integer"},
-        "when": {"type": "string", "format": "date-time"},
-        "score": {"type": ["number", "null"]},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "user": {"type": "object", "required": ["name"],
-                 "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
-    }
-}"#;
+/// The JSON Schema the library's unit tests use too.
+const SCHEMA: &str = include_str!("../../../plugin/testdata/schema.json");
 
 #[test]
 fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {

@@ -235,17 +235,7 @@ mod tests {
     use super::*;
     use crate::decode::json::JsonParser;
 
-    const SCHEMA: &str = r#"{
-        "type": "object",
-        "required": ["id", "when"],
-        "properties": {
-            "id": {"type": "integer"},
-            "when": {"type": "string", "format": "date-time"},
-            "score": {"type": ["number", "null"]},
-            "tags": {"type": "array", "items": {"type": "string"}},
-            "user": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
-        }
-    }"#;
+    const SCHEMA: &str = include_str!("../../testdata/schema.json");
 
     fn check_json(f: &Fixed, json: &str) -> Result<(), String> {
         let mut p = JsonParser::new();
