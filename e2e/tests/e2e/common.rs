@@ -4,7 +4,7 @@ use data2parquet::config::Config;
 use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
 use data2parquet::record::Record;
 use data2parquet::record::log::{COLUMNS, Col, LogRecord};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -203,6 +203,37 @@ pub fn v5_chunks(dir: &Path, seed: u64, n: usize, per: usize) -> (Vec<PathBuf>, 
         .collect();
     (files, ids)
 }
+
+/// Plugin instance properties for the file writer under `out` (no fsync: these tests
+/// are not about the disk), then `extra`, which may override them.
+pub fn instance_props(out: &Path, extra: &[(&str, &str)]) -> Value {
+    let mut m = Map::new();
+    m.insert("WriterFilePath".into(), json!(out.to_str().unwrap()));
+    m.insert("WriterFsync".into(), json!("false"));
+    for (k, v) in extra {
+        m.insert((*k).into(), json!(v));
+    }
+    Value::Object(m)
+}
+
+/// A host scenario: the built plugin, one `{"props": ...}` per instance, the steps, and
+/// the host `options` (stack size, retry loop).
+pub fn host_scenario(instances: Vec<Value>, steps: Vec<Value>, options: Value) -> Value {
+    let mut sc = json!({
+        "plugin": plugin_path(),
+        "instances": instances.into_iter().map(|p| json!({"props": p})).collect::<Vec<_>>(),
+        "steps": steps,
+    });
+    if let (Some(m), Value::Object(o)) = (sc.as_object_mut(), options) {
+        m.extend(o);
+    }
+    sc
+}
+
+/// Fluent Bit's return codes, as the host reports them.
+pub const FLB_ERROR: i64 = 0;
+pub const FLB_OK: i64 = 1;
+pub const FLB_RETRY: i64 = 2;
 
 /// Runs the test host on a scenario; returns its JSON report.
 pub fn run_host(scenario: &Value, env: &[(&str, &str)]) -> Value {

@@ -8,27 +8,9 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 
-const FLB_ERROR: i64 = 0;
-const FLB_OK: i64 = 1;
-const FLB_RETRY: i64 = 2;
-
-fn props(out: &Path, extra: &[(&str, &str)]) -> Value {
-    let mut m = Map::new();
-    m.insert("WriterFilePath".into(), json!(out.to_str().unwrap()));
-    m.insert("WriterFsync".into(), json!("false"));
-    for (k, v) in extra {
-        m.insert((*k).into(), json!(v));
-    }
-    Value::Object(m)
-}
-
+/// Flushes on Fluent Bit's 24 KiB coroutine stack.
 fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
-    json!({
-        "plugin": plugin_path(),
-        "stack_kib": 24,
-        "instances": instances.into_iter().map(|p| json!({"props": p})).collect::<Vec<_>>(),
-        "steps": steps,
-    })
+    host_scenario(instances, steps, json!({"stack_kib": 24}))
 }
 
 fn flush(instance: usize, chunks: &[&Path], tag: &str) -> Value {
@@ -94,7 +76,7 @@ fn chunks_in_every_encoding_become_rows() {
     let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
     let r = run_host(
         &scenario(
-            vec![props(&out, &[("BufferSize", "128")])],
+            vec![instance_props(&out, &[("BufferSize", "128")])],
             vec![flush(0, &refs, "app.gen")],
         ),
         &[],
@@ -128,7 +110,7 @@ fn real_fluent_bit_chunks() {
     let out = dir.path().join("out");
     let r = run_host(
         &scenario(
-            vec![props(&out, &[("BufferSize", "1000")])],
+            vec![instance_props(&out, &[("BufferSize", "1000")])],
             vec![
                 flush(0, &[&fx.join("varied.chunk")], "app.varied"),
                 flush(0, &[&fx.join("bulk-2mb.chunk")], "app.bulk"),
@@ -220,7 +202,10 @@ fn spec_fixtures() {
         let out = dir.path().join("out");
         let chunk = fx.join(format!("{name}.chunk"));
         let r = run_host(
-            &scenario(vec![props(&out, &[])], vec![flush(0, &[&chunk], "spec")]),
+            &scenario(
+                vec![instance_props(&out, &[])],
+                vec![flush(0, &[&chunk], "spec")],
+            ),
             &[],
         );
         assert_eq!(codes(&r, 0), [FLB_OK], "{name}: {r}");
@@ -289,11 +274,11 @@ fn two_instances_are_independent() {
     let r = run_host(
         &scenario(
             vec![
-                props(
+                instance_props(
                     &oa,
                     &[("WriterCompressionType", "gzip"), ("BufferSize", "50")],
                 ),
-                props(
+                instance_props(
                     &ob,
                     &[
                         ("WriterCompressionType", "zstd"),
@@ -347,7 +332,7 @@ fn concurrent_flushes_with_workers() {
     let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
     let out = dir.path().join("out");
     let mut sc = scenario(
-        vec![props(&out, &[("BufferSize", "333")])],
+        vec![instance_props(&out, &[("BufferSize", "333")])],
         vec![flush(0, &refs, "w")],
     );
     sc["workers"] = json!(4);
@@ -366,7 +351,7 @@ fn backpressure_retries_without_duplicates() {
     // A buffer that holds about one chunk, and no size or interval flushes to free it:
     // only the pressure flush that a full buffer triggers makes room.
     let mut sc = scenario(
-        vec![props(
+        vec![instance_props(
             &out,
             &[
                 ("BufferMaxBytes", "64KiB"),
@@ -408,7 +393,7 @@ fn exit_writes_everything_pending() {
     let out = dir.path().join("out");
     let r = run_host(
         &scenario(
-            vec![props(
+            vec![instance_props(
                 &out,
                 &[("BufferSize", "1000000"), ("FlushInterval", "3600")],
             )],
@@ -447,7 +432,7 @@ fn panics_never_cross_the_ffi_boundary() {
         let dlq = dir.path().join(format!("{fault}-dlq"));
         let r = run_host(
             &scenario(
-                vec![props(&out, &[("DLQPath", dlq.to_str().unwrap())])],
+                vec![instance_props(&out, &[("DLQPath", dlq.to_str().unwrap())])],
                 vec![flush(0, &[&c], "p")],
             ),
             &[("D2P_FAULT", fault)],
@@ -480,7 +465,10 @@ fn panics_never_cross_the_ffi_boundary() {
 fn bad_configuration_fails_init_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let r = run_host(
-        &scenario(vec![props(dir.path(), &[("BufferType", "disk")])], vec![]),
+        &scenario(
+            vec![instance_props(dir.path(), &[("BufferType", "disk")])],
+            vec![],
+        ),
         &[],
     );
     assert_eq!(r["init"][0]["ok"], false);
@@ -506,7 +494,7 @@ fn malformed_bytes_keep_the_good_events() {
     let dlq = dir.path().join("dlq");
     let r = run_host(
         &scenario(
-            vec![props(&out, &[("DLQPath", dlq.to_str().unwrap())])],
+            vec![instance_props(&out, &[("DLQPath", dlq.to_str().unwrap())])],
             vec![flush(0, &[&c], "cut"), flush(0, &[&junk], "junk")],
         ),
         &[],
@@ -551,7 +539,7 @@ fn malformed_bytes_keep_the_good_events() {
 fn registration_fits_every_host_generation() {
     for alloc in ["zeroed48", "bytes40", "bytes32-canary"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut sc = scenario(vec![props(dir.path(), &[])], vec![]);
+        let mut sc = scenario(vec![instance_props(dir.path(), &[])], vec![]);
         sc["def_alloc"] = json!(alloc);
         let r = run_host(&sc, &[]);
         assert!(r.get("load_error").is_none(), "{alloc}: {r}");
@@ -572,7 +560,7 @@ fn logging_follows_fluent_bit_levels_and_debug() {
     );
     let run_with = |level: i64, debug: &str| {
         let mut sc = scenario(
-            vec![props(
+            vec![instance_props(
                 &dir.path().join(format!("o{level}{debug}")),
                 &[("Debug", debug)],
             )],

@@ -4,33 +4,30 @@
 //! record is there exactly once.
 
 use crate::common::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn props(redis: &RedisServer, out: &Path, extra: &[(&str, &str)]) -> Value {
-    let mut m = Map::new();
-    m.insert("BufferType".into(), json!("redis"));
-    m.insert("RedisHost".into(), json!(redis.addr()));
-    m.insert("WriterFilePath".into(), json!(out));
-    m.insert("WriterFsync".into(), json!("false"));
-    m.insert("DLQPath".into(), json!(out.join("_dlq")));
-    for (k, v) in extra {
-        m.insert((*k).into(), json!(v));
-    }
-    Value::Object(m)
+    let dlq = out.join("_dlq");
+    let base = [
+        ("BufferType", "redis"),
+        ("RedisHost", &redis.addr()),
+        ("DLQPath", dlq.to_str().unwrap()),
+    ];
+    let all: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+    instance_props(out, &all)
 }
 
+/// Fluent Bit's retry loop, patient enough for Redis restarts.
 fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
-    json!({
-        "plugin": plugin_path(),
-        "retry_limit": 100,
-        "retry_delay_ms": 100,
-        "instances": instances.into_iter().map(|p| json!({"props": p})).collect::<Vec<_>>(),
-        "steps": steps,
-    })
+    host_scenario(
+        instances,
+        steps,
+        json!({"retry_limit": 100, "retry_delay_ms": 100}),
+    )
 }
 
 /// Asserts that the files under `dirs` hold exactly the records `ids`, each once.
@@ -183,21 +180,27 @@ fn spawn_host(scenario: &Value, env: &[(&str, &str)]) -> (Child, tempfile::TempD
     (cmd.spawn().unwrap(), d)
 }
 
+/// Sends `chunks` through a receive-only node (`RedisSkipFlush`); every chunk must be
+/// accepted.
+fn receive_only(redis: &RedisServer, out: &Path, chunks: &[PathBuf]) {
+    let r = run_host(
+        &scenario(
+            vec![props(redis, out, &[("RedisSkipFlush", "true")])],
+            vec![flushes(chunks, 0)],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), vec![FLB_OK; chunks.len()]);
+}
+
 #[test]
 fn flusher_killed_at_random_points_loses_and_duplicates_nothing() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (files, ids) = v5_chunks(dir.path(), 45, 8000, 500);
     let out = dir.path().join("out");
-    // Receive everything first (receive-only node), so flushers have work when killed.
-    let r = run_host(
-        &scenario(
-            vec![props(&redis, &out, &[("RedisSkipFlush", "true")])],
-            vec![flushes(&files, 0)],
-        ),
-        &[],
-    );
-    assert!(codes(&r, 0).iter().all(|c| *c == 1));
+    // Receive everything first, so flushers have work when killed.
+    receive_only(&redis, &out, &files);
     // 20 flusher processes, each SIGKILLed at a random moment.
     let flusher = scenario(
         vec![props(
@@ -317,14 +320,7 @@ fn expired_lock_and_orphaned_batch_are_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let (files, ids) = v5_chunks(dir.path(), 47, 300, 300);
     let out = dir.path().join("out");
-    let r = run_host(
-        &scenario(
-            vec![props(&redis, &out, &[("RedisSkipFlush", "true")])],
-            vec![flushes(&files, 0)],
-        ),
-        &[],
-    );
-    assert_eq!(codes(&r, 0), [1]);
+    receive_only(&redis, &out, &files);
     let mut c = redis.conn().unwrap();
     let keys: Vec<String> = redis::cmd("SMEMBERS").arg("keys").query(&mut c).unwrap();
     assert!(!keys.is_empty());
