@@ -8,7 +8,7 @@ use data2parquet::writer::s3::S3Writer;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 const BUCKET: &str = "logs";
 
@@ -59,6 +59,24 @@ fn objects(c: &S3Writer) -> Vec<Object> {
         .collect()
 }
 
+/// A moto server holding the test bucket, and a client for the test's own requests.
+fn moto_with_bucket() -> (MotoServer, S3Writer) {
+    let moto = MotoServer::start();
+    let c = client(&moto.endpoint());
+    c.create_bucket().unwrap();
+    (moto, c)
+}
+
+/// Runs json2parquet on `text` (written to `dir/in.ndjson`) with `props` as its config.
+fn json2parquet_s3(dir: &Path, props: &[(String, String)], text: &str) -> Output {
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, text).unwrap();
+    run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(json_config(dir, props))
+        .arg(&input))
+}
+
 /// A config file for json2parquet; local paths (recovery store, DLQ) stay under `dir`.
 fn json_config(dir: &Path, props: &[(String, String)]) -> std::path::PathBuf {
     let mut m: Map<String, Value> = props.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
@@ -71,13 +89,9 @@ fn json_config(dir: &Path, props: &[(String, String)]) -> std::path::PathBuf {
 
 #[test]
 fn uploads_read_back_row_by_row() {
-    let moto = MotoServer::start();
-    let c = client(&moto.endpoint());
-    c.create_bucket().unwrap();
+    let (moto, c) = moto_with_bucket();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.ndjson");
     let text = generate(51, 1500);
-    std::fs::write(&input, &text).unwrap();
     let props = s3_props(
         &moto.endpoint(),
         BUCKET,
@@ -86,10 +100,7 @@ fn uploads_read_back_row_by_row() {
             ("WriterFilePath", dir.path().join("local").to_str().unwrap()),
         ],
     );
-    let o = run(Command::new(bin("json2parquet"))
-        .arg("-c")
-        .arg(json_config(dir.path(), &props))
-        .arg(&input));
+    let o = json2parquet_s3(dir.path(), &props, &text);
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     assert!(
@@ -128,13 +139,9 @@ fn uploads_read_back_row_by_row() {
 
 #[test]
 fn large_files_use_multipart_uploads() {
-    let moto = MotoServer::start();
-    let c = client(&moto.endpoint());
-    c.create_bucket().unwrap();
+    let (moto, c) = moto_with_bucket();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.ndjson");
     let text = generate(52, 16000);
-    std::fs::write(&input, &text).unwrap();
     let props = s3_props(
         &moto.endpoint(),
         BUCKET,
@@ -147,10 +154,7 @@ fn large_files_use_multipart_uploads() {
             ("S3MultipartThreshold", "5MiB"),
         ],
     );
-    let o = run(Command::new(bin("json2parquet"))
-        .arg("-c")
-        .arg(json_config(dir.path(), &props))
-        .arg(&input));
+    let o = json2parquet_s3(dir.path(), &props, &text);
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     // The writer itself must have seen the upload succeed: an object that arrived while
@@ -173,12 +177,9 @@ fn large_files_use_multipart_uploads() {
 
 #[test]
 fn assume_role_through_sts() {
-    let moto = MotoServer::start();
-    let c = client(&moto.endpoint());
-    c.create_bucket().unwrap();
+    let (moto, c) = moto_with_bucket();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.ndjson");
-    std::fs::write(&input, generate(53, 100)).unwrap();
+    let text = generate(53, 100);
     let props = s3_props(
         &moto.endpoint(),
         BUCKET,
@@ -188,10 +189,7 @@ fn assume_role_through_sts() {
             ("BufferSize", "1000"),
         ],
     );
-    let o = run(Command::new(bin("json2parquet"))
-        .arg("-c")
-        .arg(json_config(dir.path(), &props))
-        .arg(&input));
+    let o = json2parquet_s3(dir.path(), &props, &text);
     assert!(o.status.success(), "{}", stderr(&o));
     let total: usize = objects(&c).iter().map(|(_, _, r)| r.len()).sum();
     assert_eq!(total, 100);
@@ -221,9 +219,7 @@ fn missing_bucket_is_a_clear_error() {
 
 #[test]
 fn endpoint_down_and_back_every_file_arrives() {
-    let moto = MotoServer::start();
-    let c = client(&moto.endpoint());
-    c.create_bucket().unwrap();
+    let (moto, c) = moto_with_bucket();
     let proxy = Proxy::start(moto.port);
     let dir = tempfile::tempdir().unwrap();
     let (chunks, ids) = v5_chunks(dir.path(), 54, 1200, 300);
@@ -295,9 +291,7 @@ fn endpoint_down_and_back_every_file_arrives() {
 /// verifier reads the bucket back through the same settings.
 #[test]
 fn generator_into_s3_and_verifier_from_s3() {
-    let moto = MotoServer::start();
-    let c = client(&moto.endpoint());
-    c.create_bucket().unwrap();
+    let (moto, _client) = moto_with_bucket();
     let dir = tempfile::tempdir().unwrap();
     let props = s3_props(&moto.endpoint(), BUCKET, &[("BufferSize", "900")]);
     let mut cmd = Command::new(bin("data-generator"));
