@@ -67,12 +67,7 @@ fn heterogeneous() -> String {
             },
         );
         r.insert("time".into(), json!(1_700_000_000 + i));
-        r.insert(
-            "msg".into(),
-            json!(format!(
-                "record {i:06} of the heterogeneous input, padded to span blocks"
-            )),
-        );
+        r.insert("msg".into(), json!(msg(i)));
         if i >= 25_000 {
             r.insert("late".into(), json!(format!("x{i}")));
         }
@@ -91,6 +86,11 @@ fn heterogeneous() -> String {
         s.push('\n');
     }
     s
+}
+
+/// The text field of record `i`, long enough that the input spans several blocks.
+fn msg(i: u64) -> String {
+    format!("record {i:06} of the heterogeneous input, padded to span blocks")
 }
 
 /// What record `i` of [`heterogeneous`] must read back as.
@@ -112,12 +112,7 @@ fn expected_row(i: u64) -> Map<String, Value> {
         },
     );
     r.insert("time".into(), json!(1_700_000_000 + i));
-    r.insert(
-        "msg".into(),
-        json!(format!(
-            "record {i:06} of the heterogeneous input, padded to span blocks"
-        )),
-    );
+    r.insert("msg".into(), json!(msg(i)));
     r.insert(
         "obj".into(),
         if i.is_multiple_of(7) {
