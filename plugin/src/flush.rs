@@ -228,10 +228,7 @@ impl Flusher {
         let recs: Vec<&DynRecord> = batch
             .records
             .iter()
-            .filter_map(|r| match r {
-                Record::Dynamic(d) => Some(d),
-                Record::Log(_) => None,
-            })
+            .filter_map(Record::as_dynamic)
             .collect();
         if recs.is_empty() {
             return Ok(None);
@@ -271,19 +268,13 @@ impl Flusher {
             let encoded = if is_log {
                 let recs: Vec<&LogRecord> = idx
                     .iter()
-                    .filter_map(|&i| match &batch.records[i] {
-                        Record::Log(l) => Some(l),
-                        Record::Dynamic(_) => None,
-                    })
+                    .filter_map(|&i| batch.records[i].as_log())
                     .collect();
                 self.encode(|| encode_log(recs.iter().copied(), &self.opts))
             } else {
                 let recs: Vec<&DynRecord> = idx
                     .iter()
-                    .filter_map(|&i| match &batch.records[i] {
-                        Record::Dynamic(d) => Some(d),
-                        Record::Log(_) => None,
-                    })
+                    .filter_map(|&i| batch.records[i].as_dynamic())
                     .collect();
                 match &dynamic {
                     Ok(Some((t, fixed))) => {

@@ -17,6 +17,23 @@ pub enum Record {
 }
 
 impl Record {
+    /// The log record, when this is one: batches may mix both kinds, and each kind is
+    /// converted with its own schema.
+    pub fn as_log(&self) -> Option<&LogRecord> {
+        match self {
+            Record::Log(l) => Some(l),
+            Record::Dynamic(_) => None,
+        }
+    }
+
+    /// The dynamic record, when this is one.
+    pub fn as_dynamic(&self) -> Option<&DynRecord> {
+        match self {
+            Record::Dynamic(d) => Some(d),
+            Record::Log(_) => None,
+        }
+    }
+
     /// Approximate memory footprint, for buffer limits.
     pub fn mem_size(&self) -> usize {
         match self {

@@ -234,12 +234,7 @@ fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, redrive: bool) -> KeyedBatc
 }
 
 fn logs(recs: &[Record]) -> Vec<&LogRecord> {
-    recs.iter()
-        .filter_map(|r| match r {
-            Record::Log(l) => Some(l),
-            Record::Dynamic(_) => None,
-        })
-        .collect()
+    recs.iter().filter_map(Record::as_log).collect()
 }
 
 /// Turns a decoded block of log records into Arrow batches. A conversion error (which valid records
