@@ -10,6 +10,7 @@ use crate::convert::ConvertError;
 use crate::convert::dynamic::{DType, DynBatchBuilder, EVENT_TIME};
 use crate::convert::jsonschema::Fixed;
 use crate::decode::flb::{self, ChunkStats, Item};
+use crate::decode::frame::{Block, Piece};
 use crate::decode::json::JsonParser;
 use crate::dlq::DlqEntry;
 use crate::partition::{Context, KeySpec, PartitionKey};
@@ -394,9 +395,38 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// Decodes every record of a framed block; framing errors become DLQ entries.
+    /// `source` names a record by its line.
+    pub fn json_block(
+        &mut self,
+        block: &mut Block,
+        source: impl Fn(u64) -> String,
+        out: &mut KeyedBatch,
+    ) {
+        for piece in std::mem::take(&mut block.pieces) {
+            match piece {
+                Piece::Record {
+                    start, end, line, ..
+                } => match block.data.get_mut(start..end) {
+                    Some(rec) => {
+                        self.json(rec, || source(line), out);
+                    }
+                    None => out.reject(DlqEntry::new(
+                        source(line),
+                        "internal: record outside its block".to_string(),
+                        b"",
+                    )),
+                },
+                Piece::Error {
+                    line, reason, raw, ..
+                } => out.reject(DlqEntry::new(source(line), reason, &raw)),
+            }
+        }
+    }
+
     /// Decodes msgpack records: a stream of maps, or arrays of maps (HTTP bodies).
-    /// Returns how many values were read; a malformed tail is one rejected entry.
-    pub fn msgpack_records(&mut self, bytes: &[u8], out: &mut KeyedBatch) -> usize {
+    /// A malformed tail is one rejected entry.
+    pub fn msgpack_records(&mut self, bytes: &[u8], out: &mut KeyedBatch) {
         let mut r = crate::decode::msgpack::Reader::new(bytes);
         let mut doc = std::mem::take(&mut self.doc).recycle();
         let mut n = 0;
@@ -431,7 +461,6 @@ impl<'s> Decoder<'s> {
             out.reject(f);
         }
         self.doc = doc.recycle();
-        n
     }
 
     /// Decodes a Fluent Bit chunk: good events become records, bad ones DLQ entries.

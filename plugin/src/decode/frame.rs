@@ -268,7 +268,9 @@ impl<R: Read> Framer<R> {
         // Hand out bytes up to the end of the last whole record; keep the rest.
         let cut = last_end.min(self.buf.len());
         let mut next = self.pool.pop().unwrap_or_default();
-        next.reserve(self.block_bytes.clamp(64 * 1024, 4 << 20) + (self.buf.len() - cut));
+        if !self.eof {
+            next.reserve(self.block_bytes.clamp(64 * 1024, 4 << 20) + (self.buf.len() - cut));
+        }
         next.extend_from_slice(&self.buf[cut..]);
         let mut data = std::mem::replace(&mut self.buf, next);
         data.truncate(cut);
@@ -554,22 +556,40 @@ fn looks_like_logs_doc(b: &[u8]) -> bool {
     matches!(it.next(), Some(b'{') | Some(b']'))
 }
 
-/// Splits an in-memory body into record slices (HTTP bodies).
-pub fn split_all(body: &[u8], layout: Layout, max_record: usize) -> Vec<(Piece, Option<&[u8]>)> {
-    let mut framer = Framer::new(body, layout, body.len().saturating_add(1), max_record);
-    let mut out = Vec::new();
-    let mut base = 0usize;
-    while let Ok(Some(block)) = framer.next_block() {
-        for p in block.pieces {
-            match &p {
-                Piece::Record { start, end, .. } => {
-                    let s = &body[base + start..base + end];
-                    out.push((p.clone(), Some(s)));
-                }
-                Piece::Error { .. } => out.push((p, None)),
-            }
+/// Frames an in-memory body (HTTP) without copying it: the body becomes the data of
+/// the returned block, which its pieces index into. A 1 MB request would otherwise be
+/// copied (and fresh pages faulted in) once more per request.
+pub fn frame_body(body: Vec<u8>, layout: Layout, max_record: usize) -> Block {
+    let block_bytes = body.len().saturating_add(1);
+    let mut framer = Framer::new(std::io::empty(), layout, 0, max_record);
+    framer.block_bytes = block_bytes;
+    // All input is already here: never read (which would grow, and so copy, the body).
+    framer.buf = body;
+    framer.eof = true;
+    let mut out = Block::default();
+    // The whole body fits one block; further blocks (none in practice) are merged.
+    while let Ok(Some(b)) = framer.next_block() {
+        let base = out.data.len();
+        if base == 0 {
+            out = b;
+            continue;
         }
-        base += block.data.len();
+        out.data.extend_from_slice(&b.data);
+        out.input_bytes += b.input_bytes;
+        out.pieces.extend(b.pieces.into_iter().map(|p| match p {
+            Piece::Record {
+                start,
+                end,
+                line,
+                number,
+            } => Piece::Record {
+                start: start + base,
+                end: end + base,
+                line,
+                number,
+            },
+            e => e,
+        }));
     }
     out
 }
@@ -704,10 +724,23 @@ mod tests {
     }
 
     #[test]
-    fn split_all_in_memory() {
-        let body = b"{\"a\":1}\n{\"b\":2}\n";
-        let parts = split_all(body, Layout::Ndjson, 1 << 20);
-        let slices: Vec<_> = parts.iter().map(|(_, s)| s.unwrap()).collect();
+    fn frame_body_in_place() {
+        let body = b"{\"a\":1}\n{\"b\":2}\n".to_vec();
+        let ptr = body.as_ptr();
+        let block = frame_body(body, Layout::Ndjson, 1 << 20);
+        assert_eq!(block.data.as_ptr(), ptr, "the body is not copied");
+        let slices: Vec<&[u8]> = block
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Record { start, end, .. } => &block.data[*start..*end],
+                Piece::Error { reason, .. } => panic!("{reason}"),
+            })
+            .collect();
         assert_eq!(slices, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+        let block = frame_body(b"[{\"a\":1},{\"b\":".to_vec(), Layout::Auto, 1 << 20);
+        assert!(
+            matches!(&block.pieces[1], Piece::Error { reason, .. } if reason.contains("truncated"))
+        );
     }
 }

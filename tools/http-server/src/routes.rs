@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use data2parquet::config::Config;
-use data2parquet::decode::frame::{Layout, Piece, split_all};
+use data2parquet::decode::frame::{Layout, frame_body};
 use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
 use data2parquet::logging::{Level, SharedLogger};
 use data2parquet::receiver::{Receiver, SubmitError};
@@ -224,12 +224,21 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
+/// The request body as a mutable buffer (JSON is unescaped in place): taken over
+/// without a copy when this request holds the only reference to it.
+fn owned(body: Bytes) -> Vec<u8> {
+    match body.try_into_mut() {
+        Ok(b) => b.into(),
+        Err(b) => b.to_vec(),
+    }
+}
+
 /// `POST /record/`: one JSON object; 201 once it is buffered.
 async fn record(St(s): St<Shared>, body: Bytes) -> Response {
     let t = Instant::now();
     let st = s.clone();
     let res = blocking(move || {
-        let mut buf = body.to_vec();
+        let mut buf = owned(body);
         let mut batch = KeyedBatch::new();
         let ok = st.with_decoder(|d| d.json(&mut buf, || "request body".to_string(), &mut batch));
         if !ok {
@@ -294,38 +303,14 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
     let st = s.clone();
     let res = blocking(move || {
         let mut batch = KeyedBatch::new();
-        let mut seen = 0usize;
         match kind {
             BodyKind::Msgpack => {
-                seen = st.with_decoder(|d| d.msgpack_records(&body, &mut batch));
+                st.with_decoder(|d| d.msgpack_records(&body, &mut batch));
             }
             BodyKind::Json(layout) => {
-                let mut buf = body.to_vec();
-                let pieces = split_all(&body, layout, st.cfg.max_record_bytes);
+                let mut block = frame_body(owned(body), layout, st.cfg.max_record_bytes);
                 st.with_decoder(|d| {
-                    for (piece, slice) in pieces {
-                        seen += 1;
-                        match (piece, slice) {
-                            (Piece::Record { line, .. }, Some(sl)) => {
-                                let start = sl.as_ptr() as usize - body.as_ptr() as usize;
-                                let rec = &mut buf[start..start + sl.len()];
-                                d.json(rec, || format!("line {line}"), &mut batch);
-                            }
-                            (
-                                Piece::Error {
-                                    line, reason, raw, ..
-                                },
-                                _,
-                            ) => {
-                                batch.reject(data2parquet::dlq::DlqEntry::new(
-                                    format!("line {line}"),
-                                    reason,
-                                    &raw,
-                                ));
-                            }
-                            _ => {}
-                        }
-                    }
+                    d.json_block(&mut block, |line| format!("line {line}"), &mut batch)
                 });
             }
         }
@@ -336,11 +321,11 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
             .map(|e| json!({"source": e.source, "reason": e.reason}))
             .collect();
         let rejected = errors.len();
-        submit(&st, batch).map(|()| (accepted, rejected, errors, seen))
+        submit(&st, batch).map(|()| (accepted, rejected, errors))
     })
     .await;
     match res {
-        Ok(Ok((accepted, rejected, errors, _))) => {
+        Ok(Ok((accepted, rejected, errors))) => {
             let status = if accepted == 0 && rejected > 0 {
                 StatusCode::BAD_REQUEST
             } else {

@@ -196,11 +196,22 @@ fn read(
 fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, redrive: bool) -> KeyedBatch {
     let mut batch = KeyedBatch::new();
     let input = w.input.clone();
+    if !redrive {
+        dec.json_block(
+            &mut w.block,
+            |line| format!("{input}:line {line}"),
+            &mut batch,
+        );
+        return batch;
+    }
+    // `--input-format dlq`: each entry's `raw` is decoded again.
     for piece in std::mem::take(&mut w.block.pieces) {
         match piece {
             Piece::Record {
                 start, end, line, ..
-            } if redrive => match data2parquet::dlq::raw_of_entry(&w.block.data[start..end]) {
+            } => match data2parquet::dlq::raw_of_entry(
+                w.block.data.get(start..end).unwrap_or_default(),
+            ) {
                 Ok(mut raw) => {
                     dec.json(
                         &mut raw,
@@ -211,18 +222,9 @@ fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, redrive: bool) -> KeyedBatc
                 Err(e) => batch.reject(DlqEntry::new(
                     format!("{input}:line {line}"),
                     e,
-                    &w.block.data[start..end],
+                    w.block.data.get(start..end).unwrap_or_default(),
                 )),
             },
-            Piece::Record {
-                start, end, line, ..
-            } => {
-                dec.json(
-                    &mut w.block.data[start..end],
-                    || format!("{input}:line {line}"),
-                    &mut batch,
-                );
-            }
             Piece::Error {
                 line, reason, raw, ..
             } => {
