@@ -566,17 +566,17 @@ pub fn frame_body(body: Vec<u8>, layout: Layout, max_record: usize) -> Block {
     // All input is already here: never read (which would grow, and so copy, the body).
     framer.buf = body;
     framer.eof = true;
-    let mut out = Block::default();
+    let mut out: Option<Block> = None;
     // The whole body fits one block; further blocks (none in practice) are merged.
     while let Ok(Some(b)) = framer.next_block() {
-        let base = out.data.len();
-        if base == 0 {
-            out = b;
+        let Some(o) = out.as_mut() else {
+            out = Some(b);
             continue;
-        }
-        out.data.extend_from_slice(&b.data);
-        out.input_bytes += b.input_bytes;
-        out.pieces.extend(b.pieces.into_iter().map(|p| match p {
+        };
+        let base = o.data.len();
+        o.data.extend_from_slice(&b.data);
+        o.input_bytes += b.input_bytes;
+        o.pieces.extend(b.pieces.into_iter().map(|p| match p {
             Piece::Record {
                 start,
                 end,
@@ -591,7 +591,7 @@ pub fn frame_body(body: Vec<u8>, layout: Layout, max_record: usize) -> Block {
             e => e,
         }));
     }
-    out
+    out.unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -741,6 +741,17 @@ mod tests {
         let block = frame_body(b"[{\"a\":1},{\"b\":".to_vec(), Layout::Auto, 1 << 20);
         assert!(
             matches!(&block.pieces[1], Piece::Error { reason, .. } if reason.contains("truncated"))
+        );
+        let block = frame_body(b"{\"a\":1}".to_vec(), Layout::Array, 1 << 20);
+        assert!(
+            matches!(&block.pieces[..], [Piece::Error { reason, .. }] if reason.contains("not a JSON array")),
+            "{:?}",
+            block.pieces
+        );
+        assert!(
+            frame_body(Vec::new(), Layout::Ndjson, 1 << 20)
+                .pieces
+                .is_empty()
         );
     }
 }
