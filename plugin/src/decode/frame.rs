@@ -605,23 +605,51 @@ mod tests {
         let mut f = Framer::new(input.as_bytes(), layout, block, max);
         let mut out = Vec::new();
         while let Some(b) = f.next_block().unwrap() {
-            for p in b.pieces {
-                match p {
-                    Piece::Record {
-                        start,
-                        end,
-                        line,
-                        number,
-                    } => out.push(Ok((
-                        String::from_utf8(b.data[start..end].to_vec()).unwrap(),
-                        line,
-                        number,
-                    ))),
-                    Piece::Error { reason, line, .. } => out.push(Err((reason, line))),
-                }
-            }
+            framed(b, &mut out);
         }
         out
+    }
+
+    fn framed(b: Block, out: &mut Framed) {
+        for p in b.pieces {
+            match p {
+                Piece::Record {
+                    start,
+                    end,
+                    line,
+                    number,
+                } => out.push(Ok((
+                    String::from_utf8(b.data[start..end].to_vec()).unwrap(),
+                    line,
+                    number,
+                ))),
+                Piece::Error { reason, line, .. } => out.push(Err((reason, line))),
+            }
+        }
+    }
+
+    #[test]
+    fn frame_body_frames_like_the_stream() {
+        let long = format!("{{\"a\":\"{}\"}}", "x".repeat(300));
+        let inputs = [
+            "{\"a\":1}\n\n{\"b\":2}\n{\"c\":".to_string(),
+            format!("{{\"a\":1}}\n{long}\n{{\"b\":2}}\n"),
+            long.clone(),
+            "[{\"a\":1},\n {\"b\":[1,2]}] junk".to_string(),
+            "[{\"a\":1},{\"b\":".to_string(),
+            "{\"logs\": [{\"a\":\"]\"}, {\"b\":2}]}\n".to_string(),
+            String::new(),
+        ];
+        for input in &inputs {
+            for layout in [Layout::Auto, Layout::Ndjson, Layout::Array] {
+                let mut got = Vec::new();
+                framed(
+                    frame_body(input.clone().into_bytes(), layout, 100),
+                    &mut got,
+                );
+                assert_eq!(got, records(input, layout, 64, 100), "{input:?} {layout:?}");
+            }
+        }
     }
 
     #[test]
