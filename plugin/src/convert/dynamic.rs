@@ -16,6 +16,7 @@ use super::{ConvertError, ParquetOptions, ParquetSink};
 use crate::partition::PartitionKey;
 use crate::record::dynamic::DynRecord;
 use crate::record::log_map::FastMap;
+use crate::record::prefetch::prefetched;
 use crate::value::{Doc, Kind, Node, ValRef};
 use arrow_array::builder::{
     BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
@@ -459,7 +460,7 @@ pub fn infer(
         t = DType::Struct { fields: Vec::new() };
     }
     let mut doc = Doc::new();
-    for r in records {
+    for r in prefetched(records) {
         r.decode_into(&mut doc).map_err(ConvertError::Other)?;
         if let Some(root) = doc.root() {
             t.absorb_fields(root, nested_json);
@@ -590,7 +591,7 @@ pub fn dynamic_batch(
 ) -> Result<RecordBatch, ConvertError> {
     let mut b = DynBatchBuilder::new(t, fixed)?;
     let mut doc = Doc::new();
-    for r in records {
+    for r in prefetched(records) {
         r.decode_into(&mut doc).map_err(ConvertError::Other)?;
         b.push(r.event_ns(), doc.root());
         doc = doc.recycle();

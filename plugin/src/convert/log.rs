@@ -2,6 +2,7 @@
 
 use super::{ConvertError, ParquetOptions, ParquetSink};
 use crate::record::log::{COLUMNS, Col, ColKind, LogRecord, N_STR, Str};
+use crate::record::prefetch::prefetched;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
 };
@@ -108,7 +109,7 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
         .with_values_field(vf);
     let mut tags_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
     let mut trace_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
-    for r in recs {
+    for r in prefetched(recs) {
         for (i, col) in Str::ALL.iter().enumerate() {
             match r.get(*col) {
                 Some(v) => strs[i].append_value(v),

@@ -40,6 +40,12 @@ pub struct DynRecord {
     event_ns: i64,
 }
 
+impl super::prefetch::Prefetch for DynRecord {
+    fn prefetch(&self) {
+        super::prefetch::lines(&self.data);
+    }
+}
+
 impl DynRecord {
     /// Keeps `map` (a map value) with its event time.
     pub fn new(map: ValRef<'_, '_>, event_ns: i64) -> DynRecord {

@@ -388,6 +388,13 @@ impl LogRecord {
     }
 }
 
+impl super::prefetch::Prefetch for LogRecord {
+    fn prefetch(&self) {
+        super::prefetch::lines(&self.items);
+        super::prefetch::lines(self.text.as_bytes());
+    }
+}
+
 impl fmt::Debug for LogRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_json())

@@ -4,6 +4,7 @@ pub mod canonical;
 pub mod dynamic;
 pub mod log;
 pub mod log_map;
+pub mod prefetch;
 
 pub use dynamic::DynRecord;
 pub use log::{LogBuilder, LogRecord};
