@@ -237,15 +237,20 @@ impl Span {
 
 /// One log record. Build it with [`LogBuilder`]; read it with the accessors.
 ///
-/// Small on purpose (64 bytes): records are moved through channels and buffers by
-/// value, so the spans live with the other items in one boxed slice.
+/// Small on purpose (48 bytes): records are moved through channels and buffers by
+/// value. Everything else lives in one heap block, because the buffer holds hundreds of
+/// thousands of records and each block is allocated on a decoding thread and freed on a
+/// writer thread, which costs more than the copy into it.
 #[derive(Clone, PartialEq)]
 pub struct LogRecord {
-    text: Box<str>,
+    /// The items as 8-byte spans (little-endian `off`, `len`; see [`Span`]), then the
+    /// text they point into. Only [`LogRecord::from_parts`] builds it.
+    data: Box<[u8]>,
     audit: Option<bool>,
     auto_index: Option<bool>,
-    /// The 28 scalar columns, then args pairs, extra-fields pairs, tags, trace-ip.
-    items: Box<[Span]>,
+    /// Items: the 28 scalar columns, then args pairs, extra-fields pairs, tags and
+    /// trace-ip.
+    n_items: u32,
     n_args: u32,
     n_extra: u32,
     n_tags: u32,
@@ -254,14 +259,82 @@ pub struct LogRecord {
     event_ns: i64,
 }
 
+/// Bytes per stored span.
+const SPAN_BYTES: usize = 8;
+
+/// A record's parts other than its spans and text.
+struct Parts {
+    audit: Option<bool>,
+    auto_index: Option<bool>,
+    n_args: u32,
+    n_extra: u32,
+    n_tags: u32,
+    event_ns: i64,
+}
+
 impl LogRecord {
+    /// The only constructor: `text` is copied from a `&str`, which is what makes
+    /// [`LogRecord::text`] sound.
+    fn from_parts(items: &[Span], text: &str, p: Parts) -> LogRecord {
+        let mut data = Vec::with_capacity(items.len() * SPAN_BYTES + text.len());
+        for s in items {
+            data.extend_from_slice(&s.off.to_le_bytes());
+            data.extend_from_slice(&s.len.to_le_bytes());
+        }
+        data.extend_from_slice(text.as_bytes());
+        LogRecord {
+            data: data.into_boxed_slice(),
+            audit: p.audit,
+            auto_index: p.auto_index,
+            n_items: items.len() as u32,
+            n_args: p.n_args,
+            n_extra: p.n_extra,
+            n_tags: p.n_tags,
+            event_ns: p.event_ns,
+        }
+    }
+
+    fn text_at(&self) -> usize {
+        self.n_items as usize * SPAN_BYTES
+    }
+
+    /// The record's text arena.
+    fn text(&self) -> &str {
+        let bytes = self.data.get(self.text_at()..).unwrap_or_default();
+        // SAFETY: `data` is written once, by `from_parts`, as the spans followed by the
+        // bytes of a `&str` (so they are valid UTF-8), and never changed afterwards;
+        // `text_at` is the length of the spans part.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    fn span(&self, i: usize) -> Span {
+        let word = |at: usize| {
+            let mut b = [0u8; 4];
+            if let Some(src) = self.data.get(at..at + 4) {
+                b.copy_from_slice(src);
+            }
+            u32::from_le_bytes(b)
+        };
+        Span {
+            off: word(i * SPAN_BYTES),
+            len: word(i * SPAN_BYTES + 4),
+        }
+    }
+
+    fn spans(&self, from: usize, to: usize) -> impl ExactSizeIterator<Item = Span> + '_ {
+        (from..to).map(|i| self.span(i))
+    }
+
+    /// A span's text. Spans are made by the builder from the text's own pieces, or
+    /// checked by the wire decoder, so the fallback is never taken.
     fn slice(&self, s: Span) -> &str {
-        &self.text[s.off as usize..(s.off + s.len) as usize]
+        let (off, len) = (s.off as usize, s.len as usize);
+        self.text().get(off..off + len).unwrap_or_default()
     }
 
     /// A scalar string column; `None` is null.
     pub fn get(&self, col: Str) -> Option<&str> {
-        let s = self.items[col as usize];
+        let s = self.span(col as usize);
         (!s.is_null()).then(|| self.slice(s))
     }
 
@@ -279,9 +352,12 @@ impl LogRecord {
     }
 
     fn pairs(&self, from: usize, n: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.items[N_STR + from..N_STR + from + 2 * n]
-            .chunks_exact(2)
-            .map(|kv| (self.slice(kv[0]), self.slice(kv[1])))
+        let at = N_STR + from;
+        (0..n).map(move |i| {
+            let k = self.span(at + 2 * i);
+            let v = self.span(at + 2 * i + 1);
+            (self.slice(k), self.slice(v))
+        })
     }
 
     pub fn args(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
@@ -294,14 +370,14 @@ impl LogRecord {
 
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         let from = N_STR + 2 * (self.n_args + self.n_extra) as usize;
-        self.items[from..from + self.n_tags as usize]
-            .iter()
-            .map(|s| self.slice(*s))
+        self.spans(from, from + self.n_tags as usize)
+            .map(|s| self.slice(s))
     }
 
     pub fn trace_ip(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         let from = N_STR + 2 * (self.n_args + self.n_extra) as usize + self.n_tags as usize;
-        self.items[from..].iter().map(|s| self.slice(*s))
+        self.spans(from, self.n_items as usize)
+            .map(|s| self.slice(s))
     }
 
     pub fn event_ns(&self) -> Option<i64> {
@@ -310,9 +386,7 @@ impl LogRecord {
 
     /// Approximate heap plus inline footprint, for buffer accounting.
     pub fn mem_size(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.text.len()
-            + self.items.len() * std::mem::size_of::<Span>()
+        std::mem::size_of::<Self>() + self.data.len()
     }
 
     /// The record as a JSON object with the schema's column names (nulls omitted),
@@ -390,8 +464,7 @@ impl LogRecord {
 
 impl super::prefetch::Prefetch for LogRecord {
     fn prefetch(&self) {
-        super::prefetch::lines(&self.items);
-        super::prefetch::lines(self.text.as_bytes());
+        super::prefetch::lines(&self.data);
     }
 }
 
@@ -585,16 +658,18 @@ impl LogBuilder {
         }
         items.extend_from_slice(&self.tags);
         items.extend_from_slice(&self.trace);
-        let rec = LogRecord {
-            text: self.text.as_str().into(),
-            audit: self.audit,
-            auto_index: self.auto_index,
-            items: items.into_boxed_slice(),
-            n_args: self.args.len() as u32,
-            n_extra: self.extra.len() as u32,
-            n_tags: self.tags.len() as u32,
-            event_ns: self.event_ns,
-        };
+        let rec = LogRecord::from_parts(
+            &items,
+            &self.text,
+            Parts {
+                audit: self.audit,
+                auto_index: self.auto_index,
+                n_args: self.args.len() as u32,
+                n_extra: self.extra.len() as u32,
+                n_tags: self.tags.len() as u32,
+                event_ns: self.event_ns,
+            },
+        );
         self.reset();
         rec
     }
@@ -620,17 +695,16 @@ pub mod wire {
 
     pub fn encode(r: &LogRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(r.text.len() as u32).to_le_bytes());
-        out.extend_from_slice(r.text.as_bytes());
+        let text = r.text();
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
         out.push(b2u(r.audit));
         out.push(b2u(r.auto_index));
-        for n in [r.n_args, r.n_extra, r.n_tags, r.items.len() as u32] {
+        for n in [r.n_args, r.n_extra, r.n_tags, r.n_items] {
             out.extend_from_slice(&n.to_le_bytes());
         }
-        for s in r.items.iter() {
-            out.extend_from_slice(&s.off.to_le_bytes());
-            out.extend_from_slice(&s.len.to_le_bytes());
-        }
+        // The spans are stored in this same layout.
+        out.extend_from_slice(r.data.get(..r.text_at()).unwrap_or_default());
         out.extend_from_slice(&r.event_ns.to_le_bytes());
     }
 
@@ -707,16 +781,18 @@ pub mod wire {
         if !c.0.is_empty() {
             return Err(bad());
         }
-        Ok(LogRecord {
-            text: text.into(),
-            audit,
-            auto_index,
-            items: items.into_boxed_slice(),
-            n_args,
-            n_extra,
-            n_tags,
-            event_ns: ev,
-        })
+        Ok(LogRecord::from_parts(
+            &items,
+            text,
+            Parts {
+                audit,
+                auto_index,
+                n_args,
+                n_extra,
+                n_tags,
+                event_ns: ev,
+            },
+        ))
     }
 }
 
@@ -766,6 +842,45 @@ mod tests {
         // Every truncation is rejected, never panics.
         for n in 0..buf.len() {
             assert!(wire::decode(&buf[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn one_block_holds_spans_and_multibyte_text() {
+        let mut b = LogBuilder::new();
+        b.set(Str::Message, "grüße 日本 🚀");
+        b.add_extra("ключ", "значение");
+        b.add_tag("é");
+        let r = b.finish();
+        assert_eq!(r.get(Str::Message), Some("grüße 日本 🚀"));
+        assert_eq!(r.extra_fields().collect::<Vec<_>>(), [("ключ", "значение")]);
+        assert_eq!(r.tags().collect::<Vec<_>>(), ["é"]);
+        assert_eq!(r.trace_ip().count(), 0);
+        // 48 bytes by value; spans and text share one heap block.
+        assert_eq!(std::mem::size_of::<LogRecord>(), 48);
+        assert_eq!(r.mem_size(), 48 + r.data.len());
+        let mut buf = Vec::new();
+        wire::encode(&r, &mut buf);
+        assert_eq!(wire::decode(&buf).unwrap(), r);
+    }
+
+    #[test]
+    fn wire_rejects_spans_outside_the_text_or_inside_a_character() {
+        let mut b = LogBuilder::new();
+        b.set(Str::Message, "é");
+        let r = b.finish();
+        let mut buf = Vec::new();
+        wire::encode(&r, &mut buf);
+        // The message span is item 2; spans start after magic, text length, text, two
+        // flag bytes and four counts.
+        let text_len = r.text().len();
+        let at = 2 + 4 + text_len + 2 + 16 + 2 * 8;
+        let msg = r.span(Str::Message as usize);
+        for (off, len) in [(msg.off, 1u32), (msg.off + 1, 1), (text_len as u32, 1)] {
+            let mut bad = buf.clone();
+            bad[at..at + 4].copy_from_slice(&off.to_le_bytes());
+            bad[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            assert!(wire::decode(&bad).is_err(), "span {off}+{len} accepted");
         }
     }
 
