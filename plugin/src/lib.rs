@@ -26,6 +26,7 @@ pub mod readback;
 pub mod receiver;
 pub mod record;
 pub mod redis_conn;
+pub mod standalone;
 pub mod timeutil;
 pub mod value;
 pub mod writer;

@@ -43,6 +43,7 @@ fn load(args: &Args) -> Result<Config> {
 }
 
 fn main() {
+    data2parquet::standalone::no_huge_pages();
     if let Err(e) = run() {
         eprintln!("http-server: error: {e:#}");
         std::process::exit(1);

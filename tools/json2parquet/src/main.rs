@@ -133,7 +133,7 @@ struct Totals {
 }
 
 fn main() {
-    no_huge_pages();
+    data2parquet::standalone::no_huge_pages();
     let code = match run() {
         Ok(code) => code,
         Err(e) => {
@@ -142,21 +142,6 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-/// Turns transparent huge pages off for this process, before the converter allocates.
-/// mimalloc asks the kernel for 2 MB pages, and a partly used one counts in full: on the
-/// 1M-record benchmark they added about 75 MB to peak RSS (338 MB against 261 MB) with
-/// no measurable gain in speed. A backfill shares its machine with other jobs, so RSS
-/// matters more. Only this binary does it: the plugin must not change its host's
-/// settings.
-fn no_huge_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag of this
-    // process; a failure (an old kernel) leaves huge pages on, which is harmless.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
 }
 
 fn run() -> Result<i32> {
