@@ -1,24 +1,25 @@
 //! Cache hints for reading buffered records.
 //!
 //! A flush reads records that were decoded long before, often by another thread, so they
-//! are no longer in cache. Each record is one or two heap blocks at unrelated addresses,
+//! are no longer in cache. Each record's data is a heap block at an unrelated address,
 //! which the hardware prefetcher cannot guess: without a hint, the log converter spent
-//! about 70 % of its time waiting on two cache misses per record (plugin benchmark,
-//! 100,000-record files). Asking for the blocks of a record a few places ahead lets those
-//! loads overlap with the work on the current one.
+//! about 70 % of its time waiting on cache misses (plugin benchmark, 100,000-record
+//! files). Asking for the block of a record a few places ahead lets those loads overlap
+//! with the work on the current one; the plugin's records per CPU-second went from
+//! 295–308k to 355–394k.
 
 /// How many records ahead [`prefetched`] asks for: enough to cover a memory round trip
 /// while one record is appended to a batch's column builders.
 const AHEAD: usize = 8;
 
-/// A record whose heap blocks can be requested ahead of use.
+/// A record whose heap data can be requested ahead of use.
 pub trait Prefetch {
-    /// Asks the CPU to start loading the record's heap blocks; a hint, with no effect on
+    /// Asks the CPU to start loading the record's heap data; a hint, with no effect on
     /// results.
     fn prefetch(&self);
 }
 
-/// Iterates over `records`, asking for each record's blocks [`AHEAD`] places before it
+/// Iterates over `records`, asking for each record's data [`AHEAD`] places before it
 /// is reached.
 pub fn prefetched<'a, 'r, T: Prefetch>(
     records: &'a [&'r T],
@@ -31,7 +32,12 @@ pub fn prefetched<'a, 'r, T: Prefetch>(
     })
 }
 
-/// Asks the CPU to load every cache line of `data`.
+/// Asks for at most this many bytes of one block. Records are about 1–2 KB; past a few
+/// lines the hardware prefetcher follows a sequential read by itself, and hinting all of
+/// a 10 MB record would only evict what the converter is using.
+const MAX_BYTES: usize = 4096;
+
+/// Asks the CPU to load the cache lines of `data` (its first [`MAX_BYTES`]).
 #[inline]
 pub fn lines<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]
@@ -39,7 +45,7 @@ pub fn lines<T>(data: &[T]) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         const LINE: usize = 64;
         let start = data.as_ptr().cast::<i8>();
-        let len = std::mem::size_of_val(data);
+        let len = std::mem::size_of_val(data).min(MAX_BYTES);
         // From the line that holds the first byte to the one that holds the last.
         let mut at = (start as usize % LINE).wrapping_neg();
         while (at as isize) < len as isize {
@@ -85,5 +91,6 @@ mod tests {
         lines(&[0u8; 1]);
         let big = vec![7u32; 1000];
         lines(&big[3..]);
+        lines(&vec![0u8; 10 << 20]);
     }
 }
