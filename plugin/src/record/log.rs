@@ -354,9 +354,8 @@ impl LogRecord {
     fn pairs(&self, from: usize, n: usize) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         let at = N_STR + from;
         (0..n).map(move |i| {
-            let k = self.span(at + 2 * i);
-            let v = self.span(at + 2 * i + 1);
-            (self.slice(k), self.slice(v))
+            let kv = at + 2 * i;
+            (self.slice(self.span(kv)), self.slice(self.span(kv + 1)))
         })
     }
 
@@ -486,6 +485,8 @@ pub struct LogBuilder {
     extra: Vec<(Span, Span)>,
     tags: Vec<Span>,
     trace: Vec<Span>,
+    /// Scratch for [`LogBuilder::finish`]: every span in record order.
+    items: Vec<Span>,
     event_ns: i64,
 }
 
@@ -648,9 +649,8 @@ impl LogBuilder {
                 self.spans[col as usize] = self.intern(d);
             }
         }
-        let mut items = Vec::with_capacity(
-            N_STR + 2 * (self.args.len() + self.extra.len()) + self.tags.len() + self.trace.len(),
-        );
+        let mut items = std::mem::take(&mut self.items);
+        items.clear();
         items.extend_from_slice(&self.spans);
         for (k, v) in self.args.iter().chain(self.extra.iter()) {
             items.push(*k);
@@ -670,6 +670,7 @@ impl LogBuilder {
                 event_ns: self.event_ns,
             },
         );
+        self.items = items;
         self.reset();
         rec
     }
