@@ -220,6 +220,7 @@ pub struct Decoder<'s> {
     doc: Doc<'static>,
     key: String,
     time: String,
+    time_fmt: crate::timeutil::TimeFormatter,
     keyed: bool,
     scratch: Vec<u8>,
     dyn_out: DynOut,
@@ -234,6 +235,7 @@ impl<'s> Decoder<'s> {
             doc: Doc::new(),
             key: String::new(),
             time: String::new(),
+            time_fmt: Default::default(),
             keyed: true,
             scratch: Vec::new(),
             dyn_out: DynOut::default(),
@@ -319,7 +321,7 @@ impl<'s> Decoder<'s> {
                     self.mapper.context_arg("fluent-tag", tag);
                     if let Some(ns) = event_ns {
                         self.time.clear();
-                        crate::timeutil::write_rfc3339_nanos(ns, &mut self.time);
+                        self.time_fmt.write(ns, &mut self.time);
                         self.mapper.context_arg("fluent-time", &self.time);
                     }
                 }

@@ -77,34 +77,58 @@ pub fn format_rfc3339_nanos(ns: i64) -> String {
     s
 }
 
-/// Like [`format_rfc3339_nanos`], appending to `out`. Digits are written directly: this
-/// runs for every Fluent Bit event (`fluent-time`).
+/// Like [`format_rfc3339_nanos`], appending to `out`.
 pub fn write_rfc3339_nanos(ns: i64, out: &mut String) {
-    let c = Civil::from_ns(ns);
-    if !(0..=9999).contains(&c.year) {
-        use std::fmt::Write as _;
-        let _ = write!(
-            out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-            c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
-        );
-        return;
-    }
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (0..width).rev() {
-            b[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
+    TimeFormatter::default().write(ns, out);
+}
+
+/// Writes event times as RFC 3339 text, keeping the date and clock digits of the last
+/// second it wrote: this runs for every Fluent Bit event (`fluent-time`), and a chunk's
+/// events mostly share their second, so most calls write only the nine fraction digits.
+#[derive(Debug, Clone, Default)]
+pub struct TimeFormatter {
+    /// The second whose digits `text` holds; `None` until the first in-range time.
+    second: Option<i64>,
+    text: [u8; 30],
+}
+
+impl TimeFormatter {
+    pub fn write(&mut self, ns: i64, out: &mut String) {
+        let second = ns.div_euclid(1_000_000_000);
+        if self.second != Some(second) {
+            let c = Civil::from_ns(ns);
+            if !(0..=9999).contains(&c.year) {
+                use std::fmt::Write as _;
+                let _ = write!(
+                    out,
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                    c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+                );
+                return;
+            }
+            self.text = *b"0000-00-00T00:00:00.000000000Z";
+            put_digits(&mut self.text[0..4], c.year as u32);
+            put_digits(&mut self.text[5..7], c.month);
+            put_digits(&mut self.text[8..10], c.day);
+            put_digits(&mut self.text[11..13], c.hour);
+            put_digits(&mut self.text[14..16], c.minute);
+            put_digits(&mut self.text[17..19], c.second);
+            self.second = Some(second);
         }
-    };
-    put(0, 4, c.year as u64);
-    put(5, 2, c.month as u64);
-    put(8, 2, c.day as u64);
-    put(11, 2, c.hour as u64);
-    put(14, 2, c.minute as u64);
-    put(17, 2, c.second as u64);
-    put(20, 9, c.nanos as u64);
-    out.extend(b.iter().map(|&c| c as char));
+        put_digits(&mut self.text[20..29], ns.rem_euclid(1_000_000_000) as u32);
+        // The template and the digits are ASCII, so this never fails.
+        if let Ok(s) = std::str::from_utf8(&self.text) {
+            out.push_str(s);
+        }
+    }
+}
+
+/// Writes `v` as decimal digits filling `b`, zero-padded on the left.
+fn put_digits(b: &mut [u8], mut v: u32) {
+    for d in b.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
@@ -233,6 +257,36 @@ mod tests {
         );
         assert_eq!(format_rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(format_rfc3339_nanos(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn formatter_reuse_matches_fresh_formatting() {
+        // Same second, next second, a day and a year boundary, negative times and the
+        // earliest time, then back: each must equal a fresh formatting.
+        let times = [
+            1_700_000_000_123_456_789,
+            1_700_000_000_999_999_999,
+            1_700_000_001_000_000_000,
+            1_700_006_399_500_000_000,
+            1_700_006_400_000_000_001,
+            1_704_067_199_999_999_999,
+            1_704_067_200_000_000_000,
+            -1,
+            -1_000_000_000,
+            i64::MIN,
+            1_700_000_000_000_000_007,
+        ];
+        let mut f = TimeFormatter::default();
+        for ns in times {
+            let mut reused = String::new();
+            f.write(ns, &mut reused);
+            let c = Civil::from_ns(ns);
+            let fresh = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+                c.year, c.month, c.day, c.hour, c.minute, c.second, c.nanos
+            );
+            assert_eq!(reused, fresh, "{ns}");
+        }
     }
 
     #[test]
