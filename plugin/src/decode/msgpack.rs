@@ -318,7 +318,7 @@ impl<'a> Reader<'a> {
 fn utf8(b: &[u8]) -> Cow<'_, str> {
     // Most keys and values are short ASCII. simdutf8 hands inputs under 64 bytes to the
     // standard validator, whose setup costs more than this word-at-a-time ASCII test
-    // (measured: UTF-8 checks fell from 4.5 % to 1.5 % of the plugin's profile).
+    // (measured: UTF-8 checks fell from 7 % to 4 % of the plugin's CPU samples).
     if b.len() < 64 && b.is_ascii() {
         // SAFETY: every ASCII byte sequence is valid UTF-8.
         return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
