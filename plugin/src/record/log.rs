@@ -276,10 +276,13 @@ impl LogRecord {
     /// The only constructor: `text` is copied from a `&str`, which is what makes
     /// [`LogRecord::text`] sound.
     fn from_parts(items: &[Span], text: &str, p: Parts) -> LogRecord {
-        let mut data = Vec::with_capacity(items.len() * SPAN_BYTES + text.len());
-        for s in items {
-            data.extend_from_slice(&s.off.to_le_bytes());
-            data.extend_from_slice(&s.len.to_le_bytes());
+        let spans = items.len() * SPAN_BYTES;
+        let mut data = Vec::with_capacity(spans + text.len());
+        // Sized first, then filled in place: no capacity check per span.
+        data.resize(spans, 0);
+        for (out, s) in data.chunks_exact_mut(SPAN_BYTES).zip(items) {
+            out[..4].copy_from_slice(&s.off.to_le_bytes());
+            out[4..].copy_from_slice(&s.len.to_le_bytes());
         }
         data.extend_from_slice(text.as_bytes());
         LogRecord {
