@@ -32,6 +32,13 @@ fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
 
 /// Asserts that the files under `dirs` hold exactly the records `ids`, each once.
 fn exactly_once(dirs: &[&Path], ids: &[String]) {
+    if let Err(e) = check_exactly_once(dirs, ids) {
+        panic!("{e}");
+    }
+}
+
+/// The check behind [`exactly_once`], for tests that add their own context.
+fn check_exactly_once(dirs: &[&Path], ids: &[String]) -> Result<(), String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for d in dirs {
         for (_, r) in read_dir_rows(d) {
@@ -46,15 +53,22 @@ fn exactly_once(dirs: &[&Path], ids: &[String]) {
         .map(|(i, n)| format!("{i}x{n}"))
         .collect();
     let missing: Vec<_> = ids.iter().filter(|i| !seen.contains_key(*i)).collect();
-    assert!(
-        dup.is_empty() && missing.is_empty(),
-        "{} duplicated {:?}; {} missing {:?}",
-        dup.len(),
-        &dup[..dup.len().min(5)],
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    assert_eq!(seen.len(), ids.len(), "no records beyond the input");
+    if !dup.is_empty() || !missing.is_empty() {
+        return Err(format!(
+            "{} duplicated {:?}; {} missing {:?}",
+            dup.len(),
+            &dup[..dup.len().min(5)],
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        ));
+    }
+    if seen.len() != ids.len() {
+        return Err(format!(
+            "{} records beyond the input",
+            seen.len() - ids.len()
+        ));
+    }
+    Ok(())
 }
 
 fn redis_keys(r: &RedisServer, pattern: &str) -> Vec<String> {
@@ -241,7 +255,15 @@ fn flusher_killed_at_random_points_loses_and_duplicates_nothing() {
         &[],
     );
     assert_eq!(r["init"][0]["ok"], true);
-    exactly_once(&[&out], &ids);
+    // A failure here was seen once in ~30 runs and not reproduced since; the final
+    // flusher's log and what is left in Redis say which path it took.
+    if let Err(e) = check_exactly_once(&[&out], &ids) {
+        panic!(
+            "{e}\nfinal flusher's log: {}\nleft in Redis: {:?}",
+            r["logs"],
+            redis_keys(&redis, "*")
+        );
+    }
     assert!(
         redis_keys(&redis, "data*").is_empty(),
         "{:?}",
