@@ -501,7 +501,14 @@ struct Waiter {
 struct Closing {
     done: Option<Tx<FlushReport>>,
     report: FlushReport,
+    /// Further looks at a durable buffer that still holds records after the drain.
+    redrains_left: u32,
 }
+
+/// How often, and how far apart, a close looks again at a durable buffer that still
+/// holds records (see [`BufferThread::redrain`]).
+const CLOSE_REDRAINS: u32 = 5;
+const REDRAIN_PAUSE: Duration = Duration::from_millis(100);
 
 struct BufferThread {
     buffer: Box<dyn Buffer>,
@@ -551,6 +558,9 @@ impl BufferThread {
             }
             self.dispatch();
             if self.closing.is_some() && self.queue.is_empty() && self.in_flight.is_empty() {
+                if self.redrain() {
+                    continue;
+                }
                 self.finish_close();
                 return;
             }
@@ -863,7 +873,29 @@ impl BufferThread {
         self.closing = Some(Closing {
             done,
             report: FlushReport::default(),
+            redrains_left: CLOSE_REDRAINS,
         });
+    }
+
+    /// A durable buffer can still hold records after the close's drain: a Redis call that
+    /// failed or timed out on the way reads as "nothing there" (an empty key sweep, a
+    /// zero length). Look again a few times, [`REDRAIN_PAUSE`] apart, before leaving the
+    /// records to another flusher. Records under another live flusher's lock also end up
+    /// here; they cost the close at most half a second.
+    fn redrain(&mut self) -> bool {
+        let Some(c) = &mut self.closing else {
+            return false;
+        };
+        if !self.buffer.durable() || c.redrains_left == 0 {
+            return false;
+        }
+        c.redrains_left -= 1;
+        if !self.buffer.may_hold_records() {
+            return false;
+        }
+        std::thread::sleep(REDRAIN_PAUSE);
+        self.take_all(Reason::Close);
+        true
     }
 
     fn finish_close(&mut self) {
@@ -874,7 +906,10 @@ impl BufferThread {
         for w in self.waiters.drain(..) {
             let _ = w.done.send(w.report);
         }
-        let Some(Closing { done, mut report }) = self.closing.take() else {
+        let Some(Closing {
+            done, mut report, ..
+        }) = self.closing.take()
+        else {
             return;
         };
         if self.buffer.durable() {

@@ -326,6 +326,11 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (0 while stopped), for tests that pause it.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }

@@ -449,3 +449,56 @@ fn bad_records_go_to_the_redis_dlq() {
     );
     assert_eq!(e["source"], "chunk (tag r)");
 }
+
+/// Redis stalls (every call times out) just as a flusher closes. The close must not end
+/// with the records left behind: it looks again once Redis answers.
+#[test]
+fn close_after_a_redis_stall_still_drains_everything() {
+    use data2parquet::config::ConfigBuilder;
+    use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
+    use data2parquet::receiver::Receiver;
+
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut b = ConfigBuilder::new();
+    for (k, v) in [
+        ("BufferType", "redis"),
+        ("RedisHost", redis.addr().as_str()),
+        ("RedisTimeout", "100"),
+        ("WriterFilePath", out.to_str().unwrap()),
+        ("WriterFsync", "false"),
+        ("BufferSize", "100000"),
+        ("FlushInterval", "60s"),
+    ] {
+        b.set(k, v).unwrap();
+    }
+    let cfg = b.build().unwrap();
+    let receiver =
+        Receiver::start(&cfg, std::sync::Arc::new(data2parquet::logging::NullLogger)).unwrap();
+    let spec = IngestSpec::from_config(&cfg).unwrap();
+    let mut d = Decoder::new(&spec);
+    let mut batch = KeyedBatch::new();
+    let ids: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
+    for id in &ids {
+        let mut line = format!(r#"{{"id":"{id}","message":"m"}}"#).into_bytes();
+        assert!(d.json(&mut line, || id.clone(), &mut batch));
+    }
+    receiver.submit(batch).unwrap();
+
+    // SIGSTOP: connections stay open and every call times out, as in a stall. Redis
+    // answers again 200 ms into the close.
+    let pid = redis.pid() as i32;
+    // SAFETY: kill takes plain integers; `pid` is our child redis-server.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+    let report = receiver.close();
+    resume.join().unwrap();
+    assert_eq!(report.rows, ids.len(), "{report:?}");
+    exactly_once(&[&out], &ids);
+    assert!(redis_keys(&redis, "data*").is_empty());
+}

@@ -172,6 +172,12 @@ pub trait Buffer: Send {
         false
     }
 
+    /// Whether records may still be stored, read afresh. A durable buffer that cannot be
+    /// read right now answers yes: a close then looks again rather than stop early.
+    fn may_hold_records(&mut self) -> bool {
+        self.usage().0 > 0
+    }
+
     /// Periodic upkeep (lock refreshes), called on every tick of the buffer thread.
     fn maintain(&mut self, _now: Instant) {}
 

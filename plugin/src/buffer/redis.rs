@@ -331,6 +331,16 @@ impl Buffer for RedisBuffer {
             .collect()
     }
 
+    fn may_hold_records(&mut self) -> bool {
+        if self.skip_flush {
+            return false;
+        }
+        match self.sweep() {
+            Ok(()) => self.counts.values().any(|(p, f)| p + f > 0),
+            Err(_) => true,
+        }
+    }
+
     fn keys(&mut self) -> Vec<PartitionKey> {
         if self.skip_flush || self.sweep().is_err() {
             return Vec::new();
