@@ -886,7 +886,9 @@ impl BufferThread {
         let Some(c) = &mut self.closing else {
             return false;
         };
-        if !self.buffer.durable() || c.redrains_left == 0 {
+        // A failed write is not retried here: its records stay stored, and another look
+        // would only repeat the write's own retries and back-off.
+        if !self.buffer.durable() || c.redrains_left == 0 || !c.report.errors.is_empty() {
             return false;
         }
         c.redrains_left -= 1;
