@@ -2,7 +2,7 @@
 //!
 //! - a JSON file with snake_case keys ([`Config::from_json_str`]);
 //! - key/value pairs as Fluent Bit hands them over, CamelCase, case-insensitive
-//!   ([`Config::set`], [`ConfigBuilder::from_lookup`]);
+//!   ([`ConfigBuilder::set`], [`ConfigBuilder::from_lookup`]);
 //! - environment variables `D2P_<SNAKE_CASE_UPPER>` ([`ConfigBuilder::apply_env`]),
 //!   which override the file.
 //!

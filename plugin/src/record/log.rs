@@ -19,7 +19,7 @@ pub enum ColKind {
     OptBool,
     /// MAP<string, bytes>, REQUIRED group.
     Map,
-    /// LIST<string>, REQUIRED group.
+    /// `LIST<string>`, REQUIRED group.
     List,
 }
 

@@ -134,8 +134,10 @@ const STRIPPED: &[(&str, Dest)] = &[
 /// A multiply-rotate hash eight bytes at a time (the FxHash scheme). The tables are
 /// small and keyed by short strings from configuration and input: SipHash would cost
 /// more than the lookup itself on this per-field path, and byte-at-a-time FNV was 2 %
-/// of the plugin's instructions. Keys from input cannot blow up a table: the largest,
-/// the key plans, holds at most [`MAX_PLANNED_KEYS`].
+/// of the plugin's instructions. Like FNV it is not keyed, so crafted keys could
+/// collide; every table it serves is bounded (configuration names, at most
+/// [`MAX_PLANNED_KEYS`] planned keys, one chunk's partition keys, one schema's
+/// columns), which bounds what collisions can cost.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct WordHash(u64);
 

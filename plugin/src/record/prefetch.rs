@@ -19,7 +19,7 @@ pub trait Prefetch {
     fn prefetch(&self);
 }
 
-/// Iterates over `records`, asking for each record's data [`AHEAD`] places before it
+/// Iterates over `records`, asking for each record's data `AHEAD` (8) places before it
 /// is reached.
 pub fn prefetched<'a, 'r, T: Prefetch>(
     records: &'a [&'r T],
@@ -37,7 +37,7 @@ pub fn prefetched<'a, 'r, T: Prefetch>(
 /// a 10 MB record would only evict what the converter is using.
 const MAX_BYTES: usize = 4096;
 
-/// Asks the CPU to load the cache lines of `data` (its first [`MAX_BYTES`]).
+/// Asks the CPU to load the cache lines of `data` (its first `MAX_BYTES`, 4 KB).
 #[inline]
 pub fn lines<T>(data: &[T]) {
     #[cfg(target_arch = "x86_64")]

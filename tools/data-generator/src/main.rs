@@ -128,7 +128,7 @@ enum Cmd {
         /// Path of libdata2parquet.so.
         #[arg(long)]
         plugin: PathBuf,
-        /// An [OUTPUT] property, KEY=VALUE (repeatable).
+        /// A property of the plugin's OUTPUT section, KEY=VALUE (repeatable).
         #[arg(long = "prop", value_name = "KEY=VALUE", value_parser = parse_prop)]
         props: Vec<(String, String)>,
         #[arg(long, default_value = "data-generator")]
