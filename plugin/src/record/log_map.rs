@@ -602,10 +602,13 @@ mod tests {
     use crate::record::log::Str;
 
     fn map(json: &str, rules: &LogRules) -> LogRecord {
-        let mut p = JsonParser::new();
+        map_with(&mut LogMapper::new(rules), json)
+    }
+
+    /// Maps `json` with an existing mapper (and whatever it remembers).
+    fn map_with(m: &mut LogMapper<'_>, json: &str) -> LogRecord {
         let mut buf = json.as_bytes().to_vec();
-        let doc = p.parse(&mut buf).unwrap();
-        let mut m = LogMapper::new(rules);
+        let doc = JsonParser::new().parse(&mut buf).unwrap();
         m.map_object(doc.root().unwrap(), Some(0)).unwrap()
     }
 
@@ -695,27 +698,15 @@ mod tests {
         );
         let json = r#"{"Correlation_Id":"c","user_id":"u","ignored_one":"x","Level":"WARN",
             "some_Key":"v","tags-owner":"o","":"empty"}"#;
-        let mut p = JsonParser::new();
         let mut m = LogMapper::new(&rules);
-        let mut records = Vec::new();
-        for _ in 0..3 {
-            let mut buf = json.as_bytes().to_vec();
-            let doc = p.parse(&mut buf).unwrap();
-            records.push(m.map_object(doc.root().unwrap(), Some(0)).unwrap());
-        }
+        let mut records: Vec<_> = (0..3).map(|_| map_with(&mut m, json)).collect();
         // Fill the memory, then map the same keys again: planned afresh, same result.
         for i in 0..MAX_PLANNED_KEYS {
-            let mut buf = format!(r#"{{"K_{i}":"v"}}"#).into_bytes();
-            let doc = p.parse(&mut buf).unwrap();
-            m.map_object(doc.root().unwrap(), Some(0)).unwrap();
+            map_with(&mut m, &format!(r#"{{"K_{i}":"v"}}"#));
         }
         assert_eq!(m.plans.as_ref().map(|p| p.len()), Some(MAX_PLANNED_KEYS));
-        let mut fresh = LogMapper::new(&rules);
-        for mapper in [&mut m, &mut fresh] {
-            let mut buf = json.as_bytes().to_vec();
-            let doc = p.parse(&mut buf).unwrap();
-            records.push(mapper.map_object(doc.root().unwrap(), Some(0)).unwrap());
-        }
+        records.push(map_with(&mut m, json));
+        records.push(map_with(&mut LogMapper::new(&rules), json));
         for r in &records {
             assert_eq!(r.get(Str::CorrelationId), Some("c"));
             assert_eq!(r.get(Str::UserId), Some("*"));
