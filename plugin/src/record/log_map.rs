@@ -11,6 +11,7 @@
 //! - null stays null in optional columns instead of becoming "".
 
 use super::canonical;
+use super::key_memory::KeyMemory;
 use super::log::{LogBuilder, LogRecord, Str};
 use crate::config::FieldSet;
 use crate::timeutil;
@@ -285,14 +286,19 @@ impl Default for LogRules {
 
 /// Builds [`LogRecord`]s from decoded input, one record at a time. Keep one per thread.
 pub struct LogMapper<'r> {
+    /// Apart from the record being built, so a remembered plan is read in place while
+    /// the record is written.
+    plans: KeyMemory<KeyPlan>,
+    out: Fields<'r>,
+}
+
+/// The record being built, with the rules and the scratch space that build it.
+struct Fields<'r> {
     rules: &'r LogRules,
     b: LogBuilder,
     ranks: [u8; super::log::N_STR],
     text: String,
     canon: Vec<u8>,
-    /// Inside an `Option` so `entry` can take it out for a call and put it back
-    /// without building and dropping an empty map per field.
-    plans: Option<FastMap<Box<str>, KeyPlan>>,
     tbuf: String,
 }
 
@@ -301,13 +307,15 @@ const UNSET: u8 = u8::MAX;
 impl<'r> LogMapper<'r> {
     pub fn new(rules: &'r LogRules) -> Self {
         LogMapper {
-            rules,
-            b: LogBuilder::new(),
-            ranks: [UNSET; super::log::N_STR],
-            text: String::new(),
-            canon: Vec::new(),
-            plans: Some(FastMap::default()),
-            tbuf: String::new(),
+            plans: KeyMemory::new(MAX_PLANNED_KEYS),
+            out: Fields {
+                rules,
+                b: LogBuilder::new(),
+                ranks: [UNSET; super::log::N_STR],
+                text: String::new(),
+                canon: Vec::new(),
+                tbuf: String::new(),
+            },
         }
     }
 
@@ -331,21 +339,34 @@ impl<'r> LogMapper<'r> {
 
     /// Maps one input field.
     pub fn entry(&mut self, key: &str, v: ValRef<'_, '_>) {
-        // Taken out for the call, so a plan can be borrowed while `self` is mutated.
-        let mut plans = self.plans.take().unwrap_or_default();
-        match plans.get(key) {
-            Some(plan) => self.dispatch(key, plan, v),
-            None => {
-                let plan = self.rules.plan(key);
-                self.dispatch(key, &plan, v);
-                if plans.len() < MAX_PLANNED_KEYS {
-                    plans.insert(key.into(), plan);
-                }
-            }
+        let rules = self.out.rules;
+        match self.plans.get_or_make(key, |k| rules.plan(k)) {
+            Some(plan) => self.out.dispatch(key, plan, v),
+            None => self.out.dispatch(key, &rules.plan(key), v),
         }
-        self.plans = Some(plans);
     }
 
+    /// Adds an args entry directly (plugin context such as `fluent-tag`).
+    pub fn context_arg(&mut self, name: &str, value: &str) {
+        self.out.arg(name, value, name);
+    }
+
+    /// Flattens a map into args under a prefix (plugin metadata).
+    pub fn context_flatten(&mut self, prefix: &str, v: ValRef<'_, '_>) {
+        if !v.is_empty() {
+            self.out.flatten(prefix, v);
+        }
+    }
+
+    /// Completes the record: a missing `time` becomes the event time (or now), the event
+    /// time is attached for partitioning, and the HMAC is computed when enabled.
+    pub fn finish(&mut self, event_ns: Option<i64>) -> LogRecord {
+        self.plans.start_record();
+        self.out.finish(event_ns)
+    }
+}
+
+impl Fields<'_> {
     fn dispatch(&mut self, key: &str, plan: &KeyPlan, v: ValRef<'_, '_>) {
         let KeyPlan::Map {
             normal,
@@ -547,21 +568,7 @@ impl<'r> LogMapper<'r> {
         self.text = text;
     }
 
-    /// Adds an args entry directly (plugin context such as `fluent-tag`).
-    pub fn context_arg(&mut self, name: &str, value: &str) {
-        self.arg(name, value, name);
-    }
-
-    /// Flattens a map into args under a prefix (plugin metadata).
-    pub fn context_flatten(&mut self, prefix: &str, v: ValRef<'_, '_>) {
-        if !v.is_empty() {
-            self.flatten(prefix, v);
-        }
-    }
-
-    /// Completes the record: a missing `time` becomes the event time (or now), the event
-    /// time is attached for partitioning, and the HMAC is computed when enabled.
-    pub fn finish(&mut self, event_ns: Option<i64>) -> LogRecord {
+    fn finish(&mut self, event_ns: Option<i64>) -> LogRecord {
         if !self.b.is_set(Str::Time) {
             let ns = event_ns.unwrap_or_else(timeutil::now_ns);
             self.b.set(Str::Time, &timeutil::format_rfc3339_nanos(ns));
@@ -704,7 +711,7 @@ mod tests {
         for i in 0..MAX_PLANNED_KEYS {
             map_with(&mut m, &format!(r#"{{"K_{i}":"v"}}"#));
         }
-        assert_eq!(m.plans.as_ref().map(|p| p.len()), Some(MAX_PLANNED_KEYS));
+        assert_eq!(m.plans.len(), MAX_PLANNED_KEYS);
         records.push(map_with(&mut m, json));
         records.push(map_with(&mut LogMapper::new(&rules), json));
         for r in &records {

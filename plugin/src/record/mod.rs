@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod dynamic;
+mod key_memory;
 pub mod log;
 pub mod log_map;
 pub mod prefetch;

@@ -1,0 +1,168 @@
+//! A mapper's memory of the input keys it has seen, with what it decided for each.
+//!
+//! Records from one source repeat the same keys in much the same order. Each remembered
+//! key also remembers which key followed it last time, so a lookup first compares the
+//! key with that guess: one string comparison instead of hashing the key and probing a
+//! table. A wrong guess costs that comparison and falls back to the table.
+
+use super::log_map::FastMap;
+
+/// "No slot": the start of a record, or a key that was not remembered.
+const NONE: u32 = u32::MAX;
+
+struct Slot<P> {
+    key: Box<str>,
+    value: P,
+    /// The slot that followed this one in the last record that had both.
+    next: u32,
+}
+
+/// Up to `cap` distinct keys, each with a value computed once. Past `cap`, new keys are
+/// not remembered: keys that are data (ids as keys) must not grow memory.
+pub(crate) struct KeyMemory<P> {
+    index: FastMap<Box<str>, u32>,
+    slots: Vec<Slot<P>>,
+    /// The slot of the record's first key, as last seen.
+    first: u32,
+    /// The slot of the previous key of the current record.
+    prev: u32,
+    cap: usize,
+}
+
+impl<P> KeyMemory<P> {
+    pub(crate) fn new(cap: usize) -> Self {
+        KeyMemory {
+            index: FastMap::default(),
+            slots: Vec::new(),
+            first: NONE,
+            prev: NONE,
+            cap: cap.min(NONE as usize),
+        }
+    }
+
+    /// Distinct keys remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Marks the start of a record: the next key is guessed to be the last record's
+    /// first key.
+    pub(crate) fn start_record(&mut self) {
+        self.prev = NONE;
+    }
+
+    /// The value remembered for `key`, computed by `make` the first time. `None` when
+    /// the key is new and the memory is full: the caller computes it for this use only.
+    pub(crate) fn get_or_make(&mut self, key: &str, make: impl FnOnce(&str) -> P) -> Option<&P> {
+        let guess = match self.prev {
+            NONE => self.first,
+            p => self.slots[p as usize].next,
+        };
+        let found = match self.slots.get(guess as usize) {
+            Some(s) if *s.key == *key => guess,
+            _ => self.find(key, make),
+        };
+        if found != NONE {
+            match self.prev {
+                NONE => self.first = found,
+                p => self.slots[p as usize].next = found,
+            }
+        }
+        self.prev = found;
+        self.slots.get(found as usize).map(|s| &s.value)
+    }
+
+    /// The table lookup behind a wrong guess; remembers a new key while there is room.
+    fn find(&mut self, key: &str, make: impl FnOnce(&str) -> P) -> u32 {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        if self.slots.len() >= self.cap {
+            return NONE;
+        }
+        let i = self.slots.len() as u32;
+        self.slots.push(Slot {
+            key: key.into(),
+            value: make(key),
+            next: NONE,
+        });
+        self.index.insert(key.into(), i);
+        i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Maps one record's keys; `made` lists the keys whose value was computed.
+    fn run(
+        m: &mut KeyMemory<String>,
+        made: &mut Vec<String>,
+        keys: &[&str],
+    ) -> Vec<Option<String>> {
+        m.start_record();
+        keys.iter()
+            .map(|k| {
+                m.get_or_make(k, |k| {
+                    made.push(k.to_string());
+                    k.to_uppercase()
+                })
+                .cloned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finds_each_key_whatever_the_order() {
+        let mut m = KeyMemory::new(16);
+        let mut made = Vec::new();
+        let orders: [&[&str]; 5] = [
+            &["a", "b", "c"],
+            &["a", "b", "c"],
+            &["c", "a", "d", "b"],
+            &["b", "b", "a"],
+            &["a", "b", "c", "d"],
+        ];
+        for keys in orders {
+            let got = run(&mut m, &mut made, keys);
+            let want: Vec<_> = keys.iter().map(|k| Some(k.to_uppercase())).collect();
+            assert_eq!(got, want, "{keys:?}");
+        }
+        // Each distinct key was computed once.
+        assert_eq!(made, ["a", "b", "c", "d"]);
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn a_full_memory_answers_none_for_new_keys_and_keeps_old_ones() {
+        let mut m = KeyMemory::new(2);
+        let mut made = Vec::new();
+        assert_eq!(
+            run(&mut m, &mut made, &["a", "x", "b", "a"]),
+            [Some("A".into()), Some("X".into()), None, Some("A".into())]
+        );
+        // After an unremembered key the guess restarts cleanly.
+        assert_eq!(
+            run(&mut m, &mut made, &["b", "x", "a"]),
+            [None, Some("X".into()), Some("A".into())]
+        );
+        // A key that is not remembered is not computed here either: the caller does it.
+        assert_eq!(made, ["a", "x"]);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn similar_keys_are_not_confused_by_the_guess() {
+        let mut m = KeyMemory::new(8);
+        let mut made = Vec::new();
+        run(&mut m, &mut made, &["level", "msg"]);
+        // Same length, different bytes, in the guessed position.
+        let got = run(&mut m, &mut made, &["level", "msh", "msg"]);
+        assert_eq!(
+            got,
+            [Some("LEVEL".into()), Some("MSH".into()), Some("MSG".into())]
+        );
+    }
+}
