@@ -246,7 +246,7 @@ impl<'a> Reader<'a> {
             0xd0..=0xd3 => Node::Int(self.signed(m)?),
             0xca => Node::Float(f32::from_be_bytes(self.be()?) as f64),
             0xcb => Node::Float(f64::from_be_bytes(self.be()?)),
-            0xd9 | 0xda | 0xdb => {
+            0xd9..=0xdb => {
                 let len = self.len_of(1 << (m - 0xd9))?;
                 let b = self.take(len)?;
                 Node::Str(utf8(b))
