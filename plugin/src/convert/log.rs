@@ -6,7 +6,7 @@ use crate::record::prefetch::prefetched;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::schema::parser::parse_message_type;
 use parquet::schema::types::SchemaDescriptor;
@@ -89,8 +89,19 @@ pub fn log_parquet_schema(map_values_utf8: bool) -> Result<SchemaDescriptor, Con
 /// is read once while it is in cache, and each column builder is appended in sequence.
 pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBatch, ConvertError> {
     let n = recs.len();
+    // Columns no record sets become one null array each, instead of a null per row.
+    let set = recs.iter().fold(0, |m, r| m | r.scalar_mask());
+    let filled: Vec<(usize, Str)> = Str::ALL
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| set & (1 << i) != 0 || c.required())
+        .map(|(i, c)| (i, *c))
+        .collect();
     let mut strs: Vec<StringBuilder> = (0..N_STR)
-        .map(|_| StringBuilder::with_capacity(n, n * 16))
+        .map(|i| match filled.iter().any(|(f, _)| *f == i) {
+            true => StringBuilder::with_capacity(n, n * 16),
+            false => StringBuilder::new(),
+        })
         .collect();
     let mut audit = BooleanBuilder::with_capacity(n);
     let mut auto_index = BooleanBuilder::with_capacity(n);
@@ -110,7 +121,8 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
     let mut tags_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
     let mut trace_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
     for r in prefetched(recs) {
-        for (i, col) in Str::ALL.iter().enumerate() {
+        for (i, col) in &filled {
+            let i = *i;
             match r.get(*col) {
                 Some(v) => strs[i].append_value(v),
                 None if col.required() => strs[i].append_value(""),
@@ -140,7 +152,11 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
     }
     let mut strs: Vec<Option<ArrayRef>> = strs
         .iter_mut()
-        .map(|b| Some(Arc::new(b.finish()) as ArrayRef))
+        .enumerate()
+        .map(|(i, b)| match filled.iter().any(|(f, _)| *f == i) {
+            true => Some(Arc::new(b.finish()) as ArrayRef),
+            false => Some(new_null_array(&DataType::Utf8, n)),
+        })
         .collect();
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
     for c in COLUMNS {
@@ -427,6 +443,33 @@ mod tests {
             }
             assert_eq!(i, recs.len(), "{codec:?}");
         }
+    }
+
+    #[test]
+    fn columns_set_by_some_or_no_records_keep_every_value() {
+        use arrow_array::{Array, StringArray};
+        // Region is set in records 0 and 3 only, SessionId in none, and a required
+        // column set by none (Level) still gets its default in every row.
+        let mut recs: Vec<_> = (0..4).map(rec).collect();
+        let mut b = LogBuilder::new();
+        b.set(Str::Message, "m");
+        b.set(Str::Region, "r");
+        b.set_null(Str::Region);
+        recs.push(b.finish());
+        let refs: Vec<&LogRecord> = recs.iter().collect();
+        let batch = log_batch(&refs, false).unwrap();
+        let col = |name: &str| {
+            let a = batch.column_by_name(name).unwrap();
+            let s = a.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..s.len())
+                .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
+                .collect::<Vec<_>>()
+        };
+        let eu = Some("eu-west-1".to_string());
+        assert_eq!(col("region"), [eu.clone(), None, None, eu, None]);
+        assert_eq!(col("session-id"), [None, None, None, None, None]);
+        assert_eq!(col("level"), vec![Some("info".to_string()); 5]);
+        assert_eq!(col("message")[4], Some("m".to_string()));
     }
 
     #[test]
