@@ -289,8 +289,8 @@ impl<'d, 'a> ValRef<'d, 'a> {
         match self.node() {
             Node::Null => out.push_str("null"),
             Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Node::Int(i) => write_int(*i as i128, out),
-            Node::UInt(u) => write_int(*u as i128, out),
+            Node::Int(i) => write_int(*i < 0, i.unsigned_abs(), out),
+            Node::UInt(u) => write_int(false, *u, out),
             Node::Float(f) => write_json_f64(*f, out),
             Node::Str(s) => write_json_str(s, out),
             Node::Bytes(b) => match std::str::from_utf8(b) {
@@ -383,12 +383,11 @@ impl<'d, 'a> Iterator for Items<'d, 'a> {
     }
 }
 
-/// Decimal digits without the formatting machinery (numbers are frequent in logs).
-fn write_int(v: i128, out: &mut String) {
-    let mut buf = [0u8; 40];
+/// Decimal digits without the formatting machinery (numbers are frequent in logs), in
+/// 64-bit arithmetic: a sign and a magnitude cover both i64 and u64.
+fn write_int(negative: bool, mut n: u64, out: &mut String) {
+    let mut buf = [0u8; 21];
     let mut i = buf.len();
-    let neg = v < 0;
-    let mut n = v.unsigned_abs();
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
@@ -397,11 +396,12 @@ fn write_int(v: i128, out: &mut String) {
             break;
         }
     }
-    if neg {
+    if negative {
         i -= 1;
         buf[i] = b'-';
     }
-    out.extend(buf[i..].iter().map(|&b| b as char));
+    // SAFETY: only ASCII digits and '-' were written to `buf[i..]`.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&buf[i..]) });
 }
 
 /// JSON string escaping (RFC 8259): quotes, backslash and control characters.
@@ -499,12 +499,14 @@ mod tests {
             0i128,
             7,
             -7,
+            10,
+            -10,
             i64::MAX as i128,
             i64::MIN as i128,
             u64::MAX as i128,
         ] {
             let mut s = String::new();
-            write_int(v, &mut s);
+            write_int(v < 0, v.unsigned_abs() as u64, &mut s);
             assert_eq!(s, v.to_string());
         }
     }
