@@ -95,6 +95,7 @@ impl<'a> Doc<'a> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn push(&mut self, n: Node<'a>) -> usize {
         self.nodes.push(n);
         self.nodes.len() - 1

@@ -211,49 +211,55 @@ impl<'a> Reader<'a> {
             self.pos = at;
             return self.container(m, doc, depth);
         }
-        let node = self.scalar(m, at)?;
-        if let Some(d) = doc {
-            d.push(node);
-        }
-        Ok(())
+        self.scalar(m, at, doc)
     }
 
     /// Decodes a value that is not an array or map, whose marker `m` (at `at`) was
-    /// read. Inlined into the loops, so most values cost no call.
+    /// read, and appends it to `doc`. Inlined into the loops, so most values cost no
+    /// call, and each kind is appended where it is decoded rather than returned
+    /// through a `Result<Node>` and copied again.
     #[inline(always)]
-    fn scalar(&mut self, m: u8, at: usize) -> Result<Node<'a>, MpError> {
-        Ok(match m {
-            0x00..=0x7f => Node::Int(m as i64),
-            0xe0..=0xff => Node::Int(m as i8 as i64),
+    fn scalar(&mut self, m: u8, at: usize, doc: Option<&mut Doc<'a>>) -> Result<(), MpError> {
+        macro_rules! emit {
+            ($node:expr) => {{
+                let node = $node;
+                if let Some(d) = doc {
+                    d.push(node);
+                }
+            }};
+        }
+        match m {
+            0x00..=0x7f => emit!(Node::Int(m as i64)),
+            0xe0..=0xff => emit!(Node::Int(m as i8 as i64)),
             0xa0..=0xbf => {
                 let b = self.take((m & 0x1f) as usize)?;
-                Node::Str(utf8(b))
+                emit!(Node::Str(utf8(b)))
             }
-            0xc0 => Node::Null,
-            0xc2 => Node::Bool(false),
-            0xc3 => Node::Bool(true),
-            0xcc => Node::Int(self.u8()? as i64),
-            0xcd => Node::Int(u16::from_be_bytes(self.be()?) as i64),
-            0xce => Node::Int(u32::from_be_bytes(self.be()?) as i64),
+            0xc0 => emit!(Node::Null),
+            0xc2 => emit!(Node::Bool(false)),
+            0xc3 => emit!(Node::Bool(true)),
+            0xcc => emit!(Node::Int(self.u8()? as i64)),
+            0xcd => emit!(Node::Int(u16::from_be_bytes(self.be()?) as i64)),
+            0xce => emit!(Node::Int(u32::from_be_bytes(self.be()?) as i64)),
             0xcf => {
                 let v = u64::from_be_bytes(self.be()?);
                 if v <= i64::MAX as u64 {
-                    Node::Int(v as i64)
+                    emit!(Node::Int(v as i64))
                 } else {
-                    Node::UInt(v)
+                    emit!(Node::UInt(v))
                 }
             }
-            0xd0..=0xd3 => Node::Int(self.signed(m)?),
-            0xca => Node::Float(f32::from_be_bytes(self.be()?) as f64),
-            0xcb => Node::Float(f64::from_be_bytes(self.be()?)),
+            0xd0..=0xd3 => emit!(Node::Int(self.signed(m)?)),
+            0xca => emit!(Node::Float(f32::from_be_bytes(self.be()?) as f64)),
+            0xcb => emit!(Node::Float(f64::from_be_bytes(self.be()?))),
             0xd9..=0xdb => {
                 let len = self.len_of(1 << (m - 0xd9))?;
                 let b = self.take(len)?;
-                Node::Str(utf8(b))
+                emit!(Node::Str(utf8(b)))
             }
             0xc4..=0xc6 => {
                 let len = self.len_of(1 << (m - 0xc4))?;
-                Node::Bytes(Cow::Borrowed(self.take(len)?))
+                emit!(Node::Bytes(Cow::Borrowed(self.take(len)?)))
             }
             0xd4..=0xd8 | 0xc7..=0xc9 => {
                 let len = match m {
@@ -264,7 +270,7 @@ impl<'a> Reader<'a> {
                 };
                 let ty = self.u8()? as i8;
                 let data = self.take(len)?;
-                ext_node(ty, data)
+                emit!(ext_node(ty, data))
             }
             0xc1 => {
                 self.pos = at;
@@ -275,7 +281,8 @@ impl<'a> Reader<'a> {
                 self.pos = at;
                 return Err(self.err(format!("unexpected {}", marker_name(m))));
             }
-        })
+        }
+        Ok(())
     }
 
     /// Decodes an array or map whose header starts at the current position. Children
@@ -333,10 +340,7 @@ impl<'a> Reader<'a> {
                 self.key_text(doc.as_deref_mut(), depth)?;
                 continue;
             }
-            let node = self.scalar(m, at)?;
-            if let Some(d) = doc.as_deref_mut() {
-                d.push(node);
-            }
+            self.scalar(m, at, doc.as_deref_mut())?;
         }
         if let (Some(d), Some(i)) = (doc, idx) {
             d.close(i);
