@@ -7,8 +7,10 @@
 
 use super::log_map::FastMap;
 
-/// "No slot": the start of a record, or a key that was not remembered.
+/// "No slot": after a key that was not remembered, there is no guess.
 const NONE: u32 = u32::MAX;
+/// Before a record's first key: the guess is the first key of the last record.
+const START: u32 = u32::MAX - 1;
 
 struct Slot<P> {
     key: Box<str>,
@@ -35,8 +37,8 @@ impl<P> KeyMemory<P> {
             index: FastMap::default(),
             slots: Vec::new(),
             first: NONE,
-            prev: NONE,
-            cap: cap.min(NONE as usize),
+            prev: START,
+            cap: cap.min(START as usize),
         }
     }
 
@@ -49,14 +51,15 @@ impl<P> KeyMemory<P> {
     /// Marks the start of a record: the next key is guessed to be the last record's
     /// first key.
     pub(crate) fn start_record(&mut self) {
-        self.prev = NONE;
+        self.prev = START;
     }
 
     /// The value remembered for `key`, computed by `make` the first time. `None` when
     /// the key is new and the memory is full: the caller computes it for this use only.
     pub(crate) fn get_or_make(&mut self, key: &str, make: impl FnOnce(&str) -> P) -> Option<&P> {
         let guess = match self.prev {
-            NONE => self.first,
+            START => self.first,
+            NONE => NONE,
             p => self.slots[p as usize].next,
         };
         let found = match self.slots.get(guess as usize) {
@@ -65,7 +68,8 @@ impl<P> KeyMemory<P> {
         };
         if found != NONE {
             match self.prev {
-                NONE => self.first = found,
+                START => self.first = found,
+                NONE => {}
                 p => self.slots[p as usize].next = found,
             }
         }
