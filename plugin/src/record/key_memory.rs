@@ -57,20 +57,20 @@ impl<P> KeyMemory<P> {
     /// The value remembered for `key`, computed by `make` the first time. `None` when
     /// the key is new and the memory is full: the caller computes it for this use only.
     pub(crate) fn get_or_make(&mut self, key: &str, make: impl FnOnce(&str) -> P) -> Option<&P> {
-        let guess = match self.prev {
-            START => self.first,
-            NONE => NONE,
-            p => self.slots[p as usize].next,
+        let guess = match self.slots.get(self.prev as usize) {
+            Some(p) => p.next,
+            None if self.prev == START => self.first,
+            None => NONE,
         };
         let found = match self.slots.get(guess as usize) {
             Some(s) if *s.key == *key => guess,
             _ => self.find(key, make),
         };
         if found != NONE {
-            match self.prev {
-                START => self.first = found,
-                NONE => {}
-                p => self.slots[p as usize].next = found,
+            match self.slots.get_mut(self.prev as usize) {
+                Some(p) => p.next = found,
+                None if self.prev == START => self.first = found,
+                None => {}
             }
         }
         self.prev = found;
