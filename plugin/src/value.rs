@@ -444,11 +444,15 @@ pub fn write_json_f64(f: f64, out: &mut String) {
         } else {
             "\"-Infinity\""
         });
+    } else if f == 0.0 || (1e-4..1e16).contains(&f.abs()) {
+        // Where `{:?}` writes plain decimals, ryu writes them in the same form ("528.6",
+        // "1.0"), with the shortest digits that read back as the same number, at a
+        // fraction of the formatting machinery's cost. (When two shortest forms are
+        // equally near, the two may pick a different last digit; both read back equal.)
+        out.push_str(ryu::Buffer::new().format_finite(f));
     } else {
-        let start = out.len();
+        // `{:?}` gives "1e300" or "1e-7" outside that range: valid JSON, read back as float.
         let _ = write!(out, "{f:?}");
-        // `{:?}` gives "1e300" for large values; that is valid JSON and reads back as float.
-        debug_assert!(out.len() > start);
     }
 }
 
@@ -509,6 +513,45 @@ mod tests {
             let mut s = String::new();
             write_int(v < 0, v.unsigned_abs() as u64, &mut s);
             assert_eq!(s, v.to_string());
+        }
+    }
+
+    proptest::proptest! {
+        /// Every finite float is written in `{:?}`'s notation, as digits that read back
+        /// as exactly the same number, and no longer than `{:?}`'s.
+        #[test]
+        fn floats_read_back_exactly(bits in proptest::num::u64::ANY, scale in -6i32..18) {
+            let f = f64::from_bits(bits);
+            for v in [f, (f.fract() + 1.0) * 10f64.powi(scale), -(f.fract()) * 10f64.powi(scale)] {
+                if v.is_finite() {
+                    let mut s = String::new();
+                    write_json_f64(v, &mut s);
+                    let debug = format!("{v:?}");
+                    proptest::prop_assert_eq!(s.parse::<f64>().ok().map(f64::to_bits), Some(v.to_bits()), "{}", s);
+                    proptest::prop_assert_eq!(s.contains('e'), debug.contains('e'), "{} vs {}", s, debug);
+                    proptest::prop_assert_eq!(s.len(), debug.len(), "{} vs {}", s, debug);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn float_edges_match_debug() {
+        for v in [
+            0.0,
+            -0.0,
+            1e-4,
+            9.99e-5,
+            1e16,
+            9.999999999999998e15,
+            528.6,
+            1.0,
+            -2.5,
+            0.1,
+        ] {
+            let mut s = String::new();
+            write_json_f64(v, &mut s);
+            assert_eq!(s, format!("{v:?}"));
         }
     }
 

@@ -300,6 +300,7 @@ struct Fields<'r> {
     text: String,
     canon: Vec<u8>,
     tbuf: String,
+    name: String,
 }
 
 const UNSET: u8 = u8::MAX;
@@ -315,6 +316,7 @@ impl<'r> LogMapper<'r> {
                 text: String::new(),
                 canon: Vec::new(),
                 tbuf: String::new(),
+                name: String::new(),
             },
         }
     }
@@ -547,6 +549,15 @@ impl Fields<'_> {
 
     fn flatten(&mut self, prefix: &str, v: ValRef<'_, '_>) {
         let mut text = std::mem::take(&mut self.text);
+        // The `prefix-key` names are built in a reused buffer: objects such as `details`
+        // are flattened in every record.
+        let mut name = std::mem::take(&mut self.name);
+        let named = |name: &mut String, tail: &str| {
+            name.clear();
+            name.push_str(prefix);
+            name.push('-');
+            name.push_str(tail);
+        };
         match v.kind() {
             Kind::Null => {}
             Kind::Map => {
@@ -554,18 +565,19 @@ impl Fields<'_> {
                     if item.is_null() {
                         continue;
                     }
-                    let name = format!("{prefix}-{}", normalize_key(k));
+                    named(&mut name, &normalize_key(k));
                     Self::flat_text(item, &mut text);
                     self.arg(&name, &text, &name);
                 }
             }
             _ => {
-                let name = format!("{prefix}-value");
+                named(&mut name, "value");
                 Self::flat_text(v, &mut text);
                 self.arg(&name, &text, &name);
             }
         }
         self.text = text;
+        self.name = name;
     }
 
     fn finish(&mut self, event_ns: Option<i64>) -> LogRecord {
