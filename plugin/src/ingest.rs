@@ -368,7 +368,7 @@ impl<'s> Decoder<'s> {
         }
         // simd-json unescapes strings in place; without a backslash the input stays as
         // it is, so the copy for the DLQ is only needed when there are escapes.
-        let original = input.contains(&b'\\').then(|| input.to_vec());
+        let original = memchr::memchr(b'\\', input).map(|_| input.to_vec());
         let result = {
             let mut doc = std::mem::take(&mut self.doc).recycle();
             let r = match self.json.parse_into(&mut *input, &mut doc) {

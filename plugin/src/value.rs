@@ -42,16 +42,37 @@ pub enum Node<'a> {
 /// A decoded document: a pre-order node list. Index 0 is the root.
 #[derive(Debug, Default, Clone)]
 pub struct Doc<'a> {
-    pub(crate) nodes: Vec<Node<'a>>,
+    nodes: Vec<Node<'a>>,
+    /// Whether some node owns heap memory (repaired text, a rendered key or time).
+    /// Most documents borrow every string from their input, and then `clear` has no
+    /// node to drop: documents are cleared once per record.
+    owns: bool,
+}
+
+impl<'a> Node<'a> {
+    fn owns_heap(&self) -> bool {
+        matches!(self, Node::Str(Cow::Owned(_)) | Node::Bytes(Cow::Owned(_)))
+    }
 }
 
 impl<'a> Doc<'a> {
     pub fn new() -> Self {
-        Doc { nodes: Vec::new() }
+        Doc::default()
     }
 
     pub fn clear(&mut self) {
-        self.nodes.clear();
+        if self.owns {
+            self.nodes.clear();
+            self.owns = false;
+        } else {
+            // SAFETY: 0 is within the capacity, and no node owns memory (every push
+            // records it in `owns`), so forgetting them drops nothing.
+            unsafe { self.nodes.set_len(0) }
+        }
+    }
+
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.nodes.reserve(n);
     }
 
     /// The root value, or `None` for an empty document.
@@ -85,18 +106,20 @@ impl<'a> Doc<'a> {
 
     /// Reuses the allocation for a document with a different lifetime.
     pub fn recycle<'b>(mut self) -> Doc<'b> {
-        self.nodes.clear();
+        self.clear();
         let mut v = std::mem::ManuallyDrop::new(self.nodes);
         let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
         // SAFETY: the vector is empty, so no value with lifetime 'a remains in it; only
         // the allocation is carried over, and `Node<'a>` and `Node<'b>` have the same layout.
         Doc {
             nodes: unsafe { Vec::from_raw_parts(ptr.cast::<Node<'b>>(), 0, cap) },
+            owns: false,
         }
     }
 
     #[inline(always)]
     pub(crate) fn push(&mut self, n: Node<'a>) -> usize {
+        self.owns |= n.owns_heap();
         self.nodes.push(n);
         self.nodes.len() - 1
     }
@@ -496,6 +519,20 @@ mod tests {
         let mut s = String::new();
         write_json_str("a\"b\\c\n\u{1}é", &mut s);
         assert_eq!(s, r#""a\"b\\c\n\u0001é""#);
+    }
+
+    #[test]
+    fn clearing_drops_owned_nodes_and_forgets_borrowed_ones() {
+        let mut d = Doc::new();
+        d.push(Node::Str(Cow::Owned("owned".to_string())));
+        assert!(d.owns);
+        d.clear();
+        assert!(!d.owns && d.is_empty());
+        d.push(Node::Str(Cow::Borrowed("b")));
+        assert!(!d.owns);
+        assert_eq!(d.root().unwrap().as_str(), Some("b"));
+        d.clear();
+        assert!(d.root().is_none());
     }
 
     #[test]

@@ -63,9 +63,9 @@ impl JsonParser {
             self.tape = Some(tape.reset());
             return Err(JsonError(describe(&e)));
         }
-        doc.nodes.reserve(tape.0.len());
+        doc.reserve(tape.0.len());
         for n in &tape.0 {
-            doc.nodes.push(match *n {
+            doc.push(match *n {
                 simd_json::Node::String(s) => Node::Str(Cow::Borrowed(s)),
                 simd_json::Node::Object { len, count } => Node::Map {
                     len: len as u32,
