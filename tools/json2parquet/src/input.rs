@@ -11,7 +11,10 @@ pub fn open(path: Option<&Path>) -> Result<Box<dyn Read + Send>> {
         Some(p) => Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
         None => Box::new(std::io::stdin()),
     };
-    let mut r = BufReader::with_capacity(1 << 20, raw);
+    // Small on purpose: it only has to hold the bytes that are sniffed for gzip. The
+    // framer reads megabytes at a time, and a read larger than this buffer goes straight
+    // into the framer's block instead of being copied through it.
+    let mut r = BufReader::with_capacity(64 << 10, raw);
     let head = r.fill_buf().context("cannot read input")?;
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(MultiGzDecoder::new(r)))
