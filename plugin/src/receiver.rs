@@ -409,6 +409,11 @@ impl Receiver {
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
+        if let Some((_, pool)) = &self.direct {
+            for mut p in pool.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                p.close();
+            }
+        }
         *closed = Some(report.clone());
         report
     }

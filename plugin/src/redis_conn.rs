@@ -39,9 +39,45 @@ fn percent(s: &str) -> String {
     o
 }
 
+/// Who a connection is to the server, so that another connection can kill it
+/// (`CLIENT KILL ID <id> ADDR <addr>`): a push left queued on a failed connection must
+/// never run after its retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub id: u64,
+    /// The client's address as the server sees it; unknown before Redis 6.2. With it,
+    /// a restarted server that reused the id never has the wrong client killed.
+    pub addr: Option<String>,
+}
+
+impl ClientIdentity {
+    /// Reads the fields of a `CLIENT INFO` line (`id=7 addr=127.0.0.1:5000 ...`).
+    fn parse(info: &str) -> Option<ClientIdentity> {
+        let field = |name: &str| {
+            info.split_ascii_whitespace()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        };
+        Some(ClientIdentity {
+            id: field("id")?.parse().ok()?,
+            addr: field("addr").map(str::to_string),
+        })
+    }
+
+    /// Asks the server who this connection is: CLIENT INFO, else CLIENT ID (Redis 5),
+    /// else nobody (CLIENT refused by an ACL).
+    fn of(c: &mut Connection) -> Option<ClientIdentity> {
+        if let Ok(info) = redis::cmd("CLIENT").arg("INFO").query::<String>(c) {
+            return ClientIdentity::parse(&info);
+        }
+        let id = redis::cmd("CLIENT").arg("ID").query::<u64>(c).ok()?;
+        Some(ClientIdentity { id, addr: None })
+    }
+}
+
 pub struct RedisConn {
     client: Client,
     conn: Option<Connection>,
+    identity: Option<ClientIdentity>,
     timeout: Option<Duration>,
     /// Redacted address for messages.
     pub addr: String,
@@ -53,6 +89,7 @@ impl RedisConn {
         Ok(RedisConn {
             client,
             conn: None,
+            identity: None,
             timeout: cfg.timeout,
             addr: cfg
                 .host
@@ -66,12 +103,13 @@ impl RedisConn {
     /// The live connection, dialling if needed.
     pub fn get(&mut self) -> Result<&mut Connection, RedisError> {
         if self.conn.is_none() {
-            let c = match self.timeout {
+            let mut c = match self.timeout {
                 Some(t) => self.client.get_connection_with_timeout(t)?,
                 None => self.client.get_connection()?,
             };
             c.set_read_timeout(self.timeout)?;
             c.set_write_timeout(self.timeout)?;
+            self.identity = ClientIdentity::of(&mut c);
             self.conn = Some(c);
         }
         self.conn
@@ -96,6 +134,11 @@ impl RedisConn {
         r
     }
 
+    /// The live connection's identity, if the server told it.
+    pub fn identity(&self) -> Option<ClientIdentity> {
+        self.conn.as_ref().and(self.identity.clone())
+    }
+
     pub fn ping(&mut self) -> Result<(), RedisError> {
         self.with(|c| redis::cmd("PING").query::<String>(c).map(|_| ()))
     }
@@ -105,6 +148,19 @@ impl RedisConn {
 mod tests {
     use super::*;
     use crate::config::ConfigBuilder;
+
+    #[test]
+    fn client_info_lines() {
+        let line = "id=42 addr=127.0.0.1:51234 laddr=127.0.0.1:6379 fd=8 name= age=0";
+        assert_eq!(
+            ClientIdentity::parse(line),
+            Some(ClientIdentity {
+                id: 42,
+                addr: Some("127.0.0.1:51234".into())
+            })
+        );
+        assert_eq!(ClientIdentity::parse("laddr=x addr=y"), None);
+    }
 
     #[test]
     fn urls() {

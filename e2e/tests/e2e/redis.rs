@@ -450,22 +450,21 @@ fn bad_records_go_to_the_redis_dlq() {
     assert_eq!(e["source"], "chunk (tag r)");
 }
 
-/// Redis stalls (every call times out) just as a flusher closes. The close must not end
-/// with the records left behind: it looks again once Redis answers.
-#[test]
-fn close_after_a_redis_stall_still_drains_everything() {
+/// A library receiver on `redis` writing files under `out`, flushing only when asked.
+fn library_receiver(
+    addr: &str,
+    out: &Path,
+    timeout_ms: &str,
+) -> (
+    data2parquet::receiver::Receiver,
+    data2parquet::ingest::IngestSpec,
+) {
     use data2parquet::config::ConfigBuilder;
-    use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
-    use data2parquet::receiver::Receiver;
-
-    let redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
     let mut b = ConfigBuilder::new();
     for (k, v) in [
         ("BufferType", "redis"),
-        ("RedisHost", redis.addr().as_str()),
-        ("RedisTimeout", "100"),
+        ("RedisHost", addr),
+        ("RedisTimeout", timeout_ms),
         ("WriterFilePath", out.to_str().unwrap()),
         ("WriterFsync", "false"),
         ("BufferSize", "100000"),
@@ -474,30 +473,203 @@ fn close_after_a_redis_stall_still_drains_everything() {
         b.set(k, v).unwrap();
     }
     let cfg = b.build().unwrap();
-    let receiver =
-        Receiver::start(&cfg, std::sync::Arc::new(data2parquet::logging::NullLogger)).unwrap();
-    let spec = IngestSpec::from_config(&cfg).unwrap();
-    let mut d = Decoder::new(&spec);
-    let mut batch = KeyedBatch::new();
-    let ids: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
-    for id in &ids {
-        let mut line = format!(r#"{{"id":"{id}","message":"m"}}"#).into_bytes();
+    let receiver = data2parquet::receiver::Receiver::start(
+        &cfg,
+        std::sync::Arc::new(data2parquet::logging::NullLogger),
+    )
+    .unwrap();
+    (
+        receiver,
+        data2parquet::ingest::IngestSpec::from_config(&cfg).unwrap(),
+    )
+}
+
+/// A batch of one JSON record per id. Each has its time: a record without one is
+/// stamped with the time it is decoded, so a resubmission would be other records.
+fn id_batch(
+    spec: &data2parquet::ingest::IngestSpec,
+    ids: &[String],
+) -> data2parquet::ingest::KeyedBatch {
+    let mut d = data2parquet::ingest::Decoder::new(spec);
+    let mut batch = data2parquet::ingest::KeyedBatch::new();
+    for id in ids {
+        let mut line =
+            format!(r#"{{"id":"{id}","message":"m","time":"2026-11-26T06:00:00Z"}}"#).into_bytes();
         assert!(d.json(&mut line, || id.clone(), &mut batch));
     }
-    receiver.submit(batch).unwrap();
+    batch
+}
+
+fn pause(redis: &RedisServer, on: bool) {
+    let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill takes plain integers; the pid is our child redis-server.
+    unsafe { libc::kill(redis.pid() as i32, sig) };
+}
+
+/// The length of the only data list.
+fn stored(redis: &RedisServer) -> usize {
+    let data = redis_keys(redis, "data:*");
+    redis::cmd("LLEN")
+        .arg(&data[0])
+        .query(&mut redis.conn().unwrap())
+        .unwrap()
+}
+
+/// A push whose reply is lost: Redis stalls with the push in its input buffer, the call
+/// times out (FLB_RETRY), and Redis runs the push when it wakes. The retried submission
+/// must find it stored and store nothing twice. The unsettled push's marker is there
+/// until the retry; no marker outlives the close.
+#[test]
+fn a_retry_after_a_lost_reply_stores_nothing_twice() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "300");
+    let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+    let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
+    receiver.submit(id_batch(&spec, &first)).unwrap();
+    pause(&redis, true);
+    let lost = receiver.submit(id_batch(&spec, &second));
+    pause(&redis, false);
+    assert!(lost.is_err(), "the stalled push timed out: {lost:?}");
+    let t = Instant::now();
+    while stored(&redis) < 400 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stored(&redis), 400, "the stalled push ran once Redis woke");
+    assert_eq!(redis_keys(&redis, "data-push:*").len(), 1);
+    receiver.submit(id_batch(&spec, &second)).unwrap();
+    assert_eq!(stored(&redis), 400, "the retry stored nothing");
+    let report = receiver.close();
+    let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(report.rows, ids.len(), "{report:?}");
+    exactly_once(&[&out], &ids);
+    assert!(redis_keys(&redis, "data-push:*").is_empty());
+    assert!(redis_keys(&redis, "data:*").is_empty());
+}
+
+/// A TCP proxy to Redis that can hold what clients send, as a congested network would:
+/// bytes sent while `hold` is set reach Redis only once `release` is set, even if the
+/// client has given up and closed its connection by then.
+struct HoldingProxy {
+    port: u16,
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HoldingProxy {
+    fn start(upstream: String) -> HoldingProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, r) = (hold.clone(), release.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+                let (h, r) = (h.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let (mut held, mut buf) = (Vec::new(), [0u8; 65536]);
+                    loop {
+                        match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) if h.load(SeqCst) || !held.is_empty() => {
+                                held.extend_from_slice(&buf[..n])
+                            }
+                            Ok(n) => {
+                                if server.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    while !held.is_empty() && !r.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let _ = server.write_all(&held);
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        HoldingProxy {
+            port,
+            hold,
+            release,
+        }
+    }
+
+    fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
+        flag.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A push held up in the network: the call times out, and the push reaches Redis only
+/// after its retry has been answered. The retry must fence it off first (it kills the
+/// connection it went out on), or the records would be stored twice.
+#[test]
+fn a_push_held_in_the_network_cannot_land_after_its_retry() {
+    let redis = RedisServer::start();
+    let proxy = HoldingProxy::start(redis.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let addr = format!("127.0.0.1:{}", proxy.port);
+    let (receiver, spec) = library_receiver(&addr, &out, "300");
+    let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
+    let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
+    receiver.submit(id_batch(&spec, &first)).unwrap();
+    HoldingProxy::set(&proxy.hold, true);
+    let lost = receiver.submit(id_batch(&spec, &second));
+    HoldingProxy::set(&proxy.hold, false);
+    assert!(lost.is_err(), "the held push timed out: {lost:?}");
+    assert_eq!(stored(&redis), 200, "the held push has not reached Redis");
+    receiver.submit(id_batch(&spec, &second)).unwrap();
+    assert_eq!(stored(&redis), 400, "the retry stored the records");
+    HoldingProxy::set(&proxy.release, true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        stored(&redis),
+        400,
+        "the held push, released, stored nothing"
+    );
+    let report = receiver.close();
+    let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(report.rows, ids.len(), "{report:?}");
+    exactly_once(&[&out], &ids);
+    assert!(redis_keys(&redis, "data-push:*").is_empty());
+}
+
+/// Redis stalls (every call times out) just as a flusher closes. The close must not end
+/// with the records left behind: it looks again once Redis answers.
+#[test]
+fn close_after_a_redis_stall_still_drains_everything() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "100");
+    let ids: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
+    receiver.submit(id_batch(&spec, &ids)).unwrap();
 
     // SIGSTOP: connections stay open and every call times out, as in a stall. Redis
     // answers again 200 ms into the close.
-    let pid = redis.pid() as i32;
-    // SAFETY: kill takes plain integers; `pid` is our child redis-server.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+    pause(&redis, true);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            pause(&redis, false);
+        });
+        receiver.close()
     });
-    let report = receiver.close();
-    resume.join().unwrap();
     assert_eq!(report.rows, ids.len(), "{report:?}");
     exactly_once(&[&out], &ids);
     assert!(redis_keys(&redis, "data*").is_empty());

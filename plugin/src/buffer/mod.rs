@@ -132,6 +132,9 @@ pub struct Refused {
 pub trait Pusher: Send {
     /// Stores every group, or nothing; returns each key's pending count after the push.
     fn push(&mut self, groups: &Groups) -> Result<Vec<(PartitionKey, usize)>, BufferError>;
+
+    /// The receiver is closing: clear the pusher's own bookkeeping from the store.
+    fn close(&mut self) {}
 }
 
 pub trait Buffer: Send {

@@ -8,8 +8,13 @@
 //! dynamic records in `<RedisDataPrefix>-schema:<key>` (kept 30 days after its last file).
 //!
 //! Protocol (fixing upstream's D-R1, D-R2, D-RC4, D-B3):
-//! - **Receive**: RPUSH of every group and SADD of its key in one MULTI; acknowledged only
-//!   after EXEC succeeded.
+//! - **Receive**: RPUSH of every group, SADD of its key and a marker of the push's id
+//!   `<RedisDataPrefix>-push:<id>` in one MULTI; acknowledged only after EXEC succeeded.
+//!   A push whose reply is lost (Redis killed after its AOF write; a timeout with the push
+//!   still in Redis's input buffer) answers FLB_RETRY, and may or may not be stored. The
+//!   retried chunk settles it first: it kills the failed attempt's connection (CLIENT
+//!   KILL, so a push still queued there can never run), then looks for the marker, and
+//!   stores the records only if it is absent. A retry never stores a chunk twice.
 //! - **Lock**: `SET lock NX PX ttl` with an owner token `<instance name>-<ULID>`, refreshed
 //!   while the batch is being written, released by compare-and-delete (Lua).
 //! - **Take**: a Lua script, fenced by the lock, moves up to N records from the data list to
@@ -26,7 +31,7 @@ use crate::config::RedisConfig;
 use crate::dlq::{DlqEntry, DlqError, DlqSink};
 use crate::partition::PartitionKey;
 use crate::record::Record;
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{ClientIdentity, RedisConn};
 use redis::{RedisError, Script};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -111,6 +116,9 @@ impl<'c> Names<'c> {
     pub fn schema(&self, k: &PartitionKey) -> String {
         format!("{}-schema:{}", self.cfg.data_prefix, k)
     }
+    pub fn push_marker(&self, id: &str) -> String {
+        format!("{}-push:{}", self.cfg.data_prefix, id)
+    }
     pub fn recovery(&self, k: &PartitionKey) -> String {
         format!("{}:{}", self.cfg.recovery_key, k)
     }
@@ -135,6 +143,7 @@ struct Held {
 
 pub struct RedisBuffer {
     conn: RedisConn,
+    pusher: GroupPusher,
     cfg: RedisConfig,
     token: String,
     skip_flush: bool,
@@ -168,6 +177,7 @@ impl RedisBuffer {
         })?;
         Ok(RedisBuffer {
             conn,
+            pusher: GroupPusher::new(cfg, Arc::default()),
             cfg: cfg.clone(),
             token: format!("{}-{}", cfg.lock_instance_name, Ulid::generate()),
             skip_flush: cfg.skip_flush,
@@ -276,7 +286,10 @@ impl RedisBuffer {
 
 impl Buffer for RedisBuffer {
     fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused> {
-        match push_groups(&mut self.conn, &self.cfg, &groups, &mut Vec::new()) {
+        let pushed = self.pusher.push(&mut self.conn, &groups);
+        // This path has no close to clean up at: forget the push marker now.
+        self.pusher.settle_forgotten(&mut self.conn);
+        match pushed {
             Ok(lens) => {
                 let now = Instant::now();
                 for (k, _) in &lens {
@@ -290,11 +303,12 @@ impl Buffer for RedisBuffer {
 
     fn pusher_factory(&self) -> Option<PusherFactory> {
         let cfg = self.cfg.clone();
+        let unsettled = self.pusher.unsettled.clone();
         Some(std::sync::Arc::new(move || -> Box<dyn Pusher> {
             Box::new(RedisPusher {
                 conn: RedisConn::new(&cfg).ok(),
                 cfg: cfg.clone(),
-                buf: Vec::new(),
+                pusher: GroupPusher::new(&cfg, unsettled.clone()),
             })
         }))
     }
@@ -554,36 +568,229 @@ impl Buffer for RedisBuffer {
     }
 }
 
-/// RPUSH of every group and SADD of its key, in one MULTI: all or nothing.
-fn push_groups(
+/// How long a push marker lives if its push is never settled (its retry never came).
+const MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Unsettled submissions remembered at most; the oldest is forgotten first.
+const UNSETTLED_MAX: usize = 4096;
+
+/// A submission whose push failed after it may have been sent.
+#[derive(Clone)]
+struct Attempts {
+    /// The push id, kept by every retry.
+    id: String,
+    /// The connections each failed attempt went out on, to be killed before a retry.
+    conns: Vec<ClientIdentity>,
+    since: Instant,
+}
+
+/// Unsettled submissions by fingerprint, shared by every pusher of a buffer (a retried
+/// chunk may come in on another thread). Only failed pushes are remembered, so the
+/// happy path hashes nothing.
+#[derive(Default)]
+struct Unsettled {
+    by_print: HashMap<u64, Attempts>,
+}
+
+impl Unsettled {
+    fn failed(&mut self, print: u64, id: &str, conn: Option<ClientIdentity>, now: Instant) {
+        self.by_print
+            .retain(|_, a| now.duration_since(a.since) < MARKER_TTL);
+        if self.by_print.len() >= UNSETTLED_MAX
+            && !self.by_print.contains_key(&print)
+            && let Some(oldest) = self
+                .by_print
+                .iter()
+                .min_by_key(|(_, a)| a.since)
+                .map(|(k, _)| *k)
+        {
+            self.by_print.remove(&oldest);
+        }
+        let a = self.by_print.entry(print).or_insert_with(|| Attempts {
+            id: id.to_string(),
+            conns: Vec::new(),
+            since: now,
+        });
+        a.conns.extend(conn);
+    }
+}
+
+/// Stores submissions, for one connection's user.
+struct GroupPusher {
+    cfg: RedisConfig,
+    unsettled: Arc<Mutex<Unsettled>>,
+    /// Markers of pushes that were acknowledged, deleted with the next push: only an
+    /// unsettled push needs its marker.
+    forget: Vec<String>,
+    buf: Vec<u8>,
+}
+
+impl GroupPusher {
+    fn new(cfg: &RedisConfig, unsettled: Arc<Mutex<Unsettled>>) -> GroupPusher {
+        GroupPusher {
+            cfg: cfg.clone(),
+            unsettled,
+            forget: Vec::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Unsettled> {
+        self.unsettled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores every group and returns each key's length after the push; or answers why
+    /// not, in which case a retry of the same submission settles what happened.
+    fn push(
+        &mut self,
+        conn: &mut RedisConn,
+        groups: &Groups,
+    ) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
+        let any = !self.known().by_print.is_empty();
+        let print = any.then(|| fingerprint(groups, &mut self.buf));
+        let retry = print.and_then(|p| self.known().by_print.get(&p).cloned());
+        let id = match &retry {
+            Some(a) => a.id.clone(),
+            None => Ulid::generate().to_string(),
+        };
+        let names = Names::new(&self.cfg);
+        let marker = names.push_marker(&id);
+        if let (Some(p), Some(a)) = (print, &retry) {
+            let stored = settle(conn, a, &marker, groups, &names).map_err(|e| classify(&e))?;
+            if let Some(lens) = stored {
+                self.known().by_print.remove(&p);
+                self.forget.push(marker);
+                return Ok(lens);
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SET")
+            .arg(&marker)
+            .arg(1)
+            .arg("PX")
+            .arg(MARKER_TTL.as_millis() as u64)
+            .ignore();
+        for (k, recs) in groups {
+            let mut cmd = redis::cmd("RPUSH");
+            cmd.arg(names.data(k));
+            for r in recs {
+                self.buf.clear();
+                r.encode(&mut self.buf);
+                cmd.arg(&self.buf[..]);
+            }
+            pipe.add_command(cmd);
+            pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
+        }
+        if !self.forget.is_empty() {
+            pipe.cmd("DEL").arg(&self.forget).ignore();
+        }
+        // Dial first: a push that never got a connection was never sent.
+        conn.get().map_err(|e| classify(&e))?;
+        let sent_on = conn.identity();
+        match conn.with(|c| pipe.query::<Vec<usize>>(c)) {
+            Ok(lens) => {
+                self.forget.clear();
+                self.forget.push(marker);
+                if let Some(p) = print.filter(|_| retry.is_some()) {
+                    self.known().by_print.remove(&p);
+                }
+                Ok(groups.iter().map(|(k, _)| k.clone()).zip(lens).collect())
+            }
+            Err(e) => {
+                let print = print.unwrap_or_else(|| fingerprint(groups, &mut self.buf));
+                self.known().failed(print, &id, sent_on, Instant::now());
+                Err(classify(&e))
+            }
+        }
+    }
+
+    /// Deletes the markers left to forget, as the pusher will push no more.
+    fn settle_forgotten(&mut self, conn: &mut RedisConn) {
+        if self.forget.is_empty() {
+            return;
+        }
+        let forget = &self.forget;
+        if conn
+            .with(|c| redis::cmd("DEL").arg(forget).query::<i64>(c))
+            .is_ok()
+        {
+            self.forget.clear();
+        }
+    }
+}
+
+/// Settles an unsettled submission before its retry: kills the connections its failed
+/// attempts went out on, so none of them can still run, then reads its marker. Returns
+/// the keys' lengths if it was stored, `None` if it was not (and now never will be).
+fn settle(
     conn: &mut RedisConn,
-    cfg: &RedisConfig,
+    attempts: &Attempts,
+    marker: &str,
     groups: &Groups,
-    buf: &mut Vec<u8>,
-) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
-    let names = Names::new(cfg);
+    names: &Names<'_>,
+) -> Result<Option<Vec<(PartitionKey, usize)>>, RedisError> {
+    for who in &attempts.conns {
+        let mut kill = redis::cmd("CLIENT");
+        kill.arg("KILL").arg("ID").arg(who.id);
+        if let Some(addr) = &who.addr {
+            kill.arg("ADDR").arg(addr);
+        }
+        match conn.with(|c| kill.query::<i64>(c)) {
+            Ok(_) => {}
+            Err(e) if transport(&e) => return Err(e),
+            // CLIENT refused (an ACL): the fence is best effort then; the marker still
+            // catches every attempt that ran before now.
+            Err(_) => {}
+        }
+    }
     let mut pipe = redis::pipe();
-    pipe.atomic();
+    pipe.cmd("EXISTS").arg(marker);
+    for (k, _) in groups {
+        pipe.cmd("LLEN").arg(names.data(k));
+    }
+    let out: Vec<usize> = conn.with(|c| pipe.query(c))?;
+    Ok(match out.split_first() {
+        Some((1.., lens)) => Some(
+            groups
+                .iter()
+                .map(|(k, _)| k.clone())
+                .zip(lens.iter().copied())
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+/// Whether an error is the connection's (the command may or may not have run), rather
+/// than Redis's answer.
+fn transport(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// Identifies a submission by its keys and encoded records: a retried chunk decodes to
+/// the same records, hence the same fingerprint.
+fn fingerprint(groups: &Groups, buf: &mut Vec<u8>) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut h = DefaultHasher::new();
     for (k, recs) in groups {
-        let mut cmd = redis::cmd("RPUSH");
-        cmd.arg(names.data(k));
+        h.write(k.as_str().as_bytes());
+        h.write_usize(recs.len());
         for r in recs {
             buf.clear();
             r.encode(buf);
-            cmd.arg(&buf[..]);
+            h.write_usize(buf.len());
+            h.write(buf);
         }
-        pipe.add_command(cmd);
-        pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
     }
-    let lens: Vec<usize> = conn.with(|c| pipe.query(c)).map_err(|e| classify(&e))?;
-    Ok(groups.iter().map(|(k, _)| k.clone()).zip(lens).collect())
+    h.finish()
 }
 
 /// A producer thread's own connection for direct pushes.
 struct RedisPusher {
     conn: Option<RedisConn>,
     cfg: RedisConfig,
-    buf: Vec<u8>,
+    pusher: GroupPusher,
 }
 
 impl Pusher for RedisPusher {
@@ -595,7 +802,13 @@ impl Pusher for RedisPusher {
             .conn
             .as_mut()
             .ok_or_else(|| BufferError::Unavailable("no Redis connection".into()))?;
-        push_groups(conn, &self.cfg, groups, &mut self.buf)
+        self.pusher.push(conn, groups)
+    }
+
+    fn close(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            self.pusher.settle_forgotten(conn);
+        }
     }
 }
 
@@ -640,5 +853,40 @@ impl DlqSink for RedisDlq {
 
     fn describe(&self) -> String {
         format!("{}:<key> lists", self.cfg.dlq_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(id: u64) -> Option<ClientIdentity> {
+        Some(ClientIdentity { id, addr: None })
+    }
+
+    #[test]
+    fn unsettled_pushes_keep_their_id_and_every_connection() {
+        let mut u = Unsettled::default();
+        let t = Instant::now();
+        u.failed(7, "first", who(1), t);
+        u.failed(7, "second", who(2), t);
+        u.failed(7, "third", None, t);
+        let a = &u.by_print[&7];
+        assert_eq!(a.id, "first");
+        assert_eq!(a.conns, [who(1).unwrap(), who(2).unwrap()]);
+    }
+
+    #[test]
+    fn unsettled_pushes_are_bounded_in_number_and_age() {
+        let mut u = Unsettled::default();
+        let t = Instant::now();
+        for i in 0..UNSETTLED_MAX as u64 {
+            u.failed(i, "id", None, t + Duration::from_millis(i));
+        }
+        u.failed(u64::MAX, "id", None, t + Duration::from_secs(10));
+        assert_eq!(u.by_print.len(), UNSETTLED_MAX);
+        assert!(!u.by_print.contains_key(&0), "the oldest went first");
+        u.failed(1, "id", None, t + MARKER_TTL + Duration::from_secs(11));
+        assert_eq!(u.by_print.len(), 1, "all but the newest had expired");
     }
 }
