@@ -764,10 +764,12 @@ impl BufferThread {
             result,
         } = d;
         self.in_flight.remove(&id);
-        self.buffer.ack(&acked);
         let mut lost = 0;
         let (written, error) = match result {
-            Ok(w) => (w, None),
+            Ok(w) => {
+                self.buffer.ack(&acked);
+                (w, None)
+            }
             Err((f, unwritten)) => {
                 log_at!(
                     self.shared.log,
@@ -779,9 +781,10 @@ impl BufferThread {
                     f.unwritten.len()
                 );
                 if self.closing.is_some() && !self.buffer.durable() {
+                    self.buffer.ack(&acked);
                     lost = self.dead_letter_at_close(unwritten, &f.error);
                 } else {
-                    self.buffer.nack(unwritten);
+                    self.buffer.partly_written(&acked, unwritten);
                 }
                 (f.partial, Some(f.error))
             }

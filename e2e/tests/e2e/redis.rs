@@ -455,6 +455,7 @@ fn library_receiver(
     addr: &str,
     out: &Path,
     timeout_ms: &str,
+    extra: &[(&str, &str)],
 ) -> (
     data2parquet::receiver::Receiver,
     data2parquet::ingest::IngestSpec,
@@ -469,7 +470,10 @@ fn library_receiver(
         ("WriterFsync", "false"),
         ("BufferSize", "100000"),
         ("FlushInterval", "60s"),
-    ] {
+    ]
+    .iter()
+    .chain(extra)
+    {
         b.set(k, v).unwrap();
     }
     let cfg = b.build().unwrap();
@@ -524,7 +528,7 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (receiver, spec) = library_receiver(&redis.addr(), &out, "300");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "300", &[]);
     let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
     let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
     receiver.submit(id_batch(&spec, &first)).unwrap();
@@ -624,7 +628,7 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let addr = format!("127.0.0.1:{}", proxy.port);
-    let (receiver, spec) = library_receiver(&addr, &out, "300");
+    let (receiver, spec) = library_receiver(&addr, &out, "300", &[]);
     let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
     let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
     receiver.submit(id_batch(&spec, &first)).unwrap();
@@ -649,6 +653,43 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
     assert!(redis_keys(&redis, "data-push:*").is_empty());
 }
 
+/// A write that fails, for part of a batch or all of it, leaves the whole batch in flight
+/// in Redis, to be written again under the same file names: nothing lost, nothing twice.
+#[test]
+fn a_failed_write_keeps_the_whole_batch_in_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) =
+        library_receiver(&redis.addr(), &out, "1000", &[("PartitionTime", "record")]);
+    // Half the records belong to an hour whose folder is blocked by a plain file.
+    let blocked = out.join("capability=cap/year=2026/month=11/day=26/hour=01");
+    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    let mut d = data2parquet::ingest::Decoder::new(&spec);
+    let mut batch = data2parquet::ingest::KeyedBatch::new();
+    let ids: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let hour = i % 2;
+        let mut line = format!(
+            r#"{{"id":"{id}","message":"m","business-capability":"cap","time":"2026-11-26T0{hour}:00:00Z"}}"#
+        )
+        .into_bytes();
+        assert!(d.json(&mut line, || id.clone(), &mut batch));
+    }
+    receiver.submit(batch).unwrap();
+    let partly = receiver.flush().unwrap();
+    assert_eq!(partly.rows, 50, "hour 00 written: {partly:?}");
+    assert_eq!(partly.errors.len(), 1, "{partly:?}");
+    std::fs::remove_file(&blocked).unwrap();
+    let again = receiver.flush().unwrap();
+    assert_eq!(again.rows, 100, "the whole batch again: {again:?}");
+    assert!(again.errors.is_empty(), "{again:?}");
+    receiver.close();
+    exactly_once(&[&out], &ids);
+    assert!(redis_keys(&redis, "data*").is_empty());
+}
+
 /// Redis stalls (every call times out) just as a flusher closes. The close must not end
 /// with the records left behind: it looks again once Redis answers.
 #[test]
@@ -656,7 +697,7 @@ fn close_after_a_redis_stall_still_drains_everything() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (receiver, spec) = library_receiver(&redis.addr(), &out, "100");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "100", &[]);
     let ids: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
     receiver.submit(id_batch(&spec, &ids)).unwrap();
 

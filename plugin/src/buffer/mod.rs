@@ -166,6 +166,15 @@ pub trait Buffer: Send {
     /// The batch could not be written: keep it, ahead of newer records.
     fn nack(&mut self, batch: Batch);
 
+    /// Part of a batch was written (`written`, possibly no records) and the rest
+    /// (`unwritten`) was not. By default the written part is forgotten and the rest kept.
+    /// A buffer that writes a kept batch again whole, under the same file names (Redis,
+    /// whose in-flight list is all or nothing), keeps it all instead.
+    fn partly_written(&mut self, written: &BatchInfo, unwritten: Batch) {
+        self.ack(written);
+        self.nack(unwritten);
+    }
+
     /// (records, approximate bytes) held, pending and in flight.
     fn usage(&self) -> (u64, u64);
 

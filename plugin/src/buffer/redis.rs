@@ -4,8 +4,9 @@
 //! `<RedisDataPrefix>:<key>`, the set of keys `<RedisKeys>`, the flush lock
 //! `<RedisLockPrefix>:<key>`, dead letters in `<RedisDLQPrefix>:<key>`. Added: the batch in
 //! flight `<RedisDataPrefix>-inflight:<key>` with its id in `<RedisDataPrefix>-inflight-id:<key>`,
-//! failure counts in the hash `<RedisRecoveryKey>:<key>`, and the schema of a key of
-//! dynamic records in `<RedisDataPrefix>-schema:<key>` (kept 30 days after its last file).
+//! failure counts in the hash `<RedisRecoveryKey>:<key>`, the schema of a key of
+//! dynamic records in `<RedisDataPrefix>-schema:<key>` (kept 30 days after its last file),
+//! and the marker of a receive whose reply was lost, `<RedisDataPrefix>-push:<id>`.
 //!
 //! Protocol (fixing upstream's D-R1, D-R2, D-RC4, D-B3):
 //! - **Receive**: RPUSH of every group, SADD of its key and a marker of the push's id
@@ -288,7 +289,7 @@ impl Buffer for RedisBuffer {
     fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused> {
         let pushed = self.pusher.push(&mut self.conn, &groups);
         // This path has no close to clean up at: forget the push marker now.
-        self.pusher.settle_forgotten(&mut self.conn);
+        self.pusher.delete_markers(&mut self.conn);
         match pushed {
             Ok(lens) => {
                 let now = Instant::now();
@@ -509,6 +510,13 @@ impl Buffer for RedisBuffer {
         self.release(k);
     }
 
+    fn partly_written(&mut self, _written: &BatchInfo, unwritten: Batch) {
+        // The in-flight list holds the whole batch; acknowledging the written part would
+        // delete it all. It is written again whole, and the files already written are
+        // overwritten under their same names.
+        self.nack(unwritten);
+    }
+
     fn nack(&mut self, batch: Batch) {
         // The records stay in the in-flight list; note the failure for operators.
         let names = Names::new(&self.cfg);
@@ -705,8 +713,8 @@ impl GroupPusher {
         }
     }
 
-    /// Deletes the markers left to forget, as the pusher will push no more.
-    fn settle_forgotten(&mut self, conn: &mut RedisConn) {
+    /// Deletes the markers of acknowledged receives now, rather than with a next push.
+    fn delete_markers(&mut self, conn: &mut RedisConn) {
         if self.forget.is_empty() {
             return;
         }
@@ -807,7 +815,7 @@ impl Pusher for RedisPusher {
 
     fn close(&mut self) {
         if let Some(conn) = self.conn.as_mut() {
-            self.pusher.settle_forgotten(conn);
+            self.pusher.delete_markers(conn);
         }
     }
 }
