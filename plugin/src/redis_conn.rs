@@ -64,14 +64,30 @@ impl ClientIdentity {
     }
 
     /// Asks the server who this connection is: CLIENT INFO, else CLIENT ID (Redis 5),
-    /// else nobody (CLIENT refused by an ACL).
-    fn of(c: &mut Connection) -> Option<ClientIdentity> {
-        if let Ok(info) = redis::cmd("CLIENT").arg("INFO").query::<String>(c) {
-            return ClientIdentity::parse(&info);
+    /// else nobody (CLIENT refused by an ACL). A broken connection is an error: a reply
+    /// left unread after a timeout would answer the next command.
+    fn of(c: &mut Connection) -> Result<Option<ClientIdentity>, RedisError> {
+        match redis::cmd("CLIENT").arg("INFO").query::<String>(c) {
+            Ok(info) => return Ok(ClientIdentity::parse(&info)),
+            Err(e) if is_transport(&e) => return Err(e),
+            Err(_) => {}
         }
-        let id = redis::cmd("CLIENT").arg("ID").query::<u64>(c).ok()?;
-        Some(ClientIdentity { id, addr: None })
+        match redis::cmd("CLIENT").arg("ID").query::<u64>(c) {
+            Ok(id) => Ok(Some(ClientIdentity { id, addr: None })),
+            Err(e) if is_transport(&e) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
+}
+
+/// Whether an error is the connection's rather than an answer from Redis: the command
+/// may or may not have run, and the connection must be dialled again.
+pub fn is_transport(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 pub struct RedisConn {
@@ -109,7 +125,7 @@ impl RedisConn {
             };
             c.set_read_timeout(self.timeout)?;
             c.set_write_timeout(self.timeout)?;
-            self.identity = ClientIdentity::of(&mut c);
+            self.identity = ClientIdentity::of(&mut c)?;
             self.conn = Some(c);
         }
         self.conn
@@ -124,10 +140,7 @@ impl RedisConn {
     ) -> Result<T, RedisError> {
         let r = self.get().and_then(f);
         if let Err(e) = &r
-            && (e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_unrecoverable_error())
+            && is_transport(e)
         {
             self.conn = None;
         }

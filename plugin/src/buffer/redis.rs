@@ -32,7 +32,7 @@ use crate::config::RedisConfig;
 use crate::dlq::{DlqEntry, DlqError, DlqSink};
 use crate::partition::PartitionKey;
 use crate::record::Record;
-use crate::redis_conn::{ClientIdentity, RedisConn};
+use crate::redis_conn::{ClientIdentity, RedisConn, is_transport};
 use redis::{RedisError, Script};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -746,7 +746,7 @@ fn settle(
         }
         match conn.with(|c| kill.query::<i64>(c)) {
             Ok(_) => {}
-            Err(e) if transport(&e) => return Err(e),
+            Err(e) if is_transport(&e) => return Err(e),
             // CLIENT refused (an ACL): the fence is best effort then; the marker still
             // catches every attempt that ran before now.
             Err(_) => {}
@@ -768,12 +768,6 @@ fn settle(
         ),
         _ => None,
     })
-}
-
-/// Whether an error is the connection's (the command may or may not have run), rather
-/// than Redis's answer.
-fn transport(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
 
 /// Identifies a submission by its keys and encoded records: a retried chunk decodes to
