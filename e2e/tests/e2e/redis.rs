@@ -528,7 +528,7 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (receiver, spec) = library_receiver(&redis.addr(), &out, "300", &[]);
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "1000", &[]);
     let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
     let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
     receiver.submit(id_batch(&spec, &first)).unwrap();
@@ -628,7 +628,7 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let addr = format!("127.0.0.1:{}", proxy.port);
-    let (receiver, spec) = library_receiver(&addr, &out, "300", &[]);
+    let (receiver, spec) = library_receiver(&addr, &out, "1000", &[]);
     let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
     let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
     receiver.submit(id_batch(&spec, &first)).unwrap();
