@@ -653,6 +653,37 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
     assert!(redis_keys(&redis, "data-push:*").is_empty());
 }
 
+/// A receive that Redis answers with an error ran in part or not at all: here the data
+/// list is a string (WRONGTYPE) while the push marker and the keys set are written. The
+/// retry must fail the same way instead of taking the marker for a stored receive, and
+/// store the records once the key is fixed.
+#[test]
+fn a_receive_redis_refuses_is_never_taken_for_stored() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "1000", &[]);
+    let first: Vec<String> = (0..50).map(|i| format!("a{i}")).collect();
+    let second: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+    receiver.submit(id_batch(&spec, &first)).unwrap();
+    let key = redis_keys(&redis, "data:*").remove(0);
+    assert_eq!(receiver.flush().unwrap().rows, 50);
+    let mut c = redis.conn().unwrap();
+    let _: () = redis::cmd("SET").arg(&key).arg("x").query(&mut c).unwrap();
+    for attempt in 0..2 {
+        let r = receiver.submit(id_batch(&spec, &second));
+        let e = r.expect_err("the data list is a string").to_string();
+        assert!(e.contains("WRONGTYPE"), "attempt {attempt}: {e}");
+    }
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut c).unwrap();
+    receiver.submit(id_batch(&spec, &second)).unwrap();
+    let report = receiver.close();
+    assert_eq!(report.rows, 50, "{report:?}");
+    let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
+    exactly_once(&[&out], &ids);
+    assert!(redis_keys(&redis, "data-push:*").is_empty());
+}
+
 /// A write that fails, for part of a batch or all of it, leaves the whole batch in flight
 /// in Redis, to be written again under the same file names: nothing lost, nothing twice.
 #[test]

@@ -705,9 +705,19 @@ impl GroupPusher {
                 }
                 Ok(groups.iter().map(|(k, _)| k.clone()).zip(lens).collect())
             }
-            Err(e) => {
+            Err(e) if is_transport(&e) => {
                 let print = print.unwrap_or_else(|| fingerprint(groups, &mut self.buf));
                 self.known().failed(print, &id, sent_on, Instant::now());
+                Err(classify(&e))
+            }
+            Err(e) => {
+                // Redis answered with an error: the push ran in part (a command failed
+                // inside EXEC, e.g. WRONGTYPE) or not at all. Either way its marker must
+                // not pass the retry off as stored: the retry is a new push.
+                if let Some(p) = print.filter(|_| retry.is_some()) {
+                    self.known().by_print.remove(&p);
+                }
+                self.forget.push(marker);
                 Err(classify(&e))
             }
         }
