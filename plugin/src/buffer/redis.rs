@@ -582,6 +582,9 @@ const MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Unsettled submissions remembered at most; the oldest is forgotten first.
 const UNSETTLED_MAX: usize = 4096;
 
+/// Markers queued for deletion at most, per pusher.
+const FORGET_MAX: usize = 256;
+
 /// A submission whose push failed after it may have been sent.
 #[derive(Clone)]
 struct Attempts {
@@ -667,7 +670,7 @@ impl GroupPusher {
             let stored = settle(conn, a, &marker, groups, &names).map_err(|e| classify(&e))?;
             if let Some(lens) = stored {
                 self.known().by_print.remove(&p);
-                self.forget.push(marker);
+                self.forget_marker(marker);
                 return Ok(lens);
             }
         }
@@ -717,10 +720,19 @@ impl GroupPusher {
                 if let Some(p) = print.filter(|_| retry.is_some()) {
                     self.known().by_print.remove(&p);
                 }
-                self.forget.push(marker);
+                self.forget_marker(marker);
                 Err(classify(&e))
             }
         }
+    }
+
+    /// Queues a marker for deletion with the next push. While pushes keep failing the
+    /// queue is capped, the oldest left to their TTL.
+    fn forget_marker(&mut self, marker: String) {
+        if self.forget.len() >= FORGET_MAX {
+            self.forget.remove(0);
+        }
+        self.forget.push(marker);
     }
 
     /// Deletes the markers of acknowledged receives now, rather than with a next push.
