@@ -494,14 +494,46 @@ fn id_batch(
     spec: &data2parquet::ingest::IngestSpec,
     ids: &[String],
 ) -> data2parquet::ingest::KeyedBatch {
+    json_batch(spec, ids, |_, id| {
+        format!(r#"{{"id":"{id}","message":"m","time":"2026-11-26T06:00:00Z"}}"#)
+    })
+}
+
+/// `n` record ids: `<prefix>0`, `<prefix>1`, ...
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// A batch of the JSON records `line(i, id)` makes, one per id.
+fn json_batch(
+    spec: &data2parquet::ingest::IngestSpec,
+    ids: &[String],
+    line: impl Fn(usize, &str) -> String,
+) -> data2parquet::ingest::KeyedBatch {
     let mut d = data2parquet::ingest::Decoder::new(spec);
     let mut batch = data2parquet::ingest::KeyedBatch::new();
-    for id in ids {
-        let mut line =
-            format!(r#"{{"id":"{id}","message":"m","time":"2026-11-26T06:00:00Z"}}"#).into_bytes();
-        assert!(d.json(&mut line, || id.clone(), &mut batch));
+    for (i, id) in ids.iter().enumerate() {
+        let mut bytes = line(i, id).into_bytes();
+        assert!(d.json(&mut bytes, || id.clone(), &mut batch));
     }
     batch
+}
+
+/// Closes the receiver and checks that its close wrote `rows` rows, that the files hold
+/// every record of `first` and `second` once, and that no push marker is left.
+fn close_and_check_once(
+    receiver: data2parquet::receiver::Receiver,
+    redis: &RedisServer,
+    out: &Path,
+    rows: usize,
+    first: &[String],
+    second: &[String],
+) {
+    let report = receiver.close();
+    assert_eq!(report.rows, rows, "{report:?}");
+    let ids: Vec<String> = first.iter().chain(second).cloned().collect();
+    exactly_once(&[out], &ids);
+    assert!(redis_keys(redis, "data-push:*").is_empty());
 }
 
 fn pause(redis: &RedisServer, on: bool) {
@@ -529,8 +561,7 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let (receiver, spec) = library_receiver(&redis.addr(), &out, "1000", &[]);
-    let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
-    let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
+    let (first, second) = (ids("a", 200), ids("b", 200));
     receiver.submit(id_batch(&spec, &first)).unwrap();
     pause(&redis, true);
     let lost = receiver.submit(id_batch(&spec, &second));
@@ -544,11 +575,7 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     assert_eq!(redis_keys(&redis, "data-push:*").len(), 1);
     receiver.submit(id_batch(&spec, &second)).unwrap();
     assert_eq!(stored(&redis), 400, "the retry stored nothing");
-    let report = receiver.close();
-    let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
-    assert_eq!(report.rows, ids.len(), "{report:?}");
-    exactly_once(&[&out], &ids);
-    assert!(redis_keys(&redis, "data-push:*").is_empty());
+    close_and_check_once(receiver, &redis, &out, 400, &first, &second);
     assert!(redis_keys(&redis, "data:*").is_empty());
 }
 
@@ -629,8 +656,7 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
     let out = dir.path().join("out");
     let addr = format!("127.0.0.1:{}", proxy.port);
     let (receiver, spec) = library_receiver(&addr, &out, "1000", &[]);
-    let first: Vec<String> = (0..200).map(|i| format!("a{i}")).collect();
-    let second: Vec<String> = (0..200).map(|i| format!("b{i}")).collect();
+    let (first, second) = (ids("a", 200), ids("b", 200));
     receiver.submit(id_batch(&spec, &first)).unwrap();
     HoldingProxy::set(&proxy.hold, true);
     let lost = receiver.submit(id_batch(&spec, &second));
@@ -646,11 +672,7 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
         400,
         "the held push, released, stored nothing"
     );
-    let report = receiver.close();
-    let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
-    assert_eq!(report.rows, ids.len(), "{report:?}");
-    exactly_once(&[&out], &ids);
-    assert!(redis_keys(&redis, "data-push:*").is_empty());
+    close_and_check_once(receiver, &redis, &out, 400, &first, &second);
 }
 
 /// A receive that Redis answers with an error ran in part or not at all: here the data
@@ -663,8 +685,7 @@ fn a_receive_redis_refuses_is_never_taken_for_stored() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let (receiver, spec) = library_receiver(&redis.addr(), &out, "1000", &[]);
-    let first: Vec<String> = (0..50).map(|i| format!("a{i}")).collect();
-    let second: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
+    let (first, second) = (ids("a", 50), ids("b", 50));
     receiver.submit(id_batch(&spec, &first)).unwrap();
     let key = redis_keys(&redis, "data:*").remove(0);
     assert_eq!(receiver.flush().unwrap().rows, 50);
@@ -677,11 +698,7 @@ fn a_receive_redis_refuses_is_never_taken_for_stored() {
     }
     let _: () = redis::cmd("DEL").arg(&key).query(&mut c).unwrap();
     receiver.submit(id_batch(&spec, &second)).unwrap();
-    let report = receiver.close();
-    assert_eq!(report.rows, 50, "{report:?}");
-    let ids: Vec<String> = first.iter().chain(&second).cloned().collect();
-    exactly_once(&[&out], &ids);
-    assert!(redis_keys(&redis, "data-push:*").is_empty());
+    close_and_check_once(receiver, &redis, &out, 50, &first, &second);
 }
 
 /// A write that fails, for part of a batch or all of it, leaves the whole batch in flight
@@ -697,17 +714,13 @@ fn a_failed_write_keeps_the_whole_batch_in_redis() {
     let blocked = out.join("capability=cap/year=2026/month=11/day=26/hour=01");
     std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
     std::fs::write(&blocked, b"not a folder").unwrap();
-    let mut d = data2parquet::ingest::Decoder::new(&spec);
-    let mut batch = data2parquet::ingest::KeyedBatch::new();
-    let ids: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
-    for (i, id) in ids.iter().enumerate() {
+    let ids = ids("r", 100);
+    let batch = json_batch(&spec, &ids, |i, id| {
         let hour = i % 2;
-        let mut line = format!(
+        format!(
             r#"{{"id":"{id}","message":"m","business-capability":"cap","time":"2026-11-26T0{hour}:00:00Z"}}"#
         )
-        .into_bytes();
-        assert!(d.json(&mut line, || id.clone(), &mut batch));
-    }
+    });
     receiver.submit(batch).unwrap();
     let partly = receiver.flush().unwrap();
     assert_eq!(partly.rows, 50, "hour 00 written: {partly:?}");
@@ -729,7 +742,7 @@ fn close_after_a_redis_stall_still_drains_everything() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let (receiver, spec) = library_receiver(&redis.addr(), &out, "100", &[]);
-    let ids: Vec<String> = (0..2000).map(|i| format!("r{i}")).collect();
+    let ids = ids("r", 2000);
     receiver.submit(id_batch(&spec, &ids)).unwrap();
 
     // SIGSTOP: connections stay open and every call times out, as in a stall. Redis

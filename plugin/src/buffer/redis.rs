@@ -659,17 +659,18 @@ impl GroupPusher {
     ) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
         let any = !self.known().by_print.is_empty();
         let print = any.then(|| fingerprint(groups, &mut self.buf));
-        let retry = print.and_then(|p| self.known().by_print.get(&p).cloned());
+        // A retry: the fingerprint and the failed attempts it settles.
+        let retry = print.and_then(|p| self.known().by_print.get(&p).cloned().map(|a| (p, a)));
         let id = match &retry {
-            Some(a) => a.id.clone(),
+            Some((_, a)) => a.id.clone(),
             None => Ulid::generate().to_string(),
         };
         let names = Names::new(&self.cfg);
         let marker = names.push_marker(&id);
-        if let (Some(p), Some(a)) = (print, &retry) {
+        if let Some((p, a)) = &retry {
             let stored = settle(conn, a, &marker, groups, &names).map_err(|e| classify(&e))?;
             if let Some(lens) = stored {
-                self.known().by_print.remove(&p);
+                self.known().by_print.remove(p);
                 self.forget_marker(marker);
                 return Ok(lens);
             }
@@ -703,8 +704,8 @@ impl GroupPusher {
             Ok(lens) => {
                 self.forget.clear();
                 self.forget.push(marker);
-                if let Some(p) = print.filter(|_| retry.is_some()) {
-                    self.known().by_print.remove(&p);
+                if let Some((p, _)) = &retry {
+                    self.known().by_print.remove(p);
                 }
                 Ok(groups.iter().map(|(k, _)| k.clone()).zip(lens).collect())
             }
@@ -717,8 +718,8 @@ impl GroupPusher {
                 // Redis answered with an error: the push ran in part (a command failed
                 // inside EXEC, e.g. WRONGTYPE) or not at all. Either way its marker must
                 // not pass the retry off as stored: the retry is a new push.
-                if let Some(p) = print.filter(|_| retry.is_some()) {
-                    self.known().by_print.remove(&p);
+                if let Some((p, _)) = &retry {
+                    self.known().by_print.remove(p);
                 }
                 self.forget_marker(marker);
                 Err(classify(&e))
