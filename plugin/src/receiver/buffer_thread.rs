@@ -1,0 +1,501 @@
+//! The buffer thread: the only owner of the buffer. It stores submissions, decides
+//! flushes (size, age, request, close), hands batches to the writer threads, and
+//! acknowledges or keeps their records by the result. Being the single owner is what
+//! makes the buffer need no lock, and what orders every decision about one key.
+
+use super::{CLAIMED, Done, FlushReport, Job, Msg, PENDING, Push, SubmitError};
+use crate::buffer::{Batch, Buffer, BufferError, Reason, Refused};
+use crate::config::Config;
+use crate::flush::Shared;
+use crate::log_at;
+use crate::logging::Level;
+use crate::metrics::Metrics;
+use crate::partition::PartitionKey;
+use crossbeam_channel::{Receiver as Rx, Sender as Tx, TrySendError, select};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+struct Waiter {
+    done: Tx<FlushReport>,
+    ids: HashSet<ulid::Ulid>,
+    report: FlushReport,
+}
+
+struct Closing {
+    done: Option<Tx<FlushReport>>,
+    report: FlushReport,
+    /// Further looks at a durable buffer that still holds records after the drain.
+    redrains_left: u32,
+}
+
+/// How often, and how far apart, a close looks again at a durable buffer that still
+/// holds records (see [`BufferThread::redrain`]).
+const CLOSE_REDRAINS: u32 = 5;
+const REDRAIN_PAUSE: Duration = Duration::from_millis(100);
+
+pub(super) struct BufferThread {
+    buffer: Box<dyn Buffer>,
+    shared: Arc<Shared>,
+    buffer_size: usize,
+    interval: Duration,
+    job_tx: Option<Tx<Job>>,
+    capacity: usize,
+    queue: VecDeque<Batch>,
+    in_flight: HashSet<ulid::Ulid>,
+    waiters: Vec<Waiter>,
+    closing: Option<Closing>,
+    workers: Vec<JoinHandle<()>>,
+    parked: VecDeque<Push>,
+}
+
+impl BufferThread {
+    pub(super) fn new(
+        cfg: &Config,
+        buffer: Box<dyn Buffer>,
+        shared: Arc<Shared>,
+        job_tx: Tx<Job>,
+        workers: Vec<JoinHandle<()>>,
+    ) -> BufferThread {
+        BufferThread {
+            buffer,
+            shared,
+            buffer_size: cfg.buffer_size,
+            interval: cfg.flush_interval,
+            job_tx: Some(job_tx),
+            capacity: workers.len() * 2,
+            queue: VecDeque::new(),
+            in_flight: HashSet::new(),
+            waiters: Vec::new(),
+            closing: None,
+            workers,
+            parked: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn run(mut self, rx: Rx<Msg>, done_rx: Rx<Done>) {
+        let tick =
+            (self.interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let mut next_tick = Instant::now() + tick;
+        let mut rx = Some(rx);
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let never = crossbeam_channel::never();
+            let msgs = rx.as_ref().unwrap_or(&never);
+            select! {
+                recv(msgs) -> m => match m {
+                    Ok(m) => self.on_msg(m),
+                    // Every handle dropped without close(): close anyway.
+                    Err(_) => {
+                        rx = None;
+                        if self.closing.is_none() {
+                            self.start_close(None);
+                        }
+                    }
+                },
+                recv(done_rx) -> d => if let Ok(d) = d { self.on_done(d) },
+                default(timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + tick;
+                self.buffer.maintain(Instant::now());
+                if self.closing.is_none() {
+                    self.on_tick();
+                }
+            }
+            self.dispatch();
+            if self.closing.is_some() && self.queue.is_empty() && self.in_flight.is_empty() {
+                if self.redrain() {
+                    continue;
+                }
+                self.finish_close();
+                return;
+            }
+        }
+    }
+
+    fn publish_usage(&self) {
+        let (r, b) = self.buffer.usage();
+        let m = &self.shared.metrics;
+        m.buffer_records.store(r, Ordering::Relaxed);
+        m.buffer_bytes.store(b, Ordering::Relaxed);
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Push(p) => {
+                if p.state
+                    .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return; // the producer gave up; it will retry
+                }
+                if self.closing.is_some() {
+                    let _ = p.reply.send(Err(SubmitError::Closed));
+                    return;
+                }
+                if !self.parked.is_empty() && p.wait {
+                    // Keep arrival order among waiting producers.
+                    self.parked.push_back(p);
+                    return;
+                }
+                self.push(p);
+            }
+            Msg::Pushed(lens) => {
+                if self.closing.is_none() {
+                    for (key, len) in lens {
+                        self.buffer.noted(&key, len);
+                        if len >= self.buffer_size {
+                            self.take_key(&key, Reason::Size, false);
+                        }
+                    }
+                }
+            }
+            Msg::Flush { done } => {
+                self.take_all(Reason::Request);
+                let ids: HashSet<_> = self
+                    .queue
+                    .iter()
+                    .map(|b| b.id)
+                    .chain(self.in_flight.iter().copied())
+                    .collect();
+                if ids.is_empty() {
+                    let _ = done.send(FlushReport::default());
+                } else {
+                    self.waiters.push(Waiter {
+                        done,
+                        ids,
+                        report: FlushReport::default(),
+                    });
+                }
+            }
+            Msg::Close { done } => self.start_close(Some(done)),
+        }
+    }
+
+    /// Stores a submission, parks it when full and it may wait, or answers Full.
+    fn push(&mut self, p: Push) {
+        let n: usize = p.groups.iter().map(|(_, r)| r.len()).sum();
+        match self.buffer.push(p.groups) {
+            Ok(lens) => {
+                Metrics::add(&self.shared.metrics.records_in, n as u64);
+                let _ = p.reply.send(Ok(()));
+                for (key, len) in lens {
+                    if len >= self.buffer_size {
+                        self.take_key(&key, Reason::Size, false);
+                    }
+                }
+            }
+            Err(Refused { error, groups }) => {
+                if matches!(error, BufferError::Full(_)) {
+                    // Make room: write what is pending rather than wait for triggers.
+                    if self.queue.is_empty() {
+                        self.take_all(Reason::Pressure);
+                    }
+                    if p.wait {
+                        self.parked.push_back(Push { groups, ..p });
+                        return;
+                    }
+                    Metrics::add(&self.shared.metrics.backpressure, 1);
+                }
+                let _ = p.reply.send(Err(error.into()));
+            }
+        }
+        self.publish_usage();
+    }
+
+    /// Retries parked submissions, in order, after room was made.
+    fn unpark(&mut self) {
+        while let Some(p) = self.parked.pop_front() {
+            let before = self.parked.len();
+            self.push(p);
+            if self.parked.len() > before {
+                // Still full: it went back to the end; restore its place at the front.
+                if let Some(back) = self.parked.pop_back() {
+                    self.parked.push_front(back);
+                }
+                break;
+            }
+        }
+    }
+
+    /// Takes batches of `key`: whole BufferSize batches, or everything with `all`.
+    fn take_key(&mut self, key: &PartitionKey, reason: Reason, all: bool) {
+        loop {
+            let pending = self.buffer.pending(key);
+            if pending == 0 || (!all && pending < self.buffer_size) {
+                break;
+            }
+            match self.buffer.take(key, self.buffer_size) {
+                Ok(Some(b)) => {
+                    log_at!(
+                        self.shared.log,
+                        Level::Debug,
+                        "flush {} ({}): {} records",
+                        b.key,
+                        reason.name(),
+                        b.records.len()
+                    );
+                    self.queue.push_back(b);
+                    self.dead_letter_unreadable();
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    log_at!(
+                        self.shared.log,
+                        Level::Warn,
+                        "cannot take a batch of {key}: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    fn take_all(&mut self, reason: Reason) {
+        for key in self.buffer.keys() {
+            self.take_key(&key, reason, true);
+        }
+    }
+
+    /// Stored records the buffer could not read back go to the DLQ.
+    fn dead_letter_unreadable(&mut self) {
+        let bad = self.buffer.take_rejected();
+        if !bad.is_empty() && self.shared.reject(&bad).is_err() {
+            log_at!(
+                self.shared.log,
+                Level::Error,
+                "{} unreadable buffered records could not be dead-lettered",
+                bad.len()
+            );
+        }
+    }
+
+    fn on_tick(&mut self) {
+        for key in self.buffer.due(Instant::now(), self.interval) {
+            self.take_key(&key, Reason::Interval, true);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while self.in_flight.len() < self.capacity {
+            let Some(batch) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(tx) = &self.job_tx else {
+                self.queue.push_front(batch);
+                break;
+            };
+            let id = batch.id;
+            match tx.try_send(Job { batch }) {
+                Ok(()) => {
+                    self.in_flight.insert(id);
+                }
+                Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
+                    self.queue.push_front(j.batch);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let Done {
+            id,
+            written: acked,
+            result,
+        } = d;
+        self.in_flight.remove(&id);
+        let mut lost = 0;
+        let (written, error) = match result {
+            Ok(w) => {
+                self.buffer.ack(&acked);
+                (w, None)
+            }
+            Err((f, unwritten)) => {
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "batch {} of {} not written: {} ({} records kept)",
+                    id,
+                    acked.key,
+                    f.error,
+                    f.unwritten.len()
+                );
+                if self.closing.is_some() && !self.buffer.durable() {
+                    self.buffer.ack(&acked);
+                    lost = self.dead_letter_at_close(unwritten, &f.error);
+                } else {
+                    self.buffer.partly_written(&acked, unwritten);
+                }
+                (f.partial, Some(f.error))
+            }
+        };
+        // Buffers that hand out one batch per key at a time (Redis) are drained batch by
+        // batch while a close or an explicit flush is waiting.
+        let draining = self.closing.is_some() || self.waiters.iter().any(|w| w.ids.contains(&id));
+        if draining && error.is_none() {
+            let before: HashSet<ulid::Ulid> = self.queue.iter().map(|b| b.id).collect();
+            let reason = if self.closing.is_some() {
+                Reason::Close
+            } else {
+                Reason::Request
+            };
+            self.take_key(&acked.key, reason, true);
+            let new: Vec<ulid::Ulid> = self
+                .queue
+                .iter()
+                .map(|b| b.id)
+                .filter(|i| !before.contains(i))
+                .collect();
+            for w in &mut self.waiters {
+                if w.ids.contains(&id) {
+                    w.ids.extend(new.iter().copied());
+                }
+            }
+        }
+        let mut reports: Vec<&mut FlushReport> = Vec::new();
+        for w in &mut self.waiters {
+            if w.ids.remove(&id) {
+                reports.push(&mut w.report);
+            }
+        }
+        if let Some(c) = &mut self.closing {
+            reports.push(&mut c.report);
+        }
+        for r in reports {
+            r.batches += 1;
+            r.add(&written);
+            r.lost += lost;
+            if let Some(e) = &error {
+                r.errors.push(e.clone());
+            }
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            if self.waiters[i].ids.is_empty() {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.done.send(w.report);
+            } else {
+                i += 1;
+            }
+        }
+        self.publish_usage();
+        self.unpark();
+    }
+
+    /// At close a batch that cannot be written goes to the DLQ, so it can be re-driven;
+    /// returns the records that could not be kept anywhere.
+    fn dead_letter_at_close(&mut self, b: Batch, error: &str) -> usize {
+        let entries: Vec<_> = b
+            .records
+            .iter()
+            .map(|r| {
+                let mut e = crate::dlq::DlqEntry::new(
+                    format!("batch {} at shutdown", b.id),
+                    format!("write failed at shutdown: {error}"),
+                    r.to_json().as_bytes(),
+                );
+                e.key = Some(b.key.to_string());
+                e
+            })
+            .collect();
+        let n = entries.len();
+        self.buffer.ack(&b.info());
+        match self.shared.reject(&entries) {
+            Ok(()) => 0,
+            Err(e) => {
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "{n} records lost at shutdown: {error}; DLQ: {e}"
+                );
+                n
+            }
+        }
+    }
+
+    fn start_close(&mut self, done: Option<Tx<FlushReport>>) {
+        for p in self.parked.drain(..) {
+            let _ = p.reply.send(Err(SubmitError::Closed));
+        }
+        self.take_all(Reason::Close);
+        self.closing = Some(Closing {
+            done,
+            report: FlushReport::default(),
+            redrains_left: CLOSE_REDRAINS,
+        });
+    }
+
+    /// A durable buffer can still hold records after the close's drain: a Redis call that
+    /// failed or timed out on the way reads as "nothing there" (an empty key sweep, a
+    /// zero length). Look again a few times, [`REDRAIN_PAUSE`] apart, before leaving the
+    /// records to another flusher. Records under another live flusher's lock also end up
+    /// here; they cost the close at most half a second.
+    fn redrain(&mut self) -> bool {
+        let Some(c) = &mut self.closing else {
+            return false;
+        };
+        // A failed write is not retried here: its records stay stored, and another look
+        // would only repeat the write's own retries and back-off.
+        if !self.buffer.durable() || c.redrains_left == 0 || !c.report.errors.is_empty() {
+            return false;
+        }
+        c.redrains_left -= 1;
+        if !self.buffer.may_hold_records() {
+            return false;
+        }
+        std::thread::sleep(REDRAIN_PAUSE);
+        self.take_all(Reason::Close);
+        true
+    }
+
+    fn finish_close(&mut self) {
+        self.job_tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.done.send(w.report);
+        }
+        let Some(Closing {
+            done, mut report, ..
+        }) = self.closing.take()
+        else {
+            return;
+        };
+        if self.buffer.durable() {
+            let _ = self.buffer.keys(); // refresh the counts before reporting them
+        }
+        let (records, _) = self.buffer.usage();
+        if records > 0 && self.buffer.durable() {
+            log_at!(
+                self.shared.log,
+                Level::Info,
+                "{records} records stay in the durable buffer for another flusher"
+            );
+        } else if records > 0 {
+            report.lost += records as usize;
+            report.errors.push(format!(
+                "{records} records were still buffered when the receiver stopped"
+            ));
+        }
+        self.publish_usage();
+        log_at!(
+            self.shared.log,
+            Level::Info,
+            "closed: the final flush wrote {} files, {} rows ({} recovered, {} lost); the run wrote {} files, {} rows",
+            report.files,
+            report.rows,
+            report.recovered,
+            report.lost,
+            Metrics::get(&self.shared.metrics.files_written),
+            Metrics::get(&self.shared.metrics.records_out),
+        );
+        if let Some(done) = done {
+            let _ = done.send(report);
+        }
+    }
+}
