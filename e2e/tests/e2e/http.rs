@@ -216,9 +216,28 @@ fn bearer_token_and_body_limit() {
 }
 
 #[test]
-fn full_buffer_answers_429_with_retry_after() {
+fn a_full_buffer_holds_the_request_while_it_makes_room() {
+    // The default BufferFullWait (1s): the buffer writes what it holds and takes the
+    // second batch instead of answering 429.
     let s = HttpServer::start(
         json!({"buffer_max_bytes": 1024, "buffer_size": 1000000, "flush_interval": 3600}),
+    );
+    let text = generate(63, 20);
+    for _ in 0..3 {
+        let r = http("POST", &s.url("/records"), &[NDJSON], Some(text.as_bytes()));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let m = http("GET", &s.url("/metrics"), &[], None).text();
+    assert!(
+        m.lines().any(|l| l == "d2p_backpressure_total 0"),
+        "no refusal: {m}"
+    );
+}
+
+#[test]
+fn full_buffer_answers_429_with_retry_after() {
+    let s = HttpServer::start(
+        json!({"buffer_max_bytes": 1024, "buffer_size": 1000000, "flush_interval": 3600, "buffer_full_wait": "0"}),
     );
     let text = generate(62, 20);
     let r = http("POST", &s.url("/records"), &[NDJSON], Some(text.as_bytes()));

@@ -343,6 +343,33 @@ fn concurrent_flushes_with_workers() {
 }
 
 #[test]
+fn a_full_buffer_makes_room_instead_of_answering_retry() {
+    // Fluent Bit retries a chunk only after 6-11 s and, with its default Retry_Limit 1,
+    // drops it after the second try: with the default BufferFullWait the same pressure
+    // as in backpressure_retries_without_duplicates costs no FLB_RETRY at all.
+    let dir = tempfile::tempdir().unwrap();
+    let (chunks, _) = v5_chunks(dir.path(), 25, 3000, 500);
+    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
+    let out = dir.path().join("out");
+    let mut sc = scenario(
+        vec![instance_props(
+            &out,
+            &[
+                ("BufferMaxBytes", "64KiB"),
+                ("BufferSize", "1000000"),
+                ("FlushInterval", "3600"),
+            ],
+        )],
+        vec![flush(0, &refs, "bp")],
+    );
+    sc["retry_limit"] = json!(0);
+    let r = run_host(&sc, &[]);
+    assert_eq!(codes(&r, 0), vec![FLB_OK; 6], "{}", r["flushes"]);
+    let got = rows_by_id(&out);
+    assert_eq!(got.len(), 3000, "every record once, none twice");
+}
+
+#[test]
 fn backpressure_retries_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let (chunks, _) = v5_chunks(dir.path(), 24, 3000, 500);
@@ -357,6 +384,7 @@ fn backpressure_retries_without_duplicates() {
                 ("BufferMaxBytes", "64KiB"),
                 ("BufferSize", "1000000"),
                 ("FlushInterval", "3600"),
+                ("BufferFullWait", "0"),
             ],
         )],
         vec![flush(0, &refs, "bp")],

@@ -180,6 +180,8 @@ pub struct Config {
     pub buffer_type: BufferType,
     pub buffer_max_bytes: u64,
     pub queue_capacity: usize,
+    /// How long [`crate::receiver::Receiver::submit`] waits for room in a full buffer.
+    pub buffer_full_wait: Duration,
     pub flush_workers: usize,
     pub debug: bool,
     pub flush_interval: Duration,
@@ -301,6 +303,10 @@ fn parse_bytes(k: &KeyInfo, v: &str) -> Result<u64, ConfigError> {
         .ok_or_else(|| bad(k, v, "size too large"))
 }
 
+/// Longest BufferFullWait: a Fluent Bit flush waits for it on the engine's thread, and
+/// must answer well within Fluent Bit's default Grace of 5 s.
+const MAX_FULL_WAIT: Duration = Duration::from_secs(3);
+
 /// Durations: plain seconds, or with a suffix ms/s/m/h.
 fn parse_duration(k: &KeyInfo, v: &str) -> Result<Duration, ConfigError> {
     let t = v.trim();
@@ -360,6 +366,7 @@ impl ConfigBuilder {
                 buffer_type: BufferType::Mem,
                 buffer_max_bytes: 64 * 1024 * 1024,
                 queue_capacity: 64,
+                buffer_full_wait: Duration::from_secs(1),
                 flush_workers: 1,
                 debug: false,
                 flush_interval: Duration::from_secs(5),
@@ -583,6 +590,16 @@ impl ConfigBuilder {
                 c.queue_capacity = parse_int::<usize>(k, v, "a count >= 1")?;
                 if c.queue_capacity == 0 {
                     return Err(bad(k, v, "expected a count >= 1"));
+                }
+            }
+            Key::BufferFullWait => {
+                c.buffer_full_wait = if v.trim() == "0" {
+                    Duration::ZERO
+                } else {
+                    parse_duration(k, v)?
+                };
+                if c.buffer_full_wait > MAX_FULL_WAIT {
+                    return Err(bad(k, v, "expected 0 up to 3s"));
                 }
             }
             Key::FlushWorkers => {

@@ -3,7 +3,7 @@
 //! acknowledges or keeps their records by the result. Being the single owner is what
 //! makes the buffer need no lock, and what orders every decision about one key.
 
-use super::{CLAIMED, Done, FlushReport, Job, Msg, PENDING, Push, SubmitError};
+use super::{CLAIMED, Done, FlushReport, Job, Msg, PARKED, PENDING, Push, SubmitError};
 use crate::buffer::{Batch, Buffer, BufferError, Reason, Refused};
 use crate::config::Config;
 use crate::flush::Shared;
@@ -138,10 +138,10 @@ impl BufferThread {
                 }
                 if !self.parked.is_empty() && p.wait {
                     // Keep arrival order among waiting producers.
-                    self.parked.push_back(p);
+                    self.park(p);
                     return;
                 }
-                self.push(p);
+                self.push(p, true);
             }
             Msg::Pushed(lens) => {
                 if self.closing.is_none() {
@@ -175,8 +175,9 @@ impl BufferThread {
         }
     }
 
-    /// Stores a submission, parks it when full and it may wait, or answers Full.
-    fn push(&mut self, p: Push) {
+    /// Stores a submission, parks it when full and it may wait, or answers Full. A full
+    /// buffer with nothing queued for writing writes what it holds, with `make_room`.
+    fn push(&mut self, p: Push, make_room: bool) {
         let n: usize = p.groups.iter().map(|(_, r)| r.len()).sum();
         match self.buffer.push(p.groups) {
             Ok(lens) => {
@@ -191,11 +192,11 @@ impl BufferThread {
             Err(Refused { error, groups }) => {
                 if matches!(error, BufferError::Full(_)) {
                     // Make room: write what is pending rather than wait for triggers.
-                    if self.queue.is_empty() {
+                    if make_room && self.queue.is_empty() {
                         self.take_all(Reason::Pressure);
                     }
                     if p.wait {
-                        self.parked.push_back(Push { groups, ..p });
+                        self.park(Push { groups, ..p });
                         return;
                     }
                     Metrics::add(&self.shared.metrics.backpressure, 1);
@@ -206,11 +207,26 @@ impl BufferThread {
         self.publish_usage();
     }
 
-    /// Retries parked submissions, in order, after room was made.
-    fn unpark(&mut self) {
+    /// Keeps a submission until room is made. Its producer may give up meanwhile
+    /// (BufferFullWait), so it is released to be cancelled.
+    fn park(&mut self, p: Push) {
+        p.state.store(PARKED, Ordering::Release);
+        self.parked.push_back(p);
+    }
+
+    /// Retries parked submissions, in order, after a write finished; those whose producer
+    /// gave up are dropped unstored. `make_room` is false after a failed write: writing
+    /// again at once would only spin on the same failure while producers wait.
+    fn unpark(&mut self, make_room: bool) {
         while let Some(p) = self.parked.pop_front() {
+            if p.state
+                .compare_exchange(PARKED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
             let before = self.parked.len();
-            self.push(p);
+            self.push(p, make_room);
             if self.parked.len() > before {
                 // Still full: it went back to the end; restore its place at the front.
                 if let Some(back) = self.parked.pop_back() {
@@ -383,7 +399,7 @@ impl BufferThread {
             }
         }
         self.publish_usage();
-        self.unpark();
+        self.unpark(error.is_none());
     }
 
     /// At close a batch that cannot be written goes to the DLQ, so it can be re-driven;

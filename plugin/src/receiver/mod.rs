@@ -31,11 +31,11 @@ use crate::metrics::Metrics;
 use crate::partition::PartitionKey;
 use crate::writer::Writer;
 use buffer_thread::BufferThread;
-use crossbeam_channel::{Sender as Tx, TrySendError, bounded};
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender as Tx, TrySendError, bounded};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use writer_thread::writer_loop;
 
 /// Why a submission was not accepted. All but `Closed` are worth retrying.
@@ -102,9 +102,27 @@ impl FlushReport {
     }
 }
 
+// The life of a submission. The producer may cancel it (ABANDONED) only while the buffer
+// thread does not hold it: in the channel (PENDING) or waiting for room (PARKED).
 const PENDING: u8 = 0;
 const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
+const PARKED: u8 = 3;
+
+/// How often a producer whose wait is over looks again, while the buffer thread holds its
+/// submission for a moment (it answers or parks it right away).
+const RECHECK: Duration = Duration::from_millis(5);
+
+/// How long a producer waits for room in a full buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patience {
+    /// Refused at once (`BufferFullWait 0`).
+    Never,
+    /// Up to this long (`BufferFullWait`), then refused.
+    Upto(Duration),
+    /// Until room is made (batch tools).
+    Forever,
+}
 
 enum Msg {
     Push(Push),
@@ -150,6 +168,8 @@ pub struct Receiver {
     thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
     submit_timeout: Duration,
+    /// BufferFullWait.
+    full_wait: Duration,
     closed: Mutex<Option<FlushReport>>,
 }
 
@@ -259,6 +279,7 @@ impl Receiver {
             thread: Mutex::new(Some(thread)),
             shared,
             submit_timeout: Duration::from_secs(30),
+            full_wait: cfg.buffer_full_wait,
             closed: Mutex::new(None),
         })
     }
@@ -277,19 +298,29 @@ impl Receiver {
     }
 
     /// Dead-letters the batch's rejected records, then stores its records in the buffer.
-    /// Returns only when the buffer holds them (or with the reason it does not); a full
-    /// buffer is an immediate [`SubmitError::Full`].
+    /// Returns only when the buffer holds them (or with the reason it does not). A full
+    /// buffer gets `BufferFullWait` to make room (a write usually is), then the answer is
+    /// [`SubmitError::Full`]; records refused so are never stored later.
     pub fn submit(&self, batch: KeyedBatch) -> Result<Accepted, SubmitError> {
-        self.submit_inner(batch, false)
+        let patience = if self.full_wait.is_zero() {
+            Patience::Never
+        } else {
+            Patience::Upto(self.full_wait)
+        };
+        self.submit_inner(batch, patience)
     }
 
-    /// Like [`Receiver::submit`], but waits for room when the buffer is full: the
-    /// buffer writes what it holds to make space. For batch tools, not for Fluent Bit.
+    /// Like [`Receiver::submit`], but waits for room as long as it takes: the buffer
+    /// writes what it holds to make space. For batch tools, not for Fluent Bit.
     pub fn submit_wait(&self, batch: KeyedBatch) -> Result<Accepted, SubmitError> {
-        self.submit_inner(batch, true)
+        self.submit_inner(batch, Patience::Forever)
     }
 
-    fn submit_inner(&self, mut batch: KeyedBatch, wait: bool) -> Result<Accepted, SubmitError> {
+    fn submit_inner(
+        &self,
+        mut batch: KeyedBatch,
+        patience: Patience,
+    ) -> Result<Accepted, SubmitError> {
         let rejected = batch.rejected.len();
         if rejected > 0 {
             self.shared
@@ -305,44 +336,77 @@ impl Receiver {
         if let Some((factory, pool)) = &self.direct {
             return self.push_direct(factory, pool, groups, records, rejected);
         }
+        let started = Instant::now();
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply_tx, reply_rx) = bounded(1);
         let msg = Msg::Push(Push {
             groups,
             state: state.clone(),
             reply: reply_tx,
-            wait,
+            wait: patience != Patience::Never,
         });
-        if wait {
-            self.tx.send(msg).map_err(|_| SubmitError::Closed)?;
-            return match reply_rx.recv() {
-                Ok(r) => r.map(|()| Accepted { records, rejected }),
-                Err(_) => Err(SubmitError::Closed),
-            };
-        }
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                Metrics::add(&self.shared.metrics.backpressure, 1);
-                return Err(SubmitError::Full("receiver queue is full".into()));
+        let give_up = match patience {
+            Patience::Never => started + self.submit_timeout,
+            Patience::Upto(d) => started + d,
+            Patience::Forever => {
+                self.tx.send(msg).map_err(|_| SubmitError::Closed)?;
+                return match reply_rx.recv() {
+                    Ok(r) => r.map(|()| Accepted { records, rejected }),
+                    Err(_) => Err(SubmitError::Closed),
+                };
             }
-            Err(TrySendError::Disconnected(_)) => return Err(SubmitError::Closed),
-        }
-        let res = match reply_rx.recv_timeout(self.submit_timeout) {
-            Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if state
-                    .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return Err(SubmitError::Timeout);
+        };
+        let sent = match patience {
+            Patience::Upto(_) => self.tx.send_deadline(msg, give_up).map_err(|e| match e {
+                SendTimeoutError::Timeout(_) => self.refused("receiver queue stayed full"),
+                SendTimeoutError::Disconnected(_) => SubmitError::Closed,
+            }),
+            _ => self.tx.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(_) => self.refused("receiver queue is full"),
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            }),
+        };
+        sent?;
+        let mut until = give_up;
+        let res = loop {
+            match reply_rx.recv_deadline(until) {
+                Ok(r) => break r,
+                Err(RecvTimeoutError::Disconnected) => break Err(SubmitError::Closed),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(e) = self.abandon(&state, patience) {
+                        break Err(e);
+                    }
+                    // The buffer thread holds it this very moment: it answers or parks it
+                    // right away.
+                    until = Instant::now() + RECHECK;
                 }
-                // Already claimed: the result is on its way.
-                reply_rx.recv().unwrap_or(Err(SubmitError::Closed))
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(SubmitError::Closed),
         };
         res.map(|()| Accepted { records, rejected })
+    }
+
+    /// Cancels a submission the buffer thread does not hold, so it can never be stored;
+    /// the reason to give the producer, or `None` if it is held right now.
+    fn abandon(&self, state: &AtomicU8, patience: Patience) -> Option<SubmitError> {
+        let cancel = |from| {
+            state
+                .compare_exchange(from, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        };
+        match patience {
+            Patience::Upto(d) if cancel(PARKED) => {
+                Some(self.refused(&format!("the buffer stayed full for {d:?}")))
+            }
+            Patience::Upto(_) if cancel(PENDING) => Some(self.refused("receiver queue is busy")),
+            Patience::Never if cancel(PENDING) => Some(SubmitError::Timeout),
+            _ => None,
+        }
+    }
+
+    /// A refusal for lack of room, counted as backpressure.
+    fn refused(&self, why: &str) -> SubmitError {
+        Metrics::add(&self.shared.metrics.backpressure, 1);
+        SubmitError::Full(why.to_string())
     }
 
     /// Stores records through a producer-side connection, then tells the buffer thread.
@@ -590,6 +654,7 @@ mod tests {
                 ("BufferMaxBytes", "4096"),
                 ("FlushInterval", "3600"),
                 ("BufferSize", "100000"),
+                ("BufferFullWait", "0"),
             ],
         );
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
@@ -605,6 +670,67 @@ mod tests {
             "nothing lost, nothing twice"
         );
         assert!(Metrics::get(&r.metrics().backpressure) >= 1);
+    }
+
+    #[test]
+    fn a_full_buffer_makes_room_within_buffer_full_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferMaxBytes", "4096"),
+                ("FlushInterval", "3600"),
+                ("BufferSize", "100000"),
+                ("BufferFullWait", "3s"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 20, 1)).unwrap();
+        // Full: the buffer writes what it holds, and the second batch gets its room.
+        r.submit(batch(&c, 20, 20, 1)).unwrap();
+        assert_eq!(Metrics::get(&r.metrics().backpressure), 0);
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, 40));
+    }
+
+    #[test]
+    fn records_refused_after_buffer_full_wait_are_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rec"), b"x").unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferMaxBytes", "4096"),
+                ("FlushInterval", "3600"),
+                ("BufferSize", "100000"),
+                ("BufferFullWait", "300ms"),
+                ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 20, 1)).unwrap();
+        // Neither the folder nor the recovery store can take the records: no room.
+        break_folder(&dir.path().join("out"));
+        let t = Instant::now();
+        let e = r.submit(batch(&c, 20, 20, 1)).unwrap_err();
+        assert!(matches!(e, SubmitError::Full(_)), "{e:?}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(Metrics::get(&r.metrics().backpressure), 1);
+        // Once writes work again, the refused batch must not turn up: its producer was
+        // told it was not stored, and sends it again.
+        std::fs::remove_file(dir.path().join("out")).unwrap();
+        r.flush().unwrap();
+        r.submit(batch(&c, 20, 20, 1)).unwrap();
+        r.close();
+        assert_eq!(
+            written(dir.path()),
+            expect(0, 40),
+            "nothing lost, nothing twice"
+        );
     }
 
     #[test]

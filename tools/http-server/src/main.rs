@@ -2,8 +2,9 @@
 //! run Fluent Bit. Same library, same configuration (Address, Port, and every other key).
 //!
 //! Records are acknowledged only once the buffer holds them (with Redis: once Redis
-//! confirmed). A full buffer answers 429 with Retry-After. SIGTERM and SIGINT stop the
-//! listener, let requests in progress finish, then write every pending record.
+//! confirmed). A buffer still full after BufferFullWait answers 429 with Retry-After.
+//! SIGTERM and SIGINT stop the listener, let requests in progress finish, then write
+//! every pending record.
 
 mod probe;
 mod routes;
