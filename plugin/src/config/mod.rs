@@ -1019,6 +1019,8 @@ mod tests {
             ("WriterRowGroupSize", "10"),
             ("RedisTimeout", "-5"),
             ("Port", "70000"),
+            ("BufferFullWait", "4s"),
+            ("BufferFullWait", "-1"),
         ] {
             let e = ConfigBuilder::new().set(k, v).map(|_| ()).unwrap_err();
             assert!(e.to_string().contains(k), "{k}={v}: {e}");
@@ -1028,6 +1030,19 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(e.to_string().contains("D2P_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn buffer_full_wait_takes_zero_up_to_three_seconds() {
+        let wait = |v: &str| {
+            let mut b = ConfigBuilder::new();
+            b.set("BufferFullWait", v).unwrap();
+            b.build().unwrap().buffer_full_wait
+        };
+        assert_eq!(Config::default().buffer_full_wait, Duration::from_secs(1));
+        assert_eq!(wait("0"), Duration::ZERO);
+        assert_eq!(wait("250ms"), Duration::from_millis(250));
+        assert_eq!(wait("3"), Duration::from_secs(3));
     }
 
     #[test]
