@@ -3,7 +3,7 @@
 //! acknowledges or keeps their records by the result. Being the single owner is what
 //! makes the buffer need no lock, and what orders every decision about one key.
 
-use super::{CLAIMED, Done, FlushReport, Job, Msg, PARKED, PENDING, Push, SubmitError};
+use super::{ABANDONED, CLAIMED, Done, FlushReport, Job, Msg, PARKED, PENDING, Push, SubmitError};
 use crate::buffer::{Batch, Buffer, BufferError, Reason, Refused};
 use crate::config::Config;
 use crate::flush::Shared;
@@ -136,6 +136,9 @@ impl BufferThread {
                     let _ = p.reply.send(Err(SubmitError::Closed));
                     return;
                 }
+                // Producers that gave up hold no place in the line.
+                self.parked
+                    .retain(|q| q.state.load(Ordering::Acquire) != ABANDONED);
                 if !self.parked.is_empty() && p.wait {
                     // Keep arrival order among waiting producers.
                     self.park(p);

@@ -707,28 +707,42 @@ mod tests {
                 ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
             ],
         );
+        let out = dir.path().join("out");
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        // Neither the folder nor the recovery store can take records: no room is made,
+        // and the second batch is refused after the wait.
+        let refused = |from| {
+            let t = Instant::now();
+            let e = r.submit(batch(&c, from, 20, 1)).unwrap_err();
+            assert!(matches!(e, SubmitError::Full(_)), "{e:?}");
+            assert!(
+                t.elapsed() >= Duration::from_millis(300),
+                "{:?}",
+                t.elapsed()
+            );
+        };
         r.submit(batch(&c, 0, 20, 1)).unwrap();
-        // Neither the folder nor the recovery store can take the records: no room.
-        break_folder(&dir.path().join("out"));
-        let t = Instant::now();
-        let e = r.submit(batch(&c, 20, 20, 1)).unwrap_err();
-        assert!(matches!(e, SubmitError::Full(_)), "{e:?}");
-        assert!(
-            t.elapsed() >= Duration::from_millis(300),
-            "{:?}",
-            t.elapsed()
-        );
-        assert_eq!(Metrics::get(&r.metrics().backpressure), 1);
-        // Once writes work again, the refused batch must not turn up: its producer was
-        // told it was not stored, and sends it again.
-        std::fs::remove_file(dir.path().join("out")).unwrap();
+        break_folder(&out);
+        refused(20);
+        // Writes work again. The refused batch must not turn up when room is made: its
+        // producer was told it was not stored, and sends it again.
+        std::fs::remove_file(&out).unwrap();
         r.flush().unwrap();
         r.submit(batch(&c, 20, 20, 1)).unwrap();
+        // The same once more, but the resend comes while the buffer is still full: the
+        // abandoned submission must not keep it waiting in line.
+        let kept = dir.path().join("kept");
+        std::fs::rename(&out, &kept).unwrap();
+        break_folder(&out);
+        refused(40);
+        std::fs::remove_file(&out).unwrap();
+        std::fs::rename(&kept, &out).unwrap();
+        r.submit(batch(&c, 40, 20, 1)).unwrap();
+        assert_eq!(Metrics::get(&r.metrics().backpressure), 2);
         r.close();
         assert_eq!(
             written(dir.path()),
-            expect(0, 40),
+            expect(0, 60),
             "nothing lost, nothing twice"
         );
     }
