@@ -748,6 +748,44 @@ mod tests {
     }
 
     #[test]
+    fn producers_racing_a_short_buffer_full_wait_store_each_batch_once() {
+        // Four producers on a buffer that holds one batch, with a wait so short that
+        // many give up while parked, at any moment of the buffer thread's work. Each
+        // resends a refused batch until it is taken: every record must be written once.
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferMaxBytes", "4096"),
+                ("FlushInterval", "3600"),
+                ("BufferSize", "100000"),
+                ("BufferFullWait", "2ms"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (r, c) = (&r, &c);
+                s.spawn(move || {
+                    for b in 0..25 {
+                        let from = (t * 25 + b) * 20;
+                        loop {
+                            match r.submit(batch(c, from, 20, 3)) {
+                                Ok(_) => break,
+                                Err(SubmitError::Full(_)) => continue,
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, 2000));
+        assert!(Metrics::get(&r.metrics().backpressure) > 0, "some gave up");
+    }
+
+    #[test]
     fn failed_writes_go_to_recovery_and_are_resent() {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(
