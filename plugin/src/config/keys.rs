@@ -86,8 +86,8 @@ keys! {
     PartitionFields, "PartitionFields", "partition_fields", New, "business-capability,business-domain,business-service,application-service", "Fields whose values form the partition key (`a:b:c:d`). Also `tag`, `tag[N]` and `meta.<name>`. With RecordType=dynamic the default is `capability,domain,service,application` (a missing field is `dynamic_<field>`, as upstream).";
     PartitionPath, "PartitionPath", "partition_path", New, "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}", "Folder layout: `{field}` (a partition field) and `{%Y}` `{%m}` `{%d}` `{%H}` `{%M}` (UTC). Unset: upstream's layouts (`{capability}/year=...` for dynamic records), or `<first field>={first field}/year=...` for custom PartitionFields.";
     PartitionTime, "PartitionTime", "partition_time", New, "flush", "Time used in the path: `flush` (flush time) or `record` (the record's own time, UTC).";
-    BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "67108864", "Memory the mem buffer may hold before it refuses records (FLB_RETRY / HTTP 429).";
-    QueueCapacity, "QueueCapacity", "queue_capacity", New, "64", "Batches waiting for the buffer thread before producers get a `full` error.";
+    BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "67108864", "Memory the mem buffer may hold. Beyond it, records wait up to BufferFullWait for a write to make room, then are refused (FLB_RETRY / HTTP 429).";
+    QueueCapacity, "QueueCapacity", "queue_capacity", New, "64", "Batches waiting for the buffer thread. Beyond it, producers wait up to BufferFullWait, then get a `full` error.";
     BufferFullWait, "BufferFullWait", "buffer_full_wait", New, "1s", "How long records wait for room in a full buffer (usually a write is making room) before they are refused with FLB_RETRY / HTTP 429. `0` refuses at once; at most `3s`, so a Fluent Bit flush answers well within its 5 s Grace.";
     FlushWorkers, "FlushWorkers", "flush_workers", New, "1", "Threads that convert and write batches.";
     MaxRecordBytes, "MaxRecordBytes", "max_record_bytes", New, "16777216", "Largest single JSON record accepted; larger ones go to the DLQ.";

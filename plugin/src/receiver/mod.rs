@@ -2,9 +2,10 @@
 //!
 //! - One **buffer thread** (`buffer_thread.rs`) owns the buffer. Producers send it
 //!   whole submissions through a bounded crossbeam channel and wait for its
-//!   acknowledgement; a producer that finds the channel full gets
-//!   [`SubmitError::Full`] at once and is never blocked forever. It decides flushes: by
-//!   size (a key reaches BufferSize), by age (a key's oldest record has waited
+//!   acknowledgement. A full channel or buffer holds a producer for `BufferFullWait`
+//!   at most, then answers [`SubmitError::Full`], so no producer is blocked forever
+//!   (only json2parquet waits as long as it takes). The buffer thread decides flushes:
+//!   by size (a key reaches BufferSize), by age (a key's oldest record has waited
 //!   FlushInterval), on request, and on close (everything).
 //! - **Writer threads** (`writer_thread.rs`; FlushWorkers, default 1) convert batches
 //!   and write them. They are separate so that a slow write (S3) never delays
@@ -109,6 +110,10 @@ const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
 const PARKED: u8 = 3;
 
+/// How long a producer that may not wait for room (`BufferFullWait 0`) waits for the
+/// buffer thread to take its submission at all.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often a producer whose wait is over looks again, while the buffer thread holds its
 /// submission for a moment (it answers or parks it right away).
 const RECHECK: Duration = Duration::from_millis(5);
@@ -140,7 +145,7 @@ struct Push {
     groups: Groups,
     state: Arc<AtomicU8>,
     reply: Tx<Result<(), SubmitError>>,
-    /// Wait for room instead of answering Full (json2parquet's flow control).
+    /// May wait for room (parked) instead of being answered Full at once.
     wait: bool,
 }
 
@@ -167,7 +172,6 @@ pub struct Receiver {
     closing: std::sync::atomic::AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
-    submit_timeout: Duration,
     /// BufferFullWait.
     full_wait: Duration,
     closed: Mutex<Option<FlushReport>>,
@@ -278,7 +282,6 @@ impl Receiver {
             closing: std::sync::atomic::AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
             shared,
-            submit_timeout: Duration::from_secs(30),
             full_wait: cfg.buffer_full_wait,
             closed: Mutex::new(None),
         })
@@ -290,11 +293,6 @@ impl Receiver {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
-    }
-
-    /// How long [`Receiver::submit`] waits for the buffer's acknowledgement.
-    pub fn set_submit_timeout(&mut self, t: Duration) {
-        self.submit_timeout = t;
     }
 
     /// Dead-letters the batch's rejected records, then stores its records in the buffer.
@@ -346,7 +344,7 @@ impl Receiver {
             wait: patience != Patience::Never,
         });
         let give_up = match patience {
-            Patience::Never => started + self.submit_timeout,
+            Patience::Never => started + SUBMIT_TIMEOUT,
             Patience::Upto(d) => started + d,
             Patience::Forever => {
                 self.tx.send(msg).map_err(|_| SubmitError::Closed)?;
