@@ -22,6 +22,7 @@ pub struct Metrics {
     pub recovery_stored: AtomicU64,
     pub recovery_resent: AtomicU64,
     pub backpressure: AtomicU64,
+    pub full_waits: AtomicU64,
     pub buffer_records: AtomicU64,
     pub buffer_bytes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -51,7 +52,7 @@ impl Metrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -106,6 +107,11 @@ impl Metrics {
                 "d2p_backpressure_total",
                 "Submissions refused because the buffer was full.",
                 &self.backpressure,
+            ),
+            (
+                "d2p_buffer_full_waits_total",
+                "Submissions that found the buffer full and waited for room (BufferFullWait).",
+                &self.full_waits,
             ),
         ];
         for (name, help, v) in counters {

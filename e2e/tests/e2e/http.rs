@@ -232,6 +232,10 @@ fn a_full_buffer_holds_the_request_while_it_makes_room() {
         m.lines().any(|l| l == "d2p_backpressure_total 0"),
         "no refusal: {m}"
     );
+    assert!(
+        m.lines().any(|l| l == "d2p_buffer_full_waits_total 2"),
+        "the second and third request waited for room: {m}"
+    );
 }
 
 #[test]

@@ -212,7 +212,11 @@ impl BufferThread {
 
     /// Keeps a submission until room is made. Its producer may give up meanwhile
     /// (BufferFullWait), so it is released to be cancelled.
-    fn park(&mut self, p: Push) {
+    fn park(&mut self, mut p: Push) {
+        if !p.waited {
+            p.waited = true;
+            Metrics::add(&self.shared.metrics.full_waits, 1);
+        }
         p.state.store(PARKED, Ordering::Release);
         self.parked.push_back(p);
     }

@@ -147,6 +147,8 @@ struct Push {
     reply: Tx<Result<(), SubmitError>>,
     /// May wait for room (parked) instead of being answered Full at once.
     wait: bool,
+    /// Has been parked (counted once in the metrics, however often it is parked).
+    waited: bool,
 }
 
 struct Job {
@@ -342,6 +344,7 @@ impl Receiver {
             state: state.clone(),
             reply: reply_tx,
             wait: patience != Patience::Never,
+            waited: false,
         });
         let give_up = match patience {
             Patience::Never => started + SUBMIT_TIMEOUT,
@@ -687,6 +690,7 @@ mod tests {
         // Full: the buffer writes what it holds, and the second batch gets its room.
         r.submit(batch(&c, 20, 20, 1)).unwrap();
         assert_eq!(Metrics::get(&r.metrics().backpressure), 0);
+        assert_eq!(Metrics::get(&r.metrics().full_waits), 1);
         r.close();
         assert_eq!(written(dir.path()), expect(0, 40));
     }
