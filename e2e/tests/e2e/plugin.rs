@@ -6,7 +6,7 @@ use data2parquet::config::Config;
 use data2parquet::timeutil::format_rfc3339_nanos;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Flushes on Fluent Bit's 24 KiB coroutine stack.
 fn scenario(instances: Vec<Value>, steps: Vec<Value>) -> Value {
@@ -342,26 +342,35 @@ fn concurrent_flushes_with_workers() {
     assert_eq!(got.len(), 4000);
 }
 
+/// Six 500-record chunks into a buffer that holds about one, with no size or interval
+/// flushes to free it: only the pressure flush that a full buffer triggers makes room.
+/// Returns the scenario (for the retry settings), the output folder and its tempdir.
+fn pressure_scenario(seed: u64, full_wait: Option<&str>) -> (Value, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (chunks, _) = v5_chunks(dir.path(), seed, 3000, 500);
+    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
+    let out = dir.path().join("out");
+    let mut props = vec![
+        ("BufferMaxBytes", "64KiB"),
+        ("BufferSize", "1000000"),
+        ("FlushInterval", "3600"),
+    ];
+    if let Some(w) = full_wait {
+        props.push(("BufferFullWait", w));
+    }
+    let sc = scenario(
+        vec![instance_props(&out, &props)],
+        vec![flush(0, &refs, "bp")],
+    );
+    (sc, out, dir)
+}
+
 #[test]
 fn a_full_buffer_makes_room_instead_of_answering_retry() {
     // Fluent Bit retries a chunk only after 6-11 s and, with its default Retry_Limit 1,
     // drops it after the second try: with the default BufferFullWait the same pressure
     // as in backpressure_retries_without_duplicates costs no FLB_RETRY at all.
-    let dir = tempfile::tempdir().unwrap();
-    let (chunks, _) = v5_chunks(dir.path(), 25, 3000, 500);
-    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
-    let out = dir.path().join("out");
-    let mut sc = scenario(
-        vec![instance_props(
-            &out,
-            &[
-                ("BufferMaxBytes", "64KiB"),
-                ("BufferSize", "1000000"),
-                ("FlushInterval", "3600"),
-            ],
-        )],
-        vec![flush(0, &refs, "bp")],
-    );
+    let (mut sc, out, _dir) = pressure_scenario(25, None);
     sc["retry_limit"] = json!(0);
     let r = run_host(&sc, &[]);
     assert_eq!(codes(&r, 0), vec![FLB_OK; 6], "{}", r["flushes"]);
@@ -371,24 +380,7 @@ fn a_full_buffer_makes_room_instead_of_answering_retry() {
 
 #[test]
 fn backpressure_retries_without_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let (chunks, _) = v5_chunks(dir.path(), 24, 3000, 500);
-    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
-    let out = dir.path().join("out");
-    // A buffer that holds about one chunk, and no size or interval flushes to free it:
-    // only the pressure flush that a full buffer triggers makes room.
-    let mut sc = scenario(
-        vec![instance_props(
-            &out,
-            &[
-                ("BufferMaxBytes", "64KiB"),
-                ("BufferSize", "1000000"),
-                ("FlushInterval", "3600"),
-                ("BufferFullWait", "0"),
-            ],
-        )],
-        vec![flush(0, &refs, "bp")],
-    );
+    let (mut sc, out, _dir) = pressure_scenario(24, Some("0"));
     sc["retry_limit"] = json!(20);
     sc["retry_delay_ms"] = json!(50);
     let r = run_host(&sc, &[]);

@@ -532,6 +532,19 @@ mod tests {
     }
 
     /// Replaces a folder with a plain file, so that writes under it fail.
+    /// A buffer that one 20-record batch fills, with no size or interval flush to free
+    /// it: only the pressure flush of a full buffer makes room.
+    fn one_batch_cfg(dir: &Path, wait: &str, extra: &[(&str, &str)]) -> Config {
+        let mut kv = vec![
+            ("BufferMaxBytes", "4096"),
+            ("FlushInterval", "3600"),
+            ("BufferSize", "100000"),
+            ("BufferFullWait", wait),
+        ];
+        kv.extend_from_slice(extra);
+        cfg(dir, &kv)
+    }
+
     fn break_folder(p: &Path) {
         let _ = std::fs::remove_dir_all(p);
         std::fs::write(p, b"not a folder").unwrap();
@@ -649,15 +662,7 @@ mod tests {
     #[test]
     fn full_buffer_refuses_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(
-            dir.path(),
-            &[
-                ("BufferMaxBytes", "4096"),
-                ("FlushInterval", "3600"),
-                ("BufferSize", "100000"),
-                ("BufferFullWait", "0"),
-            ],
-        );
+        let c = one_batch_cfg(dir.path(), "0", &[]);
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         r.submit(batch(&c, 0, 20, 1)).unwrap();
         let e = r.submit(batch(&c, 20, 20, 1)).unwrap_err();
@@ -676,15 +681,7 @@ mod tests {
     #[test]
     fn a_full_buffer_makes_room_within_buffer_full_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(
-            dir.path(),
-            &[
-                ("BufferMaxBytes", "4096"),
-                ("FlushInterval", "3600"),
-                ("BufferSize", "100000"),
-                ("BufferFullWait", "3s"),
-            ],
-        );
+        let c = one_batch_cfg(dir.path(), "3s", &[]);
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         r.submit(batch(&c, 0, 20, 1)).unwrap();
         // Full: the buffer writes what it holds, and the second batch gets its room.
@@ -699,15 +696,10 @@ mod tests {
     fn records_refused_after_buffer_full_wait_are_never_stored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("rec"), b"x").unwrap();
-        let c = cfg(
+        let c = one_batch_cfg(
             dir.path(),
-            &[
-                ("BufferMaxBytes", "4096"),
-                ("FlushInterval", "3600"),
-                ("BufferSize", "100000"),
-                ("BufferFullWait", "1s"),
-                ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
-            ],
+            "1s",
+            &[("RecoveryPath", dir.path().join("rec").to_str().unwrap())],
         );
         let out = dir.path().join("out");
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
@@ -751,15 +743,7 @@ mod tests {
         // many give up while parked, at any moment of the buffer thread's work. Each
         // resends a refused batch until it is taken: every record must be written once.
         let dir = tempfile::tempdir().unwrap();
-        let c = cfg(
-            dir.path(),
-            &[
-                ("BufferMaxBytes", "4096"),
-                ("FlushInterval", "3600"),
-                ("BufferSize", "100000"),
-                ("BufferFullWait", "2ms"),
-            ],
-        );
+        let c = one_batch_cfg(dir.path(), "2ms", &[]);
         let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
         std::thread::scope(|s| {
             for t in 0..4 {
