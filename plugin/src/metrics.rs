@@ -23,6 +23,7 @@ pub struct Metrics {
     pub recovery_resent: AtomicU64,
     pub backpressure: AtomicU64,
     pub full_waits: AtomicU64,
+    pub unavailable_waits: AtomicU64,
     pub buffer_records: AtomicU64,
     pub buffer_bytes: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -52,7 +53,7 @@ impl Metrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self) -> String {
         let mut s = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -105,13 +106,18 @@ impl Metrics {
             ),
             (
                 "d2p_backpressure_total",
-                "Submissions refused because the buffer was full.",
+                "Submissions refused because the buffer was full or unavailable.",
                 &self.backpressure,
             ),
             (
                 "d2p_buffer_full_waits_total",
                 "Submissions that found the buffer full and waited for room (BufferFullWait).",
                 &self.full_waits,
+            ),
+            (
+                "d2p_buffer_unavailable_waits_total",
+                "Submissions that found Redis unreachable or restarting and retried within BufferFullWait.",
+                &self.unavailable_waits,
             ),
         ];
         for (name, help, v) in counters {

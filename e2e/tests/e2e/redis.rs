@@ -271,8 +271,17 @@ fn flusher_killed_at_random_points_loses_and_duplicates_nothing() {
     );
 }
 
-#[test]
-fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
+/// What a restart run saw: each chunk's final code and how many tries it took.
+struct RestartRun {
+    codes: Vec<i64>,
+    attempts: Vec<i64>,
+    /// Whether the files hold every record exactly once.
+    once: Result<(), String>,
+}
+
+/// 46 chunks sent 60 ms apart to a plugin on Redis, which is killed 500 ms in and
+/// started again `down` later.
+fn restart_run(wait: &str, down: Duration, retry_limit: u64) -> RestartRun {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let (files, ids) = v5_chunks(dir.path(), 46, 3000, 100);
@@ -286,11 +295,15 @@ fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
         vec![props(
             &redis,
             &out,
-            &[("BufferSize", "200"), ("RedisTimeout", "500")],
+            &[
+                ("BufferSize", "200"),
+                ("RedisTimeout", "500"),
+                ("BufferFullWait", wait),
+            ],
         )],
         steps,
     );
-    sc["retry_limit"] = json!(1000);
+    sc["retry_limit"] = json!(retry_limit);
     sc["retry_delay_ms"] = json!(100);
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("s.json");
@@ -303,37 +316,61 @@ fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     redis.stop();
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(down);
     redis.restart();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mut codes_all = Vec::new();
-    let mut retried = 0;
+    let mut run = RestartRun {
+        codes: Vec::new(),
+        attempts: Vec::new(),
+        once: check_exactly_once(&[&out], &ids),
+    };
     for f in r["flushes"].as_array().unwrap() {
-        codes_all.extend(
-            f["codes"]
-                .as_array()
+        let ints = |k: &str| -> Vec<i64> {
+            f[k].as_array()
                 .unwrap()
                 .iter()
-                .map(|c| c.as_i64().unwrap()),
-        );
-        retried += f["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a.as_i64().unwrap() > 1)
-            .count();
+                .map(|c| c.as_i64().unwrap())
+                .collect()
+        };
+        run.codes.extend(ints("codes"));
+        run.attempts.extend(ints("attempts"));
     }
+    run
+}
+
+#[test]
+fn redis_restart_mid_run_gives_retries_and_loses_nothing() {
+    let run = restart_run("0", Duration::from_millis(1000), 1000);
     assert!(
-        codes_all.iter().all(|c| *c == 1),
-        "every chunk accepted in the end: {codes_all:?}"
+        run.codes.iter().all(|c| *c == 1),
+        "every chunk accepted in the end: {:?}",
+        run.codes
     );
     assert!(
-        retried > 0,
+        run.attempts.iter().any(|a| *a > 1),
         "chunks sent while Redis was down got FLB_RETRY"
     );
-    exactly_once(&[&out], &ids);
+    run.once.unwrap();
+}
+
+/// With `BufferFullWait`, a Redis restart shorter than the wait is ridden out inside the
+/// flush: no chunk is answered FLB_RETRY, so not even `Retry_Limit 0` loses one.
+#[test]
+fn a_redis_restart_within_buffer_full_wait_gives_no_retries() {
+    let run = restart_run("3s", Duration::from_millis(400), 0);
+    assert!(
+        run.codes.iter().all(|c| *c == 1),
+        "every chunk accepted: {:?}",
+        run.codes
+    );
+    assert!(
+        run.attempts.iter().all(|a| *a == 1),
+        "each on its first try: {:?}",
+        run.attempts
+    );
+    run.once.unwrap();
 }
 
 #[test]
@@ -560,13 +597,15 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (receiver, spec) = library_receiver(&redis.addr(), &out, "1000", &[]);
+    let (receiver, spec) =
+        library_receiver(&redis.addr(), &out, "1000", &[("BufferFullWait", "0")]);
     let (first, second) = (ids("a", 200), ids("b", 200));
     receiver.submit(id_batch(&spec, &first)).unwrap();
     pause(&redis, true);
     let lost = receiver.submit(id_batch(&spec, &second));
     pause(&redis, false);
-    assert!(lost.is_err(), "the stalled push timed out: {lost:?}");
+    let why = lost.expect_err("the stalled push timed out").to_string();
+    assert!(why.contains("did not answer within RedisTimeout"), "{why}");
     let t = Instant::now();
     while stored(&redis) < 400 && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
@@ -577,6 +616,83 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     assert_eq!(stored(&redis), 400, "the retry stored nothing");
     close_and_check_once(receiver, &redis, &out, 400, &first, &second);
     assert!(redis_keys(&redis, "data:*").is_empty());
+}
+
+fn unavailable_waits(r: &data2parquet::receiver::Receiver) -> u64 {
+    data2parquet::metrics::Metrics::get(&r.metrics().unavailable_waits)
+}
+
+/// Redis stalls with a push in its input buffer, as in the test above, but only for a
+/// moment: the receiver's own retries within `BufferFullWait` time out until it wakes
+/// and runs the push, and the next retry finds it stored. The submission succeeds and
+/// its records are stored once.
+#[test]
+fn a_lost_reply_retried_within_buffer_full_wait_is_stored_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) =
+        library_receiver(&redis.addr(), &out, "200", &[("BufferFullWait", "3s")]);
+    let (first, second) = (ids("a", 200), ids("b", 200));
+    receiver.submit(id_batch(&spec, &first)).unwrap();
+    pause(&redis, true);
+    let res = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            pause(&redis, false);
+        });
+        receiver.submit(id_batch(&spec, &second))
+    });
+    res.expect("ridden out within the wait");
+    assert_eq!(unavailable_waits(&receiver), 1);
+    assert_eq!(stored(&redis), 400, "stored once");
+    close_and_check_once(receiver, &redis, &out, 400, &first, &second);
+}
+
+/// A Redis that answers "not now" (here MASTERDOWN: a replica that lost its master, as
+/// during a failover) aborts the receive's MULTI. That is waited for like an outage,
+/// and the receive is stored once the node is a master again.
+#[test]
+fn a_redis_that_answers_not_now_is_waited_for() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) =
+        library_receiver(&redis.addr(), &out, "1000", &[("BufferFullWait", "3s")]);
+    let (first, second) = (ids("a", 100), ids("b", 100));
+    receiver.submit(id_batch(&spec, &first)).unwrap();
+    let mut c = redis.conn().unwrap();
+    for (k, v) in [
+        ("replica-serve-stale-data", "no"),
+        ("replica-read-only", "no"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut c)
+            .unwrap();
+    }
+    let nobody = free_port().to_string();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(&nobody)
+        .query(&mut c)
+        .unwrap();
+    let res = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            let _: () = redis::cmd("REPLICAOF")
+                .arg("NO")
+                .arg("ONE")
+                .query(&mut redis.conn().unwrap())
+                .unwrap();
+        });
+        receiver.submit(id_batch(&spec, &second))
+    });
+    res.expect("waited until the node was a master again");
+    assert_eq!(unavailable_waits(&receiver), 1);
+    close_and_check_once(receiver, &redis, &out, 200, &first, &second);
 }
 
 /// A TCP proxy to Redis that can hold what clients send, as a congested network would:
@@ -655,7 +771,7 @@ fn a_push_held_in_the_network_cannot_land_after_its_retry() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let addr = format!("127.0.0.1:{}", proxy.port);
-    let (receiver, spec) = library_receiver(&addr, &out, "1000", &[]);
+    let (receiver, spec) = library_receiver(&addr, &out, "1000", &[("BufferFullWait", "0")]);
     let (first, second) = (ids("a", 200), ids("b", 200));
     receiver.submit(id_batch(&spec, &first)).unwrap();
     HoldingProxy::set(&proxy.hold, true);
@@ -696,6 +812,11 @@ fn a_receive_redis_refuses_is_never_taken_for_stored() {
         let e = r.expect_err("the data list is a string").to_string();
         assert!(e.contains("WRONGTYPE"), "attempt {attempt}: {e}");
     }
+    assert_eq!(
+        unavailable_waits(&receiver),
+        0,
+        "an answer that waiting will not change is not waited for"
+    );
     let _: () = redis::cmd("DEL").arg(&key).query(&mut c).unwrap();
     receiver.submit(id_batch(&spec, &second)).unwrap();
     close_and_check_once(receiver, &redis, &out, 50, &first, &second);

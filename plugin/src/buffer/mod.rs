@@ -85,9 +85,23 @@ pub enum BufferError {
     /// Over its limits: the caller should retry later (FLB_RETRY, HTTP 429).
     #[error("buffer full: {0}")]
     Full(String),
-    /// The store cannot be reached (Redis down): also retryable.
+    /// The store cannot be reached, or says to come back (Redis down, restarting or
+    /// loading its data): retryable, and worth a short wait before answering.
     #[error("buffer unavailable: {0}")]
     Unavailable(String),
+    /// The store answered with an error that waiting will not cure (a data key of the
+    /// wrong type, a command an ACL forbids). Still retryable once an operator fixes
+    /// it, but answered at once.
+    #[error("buffer refused the records: {0}")]
+    Rejected(String),
+}
+
+impl BufferError {
+    /// Whether a retry in a moment may succeed: worth waiting for within
+    /// `BufferFullWait` before answering.
+    pub fn transient(&self) -> bool {
+        !matches!(self, BufferError::Rejected(_))
+    }
 }
 
 /// Why a key is being flushed (logged, and used by the receiver's decisions).

@@ -128,13 +128,38 @@ impl<'c> Names<'c> {
     }
 }
 
+/// Sorts a Redis error by what the caller can do about it: out of memory is a full
+/// buffer; a lost connection, or an answer that says to come back (LOADING after a
+/// restart, MASTERDOWN, TRYAGAIN), is unavailability worth a short wait; any other
+/// answer (WRONGTYPE, NOPERM) will not change by waiting.
 fn classify(e: &RedisError) -> BufferError {
     let text = e.to_string();
     if text.contains("OOM") {
         BufferError::Full(format!("Redis is out of memory: {text}"))
-    } else {
+    } else if e.is_timeout() {
+        // The OS words a read timeout as "Resource temporarily unavailable".
+        BufferError::Unavailable(format!("Redis did not answer within RedisTimeout ({text})"))
+    } else if is_transport(e) || says_come_back(e) {
         BufferError::Unavailable(format!("Redis: {text}"))
+    } else {
+        BufferError::Rejected(format!("Redis: {text}"))
     }
+}
+
+/// Whether Redis answered "not now": loading its data after a restart, a replica
+/// without its master, a cluster resharding. Inside a MULTI such an answer aborts the
+/// transaction, so the queued commands' own errors are looked at too.
+fn says_come_back(e: &RedisError) -> bool {
+    use redis::ServerErrorKind as K;
+    matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+        || e.clone().into_server_errors().is_some_and(|errs| {
+            errs.iter().any(|(_, s)| {
+                matches!(
+                    s.kind(),
+                    Some(K::BusyLoading | K::TryAgain | K::MasterDown | K::ClusterDown)
+                )
+            })
+        })
 }
 
 struct Held {

@@ -88,7 +88,7 @@ keys! {
     PartitionTime, "PartitionTime", "partition_time", New, "flush", "Time used in the path: `flush` (flush time) or `record` (the record's own time, UTC).";
     BufferMaxBytes, "BufferMaxBytes", "buffer_max_bytes", New, "67108864", "Memory the mem buffer may hold. Beyond it, records wait up to BufferFullWait for a write to make room, then are refused (FLB_RETRY / HTTP 429).";
     QueueCapacity, "QueueCapacity", "queue_capacity", New, "64", "Batches waiting for the buffer thread. Beyond it, producers wait up to BufferFullWait, then get a `full` error.";
-    BufferFullWait, "BufferFullWait", "buffer_full_wait", New, "1s", "How long records wait for room in a full buffer (usually a write is making room) before they are refused with FLB_RETRY / HTTP 429. `0` refuses at once; at most `3s`, so a Fluent Bit flush answers well within its 5 s Grace.";
+    BufferFullWait, "BufferFullWait", "buffer_full_wait", New, "1s", "How long records wait for room in a full buffer (usually a write is making room), or for an unreachable or restarting Redis, before they are refused with FLB_RETRY / HTTP 429 (503 for Redis). `0` refuses at once; at most `3s`, so a Fluent Bit flush answers well within its 5 s Grace (a Redis call under way still runs to its RedisTimeout).";
     FlushWorkers, "FlushWorkers", "flush_workers", New, "1", "Threads that convert and write batches.";
     MaxRecordBytes, "MaxRecordBytes", "max_record_bytes", New, "16777216", "Largest single JSON record accepted; larger ones go to the DLQ.";
     DLQPath, "DLQPath", "dlq_path", New, "<WriterFilePath>/_dlq", "Folder of the file dead-letter queue (mem buffer).";

@@ -56,7 +56,7 @@ impl From<BufferError> for SubmitError {
     fn from(e: BufferError) -> Self {
         match e {
             BufferError::Full(s) => SubmitError::Full(s),
-            BufferError::Unavailable(s) => SubmitError::Unavailable(s),
+            BufferError::Unavailable(s) | BufferError::Rejected(s) => SubmitError::Unavailable(s),
         }
     }
 }
@@ -117,6 +117,11 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a producer whose wait is over looks again, while the buffer thread holds its
 /// submission for a moment (it answers or parks it right away).
 const RECHECK: Duration = Duration::from_millis(5);
+
+/// The first and the longest pause between retries of a direct push (Redis) that
+/// failed for a reason that may pass.
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(20);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
 
 /// How long a producer waits for room in a full buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,10 +338,19 @@ impl Receiver {
             return Ok(Accepted { records, rejected });
         }
         let groups = batch.take_groups();
-        if let Some((factory, pool)) = &self.direct {
-            return self.push_direct(factory, pool, groups, records, rejected);
-        }
         let started = Instant::now();
+        if let Some((factory, pool)) = &self.direct {
+            let give_up = match patience {
+                Patience::Never => None,
+                Patience::Upto(d) => Some(started + d),
+                // A store that is down may stay down: batch tools get the same
+                // bounded wait as everyone else rather than hanging.
+                Patience::Forever => Some(started + self.full_wait),
+            };
+            return self
+                .push_direct(factory, pool, &groups, give_up)
+                .map(|()| Accepted { records, rejected });
+        }
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply_tx, reply_rx) = bounded(1);
         let msg = Msg::Push(Push {
@@ -411,27 +425,53 @@ impl Receiver {
     }
 
     /// Stores records through a producer-side connection, then tells the buffer thread.
+    /// A failure that may pass (Redis restarting, out of memory until a flush drains
+    /// it) is retried until `give_up`, with growing pauses. Each retry goes through the
+    /// pusher's settlement, so an attempt whose reply was lost is never stored twice.
     fn push_direct(
         &self,
         factory: &PusherFactory,
         pool: &PusherPool,
-        groups: Groups,
-        records: usize,
-        rejected: usize,
-    ) -> Result<Accepted, SubmitError> {
+        groups: &Groups,
+        give_up: Option<Instant>,
+    ) -> Result<(), SubmitError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(SubmitError::Closed);
         }
         let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut p = taken.unwrap_or_else(|| factory());
-        let res = p.push(&groups);
+        let mut pause = RETRY_PAUSE_FIRST;
+        let mut waited = false;
+        let res = loop {
+            let e = match p.push(groups) {
+                Ok(lens) => break Ok(lens),
+                Err(e) => e,
+            };
+            let now = Instant::now();
+            let closing = self.closing.load(Ordering::Acquire);
+            let Some(until) = give_up.filter(|&t| t > now && e.transient() && !closing) else {
+                break Err(e);
+            };
+            if !waited {
+                waited = true;
+                let m = &self.shared.metrics;
+                let counter = match e {
+                    BufferError::Full(_) => &m.full_waits,
+                    _ => &m.unavailable_waits,
+                };
+                Metrics::add(counter, 1);
+            }
+            std::thread::sleep(pause.min(until - now));
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+        };
         pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
         match res {
             Ok(lens) => {
+                let records = groups.iter().map(|(_, r)| r.len()).sum::<usize>();
                 Metrics::add(&self.shared.metrics.records_in, records as u64);
                 // Only a hint for size flushes; periodic sweeps find the data anyway.
                 let _ = self.tx.try_send(Msg::Pushed(lens));
-                Ok(Accepted { records, rejected })
+                Ok(())
             }
             Err(e) => {
                 Metrics::add(&self.shared.metrics.backpressure, 1);
