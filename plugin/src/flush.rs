@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::partition::{PathTemplate, object_name};
 use crate::record::{DynRecord, LogRecord, Record};
 use crate::writer::Writer;
-use crate::writer::recovery::RecoveryStore;
+use crate::writer::recovery::{Pass, RecoveryStore};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -378,12 +378,12 @@ impl Flusher {
         }
     }
 
-    /// Retries files kept in the recovery store.
-    pub fn resend_recovery(&mut self) -> (usize, usize) {
+    /// Retries files kept in the recovery store; returns (written, still kept).
+    pub fn resend_recovery(&mut self, pass: Pass) -> (usize, usize) {
         let Some(recovery) = &self.recovery else {
             return (0, 0);
         };
-        let (ok, failed) = recovery.resend(&mut *self.writer);
+        let (ok, failed) = recovery.resend(&mut *self.writer, pass);
         if ok > 0 {
             Metrics::add(&self.shared.metrics.recovery_resent, ok as u64);
             log_at!(

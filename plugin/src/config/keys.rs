@@ -70,7 +70,7 @@ keys! {
     S3RoleARN, "S3RoleARN", "s3_role_arn", Upstream, "\"\"", "Role to assume with STS (optional).";
     S3STSEndpoint, "S3STSEndpoint", "s3_sts_endpoint", Upstream, "\"\"", "Custom STS endpoint for S3RoleARN (optional).";
     S3DefaultCapability, "S3DefaultCapability", "s3_default_capability", Upstream, "undefined", "Accepted for compatibility; upstream never used it.";
-    TryAutoRecover, "TryAutoRecover", "try_auto_recover", Upstream, "false", "Retry batches kept in the recovery store periodically and at start.";
+    TryAutoRecover, "TryAutoRecover", "try_auto_recover", Upstream, "false", "Resend files kept in the recovery store at start, every RecoveryInterval and once more at close.";
     UseDLQ, "UseDLQ", "use_dlq", Upstream, "true", "Send records that cannot be decoded or converted to the dead-letter queue (default changed from upstream's false so that no bad record is lost silently).";
     UseHash, "UseHash", "use_hash", Upstream, "false", "Add `-<md5 of the file>` to file names.";
     UseHMAC, "UseHMAC", "use_hmac", Upstream, "false", "Fill the `hmac` column with HMAC-SHA256 under HmacKey (see README).";

@@ -528,6 +528,7 @@ mod tests {
     use crate::ingest::{Decoder, IngestSpec};
     use crate::logging::NullLogger;
     use crate::readback::{file_rows, parquet_files};
+    use crate::writer::recovery::Pass;
     use std::path::Path;
     use std::time::Instant;
 
@@ -571,7 +572,6 @@ mod tests {
         (from..from + n).map(|i| format!("m{i}")).collect()
     }
 
-    /// Replaces a folder with a plain file, so that writes under it fail.
     /// A buffer that one 20-record batch fills, with no size or interval flush to free
     /// it: only the pressure flush of a full buffer makes room.
     fn one_batch_cfg(dir: &Path, wait: &str, extra: &[(&str, &str)]) -> Config {
@@ -585,6 +585,7 @@ mod tests {
         cfg(dir, &kv)
     }
 
+    /// Replaces a folder with a plain file, so that writes under it fail.
     fn break_folder(p: &Path) {
         let _ = std::fs::remove_dir_all(p);
         std::fs::write(p, b"not a folder").unwrap();
@@ -837,8 +838,66 @@ mod tests {
             schemas: Default::default(),
         });
         let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared, true).unwrap();
-        assert_eq!(f.resend_recovery(), (1, 0));
+        assert_eq!(f.resend_recovery(Pass::All), (1, 0));
         assert_eq!(written(dir.path()), expect(0, 30));
+    }
+
+    /// Files kept during an outage are resent every RecoveryInterval even while batches
+    /// keep the writer busy, and once more at close.
+    #[test]
+    fn kept_files_are_resent_under_steady_traffic_and_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("RecoveryAttempts", "0"),
+                ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
+                ("TryAutoRecover", "true"),
+                ("RecoveryInterval", "1"),
+                ("FlushInterval", "3600"),
+            ],
+        );
+        let out = dir.path().join("out");
+        let kept = |r: &Receiver| Metrics::get(&r.metrics().recovery_stored);
+        let resent = |r: &Receiver| Metrics::get(&r.metrics().recovery_resent);
+
+        // Under traffic: a batch written every 50 ms, so the writer is never idle for
+        // the second its old idle-only check waited for.
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        break_folder(&out);
+        r.submit(batch(&c, 0, 10, 1)).unwrap();
+        assert_eq!(r.flush().unwrap().recovered, 1);
+        std::fs::remove_file(&out).unwrap();
+        let t = Instant::now();
+        let mut n = 10;
+        while resent(&r) == 0 && t.elapsed() < Duration::from_secs(10) {
+            r.submit(batch(&c, n, 10, 1)).unwrap();
+            r.flush().unwrap();
+            n += 10;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(resent(&r), 1, "resent within {:?}", t.elapsed());
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, n));
+
+        // At close: a file kept a moment before, long before the next periodic pass,
+        // is delivered before close returns once the destination is back.
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        break_folder(&out);
+        r.submit(batch(&c, n, 10, 1)).unwrap();
+        assert_eq!(r.flush().unwrap().recovered, 1);
+        assert_eq!(kept(&r), 1);
+        std::fs::remove_file(&out).unwrap();
+        r.close();
+        assert_eq!(resent(&r), 1, "resent at close");
+        assert!(
+            std::fs::read_dir(dir.path().join("rec"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        // (Breaking the folder again removed the first part's files.)
+        assert_eq!(written(dir.path()), expect(n, 10));
     }
 
     #[test]

@@ -7,12 +7,16 @@ use crate::buffer::BatchInfo;
 use crate::flush::{FlushFailure, Flusher, Shared, Written};
 use crate::log_at;
 use crate::logging::Level;
+use crate::writer::recovery::Pass;
 use crossbeam_channel::{Receiver as Rx, Sender as Tx};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `auto_recover`: how often to retry the recovery store (TryAutoRecover), if at all.
+/// The store is retried at start, every `auto_recover` whether or not batches keep
+/// coming, and once more at close, so files kept during an outage are delivered before
+/// the process ends if the destination is back.
 pub(super) fn writer_loop(
     mut f: Flusher,
     jobs: Rx<Job>,
@@ -23,20 +27,25 @@ pub(super) fn writer_loop(
     let every = auto_recover.unwrap_or(Duration::MAX);
     let auto_recover = auto_recover.is_some();
     if auto_recover {
-        f.resend_recovery();
+        f.resend_recovery(Pass::All);
     }
     let mut last_resend = Instant::now();
     loop {
+        // Checked on every turn, not only when idle: a steady stream of batches must not
+        // keep the store waiting until the next restart.
+        if auto_recover && last_resend.elapsed() >= every {
+            f.resend_recovery(Pass::All);
+            last_resend = Instant::now();
+        }
         let job = match jobs.recv_timeout(Duration::from_secs(1)) {
             Ok(j) => j,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                if auto_recover && last_resend.elapsed() >= every {
-                    f.resend_recovery();
-                    last_resend = Instant::now();
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                if auto_recover {
+                    f.resend_recovery(Pass::UntilFailure);
                 }
-                continue;
+                break;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         let mut batch = job.batch;
         let id = batch.id;

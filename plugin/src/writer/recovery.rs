@@ -80,10 +80,12 @@ impl RecoveryStore {
         out
     }
 
-    /// Writes every kept file through `w`; returns (written, still failing).
-    pub fn resend(&self, w: &mut dyn Writer) -> (usize, usize) {
+    /// Writes kept files through `w`, oldest first; returns (written, still kept).
+    pub fn resend(&self, w: &mut dyn Writer, pass: Pass) -> (usize, usize) {
         let (mut ok, mut failed) = (0, 0);
-        for e in self.list() {
+        let entries = self.list();
+        let total = entries.len();
+        for e in entries {
             let Ok(bytes) = fs::read(&e.data) else {
                 failed += 1;
                 continue;
@@ -94,11 +96,22 @@ impl RecoveryStore {
                     let _ = fs::remove_file(self.dir.join(format!("{}.target", e.id)));
                     ok += 1;
                 }
+                Err(_) if pass == Pass::UntilFailure => return (ok, total - ok),
                 Err(_) => failed += 1,
             }
         }
         (ok, failed)
     }
+}
+
+/// How far a pass over the recovery store goes when a file fails again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Try every file: a failure may be the file's own.
+    All,
+    /// Stop at the first failure: the destination is most likely still down, and each
+    /// further try would cost its full timeout (used at close, within Fluent Bit's Grace).
+    UntilFailure,
 }
 
 #[cfg(test)]
@@ -118,11 +131,29 @@ mod tests {
             ["x=1/a.parquet", "x=2/b.parquet"]
         );
         let mut w = FileWriter::new(&dir.path().join("out"), false);
-        assert_eq!(rs.resend(&mut w), (2, 0));
+        assert_eq!(rs.resend(&mut w, Pass::All), (2, 0));
         assert!(rs.list().is_empty());
         assert_eq!(
             fs::read(dir.path().join("out/x=2/b.parquet")).unwrap(),
             b"two"
         );
+    }
+
+    #[test]
+    fn a_pass_until_failure_stops_at_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RecoveryStore::new(&dir.path().join("rec"));
+        for t in ["x=1/a.parquet", "x=2/b.parquet", "x=3/c.parquet"] {
+            rs.store(t, t.as_bytes()).unwrap();
+        }
+        // x=2 cannot be written (its folder is a plain file); x=1 and x=3 can.
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join("x=2"), b"not a folder").unwrap();
+        let mut w = FileWriter::new(&out, false);
+        assert_eq!(rs.resend(&mut w, Pass::UntilFailure), (1, 2));
+        assert!(!out.join("x=3/c.parquet").exists(), "stopped at x=2");
+        assert_eq!(rs.resend(&mut w, Pass::All), (1, 1), "x=3 past the failure");
+        assert_eq!(rs.list().len(), 1);
     }
 }
