@@ -437,10 +437,13 @@ impl Drop for MotoServer {
 }
 
 /// A TCP proxy in front of a server, which can be switched off and on to simulate an
-/// endpoint that goes down and comes back (with the server's state intact).
+/// endpoint that goes down and comes back (with the server's state intact). Going down
+/// also cuts the live connections, as a real outage does: otherwise a client's pooled
+/// keep-alive connection would carry on through the "outage".
 pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
 impl Proxy {
@@ -449,14 +452,22 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flag = up.clone();
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, conns) = (up.clone(), live.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
+                // Checked under the lock that `set_up(false)` takes, so no connection
+                // slips past an outage's cut.
+                let mut held = conns.lock().unwrap();
                 if !flag.load(Ordering::SeqCst) {
                     drop(client); // refused in effect: the connection is closed at once
                     continue;
                 }
+                if let Ok(c) = client.try_clone() {
+                    held.push(c);
+                }
+                drop(held);
                 let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
@@ -474,11 +485,17 @@ impl Proxy {
                 pipe(server, c2);
             }
         });
-        Proxy { port, up }
+        Proxy { port, up, live }
     }
 
     pub fn set_up(&self, on: bool) {
+        let mut live = self.live.lock().unwrap();
         self.up.store(on, std::sync::atomic::Ordering::SeqCst);
+        if !on {
+            for c in live.drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     pub fn endpoint(&self) -> String {
