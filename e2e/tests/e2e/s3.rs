@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use data2parquet::config::{Config, ConfigBuilder};
-use data2parquet::writer::s3::S3Writer;
+use data2parquet::writer::s3::{S3Writer, StoredWith};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -87,6 +87,96 @@ fn json_config(dir: &Path, props: &[(String, String)]) -> std::path::PathBuf {
     p
 }
 
+/// The rows `text` must become under `props`, by record id.
+fn rows_by_id(props: &[(String, String)], text: &str) -> HashMap<String, Map<String, Value>> {
+    expected_records(&config(props), text)
+        .into_iter()
+        .map(|(_, r)| {
+            let row = expected_row(&r);
+            (extra(&row, "id").unwrap().to_string(), row)
+        })
+        .collect()
+}
+
+/// S3ServerSideEncryption, S3KmsKeyId, S3StorageClass and S3Acl reach every object,
+/// through PutObject (the first run) and multipart uploads (the second, where every
+/// file is over the threshold). Each object is read back row by row too.
+#[test]
+fn objects_carry_the_configured_encryption_class_and_acl() {
+    let (moto, c) = moto_with_bucket();
+    let text = generate(52, 600);
+    let kms = "arn:aws:kms:us-east-1:123456789012:key/0b4c6a3e-1111-2222-3333-444455556666";
+    let all_users = "READ http://acs.amazonaws.com/groups/global/AllUsers";
+    let authenticated = "READ http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
+    /// A run's name (and key prefix), its settings, and what S3 must report.
+    type Run<'a> = (&'a str, &'a [(&'a str, &'a str)], StoredWith);
+    let runs: [Run; 2] = [
+        (
+            "put",
+            &[
+                ("S3ServerSideEncryption", "aes256"),
+                ("S3StorageClass", "standard_ia"),
+                ("S3Acl", "public-read"),
+            ],
+            StoredWith {
+                encryption: Some("AES256".into()),
+                kms_key_id: None,
+                storage_class: Some("STANDARD_IA".into()),
+                grants: vec![all_users.into()],
+            },
+        ),
+        (
+            "multipart",
+            &[
+                ("S3ServerSideEncryption", "aws:kms"),
+                ("S3KmsKeyId", kms),
+                ("S3StorageClass", "INTELLIGENT_TIERING"),
+                ("S3Acl", "authenticated-read"),
+                ("S3MultipartThreshold", "1"),
+            ],
+            StoredWith {
+                encryption: Some("aws:kms".into()),
+                kms_key_id: Some(kms.into()),
+                storage_class: Some("INTELLIGENT_TIERING".into()),
+                grants: vec![authenticated.into()],
+            },
+        ),
+    ];
+    for (run, settings, want_stored) in runs {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("d2p/{run}/");
+        let mut extra_props = vec![("BufferSize", "200"), ("S3KeyPrefix", prefix.as_str())];
+        extra_props.extend_from_slice(settings);
+        let props = s3_props(&moto.endpoint(), BUCKET, &extra_props);
+        let o = json2parquet_s3(dir.path(), &props, &text);
+        let log = stderr(&o);
+        assert!(
+            o.status.success() && log.contains("0 recovered, 0 lost"),
+            "{run}: {log}"
+        );
+        let want = rows_by_id(&props, &text);
+        let keys = c.list(&format!("{run}/")).unwrap();
+        assert!(keys.len() >= 2, "{run}: {keys:?}");
+        let mut n = 0;
+        for key in &keys {
+            let got = c.stored_with(key).unwrap();
+            assert_eq!(got.encryption, want_stored.encryption, "{run} {key}");
+            assert_eq!(got.kms_key_id, want_stored.kms_key_id, "{run} {key}");
+            assert_eq!(got.storage_class, want_stored.storage_class, "{run} {key}");
+            for g in &want_stored.grants {
+                assert!(got.grants.contains(g), "{run} {key}: {got:?}");
+            }
+            let (bytes, _) = c.get(key).unwrap();
+            for r in data2parquet::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap() {
+                let id = extra(&r, "id").unwrap();
+                assert_eq!(Some(&r), want.get(id), "{run} {id}");
+                n += 1;
+            }
+        }
+        assert_eq!(n, 600, "{run}: every record once");
+    }
+}
+
 #[test]
 fn uploads_read_back_row_by_row() {
     let (moto, c) = moto_with_bucket();
@@ -107,13 +197,7 @@ fn uploads_read_back_row_by_row() {
         log.contains("0 recovered, 0 lost"),
         "every upload succeeded: {log}"
     );
-    let want: HashMap<String, Map<String, Value>> = expected_records(&config(&props), &text)
-        .into_iter()
-        .map(|(_, r)| {
-            let row = expected_row(&r);
-            (extra(&row, "id").unwrap().to_string(), row)
-        })
-        .collect();
+    let want = rows_by_id(&props, &text);
     let objs = objects(&c);
     assert!(objs.len() >= 4);
     let mut n = 0;

@@ -98,6 +98,10 @@ keys! {
     S3KeyPrefix, "S3KeyPrefix", "s3_key_prefix", New, "\"\"", "Prefix of every object name (e.g. `logs/`).";
     S3PartSize, "S3PartSize", "s3_part_size", New, "8MiB", "Part size of multipart uploads (>= 5 MiB).";
     S3MultipartThreshold, "S3MultipartThreshold", "s3_multipart_threshold", New, "16MiB", "Files this large or larger are uploaded in parts; smaller ones with one PutObject.";
+    S3ServerSideEncryption, "S3ServerSideEncryption", "s3_server_side_encryption", New, "\"\"", "Server-side encryption of every object: `AES256` (SSE-S3), `aws:kms` (SSE-KMS) or `aws:kms:dsse`; empty leaves it to the bucket's default encryption.";
+    S3KmsKeyId, "S3KmsKeyId", "s3_kms_key_id", New, "\"\"", "KMS key id or ARN for `aws:kms`; empty uses the account's AWS-managed key.";
+    S3StorageClass, "S3StorageClass", "s3_storage_class", New, "\"\"", "Storage class of every object (`STANDARD_IA`, `INTELLIGENT_TIERING`, `GLACIER_IR`...); empty is the bucket's default.";
+    S3Acl, "S3Acl", "s3_acl", New, "\"\"", "Canned ACL of every object, e.g. `bucket-owner-full-control` when the bucket belongs to another account; empty sends none.";
     RecoveryInterval, "RecoveryInterval", "recovery_interval", New, "30", "How often (seconds) TryAutoRecover retries the recovery store.";
     HttpMaxBodyBytes, "HttpMaxBodyBytes", "http_max_body_bytes", New, "16MiB", "http-server: largest request body; larger ones get 413.";
     HttpAuthToken, "HttpAuthToken", "http_auth_token", New, "\"\"", "http-server: when set, requests need `Authorization: Bearer <token>` (401 otherwise; /health and /ready stay open).";

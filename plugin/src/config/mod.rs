@@ -135,6 +135,27 @@ choice!(
     /// How nested objects of dynamic records are stored.
     DynamicNested { Struct = "struct", Json = "json" }
 );
+choice!(
+    /// Server-side encryption asked for on every uploaded object.
+    S3Encryption {
+        BucketDefault = "default",
+        Aes256 = "aes256" | "sse-s3",
+        Kms = "aws:kms" | "sse-kms",
+        KmsDsse = "aws:kms:dsse" | "dsse-kms"
+    }
+);
+
+impl S3Encryption {
+    /// The `x-amz-server-side-encryption` value, if one is sent.
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            S3Encryption::BucketDefault => None,
+            S3Encryption::Aes256 => Some("AES256"),
+            S3Encryption::Kms => Some("aws:kms"),
+            S3Encryption::KmsDsse => Some("aws:kms:dsse"),
+        }
+    }
+}
 
 /// Redis settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +190,13 @@ pub struct S3Config {
     pub key_prefix: String,
     pub part_size: u64,
     pub multipart_threshold: u64,
+    pub encryption: S3Encryption,
+    /// KMS key for `aws:kms`; empty for the account's AWS-managed key.
+    pub kms_key_id: String,
+    /// A storage class as S3 spells it (`STANDARD_IA`); empty for the bucket's default.
+    pub storage_class: String,
+    /// A canned ACL as S3 spells it (`bucket-owner-full-control`); empty for none.
+    pub acl: String,
 }
 
 /// The complete, validated configuration.
@@ -343,6 +371,16 @@ fn parse_choice<T>(
     f(v).ok_or_else(|| bad(k, v, format!("accepted values: {accepted}")))
 }
 
+/// A name S3 defines (a storage class, a canned ACL), checked against the SDK's list so
+/// that a typo fails at start rather than at every upload. Empty means "not set".
+fn s3_name(k: &KeyInfo, v: &str, name: String, known: &[&str]) -> Result<String, ConfigError> {
+    if name.is_empty() || known.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(bad(k, v, format!("accepted values: {}", known.join(", "))))
+    }
+}
+
 fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -407,6 +445,10 @@ impl ConfigBuilder {
                     key_prefix: String::new(),
                     part_size: 8 * 1024 * 1024,
                     multipart_threshold: 16 * 1024 * 1024,
+                    encryption: S3Encryption::BucketDefault,
+                    kms_key_id: String::new(),
+                    storage_class: String::new(),
+                    acl: String::new(),
                 },
                 codec: Codec::Snappy,
                 compression_level: None,
@@ -632,6 +674,24 @@ impl ConfigBuilder {
                 }
             }
             Key::S3MultipartThreshold => c.s3.multipart_threshold = parse_bytes(k, v)?,
+            Key::S3ServerSideEncryption => {
+                c.s3.encryption = if v.trim().is_empty() {
+                    S3Encryption::BucketDefault
+                } else {
+                    parse_choice(k, v, S3Encryption::parse, S3Encryption::accepted())?
+                }
+            }
+            Key::S3KmsKeyId => c.s3.kms_key_id = v.trim().to_string(),
+            Key::S3StorageClass => {
+                c.s3.storage_class = s3_name(k, v, v.trim().to_ascii_uppercase(), {
+                    aws_sdk_s3::types::StorageClass::values()
+                })?
+            }
+            Key::S3Acl => {
+                c.s3.acl = s3_name(k, v, v.trim().to_ascii_lowercase(), {
+                    aws_sdk_s3::types::ObjectCannedAcl::values()
+                })?
+            }
             Key::RecoveryInterval => c.recovery_interval = parse_duration(k, v)?,
             Key::HttpMaxBodyBytes => {
                 c.http_max_body_bytes = parse_bytes(k, v)? as usize;
@@ -789,6 +849,14 @@ impl ConfigBuilder {
             return Err(ConfigError::Invalid {
                 key: "S3AccessKey".into(),
                 reason: "S3AccessKey and S3SecretKey go together".into(),
+            });
+        }
+        if !c.s3.kms_key_id.is_empty()
+            && !matches!(c.s3.encryption, S3Encryption::Kms | S3Encryption::KmsDsse)
+        {
+            return Err(ConfigError::Invalid {
+                key: "S3KmsKeyId".into(),
+                reason: "S3KmsKeyId needs S3ServerSideEncryption aws:kms or aws:kms:dsse".into(),
             });
         }
         if c.writer_type == WriterType::S3 && c.s3.bucket.is_empty() {
@@ -1043,6 +1111,35 @@ mod tests {
         assert_eq!(wait("0"), Duration::ZERO);
         assert_eq!(wait("250ms"), Duration::from_millis(250));
         assert_eq!(wait("3"), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn s3_upload_settings_are_checked_and_normalised() {
+        let mut b = ConfigBuilder::new();
+        b.set("s3_server_side_encryption", "AWS:KMS").unwrap();
+        b.set("S3KmsKeyId", " alias/logs ").unwrap();
+        b.set("s3storageclass", "glacier_ir").unwrap();
+        b.set("S3_ACL", "Bucket-Owner-Full-Control").unwrap();
+        let s3 = b.build().unwrap().s3;
+        assert_eq!(s3.encryption.header(), Some("aws:kms"));
+        assert_eq!(s3.kms_key_id, "alias/logs");
+        assert_eq!(s3.storage_class, "GLACIER_IR");
+        assert_eq!(s3.acl, "bucket-owner-full-control");
+        assert_eq!(Config::default().s3.encryption.header(), None);
+        for (k, v, accepted) in [
+            ("S3ServerSideEncryption", "kms", "aes256, sse-s3, aws:kms"),
+            ("S3StorageClass", "COLD", "STANDARD_IA"),
+            ("S3Acl", "everyone", "bucket-owner-full-control"),
+        ] {
+            let e = ConfigBuilder::new().set(k, v).map(|_| ()).unwrap_err();
+            let s = e.to_string();
+            assert!(s.contains(k) && s.contains(accepted), "{k}={v}: {s}");
+        }
+        let mut b = ConfigBuilder::new();
+        b.set("S3ServerSideEncryption", "AES256").unwrap();
+        b.set("S3KmsKeyId", "alias/logs").unwrap();
+        let e = b.build().unwrap_err().to_string();
+        assert!(e.contains("S3KmsKeyId") && e.contains("aws:kms"), "{e}");
     }
 
     #[test]

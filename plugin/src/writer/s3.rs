@@ -19,7 +19,10 @@ use crate::config::{Config, S3Config};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
+    ServerSideEncryption, StorageClass,
+};
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
@@ -27,6 +30,41 @@ pub struct S3Writer {
     rt: Runtime,
     client: Client,
     cfg: S3Config,
+    upload: UploadSettings,
+}
+
+/// What every new object is stored with (S3ServerSideEncryption, S3KmsKeyId,
+/// S3StorageClass, S3Acl), converted once for the SDK. `None` sends nothing, so the
+/// bucket's defaults apply.
+#[derive(Debug, Clone, Default)]
+struct UploadSettings {
+    encryption: Option<ServerSideEncryption>,
+    kms_key_id: Option<String>,
+    storage_class: Option<StorageClass>,
+    acl: Option<ObjectCannedAcl>,
+}
+
+impl UploadSettings {
+    fn from_config(s3: &S3Config) -> UploadSettings {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        UploadSettings {
+            encryption: s3.encryption.header().map(ServerSideEncryption::from),
+            kms_key_id: nonempty(&s3.kms_key_id),
+            storage_class: nonempty(&s3.storage_class).map(|s| StorageClass::from(s.as_str())),
+            acl: nonempty(&s3.acl).map(|s| ObjectCannedAcl::from(s.as_str())),
+        }
+    }
+}
+
+/// Applies the upload settings to a request that creates an object: PutObject and
+/// CreateMultipartUpload take the same four, on different builder types.
+macro_rules! with_upload_settings {
+    ($req:expr, $u:expr) => {
+        $req.set_server_side_encryption($u.encryption.clone())
+            .set_ssekms_key_id($u.kms_key_id.clone())
+            .set_storage_class($u.storage_class.clone())
+            .set_acl($u.acl.clone())
+    };
 }
 
 fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
@@ -66,6 +104,7 @@ impl S3Writer {
         Ok(S3Writer {
             rt,
             client,
+            upload: UploadSettings::from_config(&s3),
             cfg: s3,
         })
     }
@@ -86,8 +125,7 @@ impl S3Writer {
     async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let c = &self.client;
         let bucket = &self.cfg.bucket;
-        let up = c
-            .create_multipart_upload()
+        let up = with_upload_settings!(c.create_multipart_upload(), self.upload)
             .bucket(bucket)
             .key(key)
             .content_type("application/vnd.apache.parquet")
@@ -215,9 +253,9 @@ impl Writer for S3Writer {
             let c = self.client.clone();
             let bucket = self.cfg.bucket.clone();
             let body = ByteStream::from(bytes.to_vec());
+            let req = with_upload_settings!(c.put_object(), self.upload);
             self.rt.block_on(async move {
-                c.put_object()
-                    .bucket(bucket)
+                req.bucket(bucket)
                     .key(&key)
                     .content_type("application/vnd.apache.parquet")
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
@@ -264,6 +302,17 @@ impl Writer for S3Writer {
             self.cfg.bucket, self.cfg.key_prefix
         )
     }
+}
+
+/// How an object is stored, as S3 reports it: to check the upload settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredWith {
+    pub encryption: Option<String>,
+    pub kms_key_id: Option<String>,
+    /// `None` when S3 reports none, which means STANDARD.
+    pub storage_class: Option<String>,
+    /// The object's ACL grants, each `PERMISSION grantee` (a group URI or an owner id).
+    pub grants: Vec<String>,
 }
 
 /// Read access for tools and tests (the exactly-once verifier reads files back).
@@ -325,6 +374,48 @@ impl S3Writer {
                 .into_bytes()
                 .to_vec();
             Ok((data, etag))
+        })
+    }
+
+    /// How an object is stored, as S3 reports it (HeadObject and GetObjectAcl).
+    pub fn stored_with(&self, key: &str) -> Result<StoredWith, WriteError> {
+        let (c, bucket, key) = (
+            self.client.clone(),
+            self.cfg.bucket.clone(),
+            key.to_string(),
+        );
+        self.rt.block_on(async move {
+            let head = c
+                .head_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| err(&format!("HeadObject {key}"), describe(&e)))?;
+            let acl = c
+                .get_object_acl()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| err(&format!("GetObjectAcl {key}"), describe(&e)))?;
+            let grants = acl
+                .grants()
+                .iter()
+                .map(|g| {
+                    let who = g.grantee().and_then(|w| w.uri().or(w.id())).unwrap_or("?");
+                    let what = g.permission().map(|p| p.as_str()).unwrap_or("?");
+                    format!("{what} {who}")
+                })
+                .collect();
+            Ok(StoredWith {
+                encryption: head
+                    .server_side_encryption()
+                    .map(|e| e.as_str().to_string()),
+                kms_key_id: head.ssekms_key_id().map(str::to_string),
+                storage_class: head.storage_class().map(|c| c.as_str().to_string()),
+                grants,
+            })
         })
     }
 
