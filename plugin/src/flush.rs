@@ -332,6 +332,7 @@ impl Flusher {
                     let m = &self.shared.metrics;
                     Metrics::add(&m.files_written, 1);
                     Metrics::add(&m.bytes_written, bytes.len() as u64);
+                    m.file_size.observe(bytes.len() as f64);
                     Metrics::add(&m.records_out, recs.len() as u64);
                 }
                 Err(e) => match self
@@ -365,7 +366,8 @@ impl Flusher {
         }
         self.shared
             .metrics
-            .observe_flush(batch.taken_at.elapsed().as_secs_f64());
+            .flush_latency
+            .observe(batch.taken_at.elapsed().as_secs_f64());
         if unwritten.is_empty() {
             Ok(out)
         } else {

@@ -2,12 +2,111 @@
 //! server and summarised by the tools. Plain atomics: recording is a relaxed add.
 
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Upper bounds (seconds) of the flush-latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+/// The buckets of one histogram, fixed at compile time.
+pub trait Buckets {
+    const NAME: &'static str;
+    const HELP: &'static str;
+    /// Upper bounds, ascending; at most [`MAX_BUCKETS`].
+    const BOUNDS: &'static [f64];
+    /// Sums are kept as integers of `1 / UNIT` (microseconds for seconds).
+    const UNIT: f64;
+}
+
+/// The most buckets a histogram has (its array is this long).
+pub const MAX_BUCKETS: usize = 16;
+
+/// A Prometheus histogram of plain atomics: observing is a few relaxed adds.
+#[derive(Debug)]
+pub struct Histogram<B: Buckets> {
+    buckets: [AtomicU64; MAX_BUCKETS],
+    count: AtomicU64,
+    sum_units: AtomicU64,
+    kind: PhantomData<B>,
+}
+
+impl<B: Buckets> Default for Histogram<B> {
+    fn default() -> Self {
+        Histogram {
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_units: AtomicU64::new(0),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<B: Buckets> Histogram<B> {
+    pub fn observe(&self, v: f64) {
+        for (i, b) in B::BOUNDS.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_units.fetch_add((v * B::UNIT) as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, s: &mut String) {
+        let name = B::NAME;
+        let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} histogram", B::HELP);
+        for (i, b) in B::BOUNDS.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_units.load(Relaxed) as f64 / B::UNIT;
+        let _ = writeln!(s, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Time from taking a batch from the buffer to its files being written.
+#[derive(Debug)]
+pub enum FlushLatency {}
+
+impl Buckets for FlushLatency {
+    const NAME: &'static str = "d2p_flush_latency_seconds";
+    const HELP: &'static str =
+        "Time from taking a batch from the buffer to its file being written.";
+    const BOUNDS: &'static [f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    const UNIT: f64 = 1e6;
+}
+
+/// The size of each written Parquet file: shows at a glance whether files are
+/// analytics-sized or many small ones (BufferSize and FlushInterval set that).
+#[derive(Debug)]
+pub enum FileSize {}
+
+impl Buckets for FileSize {
+    const NAME: &'static str = "d2p_file_size_bytes";
+    const HELP: &'static str = "Size of each Parquet file written.";
+    const BOUNDS: &'static [f64] = &[
+        16384.0,
+        65536.0,
+        262144.0,
+        1048576.0,
+        4194304.0,
+        16777216.0,
+        67108864.0,
+        134217728.0,
+        268435456.0,
+        536870912.0,
+        1073741824.0,
+    ];
+    const UNIT: f64 = 1.0;
+}
 
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -26,9 +125,8 @@ pub struct Metrics {
     pub unavailable_waits: AtomicU64,
     pub buffer_records: AtomicU64,
     pub buffer_bytes: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    pub flush_latency: Histogram<FlushLatency>,
+    pub file_size: Histogram<FileSize>,
 }
 
 impl Metrics {
@@ -38,16 +136,6 @@ impl Metrics {
 
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
-    }
-
-    pub fn observe_flush(&self, secs: f64) {
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.latency_buckets[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add((secs * 1e6) as u64, Relaxed);
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -145,26 +233,8 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
-        let name = "d2p_flush_latency_seconds";
-        let _ = writeln!(
-            s,
-            "# HELP {name} Time from taking a batch from the buffer to its file being written.\n# TYPE {name} histogram"
-        );
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                self.latency_buckets[i].load(Relaxed)
-            );
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "{name}_sum {}",
-            self.latency_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(s, "{name}_count {count}");
+        self.flush_latency.render(&mut s);
+        self.file_size.render(&mut s);
         s
     }
 }
@@ -174,15 +244,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bucket_tables_fit_and_ascend() {
+        fn check<B: Buckets>() {
+            assert!(B::BOUNDS.len() <= MAX_BUCKETS, "{}", B::NAME);
+            assert!(B::BOUNDS.windows(2).all(|w| w[0] < w[1]), "{}", B::NAME);
+        }
+        check::<FlushLatency>();
+        check::<FileSize>();
+    }
+
+    #[test]
     fn renders_counters_and_histogram() {
         let m = Metrics::default();
         Metrics::add(&m.records_in, 3);
-        m.observe_flush(0.02);
-        m.observe_flush(3.0);
+        m.flush_latency.observe(0.02);
+        m.flush_latency.observe(3.0);
+        m.file_size.observe(40_000.0);
         let t = m.render_prometheus();
         assert!(t.contains("d2p_records_in_total 3\n"));
         assert!(t.contains("d2p_flush_latency_seconds_bucket{le=\"0.025\"} 1\n"));
         assert!(t.contains("d2p_flush_latency_seconds_bucket{le=\"5\"} 2\n"));
+        assert!(t.contains("d2p_flush_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(t.contains("d2p_flush_latency_seconds_sum 3.02\n"));
         assert!(t.contains("d2p_flush_latency_seconds_count 2\n"));
+        assert!(t.contains("d2p_file_size_bytes_bucket{le=\"16384\"} 0\n"));
+        assert!(t.contains("d2p_file_size_bytes_bucket{le=\"65536\"} 1\n"));
+        assert!(t.contains("d2p_file_size_bytes_sum 40000\n"));
+        assert!(t.contains("d2p_file_size_bytes_count 1\n"));
     }
 }

@@ -107,6 +107,15 @@ fn every_route_and_content_type() {
     ] {
         assert!(m.contains(line), "{line}: {m}");
     }
+    // one size observation per file, every file under the smallest bucket's 16 KiB
+    let files = data2parquet::readback::parquet_files(&s.out()).len();
+    for line in [
+        format!("d2p_files_written_total {files}\n"),
+        format!("d2p_file_size_bytes_count {files}\n"),
+        format!("d2p_file_size_bytes_bucket{{le=\"16384\"}} {files}\n"),
+    ] {
+        assert!(m.contains(&line), "{line}: {m}");
+    }
     // health routes
     assert_eq!(
         http("GET", &s.url("/healthcheck/"), &[], None).json()["status"],
