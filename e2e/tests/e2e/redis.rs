@@ -277,6 +277,8 @@ struct RestartRun {
     attempts: Vec<i64>,
     /// Whether the files hold every record exactly once.
     once: Result<(), String>,
+    /// The plugin's log messages.
+    logs: Vec<String>,
 }
 
 /// 46 chunks sent 60 ms apart to a plugin on Redis, which is killed 500 ms in and
@@ -325,6 +327,7 @@ fn restart_run(wait: &str, down: Duration, retry_limit: u64) -> RestartRun {
         codes: Vec::new(),
         attempts: Vec::new(),
         once: check_exactly_once(&[&out], &ids),
+        logs: logs_text(&r).into_iter().map(|(_, m)| m).collect(),
     };
     for f in r["flushes"].as_array().unwrap() {
         let ints = |k: &str| -> Vec<i64> {
@@ -369,6 +372,13 @@ fn a_redis_restart_within_buffer_full_wait_gives_no_retries() {
         run.attempts.iter().all(|a| *a == 1),
         "each on its first try: {:?}",
         run.attempts
+    );
+    assert!(
+        run.logs
+            .iter()
+            .any(|m| m.contains("after retrying for") && m.contains("Redis")),
+        "the ridden-out outage is logged: {:?}",
+        run.logs
     );
     run.once.unwrap();
 }

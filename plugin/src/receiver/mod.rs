@@ -27,7 +27,8 @@ use crate::config::Config;
 use crate::dlq::{DlqSink, FileDlq, NoDlq};
 use crate::flush::{FlushFailure, Flusher, Shared, Written};
 use crate::ingest::KeyedBatch;
-use crate::logging::SharedLogger;
+use crate::log_at;
+use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
 use crate::partition::PartitionKey;
 use crate::writer::Writer;
@@ -441,7 +442,8 @@ impl Receiver {
         let taken = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut p = taken.unwrap_or_else(|| factory());
         let mut pause = RETRY_PAUSE_FIRST;
-        let mut waited = false;
+        // The first failure and when it happened, once the push has had to wait.
+        let mut waited: Option<(BufferError, Instant)> = None;
         let res = loop {
             let e = match p.push(groups) {
                 Ok(lens) => break Ok(lens),
@@ -452,14 +454,14 @@ impl Receiver {
             let Some(until) = give_up.filter(|&t| t > now && e.transient() && !closing) else {
                 break Err(e);
             };
-            if !waited {
-                waited = true;
+            if waited.is_none() {
                 let m = &self.shared.metrics;
                 let counter = match e {
                     BufferError::Full(_) => &m.full_waits,
                     _ => &m.unavailable_waits,
                 };
                 Metrics::add(counter, 1);
+                waited = Some((e, now));
             }
             std::thread::sleep(pause.min(until - now));
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
@@ -468,6 +470,16 @@ impl Receiver {
         match res {
             Ok(lens) => {
                 let records = groups.iter().map(|(_, r)| r.len()).sum::<usize>();
+                if let Some((e, since)) = waited {
+                    // Plugin users have no /metrics: the log is where an outage that
+                    // was ridden out shows.
+                    log_at!(
+                        self.shared.log,
+                        Level::Warn,
+                        "stored {records} records after retrying for {:?}: {e}",
+                        since.elapsed()
+                    );
+                }
                 Metrics::add(&self.shared.metrics.records_in, records as u64);
                 // Only a hint for size flushes; periodic sweeps find the data anyway.
                 let _ = self.tx.try_send(Msg::Pushed(lens));
