@@ -411,11 +411,16 @@ fn exit_writes_everything_pending() {
         &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
     );
     let out = dir.path().join("out");
+    let prom = dir.path().join("textfile").join("fb-out.prom");
     let r = run_host(
         &scenario(
             vec![instance_props(
                 &out,
-                &[("BufferSize", "1000000"), ("FlushInterval", "3600")],
+                &[
+                    ("BufferSize", "1000000"),
+                    ("FlushInterval", "3600"),
+                    ("MetricsFile", prom.to_str().unwrap()),
+                ],
             )],
             vec![flush(0, &[&c], "x"), json!({"sleep_ms": 300})],
         ),
@@ -423,6 +428,12 @@ fn exit_writes_everything_pending() {
     );
     assert_eq!(codes(&r, 0), [FLB_OK]);
     assert_eq!(rows_by_id(&out).len(), 1000);
+    // The plugin's counters reach Prometheus through MetricsFile, final at exit.
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("d2p_records_out_total{output=\"fb-out\"} 1000\n"),
+        "{metrics}"
+    );
     assert!(
         logs_text(&r)
             .iter()

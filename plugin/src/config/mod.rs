@@ -238,6 +238,8 @@ pub struct Config {
     pub partition_time: PartitionTime,
     pub max_record_bytes: usize,
     pub dlq_path: PathBuf,
+    /// MetricsFile: where to keep a Prometheus snapshot, if anywhere.
+    pub metrics_file: Option<PathBuf>,
     pub recovery_path: PathBuf,
     pub recovery_interval: Duration,
     pub fluent_metadata: FluentMetadata,
@@ -478,6 +480,7 @@ impl ConfigBuilder {
                 http_max_body_bytes: 16 * 1024 * 1024,
                 http_auth_token: Secret::default(),
                 http_request_timeout: Duration::from_secs(30),
+                metrics_file: None,
             },
             lock_ttl_set: false,
             dlq_path_set: false,
@@ -701,6 +704,10 @@ impl ConfigBuilder {
             }
             Key::HttpAuthToken => c.http_auth_token = Secret::new(v.trim()),
             Key::HttpRequestTimeout => c.http_request_timeout = parse_duration(k, v)?,
+            Key::MetricsFile => {
+                let v = v.trim();
+                c.metrics_file = (!v.is_empty()).then(|| PathBuf::from(v));
+            }
             Key::FluentMetadata => {
                 c.fluent_metadata =
                     parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?

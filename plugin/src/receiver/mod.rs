@@ -30,6 +30,7 @@ use crate::ingest::KeyedBatch;
 use crate::log_at;
 use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
+use crate::metrics::file::MetricsFile;
 use crate::partition::PartitionKey;
 use crate::writer::Writer;
 use buffer_thread::BufferThread;
@@ -183,6 +184,8 @@ pub struct Receiver {
     /// BufferFullWait.
     full_wait: Duration,
     closed: Mutex<Option<FlushReport>>,
+    /// MetricsFile's writer, stopped after the final flush.
+    metrics_file: Mutex<Option<MetricsFile>>,
 }
 
 /// The pieces a receiver runs on; [`Receiver::start`] builds them from the config.
@@ -284,6 +287,12 @@ impl Receiver {
             .name("d2p-buffer".into())
             .spawn(move || state.run(rx, done_rx))
             .map_err(|e| ReceiverError::Other(format!("cannot start buffer thread: {e}")))?;
+        let metrics_file = match &cfg.metrics_file {
+            Some(path) => Some(MetricsFile::start(path, shared.clone()).map_err(|e| {
+                ReceiverError::Other(format!("cannot start the MetricsFile thread: {e}"))
+            })?),
+            None => None,
+        };
         Ok(Receiver {
             tx,
             direct,
@@ -292,6 +301,7 @@ impl Receiver {
             shared,
             full_wait: cfg.buffer_full_wait,
             closed: Mutex::new(None),
+            metrics_file: Mutex::new(metrics_file),
         })
     }
 
@@ -521,6 +531,14 @@ impl Receiver {
             for mut p in pool.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
                 p.close();
             }
+        }
+        if let Some(mut m) = self
+            .metrics_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            m.stop();
         }
         *closed = Some(report.clone());
         report
@@ -910,6 +928,39 @@ mod tests {
         );
         // (Breaking the folder again removed the first part's files.)
         assert_eq!(written(dir.path()), expect(n, 10));
+    }
+
+    /// MetricsFile holds a Prometheus snapshot from the start, and the whole run's
+    /// counters after close.
+    #[test]
+    fn metrics_file_is_kept_current_and_final_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prom").join("d2p-test.prom");
+        let c = cfg(dir.path(), &[("MetricsFile", path.to_str().unwrap())]);
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        let t = Instant::now();
+        while !path.exists() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let first = std::fs::read_to_string(&path).expect("written at start");
+        assert!(first.contains("d2p_records_out_total{output=\"d2p-test\"} 0\n"));
+        r.submit(batch(&c, 0, 30, 2)).unwrap();
+        r.close();
+        let last = std::fs::read_to_string(&path).unwrap();
+        for line in [
+            "d2p_records_in_total{output=\"d2p-test\"} 30\n",
+            "d2p_records_out_total{output=\"d2p-test\"} 30\n",
+            "d2p_files_written_total{output=\"d2p-test\"} 2\n",
+            "d2p_file_size_bytes_count{output=\"d2p-test\"} 2\n",
+        ] {
+            assert!(last.contains(line), "{line}: {last}");
+        }
+        assert_eq!(written(dir.path()), expect(0, 30));
+        let names: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["d2p-test.prom"], "no temporary file left");
     }
 
     #[test]

@@ -120,7 +120,7 @@ enum Sink {
         tmp: PathBuf,
         dest: PathBuf,
     },
-    Pipeline(Pipeline),
+    Pipeline(Box<Pipeline>),
 }
 
 #[derive(Default)]
@@ -226,7 +226,7 @@ fn run() -> Result<i32> {
                 let mut c = cfg.clone();
                 c.dlq_path = dlq_file.parent().map(Path::to_path_buf).unwrap_or_default();
                 (
-                    Sink::Pipeline(Pipeline::start(&c, log.clone())?),
+                    Sink::Pipeline(Box::new(Pipeline::start(&c, log.clone())?)),
                     Mode::Keyed,
                 )
             }

@@ -1,6 +1,8 @@
 //! Counters shared by the pipeline, rendered in Prometheus text format by the HTTP
 //! server and summarised by the tools. Plain atomics: recording is a relaxed add.
 
+pub mod file;
+
 use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -53,20 +55,58 @@ impl<B: Buckets> Histogram<B> {
         self.count.load(Relaxed)
     }
 
-    fn render(&self, s: &mut String) {
+    fn render(&self, s: &mut String, labels: &Labels) {
         let name = B::NAME;
         let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} histogram", B::HELP);
         for (i, b) in B::BOUNDS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                self.buckets[i].load(Relaxed)
-            );
+            let le = labels.with_le(&b.to_string());
+            let _ = writeln!(s, "{name}_bucket{le} {}", self.buckets[i].load(Relaxed));
         }
         let count = self.count();
-        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let le = labels.with_le("+Inf");
+        let _ = writeln!(s, "{name}_bucket{le} {count}");
         let sum = self.sum_units.load(Relaxed) as f64 / B::UNIT;
-        let _ = writeln!(s, "{name}_sum {sum}\n{name}_count {count}");
+        let l = labels.plain();
+        let _ = writeln!(s, "{name}_sum{l} {sum}\n{name}_count{l} {count}");
+    }
+}
+
+/// Label pairs put on every sample, already escaped for the exposition format.
+#[derive(Debug, Clone, Default)]
+pub struct Labels(String);
+
+impl Labels {
+    /// `pairs` as `name="value"`; values are escaped (`\\`, `"`, newline).
+    pub fn new(pairs: &[(&str, &str)]) -> Labels {
+        let body: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                format!("{k}=\"{v}\"")
+            })
+            .collect();
+        Labels(body.join(","))
+    }
+
+    /// `{...}`, or nothing without labels.
+    fn plain(&self) -> String {
+        if self.0.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", self.0)
+        }
+    }
+
+    /// The labels plus a histogram bucket's `le`.
+    fn with_le(&self, le: &str) -> String {
+        if self.0.is_empty() {
+            format!("{{le=\"{le}\"}}")
+        } else {
+            format!("{{{},le=\"{le}\"}}", self.0)
+        }
     }
 }
 
@@ -140,7 +180,14 @@ impl Metrics {
 
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render_prometheus(&self) -> String {
+        self.render_prometheus_with(&Labels::default())
+    }
+
+    /// The same, with `labels` on every sample (to tell instances apart in one
+    /// collector).
+    pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
+        let l = labels.plain();
         let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "d2p_records_in_total",
@@ -211,7 +258,7 @@ impl Metrics {
         for (name, help, v) in counters {
             let _ = writeln!(
                 s,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{l} {}",
                 v.load(Relaxed)
             );
         }
@@ -229,12 +276,12 @@ impl Metrics {
         ] {
             let _ = writeln!(
                 s,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{l} {}",
                 v.load(Relaxed)
             );
         }
-        self.flush_latency.render(&mut s);
-        self.file_size.render(&mut s);
+        self.flush_latency.render(&mut s, labels);
+        self.file_size.render(&mut s, labels);
         s
     }
 }
@@ -242,6 +289,29 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_go_on_every_sample_escaped() {
+        let m = Metrics::default();
+        Metrics::add(&m.files_written, 2);
+        m.file_size.observe(100.0);
+        let t = m.render_prometheus_with(&Labels::new(&[("output", "a\"b")]));
+        assert!(
+            t.contains("d2p_files_written_total{output=\"a\\\"b\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("d2p_file_size_bytes_bucket{output=\"a\\\"b\",le=\"16384\"} 1\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("d2p_file_size_bytes_count{output=\"a\\\"b\"} 1\n"),
+            "{t}"
+        );
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("{output="), "{line}");
+        }
+    }
 
     #[test]
     fn bucket_tables_fit_and_ascend() {
