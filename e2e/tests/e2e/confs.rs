@@ -181,6 +181,12 @@ fn file_writer_examples_run_in_the_host() {
                 "WriterFilePath".into(),
                 json!(tmp.path().join(format!("o{i}"))),
             );
+            if props.contains_key("MetricsFile") {
+                props.insert(
+                    "MetricsFile".into(),
+                    json!(tmp.path().join(format!("m{i}.prom"))),
+                );
+            }
             instances.push(json!({"props": props}));
             steps.push(json!({"flush": {"instance": i, "chunks": [&chunk], "tag": "app.varied"}}));
         }
@@ -193,6 +199,11 @@ fn file_writer_examples_run_in_the_host() {
             assert_eq!(codes(&r, i), [1], "{name} {i}");
             let rows = read_dir_rows(&tmp.path().join(format!("o{i}")));
             assert_eq!(rows.len(), 120, "{name} output {i}");
+            if classic[i].contains_key("MetricsFile") {
+                let m = std::fs::read_to_string(tmp.path().join(format!("m{i}.prom"))).unwrap();
+                let want = format!("d2p_records_out_total{{output=\"m{i}\"}} 120\n");
+                assert!(m.contains(&want), "{name} {i}: {m}");
+            }
         }
     }
 }
