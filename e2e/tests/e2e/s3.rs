@@ -350,6 +350,11 @@ fn endpoint_down_and_back_every_file_arrives() {
     assert!(o.status.success());
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     let logs = logs_text(&r);
+    let start = format!("S3 writer to s3://{BUCKET}/d2p/ at {}", proxy.endpoint());
+    assert!(
+        logs.iter().any(|(_, m)| m.contains(&start)),
+        "the start-up line says where files go: {logs:?}"
+    );
     assert!(
         logs.iter().any(|(_, m)| m.contains("kept in")),
         "some writes failed and were kept: {logs:?}"

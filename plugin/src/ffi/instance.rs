@@ -122,10 +122,9 @@ impl Instance {
         log_at!(
             log,
             Level::Info,
-            "started: buffer {:?}, writer {:?} at {}, BufferSize {}, FlushInterval {:?}, {:?}",
+            "started: buffer {:?}, {}, BufferSize {}, FlushInterval {:?}, {:?}",
             cfg.buffer_type,
-            cfg.writer_type,
-            cfg.writer_file_path.display(),
+            receiver.writer_description(),
             cfg.buffer_size,
             cfg.flush_interval,
             cfg.codec

@@ -186,6 +186,8 @@ pub struct Receiver {
     closed: Mutex<Option<FlushReport>>,
     /// MetricsFile's writer, stopped after the final flush.
     metrics_file: Mutex<Option<MetricsFile>>,
+    /// Where files go and with what settings, for the start-up log line.
+    writer_description: String,
 }
 
 /// The pieces a receiver runs on; [`Receiver::start`] builds them from the config.
@@ -247,6 +249,11 @@ impl Receiver {
             schemas: Default::default(),
         });
         let mut flushers = Vec::new();
+        let writer_description = parts
+            .writers
+            .first()
+            .map(|w| w.describe())
+            .unwrap_or_default();
         let local_recovery = !parts.buffer.durable();
         for w in parts.writers {
             flushers.push(
@@ -302,6 +309,7 @@ impl Receiver {
             full_wait: cfg.buffer_full_wait,
             closed: Mutex::new(None),
             metrics_file: Mutex::new(metrics_file),
+            writer_description,
         })
     }
 
@@ -311,6 +319,12 @@ impl Receiver {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The writer's own account of where files go (`S3 writer to s3://...`), for the
+    /// front ends' start-up line.
+    pub fn writer_description(&self) -> &str {
+        &self.writer_description
     }
 
     /// Dead-letters the batch's rejected records, then stores its records in the buffer.

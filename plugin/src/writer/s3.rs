@@ -297,8 +297,28 @@ impl Writer for S3Writer {
         } else {
             self.cfg.endpoint.clone()
         };
+        // The upload settings too: a bucket policy that refuses writes is easier to
+        // diagnose when the log says what was sent.
+        let mut with = Vec::new();
+        if let Some(e) = self.cfg.encryption.header() {
+            with.push(format!("SSE {e}"));
+        }
+        if !self.cfg.kms_key_id.is_empty() {
+            with.push(format!("KMS key {}", self.cfg.kms_key_id));
+        }
+        if !self.cfg.storage_class.is_empty() {
+            with.push(format!("storage class {}", self.cfg.storage_class));
+        }
+        if !self.cfg.acl.is_empty() {
+            with.push(format!("ACL {}", self.cfg.acl));
+        }
+        let with = if with.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", with.join(", "))
+        };
         format!(
-            "S3 writer to s3://{}/{} at {where_}",
+            "S3 writer to s3://{}/{} at {where_}{with}",
             self.cfg.bucket, self.cfg.key_prefix
         )
     }
@@ -430,5 +450,42 @@ impl S3Writer {
                 .map(|_| ())
                 .map_err(|e| err("CreateBucket", describe(&e)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigBuilder;
+
+    #[test]
+    fn the_description_names_the_upload_settings() {
+        let mut b = ConfigBuilder::new();
+        for (k, v) in [
+            ("WriterType", "aws-s3"),
+            ("S3BucketName", "logs"),
+            ("S3Region", "eu-west-1"),
+            ("S3AccessKey", "a"),
+            ("S3SecretKey", "b"),
+            ("S3KeyPrefix", "p/"),
+        ] {
+            b.set(k, v).unwrap();
+        }
+        let plain = S3Writer::new(&b.clone().build().unwrap()).unwrap();
+        assert_eq!(plain.describe(), "S3 writer to s3://logs/p/ at AWS");
+        for (k, v) in [
+            ("S3ServerSideEncryption", "aws:kms"),
+            ("S3KmsKeyId", "alias/k"),
+            ("S3StorageClass", "standard_ia"),
+            ("S3Acl", "bucket-owner-full-control"),
+        ] {
+            b.set(k, v).unwrap();
+        }
+        let w = S3Writer::new(&b.build().unwrap()).unwrap();
+        assert_eq!(
+            w.describe(),
+            "S3 writer to s3://logs/p/ at AWS (SSE aws:kms, KMS key alias/k, \
+             storage class STANDARD_IA, ACL bucket-owner-full-control)"
+        );
     }
 }

@@ -92,9 +92,9 @@ fn run() -> Result<()> {
         log.log(
             Level::Info,
             &format!(
-                "listening on http://{local} ({} buffer, {} writer)",
+                "listening on http://{local} ({} buffer, {})",
                 format!("{:?}", cfg.buffer_type).to_lowercase(),
-                format!("{:?}", cfg.writer_type).to_lowercase()
+                receiver.writer_description()
             ),
         );
         axum::serve(listener, routes::router(state))
