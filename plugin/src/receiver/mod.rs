@@ -882,7 +882,7 @@ mod tests {
             schemas: Default::default(),
         });
         let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared, true).unwrap();
-        assert_eq!(f.resend_recovery(Pass::All), (1, 0));
+        assert_eq!(f.resend_recovery(Pass::Periodic), (1, 0));
         assert_eq!(written(dir.path()), expect(0, 30));
     }
 

@@ -27,14 +27,14 @@ pub(super) fn writer_loop(
     let every = auto_recover.unwrap_or(Duration::MAX);
     let auto_recover = auto_recover.is_some();
     if auto_recover {
-        f.resend_recovery(Pass::All);
+        f.resend_recovery(Pass::Periodic);
     }
     let mut last_resend = Instant::now();
     loop {
         // Checked on every turn, not only when idle: a steady stream of batches must not
         // keep the store waiting until the next restart.
         if auto_recover && last_resend.elapsed() >= every {
-            f.resend_recovery(Pass::All);
+            f.resend_recovery(Pass::Periodic);
             last_resend = Instant::now();
         }
         let job = match jobs.recv_timeout(Duration::from_secs(1)) {

@@ -80,38 +80,51 @@ impl RecoveryStore {
         out
     }
 
-    /// Writes kept files through `w`, oldest first; returns (written, still kept).
+    /// Writes kept files through `w`, oldest first, until `pass` says the destination
+    /// is still down; returns (written, still kept).
     pub fn resend(&self, w: &mut dyn Writer, pass: Pass) -> (usize, usize) {
-        let (mut ok, mut failed) = (0, 0);
+        let (mut ok, mut in_a_row) = (0, 0);
         let entries = self.list();
         let total = entries.len();
-        for e in entries {
-            let Ok(bytes) = fs::read(&e.data) else {
-                failed += 1;
-                continue;
-            };
-            match w.put(&e.target, &bytes) {
-                Ok(()) => {
-                    let _ = fs::remove_file(&e.data);
-                    let _ = fs::remove_file(self.dir.join(format!("{}.target", e.id)));
-                    ok += 1;
+        for entry in entries {
+            let sent = fs::read(&entry.data)
+                .map_err(|e| WriteError::io("read", &entry.data, e))
+                .and_then(|bytes| w.put(&entry.target, &bytes));
+            if sent.is_ok() {
+                let _ = fs::remove_file(&entry.data);
+                let _ = fs::remove_file(self.dir.join(format!("{}.target", entry.id)));
+                ok += 1;
+                in_a_row = 0;
+            } else {
+                in_a_row += 1;
+                if in_a_row >= pass.failures_in_a_row() {
+                    break;
                 }
-                Err(_) if pass == Pass::UntilFailure => return (ok, total - ok),
-                Err(_) => failed += 1,
             }
         }
-        (ok, failed)
+        (ok, total - ok)
     }
 }
 
-/// How far a pass over the recovery store goes when a file fails again.
+/// How far a pass over the recovery store goes while files fail again. Each failed try
+/// can cost the writer's full timeout (seconds for S3), and the writer thread makes no
+/// new files meanwhile, so a pass stops once the destination looks down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
-    /// Try every file: a failure may be the file's own.
-    All,
-    /// Stop at the first failure: the destination is most likely still down, and each
-    /// further try would cost its full timeout (used at close, within Fluent Bit's Grace).
+    /// The periodic pass: stops after three failures in a row, so one file that fails
+    /// on its own does not hold back the others.
+    Periodic,
+    /// Stops at the first failure (at close, within Fluent Bit's Grace).
     UntilFailure,
+}
+
+impl Pass {
+    fn failures_in_a_row(self) -> usize {
+        match self {
+            Pass::Periodic => 3,
+            Pass::UntilFailure => 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,7 +144,7 @@ mod tests {
             ["x=1/a.parquet", "x=2/b.parquet"]
         );
         let mut w = FileWriter::new(&dir.path().join("out"), false);
-        assert_eq!(rs.resend(&mut w, Pass::All), (2, 0));
+        assert_eq!(rs.resend(&mut w, Pass::Periodic), (2, 0));
         assert!(rs.list().is_empty());
         assert_eq!(
             fs::read(dir.path().join("out/x=2/b.parquet")).unwrap(),
@@ -153,7 +166,34 @@ mod tests {
         let mut w = FileWriter::new(&out, false);
         assert_eq!(rs.resend(&mut w, Pass::UntilFailure), (1, 2));
         assert!(!out.join("x=3/c.parquet").exists(), "stopped at x=2");
-        assert_eq!(rs.resend(&mut w, Pass::All), (1, 1), "x=3 past the failure");
+        assert_eq!(
+            rs.resend(&mut w, Pass::Periodic),
+            (1, 1),
+            "x=3 past the failure"
+        );
         assert_eq!(rs.list().len(), 1);
+    }
+
+    #[test]
+    fn a_periodic_pass_stops_when_the_destination_looks_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RecoveryStore::new(&dir.path().join("rec"));
+        // x=1..x=3 cannot be written, x=4 could: three failures in a row end the pass.
+        for i in 1..=4 {
+            let t = format!("x={i}/f.parquet");
+            rs.store(&t, t.as_bytes()).unwrap();
+        }
+        let out = dir.path().join("out");
+        fs::create_dir_all(&out).unwrap();
+        for i in 1..=3 {
+            fs::write(out.join(format!("x={i}")), b"not a folder").unwrap();
+        }
+        let mut w = FileWriter::new(&out, false);
+        assert_eq!(rs.resend(&mut w, Pass::Periodic), (0, 4));
+        assert!(!out.join("x=4/f.parquet").exists(), "stopped after x=3");
+        // With x=2 repaired there is no run of three: x=2 and x=4 go.
+        fs::remove_file(out.join("x=2")).unwrap();
+        assert_eq!(rs.resend(&mut w, Pass::Periodic), (2, 2));
+        assert!(out.join("x=4/f.parquet").exists());
     }
 }
