@@ -69,6 +69,21 @@ pub fn expected_row(r: &LogRecord) -> Map<String, Value> {
 
 /// Maps NDJSON lines with the library's own rules (the unit tests pin the rules; here
 /// they tell what the end-to-end path must deliver).
+/// The rows `ndjson` must become under `cfg`, by their `id` field (generated records
+/// carry one).
+pub fn expected_rows_by_id(
+    cfg: &Config,
+    ndjson: &str,
+) -> std::collections::HashMap<String, Map<String, Value>> {
+    expected_records(cfg, ndjson)
+        .into_iter()
+        .map(|(_, r)| {
+            let row = expected_row(&r);
+            (extra(&row, "id").unwrap().to_string(), row)
+        })
+        .collect()
+}
+
 pub fn expected_records(cfg: &Config, ndjson: &str) -> Vec<(String, LogRecord)> {
     let spec = IngestSpec::from_config(cfg).expect("spec");
     let mut d = Decoder::new(&spec);

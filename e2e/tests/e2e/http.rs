@@ -18,13 +18,7 @@ fn ids_written(dir: &std::path::Path) -> HashMap<String, Map<String, Value>> {
 }
 
 fn expected_by_id(text: &str) -> HashMap<String, Map<String, Value>> {
-    expected_records(&Config::default(), text)
-        .into_iter()
-        .map(|(_, r)| {
-            let row = expected_row(&r);
-            (extra(&row, "id").unwrap().to_string(), row)
-        })
-        .collect()
+    expected_rows_by_id(&Config::default(), text)
 }
 
 #[test]

@@ -89,13 +89,7 @@ fn json_config(dir: &Path, props: &[(String, String)]) -> std::path::PathBuf {
 
 /// The rows `text` must become under `props`, by record id.
 fn rows_by_id(props: &[(String, String)], text: &str) -> HashMap<String, Map<String, Value>> {
-    expected_records(&config(props), text)
-        .into_iter()
-        .map(|(_, r)| {
-            let row = expected_row(&r);
-            (extra(&row, "id").unwrap().to_string(), row)
-        })
-        .collect()
+    expected_rows_by_id(&config(props), text)
 }
 
 /// S3ServerSideEncryption, S3KmsKeyId, S3StorageClass and S3Acl reach every object,

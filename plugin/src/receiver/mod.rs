@@ -373,7 +373,7 @@ impl Receiver {
                 Patience::Forever => Some(started + self.full_wait),
             };
             return self
-                .push_direct(factory, pool, &groups, give_up)
+                .push_direct(factory, pool, &groups, records, give_up)
                 .map(|()| Accepted { records, rejected });
         }
         let state = Arc::new(AtomicU8::new(PENDING));
@@ -458,6 +458,7 @@ impl Receiver {
         factory: &PusherFactory,
         pool: &PusherPool,
         groups: &Groups,
+        records: usize,
         give_up: Option<Instant>,
     ) -> Result<(), SubmitError> {
         if self.closing.load(Ordering::Acquire) {
@@ -493,7 +494,6 @@ impl Receiver {
         pool.lock().unwrap_or_else(|e| e.into_inner()).push(p);
         match res {
             Ok(lens) => {
-                let records = groups.iter().map(|(_, r)| r.len()).sum::<usize>();
                 if let Some((e, since)) = waited {
                     // Plugin users have no /metrics: the log is where an outage that
                     // was ridden out shows.
