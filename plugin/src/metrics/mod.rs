@@ -1,5 +1,6 @@
 //! Counters shared by the pipeline, rendered in Prometheus text format by the HTTP
-//! server and summarised by the tools. Plain atomics: recording is a relaxed add.
+//! server and into `MetricsFile` ([`mod@file`]), and summarised by the tools. Plain
+//! atomics: recording is a relaxed add.
 
 pub mod file;
 
