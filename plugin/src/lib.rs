@@ -18,6 +18,7 @@ pub mod decode;
 pub mod dlq;
 pub mod ffi;
 pub mod flush;
+pub mod idempotency;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;

@@ -314,3 +314,236 @@ fn redis_acknowledges_only_stored_records() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(http("GET", &s.url("/ready"), &[], None).status, 503);
 }
+
+fn dlq_entries(out: &std::path::Path) -> Vec<Value> {
+    match std::fs::read_dir(out.join("_dlq")) {
+        Ok(d) => d.flatten().flat_map(|e| read_dlq(&e.path())).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn an_idempotency_key_answers_a_resend_again_and_stores_once() {
+    let s = HttpServer::start(json!({"flush_interval": 3600, "buffer_size": 100000}));
+    let text = generate(71, 120);
+    let lines: Vec<&str> = text.lines().collect();
+    let body = format!("{}\n{{broken\n", lines[..100].join("\n"));
+    let key = ("Idempotency-Key", "batch-0001");
+    let first = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(
+        (
+            first.json()["accepted"].as_u64(),
+            first.header("idempotent-replayed")
+        ),
+        (Some(100), None)
+    );
+    // the resend: the same answer, marked, and nothing stored or dead-lettered again
+    let again = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(
+        (
+            again.status,
+            again.text(),
+            again.header("idempotent-replayed")
+        ),
+        (200, first.text(), Some("true"))
+    );
+    // the key on another request, another content type, or malformed
+    let other = lines[100..110].join("\n");
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key],
+        Some(other.as_bytes()),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[("Content-Type", "application/json"), key],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 422, "the content type is part of the request");
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, ("Idempotency-Key", "two words")],
+        Some(other.as_bytes()),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("visible ASCII")
+    );
+    // upstream's single-record route, with a quoted (Structured Field) key
+    let one = ("Idempotency-Key", "\"one\"");
+    let r1 = http(
+        "POST",
+        &s.url("/record/"),
+        &[one],
+        Some(lines[110].as_bytes()),
+    );
+    let r2 = http(
+        "POST",
+        &s.url("/record/"),
+        &[one],
+        Some(lines[110].as_bytes()),
+    );
+    assert_eq!((r1.status, r2.status), (201, 201));
+    assert_eq!(
+        (r2.text(), r2.header("idempotent-replayed")),
+        (r1.text(), Some("true"))
+    );
+    // without a key, a resend is a new request, as before
+    let r = http("POST", &s.url("/record/"), &[], Some(lines[111].as_bytes()));
+    assert_eq!(r.status, 201);
+    let m = http("GET", &s.url("/metrics"), &[], None).text();
+    assert!(m.contains("d2p_http_idempotent_replays_total 2\n"), "{m}");
+    assert!(m.contains("d2p_records_in_total 102\n"), "{m}");
+    let r = http("POST", &s.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 102, "{}", r.text());
+    let got = ids_written(&s.out());
+    let want = expected_by_id(&lines[..112].join("\n"));
+    assert_eq!(got.len(), 102);
+    for l in lines[..100].iter().chain(&lines[110..112]) {
+        let id = serde_json::from_str::<Value>(l).unwrap()["id"].to_string();
+        let id = id.trim_matches('"');
+        assert_eq!(got.get(id), want.get(id), "{id}");
+    }
+    assert_eq!(
+        dlq_entries(&s.out()).len(),
+        1,
+        "the broken line dead-lettered once"
+    );
+}
+
+#[test]
+fn concurrent_sends_of_one_key_store_it_once() {
+    let s = HttpServer::start(json!({"flush_interval": 3600, "buffer_size": 100000}));
+    let text = generate(72, 4000);
+    let url = s.url("/records");
+    let send = || {
+        let (url, text) = (url.clone(), text.clone());
+        std::thread::spawn(move || {
+            http(
+                "POST",
+                &url,
+                &[NDJSON, ("Idempotency-Key", "same")],
+                Some(text.as_bytes()),
+            )
+        })
+    };
+    let (a, b) = (send(), send());
+    let mut answers = vec![a.join().unwrap(), b.join().unwrap()];
+    for r in &mut answers {
+        if r.status == 409 {
+            // The other was still being processed: told to come back, and then answered.
+            assert_eq!(r.header("retry-after"), Some("1"));
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            *r = http(
+                "POST",
+                &url,
+                &[NDJSON, ("Idempotency-Key", "same")],
+                Some(text.as_bytes()),
+            );
+        }
+    }
+    let fresh: Vec<_> = answers
+        .iter()
+        .filter(|r| r.header("idempotent-replayed").is_none())
+        .collect();
+    assert_eq!(fresh.len(), 1, "one is processed, the other answered again");
+    for r in &answers {
+        assert_eq!((r.status, r.json()["accepted"].as_u64()), (200, Some(4000)));
+    }
+    http("POST", &s.url("/flush/"), &[], None);
+    let got = ids_written(&s.out());
+    assert_eq!(got.len(), 4000, "stored once");
+    for (id, row) in expected_by_id(&text) {
+        assert_eq!(got.get(&id), Some(&row));
+    }
+}
+
+#[test]
+fn idempotency_keys_are_shared_by_nodes_over_redis() {
+    let redis = RedisServer::start();
+    let receive = HttpServer::start(
+        json!({"buffer_type": "redis", "redis_host": redis.addr(), "redis_skip_flush": true}),
+    );
+    let flusher = HttpServer::start(
+        json!({"buffer_type": "redis", "redis_host": redis.addr(), "flush_interval": 3600}),
+    );
+    let text = generate(73, 300);
+    let key = ("Idempotency-Key", "shared-1");
+    let first = http(
+        "POST",
+        &receive.url("/records"),
+        &[NDJSON, key],
+        Some(text.as_bytes()),
+    );
+    assert_eq!(first.json()["accepted"], 300, "{}", first.text());
+    // a load balancer sends the resend to the other node
+    let again = http(
+        "POST",
+        &flusher.url("/records"),
+        &[NDJSON, key],
+        Some(text.as_bytes()),
+    );
+    assert_eq!(
+        (
+            again.status,
+            again.text(),
+            again.header("idempotent-replayed")
+        ),
+        (200, first.text(), Some("true"))
+    );
+    // the answer was stored with the records, under a hashed key, for HttpIdempotencyTtl
+    let mut c = redis.conn().unwrap();
+    let slots: Vec<String> = redis::cmd("KEYS").arg("data-idem:*").query(&mut c).unwrap();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&slots[0]).query(&mut c).unwrap();
+    assert!(ttl > 23 * 3600 * 1000, "{ttl}");
+    // a request whose every line is bad stores no records, only its answer
+    let bad = ("Idempotency-Key", "shared-2");
+    let r1 = http(
+        "POST",
+        &receive.url("/records"),
+        &[NDJSON, bad],
+        Some(b"{x\n[]\n"),
+    );
+    let r2 = http(
+        "POST",
+        &flusher.url("/records"),
+        &[NDJSON, bad],
+        Some(b"{x\n[]\n"),
+    );
+    assert_eq!((r1.status, r2.status), (400, 400));
+    assert_eq!(
+        (r2.text(), r2.header("idempotent-replayed")),
+        (r1.text(), Some("true"))
+    );
+    let dlq: usize = redis::cmd("LLEN")
+        .arg("dlq:_unkeyed")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(dlq, 2, "dead-lettered once");
+    let r = http("POST", &flusher.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 300, "{}", r.text());
+    let got = ids_written(&flusher.out());
+    assert_eq!(got.len(), 300);
+    for (id, row) in expected_by_id(&text) {
+        assert_eq!(got.get(&id), Some(&row));
+    }
+}

@@ -10,6 +10,7 @@
 pub mod mem;
 pub mod redis;
 
+use crate::idempotency::Seal;
 use crate::partition::PartitionKey;
 use crate::record::Record;
 use std::sync::Arc;
@@ -145,7 +146,13 @@ pub struct Refused {
 /// their own connections; the buffer thread is only told the new lengths.
 pub trait Pusher: Send {
     /// Stores every group, or nothing; returns each key's pending count after the push.
-    fn push(&mut self, groups: &Groups) -> Result<Vec<(PartitionKey, usize)>, BufferError>;
+    /// A `seal` (an idempotency key's answer) is stored in the same transaction, so it
+    /// exists exactly when the records do.
+    fn push(
+        &mut self,
+        groups: &Groups,
+        seal: Option<&Seal>,
+    ) -> Result<Vec<(PartitionKey, usize)>, BufferError>;
 
     /// The receiver is closing: clear the pusher's own bookkeeping from the store.
     fn close(&mut self) {}

@@ -6,7 +6,8 @@
 //! flight `<RedisDataPrefix>-inflight:<key>` with its id in `<RedisDataPrefix>-inflight-id:<key>`,
 //! failure counts in the hash `<RedisRecoveryKey>:<key>`, the schema of a key of
 //! dynamic records in `<RedisDataPrefix>-schema:<key>` (kept 30 days after its last file),
-//! and the marker of a receive whose reply was lost, `<RedisDataPrefix>-push:<id>`.
+//! the marker of a receive whose reply was lost, `<RedisDataPrefix>-push:<id>`, and the
+//! answer to an HTTP request with an idempotency key, `<RedisDataPrefix>-idem:<hash>`.
 //!
 //! Protocol (fixing upstream's D-R1, D-R2, D-RC4, D-B3):
 //! - **Receive**: RPUSH of every group, SADD of its key and a marker of the push's id
@@ -30,6 +31,7 @@
 use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, PusherFactory, Refused};
 use crate::config::RedisConfig;
 use crate::dlq::{DlqEntry, DlqError, DlqSink};
+use crate::idempotency::Seal;
 use crate::partition::PartitionKey;
 use crate::record::Record;
 use crate::redis_conn::{ClientIdentity, RedisConn, is_transport};
@@ -119,6 +121,10 @@ impl<'c> Names<'c> {
     }
     pub fn push_marker(&self, id: &str) -> String {
         format!("{}-push:{}", self.cfg.data_prefix, id)
+    }
+    /// An idempotency key's answer (see [`crate::idempotency`]).
+    pub fn idempotency(&self, hashed_key: &str) -> String {
+        format!("{}-idem:{}", self.cfg.data_prefix, hashed_key)
     }
     pub fn recovery(&self, k: &PartitionKey) -> String {
         format!("{}:{}", self.cfg.recovery_key, k)
@@ -312,7 +318,7 @@ impl RedisBuffer {
 
 impl Buffer for RedisBuffer {
     fn push(&mut self, groups: Groups) -> Result<Vec<(PartitionKey, usize)>, Refused> {
-        let pushed = self.pusher.push(&mut self.conn, &groups);
+        let pushed = self.pusher.push(&mut self.conn, &groups, None);
         // This path has no close to clean up at: forget the push marker now.
         self.pusher.delete_markers(&mut self.conn);
         match pushed {
@@ -681,6 +687,7 @@ impl GroupPusher {
         &mut self,
         conn: &mut RedisConn,
         groups: &Groups,
+        seal: Option<&Seal>,
     ) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
         let any = !self.known().by_print.is_empty();
         let print = any.then(|| fingerprint(groups, &mut self.buf));
@@ -718,6 +725,14 @@ impl GroupPusher {
             }
             pipe.add_command(cmd);
             pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
+        }
+        if let Some(seal) = seal {
+            pipe.cmd("SET")
+                .arg(&seal.key)
+                .arg(&seal.value)
+                .arg("PX")
+                .arg(seal.ttl.as_millis() as u64)
+                .ignore();
         }
         if !self.forget.is_empty() {
             pipe.cmd("DEL").arg(&self.forget).ignore();
@@ -844,7 +859,11 @@ struct RedisPusher {
 }
 
 impl Pusher for RedisPusher {
-    fn push(&mut self, groups: &Groups) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
+    fn push(
+        &mut self,
+        groups: &Groups,
+        seal: Option<&Seal>,
+    ) -> Result<Vec<(PartitionKey, usize)>, BufferError> {
         if self.conn.is_none() {
             self.conn = Some(RedisConn::new(&self.cfg).map_err(|e| classify(&e))?);
         }
@@ -852,7 +871,7 @@ impl Pusher for RedisPusher {
             .conn
             .as_mut()
             .ok_or_else(|| BufferError::Unavailable("no Redis connection".into()))?;
-        self.pusher.push(conn, groups)
+        self.pusher.push(conn, groups, seal)
     }
 
     fn close(&mut self) {

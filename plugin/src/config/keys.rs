@@ -107,6 +107,7 @@ keys! {
     HttpMaxBodyBytes, "HttpMaxBodyBytes", "http_max_body_bytes", New, "16MiB", "http-server: largest request body; larger ones get 413.";
     HttpAuthToken, "HttpAuthToken", "http_auth_token", New, "\"\"", "http-server: when set, requests need `Authorization: Bearer <token>` (401 otherwise; /health and /ready stay open).";
     HttpRequestTimeout, "HttpRequestTimeout", "http_request_timeout", New, "30", "http-server: seconds a request may take before it is answered 503.";
+    HttpIdempotencyTtl, "HttpIdempotencyTtl", "http_idempotency_ttl", New, "24h", "http-server: how long the answer to a request with an `Idempotency-Key` header is kept, so a resend within it is answered again instead of stored twice (in Redis with BufferType=redis, shared by every node).";
     FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
     DynamicNested, "DynamicNested", "dynamic_nested", New, "struct", "RecordType=dynamic: nested objects become Parquet `struct` columns, or `json` text columns.";
     DynamicTimeKey, "DynamicTimeKey", "dynamic_time_key", New, "time,timestamp,@timestamp", "RecordType=dynamic: fields tried, in order, for the event time (RFC 3339 or epoch seconds/ms/us/ns) when the input has none of its own (Fluent Bit events do); otherwise the arrival time.";

@@ -250,6 +250,8 @@ pub struct Config {
     pub http_max_body_bytes: usize,
     pub http_auth_token: Secret,
     pub http_request_timeout: Duration,
+    /// How long an `Idempotency-Key`'s answer is kept.
+    pub http_idempotency_ttl: Duration,
 }
 
 impl Default for Config {
@@ -480,6 +482,7 @@ impl ConfigBuilder {
                 http_max_body_bytes: 16 * 1024 * 1024,
                 http_auth_token: Secret::default(),
                 http_request_timeout: Duration::from_secs(30),
+                http_idempotency_ttl: Duration::from_secs(24 * 3600),
                 metrics_file: None,
             },
             lock_ttl_set: false,
@@ -704,6 +707,7 @@ impl ConfigBuilder {
             }
             Key::HttpAuthToken => c.http_auth_token = Secret::new(v.trim()),
             Key::HttpRequestTimeout => c.http_request_timeout = parse_duration(k, v)?,
+            Key::HttpIdempotencyTtl => c.http_idempotency_ttl = parse_duration(k, v)?,
             Key::MetricsFile => {
                 let v = v.trim();
                 c.metrics_file = (!v.is_empty()).then(|| PathBuf::from(v));

@@ -26,6 +26,7 @@ use crate::buffer::{Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, Pushe
 use crate::config::Config;
 use crate::dlq::{DlqSink, FileDlq, NoDlq};
 use crate::flush::{FlushFailure, Flusher, Shared, Written};
+use crate::idempotency::Seal;
 use crate::ingest::KeyedBatch;
 use crate::log_at;
 use crate::logging::{Level, SharedLogger};
@@ -78,6 +79,8 @@ pub enum ReceiverError {
 pub struct Accepted {
     pub records: usize,
     pub rejected: usize,
+    /// The submission's [`Seal`] was stored with its records (a direct push to Redis).
+    pub sealed: bool,
 }
 
 /// Totals of a flush or close.
@@ -337,19 +340,32 @@ impl Receiver {
         } else {
             Patience::Upto(self.full_wait)
         };
-        self.submit_inner(batch, patience)
+        self.submit_inner(batch, patience, None)
+    }
+
+    /// Like [`Receiver::submit`], with an idempotency key's answer to store in the same
+    /// transaction as the records where the buffer can ([`Accepted::sealed`] says
+    /// whether it did; otherwise the caller stores it after).
+    pub fn submit_sealed(&self, batch: KeyedBatch, seal: &Seal) -> Result<Accepted, SubmitError> {
+        let patience = if self.full_wait.is_zero() {
+            Patience::Never
+        } else {
+            Patience::Upto(self.full_wait)
+        };
+        self.submit_inner(batch, patience, Some(seal))
     }
 
     /// Like [`Receiver::submit`], but waits for room as long as it takes: the buffer
     /// writes what it holds to make space. For batch tools, not for Fluent Bit.
     pub fn submit_wait(&self, batch: KeyedBatch) -> Result<Accepted, SubmitError> {
-        self.submit_inner(batch, Patience::Forever)
+        self.submit_inner(batch, Patience::Forever, None)
     }
 
     fn submit_inner(
         &self,
         mut batch: KeyedBatch,
         patience: Patience,
+        seal: Option<&Seal>,
     ) -> Result<Accepted, SubmitError> {
         let rejected = batch.rejected.len();
         if rejected > 0 {
@@ -359,8 +375,13 @@ impl Receiver {
             batch.rejected.clear();
         }
         let records = batch.len();
+        let accepted = |sealed| Accepted {
+            records,
+            rejected,
+            sealed,
+        };
         if records == 0 {
-            return Ok(Accepted { records, rejected });
+            return Ok(accepted(false));
         }
         let groups = batch.take_groups();
         let started = Instant::now();
@@ -373,8 +394,8 @@ impl Receiver {
                 Patience::Forever => Some(started + self.full_wait),
             };
             return self
-                .push_direct(factory, pool, &groups, records, give_up)
-                .map(|()| Accepted { records, rejected });
+                .push_direct(factory, pool, &groups, seal, records, give_up)
+                .map(|()| accepted(seal.is_some()));
         }
         let state = Arc::new(AtomicU8::new(PENDING));
         let (reply_tx, reply_rx) = bounded(1);
@@ -391,7 +412,7 @@ impl Receiver {
             Patience::Forever => {
                 self.tx.send(msg).map_err(|_| SubmitError::Closed)?;
                 return match reply_rx.recv() {
-                    Ok(r) => r.map(|()| Accepted { records, rejected }),
+                    Ok(r) => r.map(|()| accepted(false)),
                     Err(_) => Err(SubmitError::Closed),
                 };
             }
@@ -422,7 +443,7 @@ impl Receiver {
                 }
             }
         };
-        res.map(|()| Accepted { records, rejected })
+        res.map(|()| accepted(false))
     }
 
     /// Cancels a submission the buffer thread does not hold, so it can never be stored;
@@ -458,6 +479,7 @@ impl Receiver {
         factory: &PusherFactory,
         pool: &PusherPool,
         groups: &Groups,
+        seal: Option<&Seal>,
         records: usize,
         give_up: Option<Instant>,
     ) -> Result<(), SubmitError> {
@@ -470,7 +492,7 @@ impl Receiver {
         // The first failure and when it happened, once the push has had to wait.
         let mut waited: Option<(BufferError, Instant)> = None;
         let res = loop {
-            let e = match p.push(groups) {
+            let e = match p.push(groups, seal) {
                 Ok(lens) => break Ok(lens),
                 Err(e) => e,
             };
@@ -1029,7 +1051,8 @@ mod tests {
             r.submit(b).unwrap(),
             Accepted {
                 records: 1,
-                rejected: 2
+                rejected: 2,
+                sealed: false
             }
         );
         r.close();

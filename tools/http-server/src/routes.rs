@@ -1,8 +1,10 @@
 //! Routes. Upstream's `/record/`, `/flush/`, `/healthcheck/` keep their shapes; `/records`
 //! takes batches (NDJSON, JSON array or msgpack), `/health`, `/ready`, `/metrics` and
 //! `/openapi.json` are new. Decoding and buffering are blocking, so they run on the
-//! runtime's blocking pool; the async workers only move bytes.
+//! runtime's blocking pool; the async workers only move bytes. The two ingest routes
+//! honour an `Idempotency-Key` header (see [`crate::idempotent`]).
 
+use crate::idempotent::{self, CheckIn};
 use crate::probe::Probe;
 use axum::Router;
 use axum::body::Bytes;
@@ -13,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use data2parquet::config::Config;
 use data2parquet::decode::frame::{Layout, frame_body};
+use data2parquet::idempotency::{IdempotencyStore, Outcome, store_for};
 use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
 use data2parquet::logging::{Level, SharedLogger};
 use data2parquet::receiver::{Receiver, SubmitError};
@@ -26,12 +29,16 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub struct State {
     cfg: Config,
     spec: &'static IngestSpec,
-    receiver: Arc<Receiver>,
+    pub(crate) receiver: Arc<Receiver>,
     probe: Probe,
-    log: SharedLogger,
+    pub(crate) log: SharedLogger,
     decoders: Mutex<Vec<Decoder<'static>>>,
     /// Responses by status class: 2xx, 4xx, 5xx (index 0, 1, 2).
     responses: [AtomicU64; 3],
+    /// Answers to requests with an `Idempotency-Key`.
+    pub(crate) idempotency: Box<dyn IdempotencyStore>,
+    /// Requests answered again from `idempotency`.
+    pub(crate) replays: AtomicU64,
 }
 
 impl State {
@@ -43,13 +50,15 @@ impl State {
         log: SharedLogger,
     ) -> State {
         State {
-            cfg,
             spec,
             receiver,
             probe,
             log,
             decoders: Mutex::new(Vec::new()),
             responses: Default::default(),
+            idempotency: store_for(&cfg),
+            replays: AtomicU64::new(0),
+            cfg,
         }
     }
 
@@ -115,7 +124,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, body: Value) -> Refusal {
+    pub(crate) fn new(status: StatusCode, body: Value) -> Refusal {
         Refusal {
             status,
             body,
@@ -123,7 +132,7 @@ impl Refusal {
         }
     }
 
-    fn retry(mut self, secs: u64) -> Refusal {
+    pub(crate) fn retry(mut self, secs: u64) -> Refusal {
         self.retry_after = Some(secs);
         self
     }
@@ -199,19 +208,23 @@ async fn guard(St(s): St<Shared>, req: Request, next: Next) -> Response {
 }
 
 /// Stores a decoded batch; maps pipeline errors to HTTP answers.
-fn submit(s: &State, batch: KeyedBatch) -> Result<(), Refusal> {
-    match s.receiver.submit(batch) {
-        Ok(_) => Ok(()),
-        Err(SubmitError::Full(e)) => Err(Refusal::new(
+pub(crate) fn submit(s: &State, batch: KeyedBatch) -> Result<(), Refusal> {
+    s.receiver.submit(batch).map(|_| ()).map_err(refusal_for)
+}
+
+/// The answer to a submission the pipeline refused: 429 when full, else 503.
+pub(crate) fn refusal_for(e: SubmitError) -> Refusal {
+    match e {
+        SubmitError::Full(e) => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             json!({"error": format!("buffer full: {e}")}),
         )
-        .retry(1)),
-        Err(e) => Err(Refusal::new(
+        .retry(1),
+        e => Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": e.to_string()}),
         )
-        .retry(1)),
+        .retry(1),
     }
 }
 
@@ -234,31 +247,51 @@ fn owned(body: Bytes) -> Vec<u8> {
 }
 
 /// `POST /record/`: one JSON object; 201 once it is buffered.
-async fn record(St(s): St<Shared>, body: Bytes) -> Response {
+async fn record(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let t = Instant::now();
+    let key = match idempotent::key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
     let st = s.clone();
     let res = blocking(move || {
+        let ticket = match idempotent::check_in(&st, key.as_deref(), &[b"/record/", &body]) {
+            CheckIn::Go(t) => t,
+            CheckIn::Answered(reply) => return Ok(reply),
+            CheckIn::Refuse(r) => return Err(r),
+        };
         let mut buf = owned(body);
         let mut batch = KeyedBatch::new();
         let ok = st.with_decoder(|d| d.json(&mut buf, || "request body".to_string(), &mut batch));
-        if !ok {
-            let reason = batch.rejected.first().map(|e| e.reason.clone()).unwrap_or_default();
+        let stamp = |v: &mut Value| {
+            v["timestamp"] = json!(now_unix());
+            v["elapsed"] = json!(format!("{:?}", t.elapsed()));
+        };
+        let (status, mut body) = if ok {
+            (StatusCode::CREATED, json!({}))
+        } else {
             // The bad record still goes to the DLQ, like any other.
-            let _ = st.receiver.submit(batch);
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                json!({"error": reason, "timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed())}),
-            ));
-        }
-        submit(&st, batch)
+            let reason = batch
+                .rejected
+                .first()
+                .map(|e| e.reason.clone())
+                .unwrap_or_default();
+            (StatusCode::BAD_REQUEST, json!({"error": reason}))
+        };
+        stamp(&mut body);
+        idempotent::store(&st, batch, ticket, outcome(status, &body))
     })
     .await;
     match res {
-        Ok(Ok(())) => json_response(
-            StatusCode::CREATED,
-            json!({"timestamp": now_unix(), "elapsed": format!("{:?}", t.elapsed())}),
-        ),
+        Ok(Ok(reply)) => reply.into_response(),
         Ok(Err(r)) | Err(r) => r.into_response(),
+    }
+}
+
+fn outcome(status: StatusCode, body: &Value) -> Outcome {
+    Outcome {
+        status: status.as_u16(),
+        body: body.to_string(),
     }
 }
 
@@ -300,8 +333,22 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
             json!({"error": "Content-Type must be application/x-ndjson, application/json or application/msgpack"}),
         );
     };
+    let key = match idempotent::key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r.into_response(),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|h| h.as_bytes().to_vec())
+        .unwrap_or_default();
     let st = s.clone();
     let res = blocking(move || {
+        let parts: [&[u8]; 3] = [b"/records", &content_type, &body];
+        let ticket = match idempotent::check_in(&st, key.as_deref(), &parts) {
+            CheckIn::Go(t) => t,
+            CheckIn::Answered(reply) => return Ok(reply),
+            CheckIn::Refuse(r) => return Err(r),
+        };
         let mut batch = KeyedBatch::new();
         match kind {
             BodyKind::Msgpack => {
@@ -321,21 +368,17 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
             .map(|e| json!({"source": e.source, "reason": e.reason}))
             .collect();
         let rejected = errors.len();
-        submit(&st, batch).map(|()| (accepted, rejected, errors))
+        let status = if accepted == 0 && rejected > 0 {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        let body = json!({"accepted": accepted, "rejected": rejected, "errors": errors});
+        idempotent::store(&st, batch, ticket, outcome(status, &body))
     })
     .await;
     match res {
-        Ok(Ok((accepted, rejected, errors))) => {
-            let status = if accepted == 0 && rejected > 0 {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::OK
-            };
-            json_response(
-                status,
-                json!({"accepted": accepted, "rejected": rejected, "errors": errors}),
-            )
-        }
+        Ok(Ok(reply)) => reply.into_response(),
         Ok(Err(r)) | Err(r) => r.into_response(),
     }
 }
@@ -423,6 +466,10 @@ async fn metrics(St(s): St<Shared>) -> Response {
             s.responses[i].load(Ordering::Relaxed)
         ));
     }
+    text.push_str(&format!(
+        "# HELP d2p_http_idempotent_replays_total Requests answered again for their Idempotency-Key, their records not stored twice.\n# TYPE d2p_http_idempotent_replays_total counter\nd2p_http_idempotent_replays_total {}\n",
+        s.replays.load(Ordering::Relaxed)
+    ));
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
