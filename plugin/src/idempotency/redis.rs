@@ -36,10 +36,10 @@ enum Stored {
 }
 
 fn parse_print(s: &str) -> Option<Print> {
-    if s.len() != 64 {
+    if s.len() != 32 {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; 16];
     for (i, b) in out.iter_mut().enumerate() {
         *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }

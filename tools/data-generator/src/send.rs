@@ -153,6 +153,13 @@ pub fn http(
     let lat = Latencies::default();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let pacer = Pacer::new(g);
+    // Every batch carries an Idempotency-Key, so a batch resent after its connection
+    // failed is stored once. The run's own prefix keeps a second run with the same seed
+    // from being taken for a resend of the first.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+        ^ u128::from(std::process::id()) << 64;
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..concurrency.max(1) {
@@ -186,14 +193,17 @@ pub fn http(
                     };
                     let n = body.lines().count() as u64;
                     sent.fetch_add(n, Ordering::Relaxed);
-                    // A refused batch (429/503) is sent again after a pause, and so is
-                    // one whose connection failed (up to 30 times).
+                    // A refused batch (429/503, or 409 while its first send is still
+                    // being processed) is sent again after a pause, and so is one whose
+                    // connection failed (up to 30 times).
+                    let key = format!("d2p-gen-{run:x}-{i}");
                     let mut errors = 0u32;
                     loop {
                         let t = Instant::now();
                         let mut req = agent
                             .post(&url)
-                            .header("Content-Type", "application/x-ndjson");
+                            .header("Content-Type", "application/x-ndjson")
+                            .header("Idempotency-Key", &key);
                         if let Some(tok) = token {
                             req = req.header("Authorization", &format!("Bearer {tok}"));
                         }
@@ -209,7 +219,7 @@ pub fn http(
                                 );
                                 break;
                             }
-                            Ok(r) if matches!(r.status().as_u16(), 429 | 503) => {
+                            Ok(r) if matches!(r.status().as_u16(), 409 | 429 | 503) => {
                                 refused.fetch_add(n, Ordering::Relaxed);
                                 std::thread::sleep(Duration::from_millis(200));
                             }
