@@ -547,3 +547,50 @@ fn idempotency_keys_are_shared_by_nodes_over_redis() {
         assert_eq!(got.get(&id), Some(&row));
     }
 }
+
+fn records_in_redis(redis: &RedisServer) -> usize {
+    let mut c = redis.conn().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("data:*").query(&mut c).unwrap();
+    keys.iter()
+        .map(|k| redis::cmd("LLEN").arg(k).query::<usize>(&mut c).unwrap())
+        .sum()
+}
+
+#[test]
+fn a_redis_restart_within_buffer_full_wait_is_ridden_out_with_a_key() {
+    let mut redis = RedisServer::start();
+    let s = HttpServer::start(json!({
+        "buffer_type": "redis", "redis_host": redis.addr(), "redis_skip_flush": true,
+        "buffer_full_wait": "3s", "redis_timeout": 500,
+    }));
+    let text = generate(74, 50);
+    let key = ("Idempotency-Key", "during-a-restart");
+    redis.stop();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        redis.restart();
+        redis
+    });
+    // Redis is down when the key is claimed: the claim waits for it, as the push does.
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key],
+        Some(text.as_bytes()),
+    );
+    let redis = back.join().unwrap();
+    assert_eq!(
+        (r.status, r.json()["accepted"].as_u64()),
+        (200, Some(50)),
+        "{}",
+        r.text()
+    );
+    let again = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key],
+        Some(text.as_bytes()),
+    );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(records_in_redis(&redis), 50);
+}

@@ -138,7 +138,7 @@ impl<'c> Names<'c> {
 /// buffer; a lost connection, or an answer that says to come back (LOADING after a
 /// restart, MASTERDOWN, TRYAGAIN), is unavailability worth a short wait; any other
 /// answer (WRONGTYPE, NOPERM) will not change by waiting.
-fn classify(e: &RedisError) -> BufferError {
+pub(crate) fn classify(e: &RedisError) -> BufferError {
     let text = e.to_string();
     if text.contains("OOM") {
         BufferError::Full(format!("Redis is out of memory: {text}"))

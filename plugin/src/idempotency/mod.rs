@@ -167,6 +167,7 @@ pub fn store_for(cfg: &Config) -> Box<dyn IdempotencyStore> {
             &cfg.redis,
             cfg.http_idempotency_ttl,
             pending,
+            cfg.buffer_full_wait,
         )),
     }
 }

@@ -7,13 +7,14 @@
 //! processes the request and `D <print> <status> <body>` once it was answered.
 
 use super::{Begin, IdempotencyError, IdempotencyStore, Outcome, Print, Seal, Ticket, hex};
-use crate::buffer::redis::Names;
+use crate::buffer::redis::{Names, classify};
 use crate::config::RedisConfig;
+use crate::receiver::{RETRY_PAUSE_FIRST, RETRY_PAUSE_MAX};
 use crate::redis_conn::RedisConn;
 use redis::{RedisError, Script};
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Deletes a claim only if it is still the one this node made.
 const RELEASE: &str = r#"
@@ -25,6 +26,8 @@ pub struct RedisStore {
     cfg: RedisConfig,
     ttl: Duration,
     pending_ttl: Duration,
+    /// BufferFullWait: how long a Redis restart is ridden out, as pushes do.
+    wait: Duration,
     /// Idle connections; a request takes one for its few commands.
     conns: Mutex<Vec<RedisConn>>,
     release: Script,
@@ -65,29 +68,48 @@ fn unavailable(e: RedisError) -> IdempotencyError {
 }
 
 impl RedisStore {
-    pub fn new(cfg: &RedisConfig, ttl: Duration, pending_ttl: Duration) -> RedisStore {
+    pub fn new(
+        cfg: &RedisConfig,
+        ttl: Duration,
+        pending_ttl: Duration,
+        wait: Duration,
+    ) -> RedisStore {
         RedisStore {
             cfg: cfg.clone(),
             ttl,
             pending_ttl,
+            wait,
             conns: Mutex::new(Vec::new()),
             release: Script::new(RELEASE),
         }
     }
 
-    /// Runs `f` on a pooled connection (a new one if none is idle).
+    /// Runs `f` on a pooled connection (a new one if none is idle). A failure that may
+    /// pass (Redis restarting or loading) is retried within BufferFullWait, as the
+    /// records' own push is: the key must not turn a ridden-out outage into a 503.
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut RedisConn) -> Result<T, RedisError>,
+        mut f: impl FnMut(&mut redis::Connection) -> Result<T, RedisError>,
     ) -> Result<T, RedisError> {
-        let idle = self.conns.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut c = match idle {
-            Some(c) => c,
-            None => RedisConn::new(&self.cfg)?,
-        };
-        let r = f(&mut c);
-        self.conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
-        r
+        let give_up = Instant::now() + self.wait;
+        let mut pause = RETRY_PAUSE_FIRST;
+        loop {
+            let idle = self.conns.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut c = match idle {
+                Some(c) => c,
+                None => RedisConn::new(&self.cfg)?,
+            };
+            let r = c.with(&mut f);
+            self.conns.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+            let now = Instant::now();
+            match r {
+                Err(e) if classify(&e).transient() && now < give_up => {
+                    std::thread::sleep(pause.min(give_up - now));
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                r => return r,
+            }
+        }
     }
 
     fn slot(&self, key: &str) -> String {
@@ -117,17 +139,15 @@ impl IdempotencyStore for RedisStore {
         for _ in 0..2 {
             let (claimed, current): (Option<String>, Option<String>) = self
                 .with(|c| {
-                    c.with(|c| {
-                        let mut p = redis::pipe();
-                        p.cmd("SET")
-                            .arg(&ticket.slot)
-                            .arg(&claim)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(px);
-                        p.cmd("GET").arg(&ticket.slot);
-                        p.query(c)
-                    })
+                    let mut p = redis::pipe();
+                    p.cmd("SET")
+                        .arg(&ticket.slot)
+                        .arg(&claim)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(px);
+                    p.cmd("GET").arg(&ticket.slot);
+                    p.query(c)
                 })
                 .map_err(unavailable)?;
             if claimed.is_some() {
@@ -166,14 +186,12 @@ impl IdempotencyStore for RedisStore {
         let v = RedisStore::done_value(&ticket, outcome);
         let px = self.ttl.as_millis() as u64;
         self.with(|c| {
-            c.with(|c| {
-                redis::cmd("SET")
-                    .arg(&ticket.slot)
-                    .arg(&v)
-                    .arg("PX")
-                    .arg(px)
-                    .query::<()>(c)
-            })
+            redis::cmd("SET")
+                .arg(&ticket.slot)
+                .arg(&v)
+                .arg("PX")
+                .arg(px)
+                .query::<()>(c)
         })
         .map_err(unavailable)
     }
@@ -181,8 +199,7 @@ impl IdempotencyStore for RedisStore {
     fn abandon(&self, ticket: Ticket) {
         let claim = RedisStore::pending_value(&ticket);
         // Best effort: a claim left behind expires after HttpRequestTimeout.
-        let _ =
-            self.with(|c| c.with(|c| self.release.key(&ticket.slot).arg(&claim).invoke::<i64>(c)));
+        let _ = self.with(|c| self.release.key(&ticket.slot).arg(&claim).invoke::<i64>(c));
     }
 }
 

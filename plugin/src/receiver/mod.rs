@@ -125,8 +125,8 @@ const RECHECK: Duration = Duration::from_millis(5);
 
 /// The first and the longest pause between retries of a direct push (Redis) that
 /// failed for a reason that may pass.
-const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(20);
-const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
+pub(crate) const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(20);
+pub(crate) const RETRY_PAUSE_MAX: Duration = Duration::from_millis(250);
 
 /// How long a producer waits for room in a full buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
