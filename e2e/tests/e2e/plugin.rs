@@ -617,3 +617,114 @@ fn logging_follows_fluent_bit_levels_and_debug() {
         "Debug=true shows debug lines: {debug:?}"
     );
 }
+
+/// Chunks of `per` events from `n` generated records, and each record's expected row.
+fn chunks_and_rows(
+    dir: &Path,
+    seed: u64,
+    n: usize,
+    per: usize,
+    tag: &str,
+) -> (Vec<PathBuf>, HashMap<String, Map<String, Value>>) {
+    let text = generate(seed, n);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut files = Vec::new();
+    let mut rows = HashMap::new();
+    for (i, part) in lines.chunks(per).enumerate() {
+        let base = 1_700_000_000 + i as u32 * 10;
+        files.push(write_chunk(
+            dir,
+            &format!("s{seed}-{i}.chunk"),
+            &chunk_from_ndjson(part, ChunkFormat::V5, base),
+        ));
+        for row in expected_flb(part, tag, base) {
+            rows.insert(extra(&row, "id").expect("id").to_string(), row);
+        }
+    }
+    (files, rows)
+}
+
+#[test]
+fn a_hot_reload_hands_over_without_losing_a_record() {
+    // Fluent Bit's order, then the new instances initialised before the old ones are
+    // unregistered, which must not close them.
+    for init_first in [false, true] {
+        hot_reload(init_first);
+    }
+}
+
+fn hot_reload(init_first: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let tag = "app.reload";
+    let (before, mut want) = chunks_and_rows(dir.path(), 31, 600, 100, tag);
+    let (during, rows) = chunks_and_rows(dir.path(), 32, 1200, 100, tag);
+    want.extend(rows.clone());
+    let during_ids: Vec<String> = rows.into_keys().collect();
+    let (after, rows) = chunks_and_rows(dir.path(), 33, 600, 100, tag);
+    want.extend(rows.clone());
+    // Records stay buffered until the old instance exits; the new one writes zstd.
+    let keep = [("BufferSize", "100000"), ("FlushInterval", "3600")];
+    let old = instance_props(
+        &out,
+        &[&keep[..], &[("WriterCompressionType", "gzip")]].concat(),
+    );
+    let new = instance_props(
+        &out,
+        &[&keep[..], &[("WriterCompressionType", "zstd")]].concat(),
+    );
+    let paths = |v: &[PathBuf]| {
+        v.iter()
+            .map(|p| p.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let r = run_host(
+        &scenario(
+            vec![old],
+            vec![
+                json!({"flush": {"chunks": paths(&before), "tag": tag}}),
+                json!({"reload": {
+                    "instances": [{"props": new}],
+                    "during": {"chunks": paths(&during), "tag": tag, "workers": 2},
+                    "init_first": init_first,
+                }}),
+                json!({"flush": {"chunks": paths(&after), "tag": tag}}),
+            ],
+        ),
+        &[],
+    );
+    for i in 0..3 {
+        assert!(
+            codes(&r, i).iter().all(|&c| c == FLB_OK),
+            "{i}: {:?}",
+            codes(&r, i)
+        );
+    }
+    assert_eq!(r["reloads"][0]["old_exits"], json!([FLB_OK]), "{r}");
+    assert_eq!(r["reloads"][0]["init"][0]["ok"], true, "{r}");
+    let got = rows_by_id(&out);
+    assert_eq!(got.len(), want.len(), "every record once");
+    for (id, row) in &want {
+        assert_eq!(got.get(id), Some(row), "{id}");
+    }
+    // The old instance wrote what it held when it exited; the new one, with its own
+    // settings, what came after.
+    let codec = |p: &Path| {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let r = SerializedFileReader::new(std::fs::File::open(p).unwrap()).unwrap();
+        format!("{:?}", r.metadata().row_group(0).column(0).compression())
+    };
+    let after_ids: std::collections::HashSet<String> = rows.into_keys().collect();
+    for (file, row) in read_dir_rows(&out) {
+        let id = extra(&row, "id").unwrap();
+        let want = if after_ids.contains(id) {
+            "ZSTD"
+        } else {
+            "GZIP"
+        };
+        assert!(codec(&file).starts_with(want), "{id} in {}", file.display());
+    }
+    assert!(during_ids.iter().all(|id| got.contains_key(id)));
+    let left: Vec<String> = serde_json::from_value(r["threads_after_unload"].clone()).unwrap();
+    assert!(left.iter().all(|t| !t.starts_with("d2p-")), "{left:?}");
+}

@@ -5,6 +5,13 @@
 //! leaked `Box<Arc<Instance>>`); a registry of live instances serves only the
 //! context-less fallbacks (`FLBPluginFlush`, `FLBPluginExit`) and `FLBPluginUnregister`,
 //! which must not leave a thread running when Fluent Bit unloads the library.
+//!
+//! Hot reload (`flb-abi.md`, "Hot reload"): the library is not loaded afresh, so statics
+//! persist; a new `Register` comes while the old instances still flush, and the old
+//! registration's `Unregister` before the new instances' `Init`. Each instance is
+//! filed under the registration it was initialised after, and `Unregister` closes that
+//! registration's instances only, so a host that initialised the new ones first would
+//! still keep them.
 
 pub mod flblog;
 pub mod instance;
@@ -21,12 +28,31 @@ pub const PLUGIN_NAME: &CStr = c"out_parquet";
 pub const PLUGIN_DESCRIPTION: &CStr =
     c"Parquet output (data2parquet): mem or Redis buffer, local files or S3";
 
-/// Live instances in Init order.
-static INSTANCES: Mutex<Vec<Arc<Instance>>> = Mutex::new(Vec::new());
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// A live instance and the registration (`Register` call) it was initialised after.
+struct Registered {
+    generation: u64,
+    inst: Arc<Instance>,
+}
 
-fn registry() -> std::sync::MutexGuard<'static, Vec<Arc<Instance>>> {
+/// Live instances in Init order.
+static INSTANCES: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Registrations so far; the latest one's number is the current generation.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Registration blocks seen by `Register` (by address) and their generation.
+static REGISTRATIONS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Registered>> {
     INSTANCES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn registrations() -> std::sync::MutexGuard<'static, Vec<(usize, u64)>> {
+    REGISTRATIONS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn register_instance(inst: Arc<Instance>) {
+    let generation = GENERATION.load(Ordering::Acquire);
+    registry().push(Registered { generation, inst });
 }
 
 /// Runs `f`, turning a panic into `fallback`.
@@ -85,6 +111,11 @@ pub unsafe extern "C" fn FLBPluginRegister(def: *mut flb_plugin_proxy_def) -> c_
             (*def).name = PLUGIN_NAME.as_ptr() as *mut c_char;
             (*def).description = PLUGIN_DESCRIPTION.as_ptr() as *mut c_char;
         }
+        // Only bookkeeping for Unregister: nothing Flush reads changes here.
+        let generation = GENERATION.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut regs = registrations();
+        regs.retain(|(at, _)| *at != def as usize);
+        regs.push((def as usize, generation));
         0
     })
 }
@@ -119,13 +150,13 @@ pub unsafe extern "C" fn FLBPluginInit(plugin: *mut flbgo_output_plugin) -> c_in
             Ok(inst) => {
                 if context.is_null() {
                     // A host without per-instance contexts: only the fallbacks can reach it.
-                    registry().push(inst);
+                    register_instance(inst);
                     return FLB_OK;
                 }
                 let raw = Box::into_raw(Box::new(inst.clone()));
                 // SAFETY: context is this instance's proxy context.
                 unsafe { (*context).remote_context = raw as *mut c_void };
-                registry().push(inst);
+                register_instance(inst);
                 FLB_OK
             }
             Err(e) => {
@@ -173,7 +204,7 @@ pub unsafe extern "C" fn FLBPluginFlush(
     tag: *const c_char,
 ) -> c_int {
     guard(FLB_RETRY, || {
-        let Some(inst) = registry().last().cloned() else {
+        let Some(inst) = registry().last().map(|r| r.inst.clone()) else {
             return FLB_ERROR;
         };
         // SAFETY: as in FLBPluginFlushCtx.
@@ -183,7 +214,7 @@ pub unsafe extern "C" fn FLBPluginFlush(
 
 fn close_instance(inst: &Arc<Instance>) {
     inst.close();
-    registry().retain(|i| !Arc::ptr_eq(i, inst));
+    registry().retain(|r| !Arc::ptr_eq(&r.inst, inst));
 }
 
 /// Per-instance exit: writes every pending record, joins every thread of the instance.
@@ -207,7 +238,7 @@ pub unsafe extern "C" fn FLBPluginExitCtx(ctx: *mut c_void) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn FLBPluginExit() -> c_int {
     guard(FLB_ERROR, || {
-        let first = registry().first().cloned();
+        let first = registry().first().map(|r| r.inst.clone());
         if let Some(inst) = first {
             close_instance(&inst);
         }
@@ -215,17 +246,29 @@ pub extern "C" fn FLBPluginExit() -> c_int {
     })
 }
 
-/// Called once, after every instance has exited, before `dlclose`. Closes anything still
-/// running so no thread of ours outlives the library.
+/// Called once per registration, after its instances have exited, before `dlclose`.
+/// Closes any of them still running, so no thread of ours outlives the library; the
+/// instances of a later registration (a hot reload's new context) are left running.
 ///
 /// # Safety
-/// `def` is the registration block (unused).
+/// `def` is a registration block passed to [`FLBPluginRegister`] (an unknown one closes
+/// every instance).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn FLBPluginUnregister(_def: *mut flb_plugin_proxy_def) {
+pub unsafe extern "C" fn FLBPluginUnregister(def: *mut flb_plugin_proxy_def) {
     let _ = guard(0, || {
-        let left: Vec<_> = registry().drain(..).collect();
-        for inst in left {
-            inst.close();
+        let upto = {
+            let mut regs = registrations();
+            let found = regs.iter().position(|(at, _)| *at == def as usize);
+            found.map_or(u64::MAX, |i| regs.remove(i).1)
+        };
+        let left: Vec<_> = {
+            let mut reg = registry();
+            let (old, keep): (Vec<_>, Vec<_>) = reg.drain(..).partition(|r| r.generation <= upto);
+            *reg = keep;
+            old
+        };
+        for r in left {
+            r.inst.close();
         }
         0
     });

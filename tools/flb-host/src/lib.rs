@@ -203,6 +203,8 @@ pub struct Plugin {
     shared: Box<flbgo_output_plugin>,
     _name_c: CString,
     slots: Vec<Slot>,
+    /// Loaded by a hot reload: PreRegister(1) and PreRun(1), as `flb_reload.c` calls them.
+    hot: bool,
 }
 
 // SAFETY: the plugin ABI allows concurrent flushes from several threads; the host's own
@@ -237,6 +239,17 @@ pub fn on_small_stack<T: Send>(stack: usize, f: impl FnOnce() -> T + Send) -> T 
 
 impl Plugin {
     pub fn load(path: &Path, def_alloc: DefAlloc) -> Result<Plugin> {
+        Plugin::load_as(path, def_alloc, false)
+    }
+
+    /// Loads the plugin for a hot reload's new context: `dlopen` of the same path again
+    /// (the same handle: statics persist), `PreRegister(1)` and `Register` of a new
+    /// block, while the old context's instances may still be flushing on other threads.
+    pub fn load_for_reload(path: &Path, def_alloc: DefAlloc) -> Result<Plugin> {
+        Plugin::load_as(path, def_alloc, true)
+    }
+
+    fn load_as(path: &Path, def_alloc: DefAlloc, hot: bool) -> Result<Plugin> {
         let base = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -279,7 +292,7 @@ impl Plugin {
             sym::<unsafe extern "C" fn(c_int) -> c_int>(handle, c"FLBPluginPreRegister")
         {
             // SAFETY: the documented signature.
-            if unsafe { pre(0) } == -1 {
+            if unsafe { pre(c_int::from(hot)) } == -1 {
                 bail!("FLBPluginPreRegister returned -1");
             }
         }
@@ -370,6 +383,7 @@ impl Plugin {
             shared,
             _name_c: name_c,
             slots: Vec::new(),
+            hot,
         })
     }
 
@@ -409,12 +423,12 @@ impl Plugin {
         Ok(self.slots.len() - 1)
     }
 
-    /// `FLBPluginOutputPreRun(0)` for every instance, if exported.
+    /// `FLBPluginOutputPreRun` for every instance, if exported (1 after a hot reload).
     pub fn pre_run(&self) {
         if let Some(f) = self.syms.pre_run {
             for _ in &self.slots {
                 // SAFETY: documented signature.
-                unsafe { f(0) };
+                unsafe { f(c_int::from(self.hot)) };
             }
         }
     }
@@ -482,13 +496,22 @@ impl Plugin {
 
     /// ExitCtx (or Exit) for one instance; then its properties die, as in Fluent Bit.
     pub fn exit(&mut self, idx: usize) -> i32 {
+        self.exit_as(idx, false)
+    }
+
+    /// Exit of an old-context instance stopped by a hot reload: `PreExit(1)`.
+    pub fn exit_for_reload(&mut self, idx: usize) -> i32 {
+        self.exit_as(idx, true)
+    }
+
+    fn exit_as(&mut self, idx: usize, by_reload: bool) -> i32 {
         let slot = &mut self.slots[idx];
         if slot.exited {
             return FLB_OK;
         }
         if let Some(f) = self.syms.pre_exit {
             // SAFETY: documented signature.
-            unsafe { f(0) };
+            unsafe { f(c_int::from(by_reload)) };
         }
         let rc = match self.syms.exit_ctx {
             // SAFETY: documented signature; the context Init filled.

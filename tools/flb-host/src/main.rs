@@ -6,7 +6,7 @@
 //!
 //! A scenario names the plugin, its instances (properties), and steps: flushes of chunk
 //! files (replayed `repeat` times, on `workers` threads with small stacks and Fluent
-//! Bit's retry loop), pauses, and exits. The report has every return code, the plugin's
+//! Bit's retry loop), pauses, exits, and hot reloads. The report has every return code, the plugin's
 //! log lines, timings, CPU time and peak RSS, and the threads left after unloading.
 
 use anyhow::{Context, Result};
@@ -70,20 +70,104 @@ struct InstanceSpec {
 }
 
 #[derive(Deserialize)]
+struct FlushSpec {
+    #[serde(default)]
+    instance: usize,
+    chunks: Vec<PathBuf>,
+    #[serde(default)]
+    tag: String,
+    #[serde(default = "default_repeat")]
+    repeat: usize,
+    workers: Option<usize>,
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Step {
-    Flush {
-        #[serde(default)]
-        instance: usize,
-        chunks: Vec<PathBuf>,
-        #[serde(default)]
-        tag: String,
-        #[serde(default = "default_repeat")]
-        repeat: usize,
-        workers: Option<usize>,
-    },
+    Flush(FlushSpec),
     SleepMs(u64),
     Exit(usize),
+    /// A hot reload (`flb_reload.c`): the plugin is loaded again for a new context with
+    /// `instances` while the old one flushes `during` on another thread; then the old
+    /// instances exit (PreExit(1), ExitCtx), Unregister and dlclose follow, and the new
+    /// instances are initialised (Init, PreRun(1)). Later steps address the new ones.
+    Reload {
+        instances: Vec<InstanceSpec>,
+        #[serde(default)]
+        during: Option<FlushSpec>,
+        /// Initialise the new instances before the old ones exit and are unregistered:
+        /// not Fluent Bit's order, but one a plugin should survive.
+        #[serde(default)]
+        init_first: bool,
+    },
+}
+
+/// Initialises every instance; their indexes (None for a failed Init) and reports.
+fn init_all(
+    plugin: &mut Plugin,
+    specs: &[InstanceSpec],
+) -> (Vec<Option<usize>>, Vec<serde_json::Value>) {
+    let mut inits = Vec::new();
+    let mut ids = Vec::new();
+    for spec in specs {
+        let props: Vec<(String, String)> = spec
+            .props
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match plugin.init(&props, spec.log_level) {
+            Ok(i) => {
+                inits.push(json!({"ok": true}));
+                ids.push(Some(i));
+            }
+            Err(e) => {
+                inits.push(json!({"ok": false, "error": format!("{e:#}")}));
+                ids.push(None);
+            }
+        }
+    }
+    (ids, inits)
+}
+
+/// One flush step: its chunks (`repeat` times) on `workers` threads with Fluent Bit's
+/// retry loop; the report of its codes.
+fn run_flush(
+    plugin: &Plugin,
+    ids: &[Option<usize>],
+    f: &FlushSpec,
+    sc: &Scenario,
+) -> Result<serde_json::Value> {
+    let Some(Some(idx)) = ids.get(f.instance).copied() else {
+        return Ok(json!({"instance": f.instance, "error": "instance not initialised"}));
+    };
+    // Each file is read once; repeats share its bytes, so the host's own memory does not
+    // grow with `repeat` and RSS measures the plugin.
+    let mut loaded = Vec::new();
+    for c in &f.chunks {
+        loaded.push(std::sync::Arc::new(flb_host::load_chunk(c)?));
+    }
+    let mut list = Vec::new();
+    for _ in 0..f.repeat {
+        for d in &loaded {
+            list.push((d.clone(), f.tag.clone()));
+        }
+    }
+    let t = Instant::now();
+    let codes = flush_concurrently(
+        plugin,
+        idx,
+        &list,
+        f.workers.unwrap_or(sc.workers),
+        sc.stack_kib * 1024,
+        sc.retry_limit,
+        Duration::from_millis(sc.retry_delay_ms),
+    );
+    Ok(json!({
+        "instance": f.instance,
+        "codes": codes.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        "attempts": codes.iter().map(|(_, a)| a).collect::<Vec<_>>(),
+        "ms": t.elapsed().as_secs_f64() * 1000.0,
+    }))
 }
 
 fn cpu_and_rss() -> (f64, u64) {
@@ -104,7 +188,6 @@ fn main() -> Result<()> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let sc: Scenario = serde_json::from_str(&text).context("parsing the scenario")?;
     flb_host::echo_logs(sc.echo_logs);
-    let stack = sc.stack_kib * 1024;
     let started = Instant::now();
     let mut report = serde_json::Map::new();
     let mut plugin = match Plugin::load(&sc.plugin, sc.def_alloc) {
@@ -116,26 +199,9 @@ fn main() -> Result<()> {
     };
     report.insert("name".into(), json!(plugin.name));
     report.insert("description".into(), json!(plugin.description));
-    let mut inits = Vec::new();
-    let mut ids = Vec::new();
-    for spec in &sc.instances {
-        let props: Vec<(String, String)> = spec
-            .props
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        match plugin.init(&props, spec.log_level) {
-            Ok(i) => {
-                inits.push(json!({"ok": true}));
-                ids.push(Some(i));
-            }
-            Err(e) => {
-                inits.push(json!({"ok": false, "error": format!("{e:#}")}));
-                ids.push(None);
-            }
-        }
-    }
+    let (mut ids, inits) = init_all(&mut plugin, &sc.instances);
     report.insert("init".into(), json!(inits));
+    let mut reloads = Vec::new();
     plugin.pre_run();
     let cpu0 = cpu_and_rss().0;
     let mut flushes = Vec::new();
@@ -143,44 +209,40 @@ fn main() -> Result<()> {
     let flush_started = Instant::now();
     for step in &sc.steps {
         match step {
-            Step::Flush {
-                instance,
-                chunks,
-                tag,
-                repeat,
-                workers,
+            Step::Flush(f) => flushes.push(run_flush(&plugin, &ids, f, &sc)?),
+            Step::Reload {
+                instances,
+                during,
+                init_first,
             } => {
-                let Some(Some(idx)) = ids.get(*instance).copied() else {
-                    flushes
-                        .push(json!({"instance": instance, "error": "instance not initialised"}));
-                    continue;
-                };
-                // Each file is read once; repeats share its bytes, so the host's own memory
-                // does not grow with `repeat` and RSS measures the plugin.
-                let mut loaded = Vec::new();
-                for c in chunks {
-                    loaded.push(std::sync::Arc::new(flb_host::load_chunk(c)?));
-                }
-                let mut list = Vec::new();
-                for _ in 0..*repeat {
-                    for d in &loaded {
-                        list.push((d.clone(), tag.clone()));
-                    }
-                }
                 let t = Instant::now();
-                let codes = flush_concurrently(
-                    &plugin,
-                    idx,
-                    &list,
-                    workers.unwrap_or(sc.workers),
-                    stack,
-                    sc.retry_limit,
-                    Duration::from_millis(sc.retry_delay_ms),
-                );
-                flushes.push(json!({
-                    "instance": instance,
-                    "codes": codes.iter().map(|(c, _)| c).collect::<Vec<_>>(),
-                    "attempts": codes.iter().map(|(_, a)| a).collect::<Vec<_>>(),
+                let (new, during) = std::thread::scope(|s| {
+                    let (old, ids, sc) = (&plugin, &ids, &sc);
+                    let bg = during
+                        .as_ref()
+                        .map(|f| s.spawn(move || run_flush(old, ids, f, sc)));
+                    let new = Plugin::load_for_reload(&sc.plugin, sc.def_alloc);
+                    (new, bg.map(|h| h.join().expect("flush thread")))
+                });
+                if let Some(d) = during {
+                    flushes.push(d?);
+                }
+                let mut new = new?;
+                let early = init_first.then(|| init_all(&mut new, instances));
+                let mut old_exits = Vec::new();
+                for idx in ids.iter().flatten() {
+                    old_exits.push(plugin.exit_for_reload(*idx));
+                }
+                let old = std::mem::replace(&mut plugin, new);
+                old.unload()?;
+                let (new_ids, inits) = match early {
+                    Some(done) => done,
+                    None => init_all(&mut plugin, instances),
+                };
+                plugin.pre_run();
+                ids = new_ids;
+                reloads.push(json!({
+                    "old_exits": old_exits, "init": inits,
                     "ms": t.elapsed().as_secs_f64() * 1000.0,
                 }));
             }
@@ -199,6 +261,7 @@ fn main() -> Result<()> {
     }
     let flush_secs = flush_started.elapsed().as_secs_f64();
     report.insert("flushes".into(), json!(flushes));
+    report.insert("reloads".into(), json!(reloads));
     // Remaining instances exit in init order, as at shutdown.
     for (i, id) in ids.iter().enumerate() {
         if let Some(idx) = id
