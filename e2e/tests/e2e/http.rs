@@ -594,3 +594,122 @@ fn a_redis_restart_within_buffer_full_wait_is_ridden_out_with_a_key() {
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(records_in_redis(&redis), 50);
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn compressed_bodies_are_unpacked_and_bounded() {
+    let s = HttpServer::start(json!({
+        "flush_interval": 3600, "buffer_size": 100000, "http_max_body_bytes": 262144,
+    }));
+    let text = generate(75, 135);
+    let lines: Vec<&str> = text.lines().collect();
+    let ndjson = lines[..60].join("\n");
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, ("Content-Encoding", "gzip")],
+        Some(&gzip(ndjson.as_bytes())),
+    );
+    assert_eq!(
+        (r.status, r.json()["accepted"].as_u64()),
+        (200, Some(60)),
+        "{}",
+        r.text()
+    );
+    let array = format!("[{}]", lines[60..100].join(","));
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "zstd"),
+        ],
+        Some(&zstd::encode_all(array.as_bytes(), 3).unwrap()),
+    );
+    assert_eq!(r.json()["accepted"], 40, "{}", r.text());
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut z, lines[100..129].join("\n").as_bytes()).unwrap();
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, ("Content-Encoding", "deflate")],
+        Some(&z.finish().unwrap()),
+    );
+    assert_eq!(r.json()["accepted"], 29, "{}", r.text());
+    let r = http(
+        "POST",
+        &s.url("/record/"),
+        &[("Content-Encoding", "GZIP")],
+        Some(&gzip(lines[129].as_bytes())),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    // a resend compressed another way is the same request for its Idempotency-Key
+    let key = ("Idempotency-Key", "packed-1");
+    let body = lines[130..].join("\n");
+    let r1 = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key, ("Content-Encoding", "gzip")],
+        Some(&gzip(body.as_bytes())),
+    );
+    let r2 = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, key],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(
+        (r1.status, r2.header("idempotent-replayed")),
+        (200, Some("true"))
+    );
+    // refused: an unknown encoding, a corrupt body, and a small body that unpacks past the limit
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, ("Content-Encoding", "br")],
+        Some(b"x"),
+    );
+    assert_eq!(r.status, 415);
+    assert_eq!(
+        r.header("accept-encoding"),
+        Some("gzip, zstd, deflate, identity")
+    );
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, ("Content-Encoding", "gzip")],
+        Some(b"not gzip"),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid gzip"),
+        "{}",
+        r.text()
+    );
+    let bomb = gzip(&vec![b' '; 4 << 20]);
+    assert!(bomb.len() < 262144);
+    let r = http(
+        "POST",
+        &s.url("/records"),
+        &[NDJSON, ("Content-Encoding", "gzip")],
+        Some(&bomb),
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    // what was accepted is what is written
+    let r = http("POST", &s.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 135, "{}", r.text());
+    let got = ids_written(&s.out());
+    assert_eq!(got.len(), 135);
+    for (id, row) in expected_by_id(&text) {
+        assert_eq!(got.get(&id), Some(&row), "{id}");
+    }
+}

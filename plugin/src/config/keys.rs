@@ -104,7 +104,7 @@ keys! {
     S3Acl, "S3Acl", "s3_acl", New, "\"\"", "Canned ACL of every object, e.g. `bucket-owner-full-control` when the bucket belongs to another account; empty sends none.";
     RecoveryInterval, "RecoveryInterval", "recovery_interval", New, "30", "How often (seconds) TryAutoRecover retries the recovery store.";
     MetricsFile, "MetricsFile", "metrics_file", New, "\"\"", "Write the Prometheus metrics to this file every 10 s and at close (atomically), for node_exporter's textfile collector; samples carry `output=\"<file stem>\"`. The way to see the plugin's counters.";
-    HttpMaxBodyBytes, "HttpMaxBodyBytes", "http_max_body_bytes", New, "16MiB", "http-server: largest request body; larger ones get 413.";
+    HttpMaxBodyBytes, "HttpMaxBodyBytes", "http_max_body_bytes", New, "16MiB", "http-server: largest request body, as sent and once unpacked (gzip, zstd, deflate); larger ones get 413.";
     HttpAuthToken, "HttpAuthToken", "http_auth_token", New, "\"\"", "http-server: when set, requests need `Authorization: Bearer <token>` (401 otherwise; /health and /ready stay open).";
     HttpRequestTimeout, "HttpRequestTimeout", "http_request_timeout", New, "30", "http-server: seconds a request may take before it is answered 503.";
     HttpIdempotencyTtl, "HttpIdempotencyTtl", "http_idempotency_ttl", New, "24h", "http-server: how long the answer to a request with an `Idempotency-Key` header is kept, so a resend within it is answered again instead of stored twice (in Redis with BufferType=redis, shared by every node).";

@@ -2,8 +2,10 @@
 //! takes batches (NDJSON, JSON array or msgpack), `/health`, `/ready`, `/metrics` and
 //! `/openapi.json` are new. Decoding and buffering are blocking, so they run on the
 //! runtime's blocking pool; the async workers only move bytes. The two ingest routes
-//! honour an `Idempotency-Key` header (see [`crate::idempotent`]).
+//! honour an `Idempotency-Key` header (see [`crate::idempotent`]) and take gzip, zstd or
+//! deflate bodies (see [`crate::encoding`]).
 
+use crate::encoding;
 use crate::idempotent::{self, CheckIn};
 use crate::probe::Probe;
 use axum::Router;
@@ -121,6 +123,8 @@ pub struct Refusal {
     status: StatusCode,
     body: Value,
     retry_after: Option<u64>,
+    /// A 415 for a `Content-Encoding`: say which ones are accepted (RFC 7694).
+    accept_encoding: bool,
 }
 
 impl Refusal {
@@ -129,6 +133,7 @@ impl Refusal {
             status,
             body,
             retry_after: None,
+            accept_encoding: false,
         }
     }
 
@@ -136,11 +141,22 @@ impl Refusal {
         self.retry_after = Some(secs);
         self
     }
+
+    pub(crate) fn accept_encoding(mut self) -> Refusal {
+        self.accept_encoding = true;
+        self
+    }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let r = json_response(self.status, self.body);
+        let mut r = json_response(self.status, self.body);
+        if self.accept_encoding {
+            r.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(encoding::ACCEPTED),
+            );
+        }
         match self.retry_after {
             Some(s) => retry_after(r, s),
             None => r,
@@ -249,12 +265,14 @@ fn owned(body: Bytes) -> Vec<u8> {
 /// `POST /record/`: one JSON object; 201 once it is buffered.
 async fn record(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let t = Instant::now();
-    let key = match idempotent::key(&headers) {
-        Ok(k) => k,
+    let (key, enc) = match idempotent::key(&headers).and_then(|k| Ok((k, encoding::of(&headers)?)))
+    {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let st = s.clone();
     let res = blocking(move || {
+        let body = encoding::unpack(enc, body, st.cfg.http_max_body_bytes)?;
         let ticket = match idempotent::check_in(&st, key.as_deref(), &[b"/record/", &body]) {
             CheckIn::Go(t) => t,
             CheckIn::Answered(reply) => return Ok(reply),
@@ -333,8 +351,9 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
             json!({"error": "Content-Type must be application/x-ndjson, application/json or application/msgpack"}),
         );
     };
-    let key = match idempotent::key(&headers) {
-        Ok(k) => k,
+    let (key, enc) = match idempotent::key(&headers).and_then(|k| Ok((k, encoding::of(&headers)?)))
+    {
+        Ok(v) => v,
         Err(r) => return r.into_response(),
     };
     let content_type = headers
@@ -343,6 +362,8 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
         .unwrap_or_default();
     let st = s.clone();
     let res = blocking(move || {
+        // Unpacked first: a resend compressed differently is the same request.
+        let body = encoding::unpack(enc, body, st.cfg.http_max_body_bytes)?;
         let parts: [&[u8]; 3] = [b"/records", &content_type, &body];
         let ticket = match idempotent::check_in(&st, key.as_deref(), &parts) {
             CheckIn::Go(t) => t,
