@@ -312,3 +312,28 @@ fn http_at_a_fixed_rate_for_a_fixed_time() {
     let (ok, v) = verify(&s.out(), 12, sent);
     assert!(ok, "{v}");
 }
+
+#[test]
+fn http_with_gzip_bodies_arrives_whole() {
+    let s = HttpServer::start(json!({"flush_interval": 3600, "buffer_size": 100000}));
+    let o = run(Command::new(bin("data-generator"))
+        .args(["http", "--gzip", "--pregenerate", "--count", "2000"])
+        .args(["--batch", "300", "--concurrency", "2", "--seed", "13"])
+        .arg("--url")
+        .arg(s.url("")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&o);
+    assert_eq!(
+        (r["acknowledged"].as_u64(), r["gzip"].as_bool()),
+        (Some(2000), Some(true)),
+        "{r}"
+    );
+    // ~1 KB records compress well: what went over the wire is a fraction of the NDJSON
+    assert!(
+        r["mb_per_second"].as_f64().unwrap() * r["seconds"].as_f64().unwrap() < 1.0,
+        "{r}"
+    );
+    assert_eq!(http("POST", &s.url("/flush"), &[], None).status, 200);
+    let (ok, v) = verify(&s.out(), 13, 2000);
+    assert!(ok, "{v}");
+}

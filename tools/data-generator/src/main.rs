@@ -102,6 +102,9 @@ enum Cmd {
         /// server for CPU during the measurement.
         #[arg(long)]
         pregenerate: bool,
+        /// Send every body gzip-compressed (Content-Encoding: gzip), as log shippers do.
+        #[arg(long)]
+        gzip: bool,
     },
     /// Send over the Fluent forward protocol (Fluent Bit's in_forward, Fluentd).
     Forward {
@@ -218,13 +221,17 @@ fn main() -> Result<()> {
             concurrency,
             token,
             pregenerate,
+            gzip,
         }) => send::http(
             &cli.args,
-            &url,
-            batch,
-            concurrency,
-            token.as_deref(),
-            pregenerate,
+            &send::HttpOptions {
+                url: &url,
+                batch,
+                concurrency,
+                token: token.as_deref(),
+                pregenerate,
+                gzip,
+            },
         ),
         Some(Cmd::Forward {
             addr,

@@ -117,15 +117,37 @@ impl Latencies {
 }
 
 /// POSTs NDJSON batches to `/records` on `concurrency` connections.
-pub fn http(
-    g: &GenArgs,
-    url: &str,
-    batch: usize,
-    concurrency: usize,
-    token: Option<&str>,
-    pregenerate: bool,
-) -> Result<()> {
-    let url = format!("{}/records", url.trim_end_matches('/'));
+/// How `http` sends: where, in what batches, over how many connections.
+pub struct HttpOptions<'a> {
+    pub url: &'a str,
+    pub batch: usize,
+    pub concurrency: usize,
+    /// Bearer token (HttpAuthToken).
+    pub token: Option<&'a str>,
+    /// Generate (and compress) every batch before the clock starts.
+    pub pregenerate: bool,
+    /// Send bodies gzip-compressed, as log shippers do.
+    pub gzip: bool,
+}
+
+/// A batch ready to send: its record count and its body, compressed or not.
+#[derive(Clone)]
+struct Prepared {
+    records: u64,
+    body: Vec<u8>,
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
+pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
+    let (batch, concurrency, token) = (o.batch, o.concurrency, o.token);
+    let url = format!("{}/records", o.url.trim_end_matches('/'));
     let gen_ = Mutex::new(Generator::new(g.seed));
     let make = |gen_: &mut Generator, n: usize| {
         let mut s = String::with_capacity(n * 1100);
@@ -133,10 +155,17 @@ pub fn http(
             gen_.write_json(&mut s);
             s.push('\n');
         }
-        s
+        Prepared {
+            records: n as u64,
+            body: if o.gzip {
+                gzip(s.as_bytes())
+            } else {
+                s.into_bytes()
+            },
+        }
     };
     let total_batches = g.count.div_ceil(batch as u64);
-    let pre: Option<Vec<String>> = pregenerate.then(|| {
+    let pre: Option<Vec<Prepared>> = o.pregenerate.then(|| {
         let mut g2 = gen_.lock().unwrap_or_else(|p| p.into_inner());
         (0..total_batches)
             .map(|i| make(&mut g2, batch.min((g.count - i * batch as u64) as usize)))
@@ -183,15 +212,15 @@ pub fn http(
                     if !pacer.wait(i * batch as u64) {
                         stop.store(true, Ordering::SeqCst);
                     }
-                    let body = match &pre {
-                        Some(p) => std::borrow::Cow::Borrowed(p[i as usize].as_str()),
+                    let prepared = match &pre {
+                        Some(p) => std::borrow::Cow::Borrowed(&p[i as usize]),
                         None => {
                             let n = batch.min((g.count - i * batch as u64) as usize);
                             let mut g2 = gen_.lock().unwrap_or_else(|p| p.into_inner());
                             std::borrow::Cow::Owned(make(&mut g2, n))
                         }
                     };
-                    let n = body.lines().count() as u64;
+                    let (n, body) = (prepared.records, &prepared.body);
                     sent.fetch_add(n, Ordering::Relaxed);
                     // A refused batch (429/503, or 409 while its first send is still
                     // being processed) is sent again after a pause, and so is one whose
@@ -204,11 +233,14 @@ pub fn http(
                             .post(&url)
                             .header("Content-Type", "application/x-ndjson")
                             .header("Idempotency-Key", &key);
+                        if o.gzip {
+                            req = req.header("Content-Encoding", "gzip");
+                        }
                         if let Some(tok) = token {
                             req = req.header("Authorization", &format!("Bearer {tok}"));
                         }
                         bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                        match req.send(body.as_bytes()) {
+                        match req.send(&body[..]) {
                             Ok(mut r) if r.status().as_u16() == 200 => {
                                 lat.add(t.elapsed());
                                 let v: serde_json::Value =
@@ -256,7 +288,7 @@ pub fn http(
             "failed": f, "seconds": secs, "records_per_second": a as f64 / secs,
             "mb_per_second": bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs,
             "p50_ms": lat.percentile(0.5).as_secs_f64() * 1e3, "p99_ms": lat.percentile(0.99).as_secs_f64() * 1e3,
-            "batch": batch, "concurrency": concurrency,
+            "batch": batch, "concurrency": concurrency, "gzip": o.gzip,
         })
     );
     if f > 0 {
