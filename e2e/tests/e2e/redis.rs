@@ -890,3 +890,47 @@ fn close_after_a_redis_stall_still_drains_everything() {
     exactly_once(&[&out], &ids);
     assert!(redis_keys(&redis, "data*").is_empty());
 }
+
+/// Two requests with the same records under different idempotency keys, the first one's
+/// reply lost: the second settles as its retry (its records are already stored), and
+/// its own answer is still written, so each key is answered later.
+#[test]
+fn a_settled_retry_still_keeps_its_own_idempotency_answer() {
+    use data2parquet::idempotency::Seal;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) =
+        library_receiver(&redis.addr(), &out, "1000", &[("BufferFullWait", "0")]);
+    let (warm, recs) = (ids("w", 10), ids("s", 100));
+    // The pusher's connection is up before Redis stalls, so the push is sent.
+    receiver.submit(id_batch(&spec, &warm)).unwrap();
+    let seal = |k: &str| Seal {
+        key: format!("data-idem:{k}"),
+        value: format!("answer for {k}"),
+        ttl: Duration::from_secs(600),
+    };
+    pause(&redis, true);
+    let lost = receiver.submit_sealed(id_batch(&spec, &recs), &seal("k1"));
+    pause(&redis, false);
+    assert!(lost.is_err(), "the stalled push timed out");
+    let t = Instant::now();
+    while stored(&redis) < 110 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stored(&redis), 110, "the stalled push ran once Redis woke");
+    let again = receiver
+        .submit_sealed(id_batch(&spec, &recs), &seal("k2"))
+        .unwrap();
+    assert!(again.sealed);
+    assert_eq!(stored(&redis), 110, "stored once");
+    let mut c = redis.conn().unwrap();
+    for k in ["k1", "k2"] {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("data-idem:{k}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(format!("answer for {k}").as_str()));
+    }
+    close_and_check_once(receiver, &redis, &out, 110, &warm, &recs);
+}

@@ -702,6 +702,13 @@ impl GroupPusher {
         if let Some((p, a)) = &retry {
             let stored = settle(conn, a, &marker, groups, &names).map_err(|e| classify(&e))?;
             if let Some(lens) = stored {
+                // Stored by an earlier attempt, whose seal may have been another
+                // request's (the same records under another idempotency key): this
+                // submission's answer is written now.
+                if let Some(seal) = seal {
+                    conn.with(|c| seal.command().query::<()>(c))
+                        .map_err(|e| classify(&e))?;
+                }
                 self.known().by_print.remove(p);
                 self.forget_marker(marker);
                 return Ok(lens);
@@ -727,12 +734,7 @@ impl GroupPusher {
             pipe.cmd("SADD").arg(names.keys()).arg(k.as_str()).ignore();
         }
         if let Some(seal) = seal {
-            pipe.cmd("SET")
-                .arg(&seal.key)
-                .arg(&seal.value)
-                .arg("PX")
-                .arg(seal.ttl.as_millis() as u64)
-                .ignore();
+            pipe.add_command(seal.command()).ignore();
         }
         if !self.forget.is_empty() {
             pipe.cmd("DEL").arg(&self.forget).ignore();

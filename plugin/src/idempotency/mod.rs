@@ -104,6 +104,18 @@ pub struct Seal {
     pub ttl: Duration,
 }
 
+impl Seal {
+    /// Its Redis `SET`.
+    pub fn command(&self) -> ::redis::Cmd {
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(&self.key)
+            .arg(&self.value)
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64);
+        cmd
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdempotencyError {
     /// The store could not be asked (Redis down): retryable, HTTP 503.

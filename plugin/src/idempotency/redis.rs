@@ -121,6 +121,15 @@ impl RedisStore {
         format!("D {} {} {}", ticket.print.hex(), o.status, o.body)
     }
 
+    /// The write that keeps a ticket's answer for HttpIdempotencyTtl.
+    fn answer(&self, ticket: &Ticket, outcome: &Outcome) -> Seal {
+        Seal {
+            key: ticket.slot.clone(),
+            value: RedisStore::done_value(ticket, outcome),
+            ttl: self.ttl,
+        }
+    }
+
     fn pending_value(ticket: &Ticket) -> String {
         format!("P {} {}", ticket.print.hex(), ticket.token)
     }
@@ -167,11 +176,7 @@ impl IdempotencyStore for RedisStore {
     }
 
     fn seal(&self, ticket: &Ticket, outcome: &Outcome) -> Option<Seal> {
-        Some(Seal {
-            key: ticket.slot.clone(),
-            value: RedisStore::done_value(ticket, outcome),
-            ttl: self.ttl,
-        })
+        Some(self.answer(ticket, outcome))
     }
 
     fn finish(
@@ -183,17 +188,9 @@ impl IdempotencyStore for RedisStore {
         if sealed {
             return Ok(());
         }
-        let v = RedisStore::done_value(&ticket, outcome);
-        let px = self.ttl.as_millis() as u64;
-        self.with(|c| {
-            redis::cmd("SET")
-                .arg(&ticket.slot)
-                .arg(&v)
-                .arg("PX")
-                .arg(px)
-                .query::<()>(c)
-        })
-        .map_err(unavailable)
+        let seal = self.answer(&ticket, outcome);
+        self.with(|c| seal.command().query::<()>(c))
+            .map_err(unavailable)
     }
 
     fn abandon(&self, ticket: Ticket) {

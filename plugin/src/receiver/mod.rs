@@ -335,24 +335,23 @@ impl Receiver {
     /// buffer gets `BufferFullWait` to make room (a write usually is), then the answer is
     /// [`SubmitError::Full`]; records refused so are never stored later.
     pub fn submit(&self, batch: KeyedBatch) -> Result<Accepted, SubmitError> {
-        let patience = if self.full_wait.is_zero() {
+        self.submit_inner(batch, self.patience(), None)
+    }
+
+    /// `BufferFullWait`, as a submission's patience.
+    fn patience(&self) -> Patience {
+        if self.full_wait.is_zero() {
             Patience::Never
         } else {
             Patience::Upto(self.full_wait)
-        };
-        self.submit_inner(batch, patience, None)
+        }
     }
 
     /// Like [`Receiver::submit`], with an idempotency key's answer to store in the same
     /// transaction as the records where the buffer can ([`Accepted::sealed`] says
     /// whether it did; otherwise the caller stores it after).
     pub fn submit_sealed(&self, batch: KeyedBatch, seal: &Seal) -> Result<Accepted, SubmitError> {
-        let patience = if self.full_wait.is_zero() {
-            Patience::Never
-        } else {
-            Patience::Upto(self.full_wait)
-        };
-        self.submit_inner(batch, patience, Some(seal))
+        self.submit_inner(batch, self.patience(), Some(seal))
     }
 
     /// Like [`Receiver::submit`], but waits for room as long as it takes: the buffer

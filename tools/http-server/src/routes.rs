@@ -6,7 +6,7 @@
 //! deflate bodies (see [`crate::encoding`]).
 
 use crate::encoding;
-use crate::idempotent::{self, CheckIn};
+use crate::idempotent::{self, CheckIn, Reply};
 use crate::probe::Probe;
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use data2parquet::config::Config;
 use data2parquet::decode::frame::{Layout, frame_body};
-use data2parquet::idempotency::{IdempotencyStore, Outcome, store_for};
+use data2parquet::idempotency::{IdempotencyStore, Outcome, Ticket, store_for};
 use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
 use data2parquet::logging::{Level, SharedLogger};
 use data2parquet::receiver::{Receiver, SubmitError};
@@ -262,21 +262,57 @@ fn owned(body: Bytes) -> Vec<u8> {
     }
 }
 
+/// What an ingest request says about itself in its headers.
+struct Ingest {
+    route: &'static str,
+    content_type: Vec<u8>,
+    key: Option<String>,
+    enc: encoding::Encoding,
+}
+
+impl Ingest {
+    fn of(route: &'static str, headers: &HeaderMap) -> Result<Ingest, Refusal> {
+        Ok(Ingest {
+            route,
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .map(|h| h.as_bytes().to_vec())
+                .unwrap_or_default(),
+            key: idempotent::key(headers)?,
+            enc: encoding::of(headers)?,
+        })
+    }
+
+    /// Unpacks the body and checks the key in: the body to process and the key's claim,
+    /// or the answer to give at once (a replay or a refusal). Unpacked first, so a
+    /// resend compressed differently is the same request.
+    fn admit(
+        &self,
+        s: &State,
+        body: Bytes,
+    ) -> Result<(Bytes, Option<Ticket>), Result<Reply, Refusal>> {
+        let body = encoding::unpack(self.enc, body, s.cfg.http_max_body_bytes).map_err(Err)?;
+        let parts: [&[u8]; 3] = [self.route.as_bytes(), &self.content_type, &body];
+        match idempotent::check_in(s, self.key.as_deref(), &parts) {
+            CheckIn::Go(t) => Ok((body, t)),
+            CheckIn::Answered(reply) => Err(Ok(reply)),
+            CheckIn::Refuse(r) => Err(Err(r)),
+        }
+    }
+}
+
 /// `POST /record/`: one JSON object; 201 once it is buffered.
 async fn record(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let t = Instant::now();
-    let (key, enc) = match idempotent::key(&headers).and_then(|k| Ok((k, encoding::of(&headers)?)))
-    {
-        Ok(v) => v,
+    let ingest = match Ingest::of("/record/", &headers) {
+        Ok(i) => i,
         Err(r) => return r.into_response(),
     };
     let st = s.clone();
     let res = blocking(move || {
-        let body = encoding::unpack(enc, body, st.cfg.http_max_body_bytes)?;
-        let ticket = match idempotent::check_in(&st, key.as_deref(), &[b"/record/", &body]) {
-            CheckIn::Go(t) => t,
-            CheckIn::Answered(reply) => return Ok(reply),
-            CheckIn::Refuse(r) => return Err(r),
+        let (body, ticket) = match ingest.admit(&st, body) {
+            Ok(go) => go,
+            Err(answer) => return answer,
         };
         let mut buf = owned(body);
         let mut batch = KeyedBatch::new();
@@ -351,24 +387,15 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
             json!({"error": "Content-Type must be application/x-ndjson, application/json or application/msgpack"}),
         );
     };
-    let (key, enc) = match idempotent::key(&headers).and_then(|k| Ok((k, encoding::of(&headers)?)))
-    {
-        Ok(v) => v,
+    let ingest = match Ingest::of("/records", &headers) {
+        Ok(i) => i,
         Err(r) => return r.into_response(),
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|h| h.as_bytes().to_vec())
-        .unwrap_or_default();
     let st = s.clone();
     let res = blocking(move || {
-        // Unpacked first: a resend compressed differently is the same request.
-        let body = encoding::unpack(enc, body, st.cfg.http_max_body_bytes)?;
-        let parts: [&[u8]; 3] = [b"/records", &content_type, &body];
-        let ticket = match idempotent::check_in(&st, key.as_deref(), &parts) {
-            CheckIn::Go(t) => t,
-            CheckIn::Answered(reply) => return Ok(reply),
-            CheckIn::Refuse(r) => return Err(r),
+        let (body, ticket) = match ingest.admit(&st, body) {
+            Ok(go) => go,
+            Err(answer) => return answer,
         };
         let mut batch = KeyedBatch::new();
         match kind {
