@@ -668,7 +668,8 @@ fn compressed_bodies_are_unpacked_and_bounded() {
         (r1.status, r2.header("idempotent-replayed")),
         (200, Some("true"))
     );
-    // refused: an unknown encoding, a corrupt body, and a small body that unpacks past the limit
+    // refused: an unknown encoding, a corrupt body, and a small body that unpacks past
+    // the limit
     let r = http(
         "POST",
         &s.url("/records"),

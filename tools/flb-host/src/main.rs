@@ -6,8 +6,9 @@
 //!
 //! A scenario names the plugin, its instances (properties), and steps: flushes of chunk
 //! files (replayed `repeat` times, on `workers` threads with small stacks and Fluent
-//! Bit's retry loop), pauses, exits, and hot reloads. The report has every return code, the plugin's
-//! log lines, timings, CPU time and peak RSS, and the threads left after unloading.
+//! Bit's retry loop), pauses, exits, and hot reloads. The report has every return code,
+//! the plugin's log lines, timings, CPU time and peak RSS, and the threads left after
+//! unloading.
 
 use anyhow::{Context, Result};
 use flb_host::{DefAlloc, Plugin, flush_concurrently, logs, thread_names};
