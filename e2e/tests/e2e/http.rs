@@ -78,9 +78,9 @@ fn every_route_and_content_type() {
     );
     assert_eq!(r.status, 415);
     // metrics before the flush
-    let m = http("GET", &s.url("/metrics"), &[], None).text();
-    assert!(m.contains("d2p_records_in_total 300\n"), "{m}");
-    assert!(m.contains("d2p_buffer_records 300\n"), "{m}");
+    let before = http("GET", &s.url("/metrics"), &[], None).text();
+    assert!(before.contains("d2p_records_in_total 300\n"), "{before}");
+    assert!(before.contains("d2p_buffer_records 300\n"), "{before}");
     // flush, then read everything back
     let r = http("POST", &s.url("/flush/"), &[], None);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -103,6 +103,10 @@ fn every_route_and_content_type() {
     }
     // one size observation per file, every file under the smallest bucket's 16 KiB
     let files = data2parquet::readback::parquet_files(&s.out()).len();
+    // one file per partition key the buffer held (BufferSize is far above 300)
+    let keys = format!("d2p_buffer_keys {files}\n");
+    assert!(before.contains(&keys), "{keys}: {before}");
+    assert!(m.contains("d2p_buffer_keys 0\n"), "{m}");
     for line in [
         format!("d2p_files_written_total {files}\n"),
         format!("d2p_file_size_bytes_count {files}\n"),

@@ -1,6 +1,6 @@
 //! The in-memory buffer: fast, bounded, not durable.
 
-use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused};
+use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused, Usage};
 use crate::partition::PartitionKey;
 use crate::record::Record;
 use std::collections::{HashMap, VecDeque};
@@ -145,8 +145,12 @@ impl Buffer for MemBuffer {
         p.since = Some(batch.taken_at.min(p.since.unwrap_or(batch.taken_at)));
     }
 
-    fn usage(&self) -> (u64, u64) {
-        (self.records, self.bytes)
+    fn usage(&self) -> Usage {
+        Usage {
+            records: self.records,
+            bytes: self.bytes,
+            keys: self.keys.len() as u64,
+        }
     }
 }
 
@@ -187,12 +191,12 @@ mod tests {
         let b1 = m.take(&k, 3).unwrap().unwrap();
         assert_eq!(msgs(&b1), ["x0", "x1", "x2"]);
         assert_eq!(m.pending(&k), 2);
-        assert_eq!(m.usage().0, 5, "in-flight records still count");
+        assert_eq!(m.usage().records, 5, "in-flight records still count");
         m.nack(b1);
         let b2 = m.take(&k, 10).unwrap().unwrap();
         assert_eq!(msgs(&b2), ["x0", "x1", "x2", "x3", "x4"]);
         m.ack(&b2.info());
-        assert_eq!(m.usage(), (0, 0));
+        assert_eq!(m.usage(), Usage::default());
         assert!(m.take(&k, 10).unwrap().is_none());
     }
 
@@ -210,7 +214,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e.error, BufferError::Full(_)));
         assert_eq!(e.groups.len(), 2, "the records come back");
-        assert_eq!(m.usage().0, 2, "nothing of the refused push was kept");
+        assert_eq!(m.usage().records, 2, "nothing of the refused push was kept");
         assert_eq!(m.pending(&PartitionKey::from_text("b")), 0);
     }
 

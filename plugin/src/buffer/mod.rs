@@ -128,6 +128,18 @@ impl Reason {
     }
 }
 
+/// What a buffer holds (the `d2p_buffer_*` gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Records, pending and in flight.
+    pub records: u64,
+    /// Their approximate memory (0 where the records live elsewhere, as in Redis).
+    pub bytes: u64,
+    /// Partition keys with pending records: each is at least one file at the next
+    /// flush, so a count in the thousands means many small files.
+    pub keys: u64,
+}
+
 /// Makes a direct pusher for a producer thread.
 pub type PusherFactory = std::sync::Arc<dyn Fn() -> Box<dyn Pusher> + Send + Sync>;
 
@@ -196,8 +208,8 @@ pub trait Buffer: Send {
         self.nack(unwritten);
     }
 
-    /// (records, approximate bytes) held, pending and in flight.
-    fn usage(&self) -> (u64, u64);
+    /// What the buffer holds, pending and in flight.
+    fn usage(&self) -> Usage;
 
     /// Whether records survive this process (Redis). Then a batch that cannot be written
     /// at shutdown simply stays stored, and nothing left in the buffer is lost.
@@ -208,7 +220,7 @@ pub trait Buffer: Send {
     /// Whether records may still be stored, read afresh. A durable buffer that cannot be
     /// read right now answers yes: a close then looks again rather than stop early.
     fn may_hold_records(&mut self) -> bool {
-        self.usage().0 > 0
+        self.usage().records > 0
     }
 
     /// Periodic upkeep (lock refreshes), called on every tick of the buffer thread.

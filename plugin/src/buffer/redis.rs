@@ -28,7 +28,7 @@
 //! - **Discovery**: the keys set is read at start and swept periodically, so data left
 //!   by crashed or receive-only nodes is flushed; empty keys leave the set atomically.
 
-use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, PusherFactory, Refused};
+use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, PusherFactory, Refused, Usage};
 use crate::config::RedisConfig;
 use crate::dlq::{DlqEntry, DlqError, DlqSink};
 use crate::idempotency::Seal;
@@ -571,9 +571,13 @@ impl Buffer for RedisBuffer {
         self.release(&batch.key);
     }
 
-    fn usage(&self) -> (u64, u64) {
+    fn usage(&self) -> Usage {
         let n: usize = self.counts.values().map(|(p, f)| p + f).sum();
-        (n as u64, 0)
+        Usage {
+            records: n as u64,
+            bytes: 0,
+            keys: self.counts.values().filter(|(p, _)| *p > 0).count() as u64,
+        }
     }
 
     fn durable(&self) -> bool {

@@ -166,6 +166,7 @@ pub struct Metrics {
     pub unavailable_waits: AtomicU64,
     pub buffer_records: AtomicU64,
     pub buffer_bytes: AtomicU64,
+    pub buffer_keys: AtomicU64,
     pub flush_latency: Histogram<FlushLatency>,
     pub file_size: Histogram<FileSize>,
 }
@@ -273,6 +274,11 @@ impl Metrics {
                 "d2p_buffer_bytes",
                 "Approximate memory held by buffered records.",
                 &self.buffer_bytes,
+            ),
+            (
+                "d2p_buffer_keys",
+                "Partition keys with pending records: each is at least one file at the next flush.",
+                &self.buffer_keys,
             ),
         ] {
             let _ = writeln!(

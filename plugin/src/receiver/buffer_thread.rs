@@ -117,10 +117,11 @@ impl BufferThread {
     }
 
     fn publish_usage(&self) {
-        let (r, b) = self.buffer.usage();
+        let u = self.buffer.usage();
         let m = &self.shared.metrics;
-        m.buffer_records.store(r, Ordering::Relaxed);
-        m.buffer_bytes.store(b, Ordering::Relaxed);
+        m.buffer_records.store(u.records, Ordering::Relaxed);
+        m.buffer_bytes.store(u.bytes, Ordering::Relaxed);
+        m.buffer_keys.store(u.keys, Ordering::Relaxed);
     }
 
     fn on_msg(&mut self, m: Msg) {
@@ -492,7 +493,7 @@ impl BufferThread {
         if self.buffer.durable() {
             let _ = self.buffer.keys(); // refresh the counts before reporting them
         }
-        let (records, _) = self.buffer.usage();
+        let records = self.buffer.usage().records;
         if records > 0 && self.buffer.durable() {
             log_at!(
                 self.shared.log,
