@@ -319,6 +319,18 @@ fn redis_acknowledges_only_stored_records() {
     assert_eq!(http("GET", &s.url("/ready"), &[], None).status, 503);
 }
 
+/// `again` is `first`'s answer given again: the same status and body, marked replayed.
+fn assert_replay_of(again: &HttpResponse, first: &HttpResponse) {
+    assert_eq!(
+        (
+            again.status,
+            again.text(),
+            again.header("idempotent-replayed")
+        ),
+        (first.status, first.text(), Some("true"))
+    );
+}
+
 fn dlq_entries(out: &std::path::Path) -> Vec<Value> {
     match std::fs::read_dir(out.join("_dlq")) {
         Ok(d) => d.flatten().flat_map(|e| read_dlq(&e.path())).collect(),
@@ -354,14 +366,7 @@ fn an_idempotency_key_answers_a_resend_again_and_stores_once() {
         &[NDJSON, key],
         Some(body.as_bytes()),
     );
-    assert_eq!(
-        (
-            again.status,
-            again.text(),
-            again.header("idempotent-replayed")
-        ),
-        (200, first.text(), Some("true"))
-    );
+    assert_replay_of(&again, &first);
     // the key on another request, another content type, or malformed
     let other = lines[100..110].join("\n");
     let r = http(
@@ -406,10 +411,7 @@ fn an_idempotency_key_answers_a_resend_again_and_stores_once() {
         Some(lines[110].as_bytes()),
     );
     assert_eq!((r1.status, r2.status), (201, 201));
-    assert_eq!(
-        (r2.text(), r2.header("idempotent-replayed")),
-        (r1.text(), Some("true"))
-    );
+    assert_replay_of(&r2, &r1);
     // without a key, a resend is a new request, as before
     let r = http("POST", &s.url("/record/"), &[], Some(lines[111].as_bytes()));
     assert_eq!(r.status, 201);
@@ -505,14 +507,7 @@ fn idempotency_keys_are_shared_by_nodes_over_redis() {
         &[NDJSON, key],
         Some(text.as_bytes()),
     );
-    assert_eq!(
-        (
-            again.status,
-            again.text(),
-            again.header("idempotent-replayed")
-        ),
-        (200, first.text(), Some("true"))
-    );
+    assert_replay_of(&again, &first);
     // the answer was stored with the records, under a hashed key, for HttpIdempotencyTtl
     let mut c = redis.conn().unwrap();
     let slots: Vec<String> = redis::cmd("KEYS").arg("data-idem:*").query(&mut c).unwrap();
@@ -534,10 +529,7 @@ fn idempotency_keys_are_shared_by_nodes_over_redis() {
         Some(b"{x\n[]\n"),
     );
     assert_eq!((r1.status, r2.status), (400, 400));
-    assert_eq!(
-        (r2.text(), r2.header("idempotent-replayed")),
-        (r1.text(), Some("true"))
-    );
+    assert_replay_of(&r2, &r1);
     let dlq: usize = redis::cmd("LLEN")
         .arg("dlq:_unkeyed")
         .query(&mut c)

@@ -598,6 +598,15 @@ fn stored(redis: &RedisServer) -> usize {
         .unwrap()
 }
 
+/// Waits (10 s at most) for the stalled push to run once Redis woke: `n` records stored.
+fn wait_until_stored(redis: &RedisServer, n: usize) {
+    let t = Instant::now();
+    while stored(redis) < n && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stored(redis), n, "the stalled push ran once Redis woke");
+}
+
 /// A push whose reply is lost: Redis stalls with the push in its input buffer, the call
 /// times out (FLB_RETRY), and Redis runs the push when it wakes. The retried submission
 /// must find it stored and store nothing twice. The unsettled push's marker is there
@@ -616,11 +625,7 @@ fn a_retry_after_a_lost_reply_stores_nothing_twice() {
     pause(&redis, false);
     let why = lost.expect_err("the stalled push timed out").to_string();
     assert!(why.contains("did not answer within RedisTimeout"), "{why}");
-    let t = Instant::now();
-    while stored(&redis) < 400 && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(stored(&redis), 400, "the stalled push ran once Redis woke");
+    wait_until_stored(&redis, 400);
     assert_eq!(redis_keys(&redis, "data-push:*").len(), 1);
     receiver.submit(id_batch(&spec, &second)).unwrap();
     assert_eq!(stored(&redis), 400, "the retry stored nothing");
@@ -914,11 +919,7 @@ fn a_settled_retry_still_keeps_its_own_idempotency_answer() {
     let lost = receiver.submit_sealed(id_batch(&spec, &recs), &seal("k1"));
     pause(&redis, false);
     assert!(lost.is_err(), "the stalled push timed out");
-    let t = Instant::now();
-    while stored(&redis) < 110 && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(stored(&redis), 110, "the stalled push ran once Redis woke");
+    wait_until_stored(&redis, 110);
     let again = receiver
         .submit_sealed(id_batch(&spec, &recs), &seal("k2"))
         .unwrap();
