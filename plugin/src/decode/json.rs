@@ -63,27 +63,24 @@ impl JsonParser {
             self.tape = Some(tape.reset());
             return Err(JsonError(describe(&e)));
         }
-        doc.reserve(tape.0.len());
-        for n in &tape.0 {
-            doc.push(match *n {
-                simd_json::Node::String(s) => Node::Str(Cow::Borrowed(s)),
-                simd_json::Node::Object { len, count } => Node::Map {
-                    len: len as u32,
-                    span: count as u32,
-                },
-                simd_json::Node::Array { len, count } => Node::Array {
-                    len: len as u32,
-                    span: count as u32,
-                },
-                simd_json::Node::Static(s) => match s {
-                    StaticNode::Null => Node::Null,
-                    StaticNode::Bool(b) => Node::Bool(b),
-                    StaticNode::I64(i) => Node::Int(i),
-                    StaticNode::U64(u) => Node::UInt(u),
-                    StaticNode::F64(f) => Node::Float(f),
-                },
-            });
-        }
+        doc.extend_borrowed(tape.0.iter().map(|n| match *n {
+            simd_json::Node::String(s) => Node::Str(Cow::Borrowed(s)),
+            simd_json::Node::Object { len, count } => Node::Map {
+                len: len as u32,
+                span: count as u32,
+            },
+            simd_json::Node::Array { len, count } => Node::Array {
+                len: len as u32,
+                span: count as u32,
+            },
+            simd_json::Node::Static(s) => match s {
+                StaticNode::Null => Node::Null,
+                StaticNode::Bool(b) => Node::Bool(b),
+                StaticNode::I64(i) => Node::Int(i),
+                StaticNode::U64(u) => Node::UInt(u),
+                StaticNode::F64(f) => Node::Float(f),
+            },
+        }));
         self.tape = Some(tape.reset());
         Ok(())
     }
