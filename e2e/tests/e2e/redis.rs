@@ -935,3 +935,43 @@ fn a_settled_retry_still_keeps_its_own_idempotency_answer() {
     }
     close_and_check_once(receiver, &redis, &out, 110, &warm, &recs);
 }
+
+/// The buffer gauges on `redis`: records and partition keys of the shared buffer, as
+/// the buffer thread's sweeps read them, back to zero once a flush wrote them.
+#[test]
+fn the_buffer_gauges_count_redis_records_and_keys() {
+    use data2parquet::metrics::Metrics;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // Sweeps every FlushInterval/4 (2.5 s), and no interval flush within the test.
+    let (receiver, spec) =
+        library_receiver(&redis.addr(), &out, "1000", &[("FlushInterval", "10s")]);
+    let ids = ids("g", 90);
+    let batch = json_batch(&spec, &ids, |i, id| {
+        format!(
+            r#"{{"id":"{id}","message":"m","business-capability":"cap{}","time":"2026-11-26T06:00:00Z"}}"#,
+            i % 3
+        )
+    });
+    receiver.submit(batch).unwrap();
+    let gauges = |r: &data2parquet::receiver::Receiver| {
+        let m = r.metrics();
+        (
+            Metrics::get(&m.buffer_records),
+            Metrics::get(&m.buffer_keys),
+        )
+    };
+    let t = Instant::now();
+    while gauges(&receiver) != (90, 3) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(gauges(&receiver), (90, 3), "90 records under 3 keys");
+    let text = receiver.metrics().render_prometheus();
+    assert!(text.contains("d2p_buffer_keys 3\n"), "{text}");
+    assert_eq!(receiver.flush().unwrap().rows, 90);
+    assert_eq!(gauges(&receiver), (0, 0), "a flush empties the buffer");
+    receiver.close();
+    exactly_once(&[&out], &ids);
+    assert_eq!(data2parquet::readback::parquet_files(&out).len(), 3);
+}

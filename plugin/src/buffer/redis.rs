@@ -488,6 +488,12 @@ impl Buffer for RedisBuffer {
             },
         );
         self.first_seen.remove(key);
+        // Until the next sweep the counts follow what this node moved: the batch is in
+        // flight now, and that many records left the pending list.
+        let taken = n as usize;
+        let (p, f) = self.counts.entry(key.clone()).or_default();
+        *p = p.saturating_sub(taken);
+        *f = taken;
         Ok(Some(Batch {
             id,
             key: key.clone(),
@@ -520,7 +526,7 @@ impl Buffer for RedisBuffer {
         let id = batch.id.to_string();
         // If this fails (Redis down, lock lost), the batch stays in flight and is written
         // again later under the same file name: no loss, no duplicate.
-        let _ = self.conn.with(|c| {
+        let acked = self.conn.with(|c| {
             script
                 .key(&f)
                 .key(&fid)
@@ -534,6 +540,14 @@ impl Buffer for RedisBuffer {
                 .arg(schema)
                 .invoke::<i64>(c)
         });
+        if matches!(acked, Ok(1))
+            && let Some((p, f)) = self.counts.get_mut(k)
+        {
+            *f = 0;
+            if *p == 0 {
+                self.counts.remove(k);
+            }
+        }
         let rec = names.recovery(k);
         let _ = self
             .conn

@@ -301,6 +301,9 @@ impl BufferThread {
         for key in self.buffer.due(Instant::now(), self.interval) {
             self.take_key(&key, Reason::Interval, true);
         }
+        // The Redis buffer learns its usage from its sweeps, which run here; producers
+        // push past the buffer thread, so no other message would publish it.
+        self.publish_usage();
     }
 
     fn dispatch(&mut self) {
