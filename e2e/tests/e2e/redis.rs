@@ -971,6 +971,14 @@ fn the_buffer_gauges_count_redis_records_and_keys() {
     assert!(text.contains("d2p_buffer_keys 3\n"), "{text}");
     assert_eq!(receiver.flush().unwrap().rows, 90);
     assert_eq!(gauges(&receiver), (0, 0), "a flush empties the buffer");
+    let m = receiver.metrics();
+    let counts = [&m.records_in, &m.records_out, &m.files_written].map(Metrics::get);
+    assert_eq!(counts, [90, 90, 3], "records in and out, files");
+    let size: u64 = data2parquet::readback::parquet_files(&out)
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert_eq!(Metrics::get(&m.bytes_written), size);
     receiver.close();
     exactly_once(&[&out], &ids);
     assert_eq!(data2parquet::readback::parquet_files(&out).len(), 3);

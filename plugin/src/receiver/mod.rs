@@ -1054,6 +1054,9 @@ mod tests {
                 sealed: false
             }
         );
+        let m = r.metrics();
+        let counts = [&m.records_in, &m.records_rejected, &m.dlq_records].map(Metrics::get);
+        assert_eq!(counts, [1, 2, 2], "in, rejected, dead-lettered");
         r.close();
         let dlq: Vec<serde_json::Value> = std::fs::read_dir(dir.path().join("dlq"))
             .unwrap()
