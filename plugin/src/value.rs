@@ -126,7 +126,9 @@ impl<'a> Doc<'a> {
     /// ownership test of [`Doc::push`]. Node by node, the copy took about as many CPU
     /// samples as simd-json's own tape building.
     pub(crate) fn extend_borrowed(&mut self, nodes: impl ExactSizeIterator<Item = Node<'a>>) {
+        let start = self.nodes.len();
         self.nodes.extend(nodes);
+        debug_assert!(!self.nodes[start..].iter().any(Node::owns_heap));
     }
 
     /// Fixes up a container's span once its children are in place.
