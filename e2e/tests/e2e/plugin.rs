@@ -325,21 +325,26 @@ fn two_instances_are_independent() {
     );
 }
 
+/// Four workers flush at once, on long-lived threads as in Fluent Bit, and again with a
+/// new thread for every flush, so that nothing the plugin keeps per thread is relied on.
 #[test]
 fn concurrent_flushes_with_workers() {
     let dir = tempfile::tempdir().unwrap();
     let (chunks, _) = v5_chunks(dir.path(), 23, 4000, 100);
     let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
-    let out = dir.path().join("out");
-    let mut sc = scenario(
-        vec![instance_props(&out, &[("BufferSize", "333")])],
-        vec![flush(0, &refs, "w")],
-    );
-    sc["workers"] = json!(4);
-    let r = run_host(&sc, &[]);
-    assert_eq!(codes(&r, 0), vec![FLB_OK; 40]);
-    let got = rows_by_id(&out);
-    assert_eq!(got.len(), 4000);
+    for fresh in [false, true] {
+        let out = dir.path().join(format!("out-{fresh}"));
+        let mut sc = scenario(
+            vec![instance_props(&out, &[("BufferSize", "333")])],
+            vec![flush(0, &refs, "w")],
+        );
+        sc["workers"] = json!(4);
+        sc["fresh_thread_per_flush"] = json!(fresh);
+        let r = run_host(&sc, &[]);
+        assert_eq!(codes(&r, 0), vec![FLB_OK; 40], "fresh threads: {fresh}");
+        let got = rows_by_id(&out);
+        assert_eq!(got.len(), 4000, "fresh threads: {fresh}");
+    }
 }
 
 /// Six 500-record chunks into a buffer that holds about one, with no size or interval

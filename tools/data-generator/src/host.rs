@@ -6,8 +6,9 @@ use crate::GenArgs;
 use crate::send::{event, paced_batches};
 use anyhow::{Result, bail};
 use data2parquet::decode::json::JsonParser;
-use flb_host::{DefAlloc, Plugin};
+use flb_host::{Coro, DefAlloc, Plugin};
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Fluent Bit's return codes.
@@ -38,7 +39,8 @@ struct Counts {
     failed: u64,
 }
 
-/// Fluent Bit's coroutine stack (`flb-abi.md`): flushes run on a small stack.
+/// Fluent Bit's coroutine stack (`flb-abi.md`): flushes run on a small stack, on a thread
+/// that lives for the whole run, as `flb-pipeline` does.
 const STACK: usize = 24 * 1024;
 
 pub fn host(g: &GenArgs, o: &HostOpts) -> Result<()> {
@@ -57,27 +59,54 @@ pub fn host(g: &GenArgs, o: &HostOpts) -> Result<()> {
     let due = |chunk: &[u8], _: u64, age: Duration| {
         chunk.len() >= o.chunk_bytes || age >= Duration::from_secs(1)
     };
-    paced_batches(g, encode, due, |chunk, n| {
-        c.sent += n;
-        let (rc, attempts) =
-            plugin.flush_with_retries(idx, chunk, &o.tag, STACK, o.retry_limit, o.retry_delay);
-        c.chunks += 1;
-        c.retries += attempts.saturating_sub(1) as u64;
-        if rc == FLB_OK {
-            c.acked += n;
-        } else {
-            // Fluent Bit drops a chunk after its last retry (or on FLB_ERROR).
-            c.failed += n;
-            eprintln!(
-                "data-generator: chunk of {n} records {} after {attempts} attempts",
-                if rc == FLB_RETRY {
-                    "still refused"
-                } else {
-                    "failed"
+    // The generator needs a normal stack; the flushes run on a small-stack thread that
+    // takes one chunk at a time and answers with Fluent Bit's last code and the attempts.
+    let (chunks_tx, chunks_rx) = mpsc::sync_channel::<Vec<u8>>(0);
+    let (codes_tx, codes_rx) = mpsc::channel::<(i32, u32)>();
+    let flusher = &plugin;
+    std::thread::scope(|s| -> Result<()> {
+        std::thread::Builder::new()
+            .name("flb-pipeline".into())
+            .stack_size(STACK)
+            .spawn_scoped(s, move || {
+                for chunk in chunks_rx {
+                    let code = flusher.flush_with_retries(
+                        idx,
+                        &chunk,
+                        &o.tag,
+                        Coro::Here,
+                        o.retry_limit,
+                        o.retry_delay,
+                    );
+                    if codes_tx.send(code).is_err() {
+                        break;
+                    }
                 }
-            );
-        }
-        Ok(())
+            })?;
+        let run = paced_batches(g, encode, due, |chunk, n| {
+            c.sent += n;
+            chunks_tx.send(chunk.to_vec())?;
+            let (rc, attempts) = codes_rx.recv()?;
+            c.chunks += 1;
+            c.retries += attempts.saturating_sub(1) as u64;
+            if rc == FLB_OK {
+                c.acked += n;
+            } else {
+                // Fluent Bit drops a chunk after its last retry (or on FLB_ERROR).
+                c.failed += n;
+                eprintln!(
+                    "data-generator: chunk of {n} records {} after {attempts} attempts",
+                    if rc == FLB_RETRY {
+                        "still refused"
+                    } else {
+                        "failed"
+                    }
+                );
+            }
+            Ok(())
+        });
+        drop(chunks_tx);
+        run
     })?;
     // ExitCtx flushes everything still buffered.
     let exit_rc = plugin.exit(idx);

@@ -9,8 +9,11 @@
 //! - an API table whose property lookup ignores case, returns NULL for unset or empty
 //!   keys and hides the keys Fluent Bit's core consumes; `log_print` (C-variadic) and
 //!   `output_log_check` are real; every other slot traps;
-//! - Flush on a thread with a small stack (24 KiB by default), concurrently for
-//!   `Workers N`, with Fluent Bit's retry loop; a fresh malloc'd tag per call;
+//! - Flush on a small stack (24 KiB by default), concurrently for `Workers N`, with
+//!   Fluent Bit's retry loop; a fresh malloc'd tag per call. The flushing threads live as
+//!   long as the run, as `flb-pipeline` and the output workers do ([`Coro::Here`]); a
+//!   fresh thread per flush ([`Coro::FreshThread`]) checks that a plugin keeps nothing in
+//!   thread-locals between flushes;
 //! - ExitCtx per instance (then the instance's properties are poisoned, and any later
 //!   use of the instance by the plugin aborts the test), Unregister once, `dlclose`.
 
@@ -218,6 +221,19 @@ fn sym<T>(handle: *mut c_void, name: &CStr) -> Option<T> {
     // SAFETY: dlsym on our handle; the caller picks the right function type.
     let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
     (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
+}
+
+/// Where a flush attempt runs. Fluent Bit runs each flush in a libco coroutine with a small
+/// stack, on a thread that lives as long as the engine (`flb-abi.md` §5.1): its
+/// thread-locals, and so the allocator's per-thread heap, persist from flush to flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coro {
+    /// On the calling thread, which the caller started with the small stack: Fluent Bit's
+    /// own arrangement, and the one to measure.
+    Here,
+    /// On a new thread with this stack size in bytes for every attempt: thread-locals die
+    /// after each flush, which catches a plugin that relies on them.
+    FreshThread(usize),
 }
 
 /// A thread with a small stack, like Fluent Bit's coroutines (which have no guard page;
@@ -479,14 +495,17 @@ impl Plugin {
         idx: usize,
         data: &[u8],
         tag: &str,
-        stack: usize,
+        coro: Coro,
         retry_limit: u32,
         delay: Duration,
     ) -> (i32, u32) {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let rc = self.flush(idx, data, tag, stack);
+            let rc = match coro {
+                Coro::Here => self.flush_here(idx, data, tag),
+                Coro::FreshThread(stack) => self.flush(idx, data, tag, stack),
+            };
             if rc != FLB_RETRY || attempts > retry_limit {
                 return (rc, attempts);
             }
@@ -568,25 +587,37 @@ pub fn thread_names() -> Vec<String> {
     out
 }
 
-/// Runs `f` for `chunks` on `workers` threads, round robin, like Fluent Bit's output
-/// workers; returns the codes in chunk order.
+/// Flushes `chunks` on `workers` threads, round robin, like Fluent Bit's output workers;
+/// returns the codes in chunk order. With `fresh_threads` every attempt runs on a new
+/// small-stack thread; otherwise the workers themselves have the `stack`-byte stack and
+/// flush on it, as Fluent Bit's long-lived threads run their coroutines.
+#[allow(clippy::too_many_arguments)]
 pub fn flush_concurrently(
     p: &Plugin,
     idx: usize,
     chunks: &[(Arc<Vec<u8>>, String)],
     workers: usize,
     stack: usize,
+    fresh_threads: bool,
     retry_limit: u32,
     delay: Duration,
 ) -> Vec<(i32, u32)> {
+    let coro = if fresh_threads {
+        Coro::FreshThread(stack)
+    } else {
+        Coro::Here
+    };
     let results: Vec<Mutex<(i32, u32)>> = chunks.iter().map(|_| Mutex::new((-1, 0))).collect();
     let next = AtomicI32::new(0);
     let results = Arc::new(results);
     std::thread::scope(|s| {
         for w in 0..workers.max(1) {
             let (results, next) = (results.clone(), &next);
-            std::thread::Builder::new()
-                .name(format!("flb-out-w{w}"))
+            let mut builder = std::thread::Builder::new().name(format!("flb-out-w{w}"));
+            if coro == Coro::Here {
+                builder = builder.stack_size(stack);
+            }
+            builder
                 .spawn_scoped(s, move || {
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst) as usize;
@@ -594,7 +625,7 @@ pub fn flush_concurrently(
                             break;
                         }
                         let (data, tag) = &chunks[i];
-                        let r = p.flush_with_retries(idx, data, tag, stack, retry_limit, delay);
+                        let r = p.flush_with_retries(idx, data, tag, coro, retry_limit, delay);
                         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = r;
                     }
                 })

@@ -50,6 +50,10 @@ struct Scenario {
     stack_kib: usize,
     #[serde(default = "default_workers")]
     workers: usize,
+    /// A new thread for every flush attempt, instead of long-lived flushing threads as in
+    /// Fluent Bit: checks that the plugin keeps nothing in thread-locals between flushes.
+    #[serde(default)]
+    fresh_thread_per_flush: bool,
     #[serde(default = "default_retry")]
     retry_limit: u32,
     #[serde(default)]
@@ -160,6 +164,7 @@ fn run_flush(
         &list,
         f.workers.unwrap_or(sc.workers),
         sc.stack_kib * 1024,
+        sc.fresh_thread_per_flush,
         sc.retry_limit,
         Duration::from_millis(sc.retry_delay_ms),
     );
