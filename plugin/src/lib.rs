@@ -6,11 +6,8 @@
 //! bounded channel; the Fluent Bit plugin ([`ffi`]), `http-server` and `json2parquet` are
 //! thin front ends over it.
 
+pub mod alloc;
 pub mod buffer;
-/// See the `mimalloc` feature in Cargo.toml.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod config;
 pub mod convert;

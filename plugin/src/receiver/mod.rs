@@ -244,6 +244,7 @@ impl Receiver {
         log: SharedLogger,
         parts: Parts,
     ) -> Result<Receiver, ReceiverError> {
+        crate::alloc::tune();
         let shared = Arc::new(Shared {
             metrics: Metrics::default(),
             log,
