@@ -12,9 +12,10 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The writer builds a Parquet file, frees every buffer, and a moment later builds the
 /// next one. With the default the memory goes back to the kernel in between and every
 /// file faults it in again, zeroed page by page. Measured with `perf stat` on the plugin
-/// bench (1M records through the test host, BufferSize 100000): 111–119k page faults and
-/// 3.8–4.4 s of CPU with 10 ms; 3.2–3.6k faults and 2.67–2.71 s with 1000 ms, at the same
-/// peak RSS. Memory still goes back within a second once a burst is over.
+/// bench (1M records through the test host, BufferSize 100000), in two sets of
+/// interleaved runs: 100–122k page faults and 3.8–5.3 s of CPU with 10 ms; 3.2–9.4k
+/// faults and 2.67–3.82 s with 1000 ms, at the same peak RSS. Memory still goes back
+/// within a second once a burst is over.
 pub const PURGE_DELAY_MS: i64 = 1000;
 
 /// mimalloc's `mi_option_purge_delay` (its position in `mi_option_e`, mimalloc.h, v2 and v3).
