@@ -983,3 +983,88 @@ fn the_buffer_gauges_count_redis_records_and_keys() {
     exactly_once(&[&out], &ids);
     assert_eq!(data2parquet::readback::parquet_files(&out).len(), 3);
 }
+
+/// `FileTargetSize` sizes files by their encoded bytes, with either buffer: the first
+/// file is BufferSize records (nothing is known yet), and once written files have taught
+/// the bytes a row takes, files come out near the target and never far above it. Every
+/// record is written once, with its own message.
+#[test]
+fn file_target_size_sizes_files_with_either_buffer() {
+    const TARGET: u64 = 256 * 1024;
+    let redis = RedisServer::start();
+    for buffer in ["mem", "redis"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let (receiver, spec) = library_receiver(
+            &redis.addr(),
+            &out,
+            "3000",
+            &[
+                ("BufferType", buffer),
+                ("BufferSize", "200"),
+                ("FileTargetSize", "256KiB"),
+                ("BufferMaxBytes", "256MiB"),
+                ("FlushInterval", "3600"),
+            ],
+        );
+        // Messages that compress like log text, not like a repeated constant.
+        let message = |i: usize| {
+            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            format!(
+                "request {h:016x} served in {} ms by node-{}",
+                h % 997,
+                h % 7
+            )
+        };
+        let all = ids(&format!("{buffer}-"), 40_000);
+        for (n, chunk) in all.chunks(1000).enumerate() {
+            let batch = json_batch(&spec, chunk, |i, id| {
+                let m = message(n * 1000 + i);
+                format!(r#"{{"id":"{id}","message":"{m}","time":"2026-11-26T06:00:00Z"}}"#)
+            });
+            receiver.submit(batch).unwrap();
+            // Let the size-triggered write finish, so the next one can learn from it.
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let report = receiver.close();
+        assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
+        exactly_once(&[&out], &all);
+
+        // Per file: its rows, its size, and where it starts in the input.
+        let mut files: HashMap<PathBuf, (usize, usize)> = HashMap::new();
+        for (path, row) in read_dir_rows(&out) {
+            let id = extra(&row, "id").unwrap();
+            let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(row["message"], message(i), "{buffer}: record {id}");
+            let f = files.entry(path).or_insert((0, usize::MAX));
+            f.0 += 1;
+            f.1 = f.1.min(i);
+        }
+        let mut files: Vec<(usize, usize, u64)> = files
+            .into_iter()
+            .map(|(p, (rows, first))| (first, rows, std::fs::metadata(p).unwrap().len()))
+            .collect();
+        files.sort();
+        let sizes: Vec<u64> = files.iter().map(|f| f.2).collect();
+        assert_eq!(files[0].1, 200, "{buffer}: BufferSize sizes the first file");
+        assert!(
+            files[1].1 > 200,
+            "{buffer}: one BufferSize file, then what it taught: {sizes:?}"
+        );
+        assert!(files.len() >= 5, "{buffer}: {sizes:?}");
+        for &(_, _, bytes) in &files {
+            assert!(
+                bytes <= TARGET * 5 / 4,
+                "{buffer}: a file far above the target: {sizes:?}"
+            );
+        }
+        // Between the first file and the close's remainder.
+        let mut middle: Vec<u64> = sizes[1..sizes.len() - 1].to_vec();
+        middle.sort();
+        let median = middle[middle.len() / 2];
+        assert!(
+            median >= TARGET * 3 / 4,
+            "{buffer}: files should come out near the target: {sizes:?}"
+        );
+    }
+}

@@ -207,6 +207,8 @@ pub struct Config {
     pub buffer_size: usize,
     pub buffer_type: BufferType,
     pub buffer_max_bytes: u64,
+    /// FileTargetSize: the encoded size a key's files aim for (None: BufferSize alone).
+    pub file_target_size: Option<std::num::NonZeroU64>,
     pub queue_capacity: usize,
     /// How long [`crate::receiver::Receiver::submit`] waits for room in a full buffer.
     pub buffer_full_wait: Duration,
@@ -407,6 +409,7 @@ impl ConfigBuilder {
                 buffer_size: 100,
                 buffer_type: BufferType::Mem,
                 buffer_max_bytes: 64 * 1024 * 1024,
+                file_target_size: None,
                 queue_capacity: 64,
                 buffer_full_wait: Duration::from_secs(1),
                 flush_workers: 1,
@@ -633,6 +636,13 @@ impl ConfigBuilder {
                 if c.buffer_max_bytes < 1024 {
                     return Err(bad(k, v, "must be at least 1024 bytes"));
                 }
+            }
+            Key::FileTargetSize => {
+                let n = parse_bytes(k, v)?;
+                if n != 0 && n < 64 * 1024 {
+                    return Err(bad(k, v, "must be 0 (off) or at least 64KiB"));
+                }
+                c.file_target_size = std::num::NonZeroU64::new(n);
             }
             Key::QueueCapacity => {
                 c.queue_capacity = parse_int::<usize>(k, v, "a count >= 1")?;
@@ -1122,6 +1132,22 @@ mod tests {
         assert_eq!(wait("0"), Duration::ZERO);
         assert_eq!(wait("250ms"), Duration::from_millis(250));
         assert_eq!(wait("3"), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn file_target_size_is_off_or_at_least_64_kib() {
+        let target = |v: &str| {
+            let mut b = ConfigBuilder::new();
+            b.set("file_target_size", v)?;
+            b.build().map(|c| c.file_target_size.map(|n| n.get()))
+        };
+        assert_eq!(Config::default().file_target_size, None);
+        assert_eq!(target("0").unwrap(), None);
+        assert_eq!(target("64KiB").unwrap(), Some(65_536));
+        assert_eq!(target("128MiB").unwrap(), Some(134_217_728));
+        let e = target("1000").unwrap_err().to_string();
+        assert!(e.contains("FileTargetSize") && e.contains("64KiB"), "{e}");
+        assert!(target("big").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! acknowledges or keeps their records by the result. Being the single owner is what
 //! makes the buffer need no lock, and what orders every decision about one key.
 
+use super::file_size::FileSizing;
 use super::{ABANDONED, CLAIMED, Done, FlushReport, Job, Msg, PARKED, PENDING, Push, SubmitError};
 use crate::buffer::{Batch, Buffer, BufferError, Reason, Refused};
 use crate::config::Config;
@@ -39,7 +40,8 @@ const REDRAIN_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct BufferThread {
     buffer: Box<dyn Buffer>,
     shared: Arc<Shared>,
-    buffer_size: usize,
+    /// Records per batch, per key: BufferSize, or what FileTargetSize asks for.
+    sizing: FileSizing,
     interval: Duration,
     job_tx: Option<Tx<Job>>,
     capacity: usize,
@@ -62,7 +64,7 @@ impl BufferThread {
         BufferThread {
             buffer,
             shared,
-            buffer_size: cfg.buffer_size,
+            sizing: FileSizing::new(cfg.file_target_size, cfg.buffer_size),
             interval: cfg.flush_interval,
             job_tx: Some(job_tx),
             capacity: workers.len() * 2,
@@ -151,7 +153,7 @@ impl BufferThread {
                 if self.closing.is_none() {
                     for (key, len) in lens {
                         self.buffer.noted(&key, len);
-                        if len >= self.buffer_size {
+                        if len >= self.sizing.rows(&key) {
                             self.take_key(&key, Reason::Size, false);
                         }
                     }
@@ -188,7 +190,7 @@ impl BufferThread {
                 Metrics::add(&self.shared.metrics.records_in, n as u64);
                 let _ = p.reply.send(Ok(()));
                 for (key, len) in lens {
-                    if len >= self.buffer_size {
+                    if len >= self.sizing.rows(&key) {
                         self.take_key(&key, Reason::Size, false);
                     }
                 }
@@ -245,15 +247,20 @@ impl BufferThread {
         }
     }
 
-    /// Takes batches of `key`: whole BufferSize batches, or everything with `all`.
+    /// Takes batches of `key`: whole batches (see [`FileSizing`]), or everything with
+    /// `all`.
     fn take_key(&mut self, key: &PartitionKey, reason: Reason, all: bool) {
+        let rows = self.sizing.rows(key);
         loop {
             let pending = self.buffer.pending(key);
-            if pending == 0 || (!all && pending < self.buffer_size) {
+            if pending == 0 || (!all && (pending < rows || !self.sizing.ready(key))) {
                 break;
             }
-            match self.buffer.take(key, self.buffer_size) {
+            match self.buffer.take(key, rows) {
                 Ok(Some(b)) => {
+                    if !all {
+                        self.sizing.taken(key, b.id);
+                    }
                     log_at!(
                         self.shared.log,
                         Level::Debug,
@@ -335,10 +342,12 @@ impl BufferThread {
             result,
         } = d;
         self.in_flight.remove(&id);
+        self.sizing.finished(id);
         let mut lost = 0;
         let (written, error) = match result {
             Ok(w) => {
                 self.buffer.ack(&acked);
+                self.sizing.learn(&acked.key, w.rows, w.bytes);
                 (w, None)
             }
             Err((f, unwritten)) => {

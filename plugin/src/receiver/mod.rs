@@ -19,6 +19,7 @@
 //! This module is the producers' side: submissions, explicit flushes and close.
 
 mod buffer_thread;
+mod file_size;
 mod writer_thread;
 
 use crate::buffer::mem::MemBuffer;
