@@ -1046,6 +1046,10 @@ fn file_target_size_sizes_files_with_either_buffer() {
             .collect();
         files.sort();
         let sizes: Vec<u64> = files.iter().map(|f| f.2).collect();
+        // Oldest first: each file continues where the one before it ended.
+        for w in files.windows(2) {
+            assert_eq!(w[0].0 + w[0].1, w[1].0, "{buffer}: files out of order");
+        }
         assert_eq!(files[0].1, 200, "{buffer}: BufferSize sizes the first file");
         assert!(
             files[1].1 > 200,

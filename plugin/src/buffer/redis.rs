@@ -19,9 +19,13 @@
 //!   stores the records only if it is absent. A retry never stores a chunk twice.
 //! - **Lock**: `SET lock NX PX ttl` with an owner token `<instance name>-<ULID>`, refreshed
 //!   while the batch is being written, released by compare-and-delete (Lua).
-//! - **Take**: a Lua script, fenced by the lock, moves up to N records from the data list to
-//!   the in-flight list atomically and records the batch id. If an in-flight batch already
-//!   exists (its owner crashed, or its write failed), it is taken again, with its id.
+//! - **Take**: a Lua script, fenced by the lock, moves the oldest N records (or all) from the
+//!   data list to the in-flight list atomically and records the batch id. If an in-flight
+//!   batch already exists (its owner crashed, or its write failed), it is taken again, with
+//!   its id. Redis runs nothing else meanwhile, so the script moves the smaller part: a
+//!   batch of at least half the list renames the list and hands the rest back. A take of
+//!   350k 1 KB records blocked Redis 1.29 s when moved record by record, which a
+//!   `FileTargetSize` batch or an interval flush of a busy key can ask for.
 //! - **Ack**: only after the file is written, a fenced Lua script deletes the in-flight
 //!   list. File names derive from the batch id, so a batch written twice (crash between
 //!   the write and the delete) overwrites the same file: no duplicate rows.
@@ -48,20 +52,34 @@ local cur = redis.call('LLEN', KEYS[2])
 if cur > 0 then
   return {cur, redis.call('GET', KEYS[3]) or ''}
 end
-local want = tonumber(ARGV[1])
-local moved = 0
-while moved < want do
-  local n = math.min(want - moved, 4000)
-  local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
-  if #items == 0 then break end
-  redis.call('RPUSH', KEYS[2], unpack(items))
-  redis.call('LTRIM', KEYS[1], #items, -1)
-  moved = moved + #items
-  if #items < n then break end
+local len = redis.call('LLEN', KEYS[1])
+local want = math.min(tonumber(ARGV[1]), len)
+if want == 0 then return {0, ''} end
+if want * 2 >= len then
+  -- Most of the list: rename it (O(1)) and hand the newest records back, in order.
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  local back = len - want
+  while back > 0 do
+    local n = math.min(back, 4000)
+    local items = redis.call('LRANGE', KEYS[2], -n, -1)
+    local rev = {}
+    for i = #items, 1, -1 do rev[#rev + 1] = items[i] end
+    redis.call('LPUSH', KEYS[1], unpack(rev))
+    redis.call('LTRIM', KEYS[2], 0, -n - 1)
+    back = back - n
+  end
+else
+  local moved = 0
+  while moved < want do
+    local n = math.min(want - moved, 4000)
+    local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
+    redis.call('RPUSH', KEYS[2], unpack(items))
+    redis.call('LTRIM', KEYS[1], n, -1)
+    moved = moved + n
+  end
 end
-if moved == 0 then return {0, ''} end
 redis.call('SET', KEYS[3], ARGV[2])
-return {moved, ARGV[2]}
+return {want, ARGV[2]}
 "#;
 
 const ACK: &str = r#"
