@@ -1072,3 +1072,23 @@ fn file_target_size_sizes_files_with_either_buffer() {
         );
     }
 }
+
+/// A batch larger than one read page (10,000 records) is read back whole and in order.
+#[test]
+fn a_batch_larger_than_a_read_page_is_read_whole_and_in_order() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "3000", &[]);
+    let all = ids("p", 25_000);
+    for chunk in all.chunks(5000) {
+        receiver.submit(id_batch(&spec, chunk)).unwrap();
+    }
+    let report = receiver.close();
+    assert_eq!((report.files, report.rows, report.lost), (1, 25_000, 0));
+    let rows: Vec<String> = read_dir_rows(&out)
+        .iter()
+        .map(|(_, r)| extra(r, "id").unwrap().to_string())
+        .collect();
+    assert_eq!(rows, all, "every record once, in the order it came");
+}
