@@ -89,7 +89,8 @@ const ACK: &str = r#"
 -- KEYS: inflight, inflight_id, lock, keys set, data, schema; ARGV: token, batch id, key, schema
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -2 end
-redis.call('DEL', KEYS[1], KEYS[2])
+-- UNLINK frees the list off Redis's main thread (DEL of 350k records held it 10 ms).
+redis.call('UNLINK', KEYS[1], KEYS[2])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4], 'EX', 2592000) end
 if redis.call('LLEN', KEYS[5]) == 0 then redis.call('SREM', KEYS[4], ARGV[3]) end
 return 1
