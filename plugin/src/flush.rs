@@ -70,12 +70,27 @@ pub struct Written {
     pub files: Vec<String>,
     pub rows: usize,
     pub bytes: u64,
+    /// Of `bytes`, what the files' footers take (the part of a file that does not grow
+    /// with its rows), for `FileTargetSize`'s estimate.
+    pub footer_bytes: u64,
     /// Files kept in the recovery store instead of written.
     pub recovered: usize,
     /// Records sent to the DLQ because they could not be converted.
     pub dead_lettered: usize,
     /// The key's schema after this batch (dynamic records), for the buffer to keep.
     pub schema: Option<Arc<str>>,
+}
+
+/// The bytes of a Parquet file that are not column data: the footer (its length is
+/// stored in the 4 bytes before the closing magic) and the two 4-byte magics.
+fn footer_len(file: &[u8]) -> u64 {
+    let n = file.len();
+    match file.get(n.saturating_sub(8)..n.saturating_sub(4)) {
+        Some(&[a, b, c, d]) if n >= 12 => {
+            (u64::from(u32::from_le_bytes([a, b, c, d])) + 12).min(n as u64)
+        }
+        _ => 0,
+    }
 }
 
 /// A batch (or part of it) that could not be written or kept.
@@ -329,6 +344,7 @@ impl Flusher {
                     out.files.push(name);
                     out.rows += recs.len();
                     out.bytes += bytes.len() as u64;
+                    out.footer_bytes += footer_len(&bytes);
                     let m = &self.shared.metrics;
                     Metrics::add(&m.files_written, 1);
                     Metrics::add(&m.bytes_written, bytes.len() as u64);
@@ -402,5 +418,24 @@ impl Flusher {
             );
         }
         (ok, failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::footer_len;
+
+    #[test]
+    fn footer_len_reads_the_length_before_the_closing_magic() {
+        let mut f = b"PAR1data!".to_vec();
+        f.extend_from_slice(b"0123456789");
+        f.extend_from_slice(&10u32.to_le_bytes());
+        f.extend_from_slice(b"PAR1");
+        assert_eq!(footer_len(&f), 22);
+        assert_eq!(footer_len(b"PAR1"), 0, "too short");
+        let mut bad = b"PAR1".to_vec();
+        bad.extend_from_slice(&u32::MAX.to_le_bytes());
+        bad.extend_from_slice(b"PAR1");
+        assert_eq!(footer_len(&bad), 12, "never more than the file");
     }
 }

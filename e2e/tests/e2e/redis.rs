@@ -985,9 +985,10 @@ fn the_buffer_gauges_count_redis_records_and_keys() {
 }
 
 /// `FileTargetSize` sizes files by their encoded bytes, with either buffer: the first
-/// file is BufferSize records (nothing is known yet), and once written files have taught
-/// the bytes a row takes, files come out near the target and never far above it. Every
-/// record is written once, with its own message.
+/// file is BufferSize records (nothing is known yet), the second is sized from the first,
+/// and from the third on files are within 10 % of the target, though the input comes in
+/// bursts as fast as the receiver takes it. Every record is written once, in order, with
+/// its own message.
 #[test]
 fn file_target_size_sizes_files_with_either_buffer() {
     const TARGET: u64 = 256 * 1024;
@@ -1023,8 +1024,6 @@ fn file_target_size_sizes_files_with_either_buffer() {
                 format!(r#"{{"id":"{id}","message":"{m}","time":"2026-11-26T06:00:00Z"}}"#)
             });
             receiver.submit(batch).unwrap();
-            // Let the size-triggered write finish, so the next one can learn from it.
-            std::thread::sleep(Duration::from_millis(30));
         }
         let report = receiver.close();
         assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
@@ -1056,19 +1055,18 @@ fn file_target_size_sizes_files_with_either_buffer() {
             "{buffer}: one BufferSize file, then what it taught: {sizes:?}"
         );
         assert!(files.len() >= 5, "{buffer}: {sizes:?}");
-        for &(_, _, bytes) in &files {
+        // The second file is the first estimate's (a small first file compresses
+        // worse); from the third on, files are within a few per cent of the target,
+        // up to the close's remainder.
+        for &(_, _, bytes) in &files[2..files.len() - 1] {
             assert!(
-                bytes <= TARGET * 5 / 4,
-                "{buffer}: a file far above the target: {sizes:?}"
+                bytes >= TARGET * 9 / 10 && bytes <= TARGET * 11 / 10,
+                "{buffer}: files should come out near the target: {sizes:?}"
             );
         }
-        // Between the first file and the close's remainder.
-        let mut middle: Vec<u64> = sizes[1..sizes.len() - 1].to_vec();
-        middle.sort();
-        let median = middle[middle.len() / 2];
         assert!(
-            median >= TARGET * 3 / 4,
-            "{buffer}: files should come out near the target: {sizes:?}"
+            sizes[1] <= TARGET * 11 / 10,
+            "{buffer}: the second file is not above the target: {sizes:?}"
         );
     }
 }

@@ -347,7 +347,7 @@ impl BufferThread {
         let (written, error) = match result {
             Ok(w) => {
                 self.buffer.ack(&acked);
-                self.sizing.learn(&acked.key, w.rows, w.bytes);
+                self.sizing.learn(&acked.key, &w);
                 (w, None)
             }
             Err((f, unwritten)) => {

@@ -4,11 +4,17 @@
 //! Why an estimate: a file's encoded size is known only once it is written, and the
 //! buffers count records, not encoded bytes (a Redis buffer's records may come from
 //! other nodes). So every written file teaches how many bytes a row of its key takes in
-//! Parquet, and the key's next batch takes `target / bytes per row` rows. The size is
-//! measured on encoded bytes, not on records in memory, which Parquet shrinks several
-//! fold: sizing on memory gives files far below the configured size (vectordotdev/vector
-//! #3829).
+//! Parquet, and the key's next batch takes as many rows as should fill the target. The
+//! size is measured on encoded bytes, not on records in memory, which Parquet shrinks
+//! several fold: sizing on memory gives files far below the configured size
+//! (vectordotdev/vector#3829).
+//!
+//! A file's footer does not grow with its rows, so it is left out of the bytes per row;
+//! otherwise a small first file would overstate them. Until a file of at least half the
+//! target has been written, size triggers take one batch at a time (a probe) and wait
+//! for what it teaches, rather than cut a burst into many files from a rough guess.
 
+use crate::flush::Written;
 use crate::partition::PartitionKey;
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -19,11 +25,16 @@ use ulid::Ulid;
 /// use the latest estimate of any key until their first file.
 const MAX_KEYS: usize = 4096;
 
-/// Parquet bytes per row, and how many rows the file that taught it had.
+/// What a written file taught.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Estimate {
+    /// Column data per row.
     bytes_per_row: f64,
+    /// Footer per file.
+    footer: f64,
+    /// The file's rows and bytes (per file, when a batch made several).
     rows: usize,
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -34,9 +45,8 @@ pub(super) struct FileSizing {
     per_key: HashMap<PartitionKey, Estimate>,
     /// The latest estimate of any key, for keys without a file yet.
     latest: Option<Estimate>,
-    /// The first size-triggered batch, while no file has taught anything: until it is
-    /// written, further size triggers wait for what it teaches, rather than cut more
-    /// BufferSize batches from a burst.
+    /// A size-triggered batch taken while the estimate is rough: until it is written,
+    /// further size triggers wait for what it teaches.
     probe: Option<Ulid>,
 }
 
@@ -55,14 +65,41 @@ impl FileSizing {
         self.per_key.get(key).or(self.latest.as_ref())
     }
 
+    /// Whether `key`'s estimate comes from a file of at least half the target.
+    fn settled(&self, key: &PartitionKey, target: NonZeroU64) -> bool {
+        self.estimate(key)
+            .is_some_and(|e| e.bytes.saturating_mul(2) >= target.get())
+    }
+
+    /// Records of `key` that make a batch (at least 1).
+    pub(super) fn rows(&self, key: &PartitionKey) -> usize {
+        let Some(target) = self.target else {
+            return self.buffer_size;
+        };
+        match self.estimate(key) {
+            Some(e) => {
+                // At least half the target is left for data, whatever the footer.
+                let data = (target.get() as f64 - e.footer).max(target.get() as f64 / 2.0);
+                // The float-to-int cast saturates, so a tiny estimate cannot overflow.
+                ((data / e.bytes_per_row) as usize).max(1)
+            }
+            None => self.buffer_size,
+        }
+    }
+
     /// Whether a size trigger may take a batch of `key` now.
     pub(super) fn ready(&self, key: &PartitionKey) -> bool {
-        self.target.is_none() || self.probe.is_none() || self.estimate(key).is_some()
+        match self.target {
+            None => true,
+            Some(t) => self.probe.is_none() || self.settled(key, t),
+        }
     }
 
     /// A size trigger took batch `id` of `key`.
     pub(super) fn taken(&mut self, key: &PartitionKey, id: Ulid) {
-        if self.target.is_some() && self.estimate(key).is_none() {
+        if let Some(t) = self.target
+            && !self.settled(key, t)
+        {
             self.probe = Some(id);
         }
     }
@@ -74,39 +111,30 @@ impl FileSizing {
         }
     }
 
-    /// Records of `key` that make a batch (at least 1).
-    pub(super) fn rows(&self, key: &PartitionKey) -> usize {
-        let Some(target) = self.target else {
-            return self.buffer_size;
-        };
-        match self.estimate(key) {
-            // The float-to-int cast saturates, so a tiny estimate cannot overflow.
-            Some(e) => ((target.get() as f64 / e.bytes_per_row) as usize).max(1),
-            None => self.buffer_size,
-        }
-    }
-
-    /// A batch of `key` was written as `rows` rows in `bytes` bytes of Parquet.
+    /// A batch of `key` was written.
     ///
     /// A file much smaller than the one behind the current estimate does not replace
-    /// it: a file's footer and column headers cost the same whatever its rows, so the
-    /// few rows of an interval flush would overstate the bytes per row, and the next
-    /// size-triggered file would come out small.
-    pub(super) fn learn(&mut self, key: &PartitionKey, rows: usize, bytes: u64) {
+    /// it: the few rows of an interval flush compress worse than a full file's, so the
+    /// next size-triggered file would come out small.
+    pub(super) fn learn(&mut self, key: &PartitionKey, w: &Written) {
         let Some(target) = self.target else {
             return;
         };
-        if rows == 0 || bytes == 0 {
+        let files = w.files.len().max(1);
+        if w.rows == 0 || w.bytes == 0 {
             return;
         }
+        let data = w.bytes.saturating_sub(w.footer_bytes).max(1);
         let new = Estimate {
-            bytes_per_row: bytes as f64 / rows as f64,
-            rows,
+            bytes_per_row: data as f64 / w.rows as f64,
+            footer: w.footer_bytes as f64 / files as f64,
+            rows: w.rows / files,
+            bytes: w.bytes / files as u64,
         };
-        let near_target = bytes.saturating_mul(4) >= target.get();
+        let near_target = new.bytes.saturating_mul(4) >= target.get();
         let better = |old: Option<&Estimate>| match old {
             None => true,
-            Some(old) => near_target || rows >= old.rows,
+            Some(old) => near_target || new.rows >= old.rows,
         };
         if better(self.per_key.get(key)) {
             if self.per_key.len() >= MAX_KEYS && !self.per_key.contains_key(key) {
@@ -132,10 +160,21 @@ mod tests {
         FileSizing::new(NonZeroU64::new(target), 100)
     }
 
+    /// One file of `rows` rows in `bytes` bytes, `footer` of them its footer.
+    fn file(rows: usize, bytes: u64, footer: u64) -> Written {
+        Written {
+            files: vec!["f".into()],
+            rows,
+            bytes,
+            footer_bytes: footer,
+            ..Written::default()
+        }
+    }
+
     #[test]
     fn without_a_target_a_batch_is_buffer_size_records() {
         let mut s = sizing(0);
-        s.learn(&key("a"), 1000, 10_000);
+        s.learn(&key("a"), &file(1000, 10_000, 0));
         assert_eq!(s.rows(&key("a")), 100);
     }
 
@@ -144,18 +183,34 @@ mod tests {
         let mut s = sizing(1_000_000);
         assert_eq!(s.rows(&key("a")), 100, "BufferSize until a file is written");
         // 100 rows in 50,000 bytes: 500 bytes per row, so 2,000 rows per MB.
-        s.learn(&key("a"), 100, 50_000);
+        s.learn(&key("a"), &file(100, 50_000, 0));
         assert_eq!(s.rows(&key("a")), 2000);
         // A key without a file of its own uses the latest estimate of any key.
         assert_eq!(s.rows(&key("b")), 2000);
-        s.learn(&key("b"), 4000, 1_000_000);
+        s.learn(&key("b"), &file(4000, 1_000_000, 0));
         assert_eq!(s.rows(&key("b")), 4000);
         assert_eq!(s.rows(&key("a")), 2000, "each key keeps its own estimate");
         assert_eq!(s.rows(&key("c")), 4000);
     }
 
     #[test]
-    fn the_first_batch_holds_size_triggers_until_it_is_written() {
+    fn the_footer_is_not_counted_per_row() {
+        let mut s = sizing(1_000_000);
+        // 100 rows of 200 bytes and a 10,000-byte footer: (1 MB - 10 KB) / 200.
+        s.learn(&key("a"), &file(100, 30_000, 10_000));
+        assert_eq!(s.rows(&key("a")), 4950);
+        // Two files in one batch: per file.
+        let mut two = file(200, 60_000, 20_000);
+        two.files.push("g".into());
+        s.learn(&key("b"), &two);
+        assert_eq!(s.rows(&key("b")), 4950);
+        // A footer larger than the target still leaves half of it to data.
+        s.learn(&key("c"), &file(100, 2_000_000, 1_990_000));
+        assert_eq!(s.rows(&key("c")), 5000);
+    }
+
+    #[test]
+    fn size_triggers_probe_one_batch_at_a_time_until_a_file_is_near_the_target() {
         let mut s = sizing(1_000_000);
         let (a, b) = (key("a"), key("b"));
         assert!(s.ready(&a));
@@ -166,11 +221,17 @@ mod tests {
         assert!(!s.ready(&a), "another batch does not end the wait");
         s.finished(probe);
         assert!(s.ready(&a), "a failed probe does not stop size triggers");
+        // A small file teaches a rough estimate: the next trigger is a probe again.
         s.taken(&a, probe);
-        s.learn(&a, 100, 50_000);
-        assert!(s.ready(&b), "an estimate lets every key go");
+        s.learn(&a, &file(100, 50_000, 0));
+        s.finished(probe);
+        assert!(s.ready(&b));
         s.taken(&b, Ulid::from(3u128));
-        assert!(s.ready(&b), "later batches are not probes");
+        assert!(!s.ready(&a) && !s.ready(&b), "still probing");
+        s.learn(&b, &file(2000, 600_000, 0));
+        s.finished(Ulid::from(3u128));
+        s.taken(&b, Ulid::from(4u128));
+        assert!(s.ready(&a) && s.ready(&b), "half the target: settled");
         let mut s = sizing(0);
         s.taken(&a, probe);
         assert!(s.ready(&a), "without a target, BufferSize alone");
@@ -179,25 +240,25 @@ mod tests {
     #[test]
     fn a_small_file_does_not_replace_a_better_estimate() {
         let mut s = sizing(1_000_000);
-        s.learn(&key("a"), 4000, 1_000_000);
+        s.learn(&key("a"), &file(4000, 1_000_000, 0));
         // An interval flush of 3 rows: its footer makes 3,000 bytes per row.
-        s.learn(&key("a"), 3, 9_000);
+        s.learn(&key("a"), &file(3, 9_000, 0));
         assert_eq!(s.rows(&key("a")), 4000);
         // A file near the target always teaches, even with fewer rows.
-        s.learn(&key("a"), 2000, 800_000);
+        s.learn(&key("a"), &file(2000, 800_000, 0));
         assert_eq!(s.rows(&key("a")), 2500);
     }
 
     #[test]
     fn tiny_rows_and_empty_files_stay_in_range() {
         let mut s = sizing(u64::MAX);
-        s.learn(&key("a"), 0, 100);
-        s.learn(&key("a"), 10, 0);
+        s.learn(&key("a"), &file(0, 100, 0));
+        s.learn(&key("a"), &file(10, 0, 0));
         assert_eq!(s.rows(&key("a")), 100, "nothing learnt from an empty write");
-        s.learn(&key("a"), usize::MAX, 1);
+        s.learn(&key("a"), &file(usize::MAX, 1, 0));
         assert_eq!(s.rows(&key("a")), usize::MAX, "saturates");
         let mut s = sizing(1);
-        s.learn(&key("a"), 1, 1_000_000);
+        s.learn(&key("a"), &file(1, 1_000_000, 0));
         assert_eq!(s.rows(&key("a")), 1, "at least one record");
     }
 
@@ -205,7 +266,7 @@ mod tests {
     fn many_keys_start_their_estimates_again() {
         let mut s = sizing(1_000_000);
         for i in 0..MAX_KEYS + 10 {
-            s.learn(&key(&format!("k{i}")), 1000, 1_000_000);
+            s.learn(&key(&format!("k{i}")), &file(1000, 1_000_000, 0));
         }
         assert!(s.per_key.len() <= MAX_KEYS);
         assert_eq!(s.rows(&key("k0")), 1000, "the latest estimate stands in");
