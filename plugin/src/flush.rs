@@ -99,8 +99,9 @@ pub struct FlushFailure {
     pub error: String,
     /// Indexes (into the batch) of the records that are not stored anywhere.
     pub unwritten: Vec<usize>,
-    /// What did get written before the failure.
-    pub partial: Written,
+    /// What did get written before the failure (boxed: it is the large part, and a
+    /// `Result` carries the failure on every flush's return).
+    pub partial: Box<Written>,
 }
 
 /// Test hook: `D2P_FAULT=convert-panic` makes conversion panic, to prove that a panic in
@@ -391,7 +392,7 @@ impl Flusher {
             Err(FlushFailure {
                 error,
                 unwritten,
-                partial: out,
+                partial: Box::new(out),
             })
         }
     }

@@ -1060,7 +1060,7 @@ fn file_target_size_sizes_files_with_either_buffer() {
         // up to the close's remainder.
         for &(_, _, bytes) in &files[2..files.len() - 1] {
             assert!(
-                bytes >= TARGET * 9 / 10 && bytes <= TARGET * 11 / 10,
+                (TARGET * 9 / 10..=TARGET * 11 / 10).contains(&bytes),
                 "{buffer}: files should come out near the target: {sizes:?}"
             );
         }

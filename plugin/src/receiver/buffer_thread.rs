@@ -366,7 +366,7 @@ impl BufferThread {
                 } else {
                     self.buffer.partly_written(&acked, unwritten);
                 }
-                (f.partial, Some(f.error))
+                (*f.partial, Some(f.error))
             }
         };
         // Buffers that hand out one batch per key at a time (Redis) are drained batch by

@@ -4,7 +4,7 @@
 
 use super::{Done, Job};
 use crate::buffer::BatchInfo;
-use crate::flush::{FlushFailure, Flusher, Shared, Written};
+use crate::flush::{FlushFailure, Flusher, Shared};
 use crate::log_at;
 use crate::logging::Level;
 use crate::writer::recovery::Pass;
@@ -60,7 +60,7 @@ pub(super) fn writer_loop(
                 Err(FlushFailure {
                     error: "flush panicked".into(),
                     unwritten: (0..batch.records.len()).collect(),
-                    partial: Written::default(),
+                    partial: Box::default(),
                 })
             }
         };
