@@ -122,10 +122,12 @@ impl Instance {
         log_at!(
             log,
             Level::Info,
-            "started: buffer {:?}, {}, BufferSize {}, FlushInterval {:?}, {:?}",
+            "started: buffer {:?}, {}, BufferSize {}, FileTargetSize {}, FlushInterval {:?}, {:?}",
             cfg.buffer_type,
             receiver.writer_description(),
             cfg.buffer_size,
+            cfg.file_target_size
+                .map_or_else(|| "off".to_string(), |n| format!("{n} bytes")),
             cfg.flush_interval,
             cfg.codec
         );
