@@ -327,6 +327,7 @@ fn two_instances_are_independent() {
 
 /// Four workers flush at once, on long-lived threads as in Fluent Bit, and again with a
 /// new thread for every flush, so that nothing the plugin keeps per thread is relied on.
+/// The host reports how many threads ran flushes, so each mode is checked to be itself.
 #[test]
 fn concurrent_flushes_with_workers() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +343,13 @@ fn concurrent_flushes_with_workers() {
         sc["fresh_thread_per_flush"] = json!(fresh);
         let r = run_host(&sc, &[]);
         assert_eq!(codes(&r, 0), vec![FLB_OK; 40], "fresh threads: {fresh}");
+        // Where the flushes ran: one thread per attempt, or the four workers.
+        let threads = r["flushes"][0]["flush_threads"].as_u64().unwrap();
+        if fresh {
+            assert_eq!(threads, 40, "a new thread for every flush");
+        } else {
+            assert!((1..=4).contains(&threads), "{threads} flushing threads");
+        }
         let got = rows_by_id(&out);
         assert_eq!(got.len(), 4000, "fresh threads: {fresh}");
     }

@@ -19,10 +19,12 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use flb_proxy_sys::*;
+use std::collections::HashSet;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 /// Keys Fluent Bit's core consumes; a plugin never sees them (`flb-abi.md` §2.3).
@@ -208,6 +210,8 @@ pub struct Plugin {
     slots: Vec<Slot>,
     /// Loaded by a hot reload: PreRegister(1) and PreRun(1), as `flb_reload.c` calls them.
     hot: bool,
+    /// Every thread that has run a flush call, so a test can check where flushes ran.
+    flush_threads: Mutex<HashSet<ThreadId>>,
 }
 
 // SAFETY: the plugin ABI allows concurrent flushes from several threads; the host's own
@@ -400,6 +404,7 @@ impl Plugin {
             _name_c: name_c,
             slots: Vec::new(),
             hot,
+            flush_threads: Mutex::new(HashSet::new()),
         })
     }
 
@@ -459,6 +464,10 @@ impl Plugin {
 
     /// One flush call on the current thread, as Fluent Bit's proxy makes it.
     pub fn flush_here(&self, idx: usize, data: &[u8], tag: &str) -> i32 {
+        self.flush_threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(std::thread::current().id());
         let ctag = CString::new(tag.replace('\0', "")).unwrap_or_default();
         // A fresh malloc'd copy per call, freed right after, like Fluent Bit's tag.
         // SAFETY: strdup of a valid C string.
@@ -572,6 +581,14 @@ impl Plugin {
     pub fn instances(&self) -> usize {
         self.slots.len()
     }
+
+    /// How many distinct threads have run a flush call so far.
+    pub fn flush_threads(&self) -> usize {
+        self.flush_threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
 }
 
 /// Threads of this process, from /proc (to check the plugin leaves none behind).
@@ -587,35 +604,49 @@ pub fn thread_names() -> Vec<String> {
     out
 }
 
-/// Flushes `chunks` on `workers` threads, round robin, like Fluent Bit's output workers;
-/// returns the codes in chunk order. With `fresh_threads` every attempt runs on a new
-/// small-stack thread; otherwise the workers themselves have the `stack`-byte stack and
-/// flush on it, as Fluent Bit's long-lived threads run their coroutines.
-#[allow(clippy::too_many_arguments)]
+/// The threads that flush, as Fluent Bit's output workers.
+#[derive(Clone, Copy, Debug)]
+pub struct Workers {
+    /// How many flush at once.
+    pub count: usize,
+    /// The flush stack in bytes (Fluent Bit's coroutine stack).
+    pub stack: usize,
+    /// Each attempt on a new thread with that stack ([`Coro::FreshThread`]), instead of
+    /// on the worker itself, which then has the stack ([`Coro::Here`], as Fluent Bit's
+    /// long-lived threads run their coroutines).
+    pub fresh_thread_per_flush: bool,
+}
+
+impl Workers {
+    fn coro(&self) -> Coro {
+        if self.fresh_thread_per_flush {
+            Coro::FreshThread(self.stack)
+        } else {
+            Coro::Here
+        }
+    }
+}
+
+/// Flushes `chunks` on the `workers`, round robin, with Fluent Bit's retry loop; returns
+/// the codes and attempts in chunk order.
 pub fn flush_concurrently(
     p: &Plugin,
     idx: usize,
     chunks: &[(Arc<Vec<u8>>, String)],
-    workers: usize,
-    stack: usize,
-    fresh_threads: bool,
+    workers: Workers,
     retry_limit: u32,
     delay: Duration,
 ) -> Vec<(i32, u32)> {
-    let coro = if fresh_threads {
-        Coro::FreshThread(stack)
-    } else {
-        Coro::Here
-    };
+    let coro = workers.coro();
     let results: Vec<Mutex<(i32, u32)>> = chunks.iter().map(|_| Mutex::new((-1, 0))).collect();
     let next = AtomicI32::new(0);
     let results = Arc::new(results);
     std::thread::scope(|s| {
-        for w in 0..workers.max(1) {
+        for w in 0..workers.count.max(1) {
             let (results, next) = (results.clone(), &next);
             let mut builder = std::thread::Builder::new().name(format!("flb-out-w{w}"));
             if coro == Coro::Here {
-                builder = builder.stack_size(stack);
+                builder = builder.stack_size(workers.stack);
             }
             builder
                 .spawn_scoped(s, move || {

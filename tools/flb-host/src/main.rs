@@ -11,7 +11,7 @@
 //! unloading.
 
 use anyhow::{Context, Result};
-use flb_host::{DefAlloc, Plugin, flush_concurrently, logs, thread_names};
+use flb_host::{DefAlloc, Plugin, Workers, flush_concurrently, logs, thread_names};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -162,9 +162,11 @@ fn run_flush(
         plugin,
         idx,
         &list,
-        f.workers.unwrap_or(sc.workers),
-        sc.stack_kib * 1024,
-        sc.fresh_thread_per_flush,
+        Workers {
+            count: f.workers.unwrap_or(sc.workers),
+            stack: sc.stack_kib * 1024,
+            fresh_thread_per_flush: sc.fresh_thread_per_flush,
+        },
         sc.retry_limit,
         Duration::from_millis(sc.retry_delay_ms),
     );
@@ -173,6 +175,8 @@ fn run_flush(
         "codes": codes.iter().map(|(c, _)| c).collect::<Vec<_>>(),
         "attempts": codes.iter().map(|(_, a)| a).collect::<Vec<_>>(),
         "ms": t.elapsed().as_secs_f64() * 1000.0,
+        // Distinct threads that have run a flush call in the run so far.
+        "flush_threads": plugin.flush_threads(),
     }))
 }
 
