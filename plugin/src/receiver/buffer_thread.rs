@@ -342,7 +342,7 @@ impl BufferThread {
             result,
         } = d;
         self.in_flight.remove(&id);
-        self.sizing.finished(id);
+        let probed = self.sizing.finished(id);
         let mut lost = 0;
         let (written, error) = match result {
             Ok(w) => {
@@ -369,6 +369,13 @@ impl BufferThread {
                 (*f.partial, Some(f.error))
             }
         };
+        // Keys held back while the probe was written go now, rather than at their next
+        // push or interval (probes are only the first few batches of a run).
+        if probed && self.closing.is_none() {
+            for key in self.buffer.keys() {
+                self.take_key(&key, Reason::Size, false);
+            }
+        }
         // Buffers that hand out one batch per key at a time (Redis) are drained batch by
         // batch while a close or an explicit flush is waiting.
         let draining = self.closing.is_some() || self.waiters.iter().any(|w| w.ids.contains(&id));

@@ -105,10 +105,13 @@ impl FileSizing {
     }
 
     /// Batch `id` is written, or failed: either way it no longer holds triggers back.
-    pub(super) fn finished(&mut self, id: Ulid) {
-        if self.probe == Some(id) {
+    /// Returns whether it was the probe, whose end may let waiting keys go.
+    pub(super) fn finished(&mut self, id: Ulid) -> bool {
+        let was = self.probe == Some(id);
+        if was {
             self.probe = None;
         }
+        was
     }
 
     /// A batch of `key` was written.
@@ -217,9 +220,9 @@ mod tests {
         let probe = Ulid::from(1u128);
         s.taken(&a, probe);
         assert!(!s.ready(&a) && !s.ready(&b), "nothing learnt yet");
-        s.finished(Ulid::from(2u128));
+        assert!(!s.finished(Ulid::from(2u128)));
         assert!(!s.ready(&a), "another batch does not end the wait");
-        s.finished(probe);
+        assert!(s.finished(probe));
         assert!(s.ready(&a), "a failed probe does not stop size triggers");
         // A small file teaches a rough estimate: the next trigger is a probe again.
         s.taken(&a, probe);

@@ -710,6 +710,37 @@ mod tests {
         ));
     }
 
+    /// One burst, then nothing: the first file (a probe) is written on its own, and
+    /// its end lets the rest go as target-sized files, without waiting for another
+    /// push or the interval.
+    #[test]
+    fn file_target_size_writes_a_burst_once_the_probe_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferSize", "100"),
+                ("FileTargetSize", "64KiB"),
+                ("FlushInterval", "3600"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 60_000, 1)).unwrap();
+        wait_until(
+            "the probe, the file sized from it and one of the target",
+            || parquet_files(&dir.path().join("out")).len() >= 3,
+        );
+        let mut rows: Vec<usize> = parquet_files(&dir.path().join("out"))
+            .iter()
+            .map(|p| file_rows(p).unwrap().len())
+            .collect();
+        rows.sort();
+        assert_eq!(rows[0], 100, "the probe is BufferSize records: {rows:?}");
+        assert!(rows[1..].iter().all(|&n| n > 100), "{rows:?}");
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, 60_000));
+    }
+
     #[test]
     fn interval_flush_without_close() {
         let dir = tempfile::tempdir().unwrap();
