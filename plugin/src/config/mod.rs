@@ -235,6 +235,10 @@ pub struct Config {
     pub writer_type: WriterType,
     pub writer_fsync: bool,
     pub map_values_utf8: bool,
+    /// WriterStatisticsExclude: top-level columns written without statistics.
+    pub statistics_exclude: FieldSet,
+    /// WriterDictionaryExclude: top-level columns written without a dictionary.
+    pub dictionary_exclude: FieldSet,
     pub partition_fields: Vec<String>,
     pub partition_path: String,
     pub partition_time: PartitionTime,
@@ -464,6 +468,8 @@ impl ConfigBuilder {
                 writer_type: WriterType::File,
                 writer_fsync: true,
                 map_values_utf8: false,
+                statistics_exclude: FieldSet::default(),
+                dictionary_exclude: FieldSet::default(),
                 partition_fields: vec![
                     "business-capability".into(),
                     "business-domain".into(),
@@ -611,6 +617,8 @@ impl ConfigBuilder {
             }
             Key::WriterFsync => c.writer_fsync = parse_bool(k, v)?,
             Key::WriterMapValuesUtf8 => c.map_values_utf8 = parse_bool(k, v)?,
+            Key::WriterStatisticsExclude => c.statistics_exclude = FieldSet::parse(v),
+            Key::WriterDictionaryExclude => c.dictionary_exclude = FieldSet::parse(v),
             Key::PartitionFields => {
                 let f: Vec<String> = v
                     .split(',')
@@ -1148,6 +1156,21 @@ mod tests {
         let e = target("1000").unwrap_err().to_string();
         assert!(e.contains("FileTargetSize") && e.contains("64KiB"), "{e}");
         assert!(target("big").is_err());
+    }
+
+    #[test]
+    fn column_exclusions_parse_like_field_lists() {
+        let mut b = ConfigBuilder::new();
+        b.set("WriterStatisticsExclude", "Message; stack_trace")
+            .unwrap();
+        b.set("writer_dictionary_exclude", "correlation-id")
+            .unwrap();
+        let c = b.build().unwrap();
+        assert!(c.statistics_exclude.contains("message"));
+        assert!(c.statistics_exclude.contains("stack-trace"));
+        assert!(c.dictionary_exclude.contains("correlation-id"));
+        assert!(Config::default().statistics_exclude.is_empty());
+        assert!(Config::default().dictionary_exclude.is_empty());
     }
 
     #[test]

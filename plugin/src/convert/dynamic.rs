@@ -672,6 +672,8 @@ mod tests {
             level: None,
             row_group_bytes: 1 << 20,
             map_values_utf8: false,
+            statistics_exclude: Default::default(),
+            dictionary_exclude: Default::default(),
         }
     }
 

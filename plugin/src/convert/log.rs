@@ -335,6 +335,8 @@ mod tests {
             level: None,
             row_group_bytes: rg,
             map_values_utf8: false,
+            statistics_exclude: Default::default(),
+            dictionary_exclude: Default::default(),
         }
     }
 
@@ -489,6 +491,75 @@ mod tests {
         assert_eq!(col("session-id"), [None, None, None, None, None]);
         assert_eq!(col("level"), vec![Some("info".to_string()); 5]);
         assert_eq!(col("message")[4], Some("m".to_string()));
+    }
+
+    /// Excluded columns (any spelling, nested ones through their top-level name) lose
+    /// their statistics or dictionary; every other column keeps both, and every value
+    /// reads back unchanged.
+    #[test]
+    fn columns_can_go_without_statistics_or_dictionary() {
+        use arrow_array::StringArray;
+        let recs: Vec<_> = (0..50)
+            .map(|i| {
+                let mut b = LogBuilder::new();
+                b.set(Str::Time, &format!("2026-01-01T00:00:{:02}Z", i % 60));
+                b.set(Str::Message, &format!("message {i} {}", "x".repeat(i % 50)));
+                b.set(Str::BusinessCapability, "cap");
+                b.set(Str::CorrelationId, &format!("id-{}", i % 7));
+                b.add_arg("k", &i.to_string());
+                b.finish()
+            })
+            .collect();
+        let o = ParquetOptions {
+            statistics_exclude: crate::config::FieldSet::parse("Message, args"),
+            dictionary_exclude: crate::config::FieldSet::parse("correlation_id"),
+            ..opts(Codec::Snappy, 1 << 20)
+        };
+        let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let rg = reader.metadata().row_group(0);
+        let col = |name: &str| {
+            rg.columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+        };
+        for name in ["message", "args.key_value.key", "args.key_value.value"] {
+            assert!(col(name).statistics().is_none(), "{name} has statistics");
+        }
+        for name in ["time", "correlation-id", "business-capability"] {
+            assert!(
+                col(name).statistics().is_some(),
+                "{name} lost its statistics"
+            );
+        }
+        let dictionary = |name: &str| col(name).dictionary_page_offset().is_some();
+        assert!(!dictionary("correlation-id"));
+        assert!(dictionary("message") && dictionary("time"));
+
+        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let strings = |name: &str| {
+            let a = batch.column_by_name(name).unwrap();
+            let s = a.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..s.len())
+                .map(|i| s.value(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let want = |f: &dyn Fn(usize) -> String| (0..50).map(f).collect::<Vec<_>>();
+        assert_eq!(
+            strings("correlation-id"),
+            want(&|i| format!("id-{}", i % 7))
+        );
+        assert_eq!(
+            strings("message"),
+            want(&|i| format!("message {i} {}", "x".repeat(i % 50)))
+        );
     }
 
     #[test]

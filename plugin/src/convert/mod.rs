@@ -1,8 +1,9 @@
 //! Records to Parquet (arrow + parquet crates).
 //!
 //! Every file is written with dictionary encoding and page statistics on (so column
-//! and offset indexes are written too), the configured codec, and row groups closed by
-//! encoded size (`WriterRowGroupSize`, bytes) rather than by row count. Batches are fed
+//! and offset indexes are written too), except for the columns the configuration
+//! excludes, with the configured codec, and row groups closed by encoded size
+//! (`WriterRowGroupSize`, bytes) rather than by row count. Batches are fed
 //! to the writer in slices of [`SLICE_ROWS`] rows so the byte limit is honoured closely
 //! even when it is small.
 
@@ -10,13 +11,14 @@ pub mod dynamic;
 pub mod jsonschema;
 pub mod log;
 
-use crate::config::{Codec, Config};
+use crate::config::{Codec, Config, FieldSet};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::SchemaDescriptor;
 use std::io::Write;
 
 /// Rows handed to the Parquet writer at a time.
@@ -44,6 +46,10 @@ pub struct ParquetOptions {
     pub level: Option<u32>,
     pub row_group_bytes: u64,
     pub map_values_utf8: bool,
+    /// Top-level columns without statistics (WriterStatisticsExclude).
+    pub statistics_exclude: FieldSet,
+    /// Top-level columns without a dictionary (WriterDictionaryExclude).
+    pub dictionary_exclude: FieldSet,
 }
 
 impl ParquetOptions {
@@ -53,6 +59,8 @@ impl ParquetOptions {
             level: c.compression_level,
             row_group_bytes: c.writer_row_group_size,
             map_values_utf8: c.map_values_utf8,
+            statistics_exclude: c.statistics_exclude.clone(),
+            dictionary_exclude: c.dictionary_exclude.clone(),
         }
     }
 
@@ -81,8 +89,13 @@ impl ParquetOptions {
         })
     }
 
-    pub fn writer_properties(&self) -> Result<WriterProperties, ConvertError> {
-        Ok(WriterProperties::builder()
+    /// The writer's settings for a file of `columns`: the per-column exclusions name
+    /// top-level columns, and apply to every leaf column under them.
+    pub fn writer_properties(
+        &self,
+        columns: &SchemaDescriptor,
+    ) -> Result<WriterProperties, ConvertError> {
+        let mut b = WriterProperties::builder()
             .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(self.compression()?)
             .set_dictionary_enabled(true)
@@ -92,8 +105,24 @@ impl ParquetOptions {
             .set_created_by(format!(
                 "data2parquet version {}",
                 env!("CARGO_PKG_VERSION")
-            ))
-            .build())
+            ));
+        if !self.statistics_exclude.is_empty() || !self.dictionary_exclude.is_empty() {
+            for col in columns.columns() {
+                let path = col.path();
+                let Some(top) = path.parts().first() else {
+                    continue;
+                };
+                // Normalised as the configured names are (case, `_` as `-`).
+                let top = top.to_lowercase().replace('_', "-");
+                if self.statistics_exclude.contains(&top) {
+                    b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+                }
+                if self.dictionary_exclude.contains(&top) {
+                    b = b.set_column_dictionary_enabled(path.clone(), false);
+                }
+            }
+        }
+        Ok(b.build())
     }
 }
 
@@ -105,8 +134,9 @@ pub struct ParquetSink<W: Write + Send> {
 
 impl<W: Write + Send> ParquetSink<W> {
     pub fn new(out: W, schema: SchemaRef, opts: &ParquetOptions) -> Result<Self, ConvertError> {
+        let columns = ArrowSchemaConverter::new().convert(&schema)?;
         let options = ArrowWriterOptions::new()
-            .with_properties(opts.writer_properties()?)
+            .with_properties(opts.writer_properties(&columns)?)
             .with_schema_root(SCHEMA_ROOT.to_string());
         Ok(ParquetSink {
             writer: ArrowWriter::try_new_with_options(out, schema, options)?,
@@ -122,7 +152,7 @@ impl<W: Write + Send> ParquetSink<W> {
         opts: &ParquetOptions,
     ) -> Result<Self, ConvertError> {
         let options = ArrowWriterOptions::new()
-            .with_properties(opts.writer_properties()?)
+            .with_properties(opts.writer_properties(&parquet)?)
             .with_parquet_schema(parquet);
         Ok(ParquetSink {
             writer: ArrowWriter::try_new_with_options(out, schema, options)?,
