@@ -1090,3 +1090,60 @@ fn a_batch_larger_than_a_read_page_is_read_whole_and_in_order() {
         .collect();
     assert_eq!(rows, all, "every record once, in the order it came");
 }
+
+/// Two flushing nodes share one Redis key with `FileTargetSize`: each learns from its
+/// own files, takes under the key's lock, and between them they write every record
+/// once, with no file far above the target.
+#[test]
+fn two_flushing_nodes_with_a_file_target_write_each_record_once() {
+    const TARGET: u64 = 256 * 1024;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let outs = [dir.path().join("a"), dir.path().join("b")];
+    let settings = [
+        ("BufferSize", "200"),
+        ("FileTargetSize", "256KiB"),
+        ("FlushInterval", "3600"),
+    ];
+    let nodes: Vec<_> = outs
+        .iter()
+        .map(|out| library_receiver(&redis.addr(), out, "3000", &settings))
+        .collect();
+    let all: Vec<Vec<String>> = ["a-", "b-"].iter().map(|p| ids(p, 20_000)).collect();
+    std::thread::scope(|s| {
+        for (node, ((receiver, spec), mine)) in nodes.iter().zip(&all).enumerate() {
+            s.spawn(move || {
+                for (n, chunk) in mine.chunks(1000).enumerate() {
+                    let batch = json_batch(spec, chunk, |i, id| {
+                        // Distinct per node: the estimate assumes the data compresses
+                        // alike from file to file, which twins across nodes would break.
+                        let seq = (node * 1_000_000 + n * 1000 + i) as u64;
+                        let h = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        format!(
+                            r#"{{"id":"{id}","message":"request {h:016x} took {} ms","time":"2026-11-26T06:00:00Z"}}"#,
+                            h % 997
+                        )
+                    });
+                    receiver.submit(batch).unwrap();
+                }
+            });
+        }
+    });
+    for (receiver, _) in nodes {
+        let report = receiver.close();
+        assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
+    }
+    let every: Vec<String> = all.concat();
+    exactly_once(&[&outs[0], &outs[1]], &every);
+    let mut sizes = Vec::new();
+    for out in &outs {
+        for f in data2parquet::readback::parquet_files(out) {
+            sizes.push(std::fs::metadata(&f).unwrap().len());
+        }
+    }
+    assert!(sizes.len() >= 4, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&b| b <= TARGET * 11 / 10),
+        "a file far above the target: {sizes:?}"
+    );
+}
