@@ -445,3 +445,110 @@ fn dead_letters_can_be_re_driven() {
     assert_eq!(extra(&rows[0], "id"), Some("big"));
     assert_eq!(rows[0]["message"].as_str().unwrap().len(), 500);
 }
+
+/// Columns written without statistics or a dictionary (`WriterStatisticsExclude`,
+/// `WriterDictionaryExclude`) hold the same rows, for our reader and for DuckDB, and
+/// DuckDB's own view of the file's metadata shows what was left out and what was kept.
+#[test]
+fn excluded_columns_read_back_the_same_in_duckdb() {
+    let have = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!(
+            "excluded_columns_read_back_the_same_in_duckdb: python3 duckdb not installed; skipped"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let text = generate(21, 3_000);
+    write(&input, &text);
+    let out = dir.path().join("out.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .env(
+            "D2P_WRITER_STATISTICS_EXCLUDE",
+            "message,correlation-id,args",
+        )
+        .env(
+            "D2P_WRITER_DICTIONARY_EXCLUDE",
+            "message,correlation_id,tags",
+        )
+        .args(["-q", "-o"])
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: Vec<_> = expected_records(&Config::default(), &text)
+        .into_iter()
+        .map(|(_, r)| expected_row(&r))
+        .collect();
+    assert_eq!(
+        data2parquet::readback::file_rows(&out).unwrap(),
+        expected,
+        "our reader"
+    );
+
+    let script = r#"
+import duckdb, json, sys
+con = duckdb.connect()
+f = sys.argv[1]
+rows = con.execute(
+    "select message, tags, map_keys(args), map_values(args), level from read_parquet(?)", [f]
+).fetchall()
+meta = con.execute(
+    "select path_in_schema, stats_min_value is not null, dictionary_page_offset is not null "
+    "from parquet_metadata(?) where row_group_id = 0", [f]
+).fetchall()
+# Map values are BINARY unless MapValuesUTF8 is set; DuckDB reads them as BLOB.
+print(json.dumps({"rows": rows, "meta": meta}, default=lambda b: b.decode()))
+"#;
+    let o = run(Command::new("python3").arg("-c").arg(script).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let duck: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = duck["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (i, (got, want)) in rows.iter().zip(&expected).enumerate() {
+        let args = want["args"].as_object().unwrap();
+        let want = serde_json::json!([
+            want["message"],
+            want["tags"],
+            args.keys().collect::<Vec<_>>(),
+            args.values().collect::<Vec<_>>(),
+            want["level"],
+        ]);
+        assert_eq!(got, &want, "row {i}");
+    }
+    // Leaf path -> (statistics, dictionary), as DuckDB reads them from the footer.
+    let meta: HashMap<String, (bool, bool)> = duck["meta"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m[0].as_str().unwrap().to_string(),
+                (m[1].as_bool().unwrap(), m[2].as_bool().unwrap()),
+            )
+        })
+        .collect();
+    let leaf = |top: &str| -> Vec<(bool, bool)> {
+        let v: Vec<_> = meta
+            .iter()
+            .filter(|(p, _)| p.split(", ").next() == Some(top))
+            .map(|(_, &s)| s)
+            .collect();
+        assert!(!v.is_empty(), "no column {top} in {meta:?}");
+        v
+    };
+    assert!(
+        leaf("message").iter().all(|&s| s == (false, false)),
+        "{meta:?}"
+    );
+    assert!(
+        leaf("correlation-id").iter().all(|&s| s == (false, false)),
+        "{meta:?}"
+    );
+    assert!(leaf("args").iter().all(|&(st, d)| !st && d), "{meta:?}");
+    assert!(leaf("tags").iter().all(|&(st, d)| st && !d), "{meta:?}");
+    assert!(leaf("level").iter().all(|&s| s == (true, true)), "{meta:?}");
+}
