@@ -1008,15 +1008,7 @@ fn file_target_size_sizes_files_with_either_buffer() {
                 ("FlushInterval", "3600"),
             ],
         );
-        // Messages that compress like log text, not like a repeated constant.
-        let message = |i: usize| {
-            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            format!(
-                "request {h:016x} served in {} ms by node-{}",
-                h % 997,
-                h % 7
-            )
-        };
+        let message = log_message;
         let all = ids(&format!("{buffer}-"), 40_000);
         for (n, chunk) in all.chunks(1000).enumerate() {
             let batch = json_batch(&spec, chunk, |i, id| {
@@ -1069,6 +1061,95 @@ fn file_target_size_sizes_files_with_either_buffer() {
             "{buffer}: the second file is not above the target: {sizes:?}"
         );
     }
+}
+
+/// A message that compresses like log text, not like a repeated constant.
+fn log_message(i: usize) -> String {
+    let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!(
+        "request {h:016x} served in {} ms by node-{}",
+        h % 997,
+        h % 7
+    )
+}
+
+/// With the Redis buffer, `FileTargetSize` estimates are stored with the acks: a node
+/// that starts later (here, after the first closed) sizes its first file from what the
+/// first node learned, instead of a `BufferSize` probe.
+#[test]
+fn a_new_node_sizes_its_first_file_from_the_estimate_another_node_stored() {
+    const TARGET: u64 = 256 * 1024;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let props = [
+        ("BufferSize", "200"),
+        ("FileTargetSize", "256KiB"),
+        ("BufferMaxBytes", "256MiB"),
+        ("FlushInterval", "3600"),
+    ];
+    // Rows and size of each file under `out`, oldest records first.
+    let files_of = |out: &Path| -> Vec<(usize, usize, u64)> {
+        let mut files: HashMap<PathBuf, (usize, usize)> = HashMap::new();
+        for (path, row) in read_dir_rows(out) {
+            let id = extra(&row, "id").unwrap();
+            let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+            assert_eq!(row["message"], log_message(i), "record {id}");
+            let f = files.entry(path).or_insert((0, usize::MAX));
+            f.0 += 1;
+            f.1 = f.1.min(i);
+        }
+        let mut v: Vec<_> = files
+            .into_iter()
+            .map(|(p, (rows, first))| (first, rows, std::fs::metadata(p).unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut all = Vec::new();
+    let mut outs = Vec::new();
+    for node in ["a", "b"] {
+        let out = dir.path().join(node);
+        let (receiver, spec) = library_receiver(&redis.addr(), &out, "3000", &props);
+        let these = ids(&format!("{node}-"), 25_000);
+        for (n, chunk) in these.chunks(1000).enumerate() {
+            receiver
+                .submit(json_batch(&spec, chunk, |i, id| {
+                    let m = log_message(n * 1000 + i);
+                    format!(r#"{{"id":"{id}","message":"{m}","time":"2026-11-26T06:00:00Z"}}"#)
+                }))
+                .unwrap();
+        }
+        let report = receiver.close();
+        assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
+        all.extend(these);
+        outs.push(out);
+    }
+    let dirs: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
+    exactly_once(&dirs, &all);
+
+    let a = files_of(&outs[0]);
+    assert_eq!(a[0].1, 200, "the first node probes with BufferSize: {a:?}");
+    let b = files_of(&outs[1]);
+    assert!(b.len() >= 2, "{b:?}");
+    assert!(
+        b[0].1 > 200,
+        "the second node starts from the stored estimate: {b:?}"
+    );
+    // Every file but the close's remainder is near the target.
+    for &(_, _, bytes) in &b[..b.len() - 1] {
+        assert!(
+            (TARGET * 9 / 10..=TARGET * 11 / 10).contains(&bytes),
+            "files should come out near the target: {b:?}"
+        );
+    }
+    // What Redis holds: `<RedisDataPrefix>-size:<key>`, in its versioned form, expiring.
+    let mut c = redis.conn().unwrap();
+    let names: Vec<String> = redis::cmd("KEYS").arg("data-size:*").query(&mut c).unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let note: String = redis::cmd("GET").arg(&names[0]).query(&mut c).unwrap();
+    assert!(note.starts_with("v1 "), "{note}");
+    let ttl: i64 = redis::cmd("TTL").arg(&names[0]).query(&mut c).unwrap();
+    assert!((2_500_000..=2_592_000).contains(&ttl), "{ttl}");
 }
 
 /// A batch larger than one read page (10,000 records) is read back whole and in order.

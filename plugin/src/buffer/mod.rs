@@ -40,6 +40,7 @@ impl Batch {
             records: self.records.len(),
             bytes: self.bytes,
             schema: None,
+            size_note: None,
         }
     }
 
@@ -79,6 +80,9 @@ pub struct BatchInfo {
     pub bytes: u64,
     /// The key's schema after this batch (dynamic records), to be stored with the ack.
     pub schema: Option<Arc<str>>,
+    /// The key's `FileTargetSize` estimate after this batch, to be stored with the ack
+    /// where other nodes can read it.
+    pub size_note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,6 +196,12 @@ pub trait Buffer: Send {
 
     /// Moves up to `max` of the oldest pending records of `key` into a batch.
     fn take(&mut self, key: &PartitionKey, max: usize) -> Result<Option<Batch>, BufferError>;
+
+    /// The `FileTargetSize` estimate stored for `key` with an earlier ack, by this node
+    /// or another (a shared buffer); `None` where the buffer keeps none.
+    fn size_note(&mut self, _key: &PartitionKey) -> Option<String> {
+        None
+    }
 
     /// The batch's file is written: forget it.
     fn ack(&mut self, batch: &BatchInfo);

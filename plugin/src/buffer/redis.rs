@@ -6,6 +6,7 @@
 //! flight `<RedisDataPrefix>-inflight:<key>` with its id in `<RedisDataPrefix>-inflight-id:<key>`,
 //! failure counts in the hash `<RedisRecoveryKey>:<key>`, the schema of a key of
 //! dynamic records in `<RedisDataPrefix>-schema:<key>` (kept 30 days after its last file),
+//! the `FileTargetSize` estimate of a key in `<RedisDataPrefix>-size:<key>` (likewise),
 //! the marker of a receive whose reply was lost, `<RedisDataPrefix>-push:<id>`, and the
 //! answer to an HTTP request with an idempotency key, `<RedisDataPrefix>-idem:<hash>`.
 //!
@@ -86,12 +87,14 @@ return {want, ARGV[2]}
 const READ_PAGE: usize = 10_000;
 
 const ACK: &str = r#"
--- KEYS: inflight, inflight_id, lock, keys set, data, schema; ARGV: token, batch id, key, schema
+-- KEYS: inflight, inflight_id, lock, keys set, data, schema, size estimate;
+-- ARGV: token, batch id, key, schema, size estimate
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -2 end
 -- UNLINK frees the list off Redis's main thread (DEL of 350k records held it 10 ms).
 redis.call('UNLINK', KEYS[1], KEYS[2])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[6], ARGV[4], 'EX', 2592000) end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[7], ARGV[5], 'EX', 2592000) end
 if redis.call('LLEN', KEYS[5]) == 0 then redis.call('SREM', KEYS[4], ARGV[3]) end
 return 1
 "#;
@@ -140,6 +143,9 @@ impl<'c> Names<'c> {
     }
     pub fn schema(&self, k: &PartitionKey) -> String {
         format!("{}-schema:{}", self.cfg.data_prefix, k)
+    }
+    pub fn size(&self, k: &PartitionKey) -> String {
+        format!("{}-size:{}", self.cfg.data_prefix, k)
     }
     pub fn push_marker(&self, id: &str) -> String {
         format!("{}-push:{}", self.cfg.data_prefix, id)
@@ -537,6 +543,16 @@ impl Buffer for RedisBuffer {
         }))
     }
 
+    /// Read once per key and process (the caller remembers it asked). Redis being away
+    /// only means sizing starts from `BufferSize`, as without a shared estimate.
+    fn size_note(&mut self, key: &PartitionKey) -> Option<String> {
+        let name = Names::new(&self.cfg).size(key);
+        self.conn
+            .with(|c| redis::cmd("GET").arg(&name).query::<Option<String>>(c))
+            .ok()
+            .flatten()
+    }
+
     fn ack(&mut self, batch: &BatchInfo) {
         let Some(h) = self.held.remove(&batch.key) else {
             return;
@@ -546,15 +562,17 @@ impl Buffer for RedisBuffer {
         }
         let names = Names::new(&self.cfg);
         let k = &batch.key;
-        let (f, fid, lock, keys, d, sk) = (
+        let (f, fid, lock, keys, d, sk, size) = (
             names.inflight(k),
             names.inflight_id(k),
             names.lock(k),
             names.keys().to_string(),
             names.data(k),
             names.schema(k),
+            names.size(k),
         );
         let schema = batch.schema.as_deref().unwrap_or("");
+        let size_note = batch.size_note.as_deref().unwrap_or("");
         let (script, token) = (&self.ack_script, self.token.clone());
         let id = batch.id.to_string();
         // If this fails (Redis down, lock lost), the batch stays in flight and is written
@@ -567,10 +585,12 @@ impl Buffer for RedisBuffer {
                 .key(&keys)
                 .key(&d)
                 .key(&sk)
+                .key(&size)
                 .arg(&token)
                 .arg(&id)
                 .arg(k.as_str())
                 .arg(schema)
+                .arg(size_note)
                 .invoke::<i64>(c)
         });
         if matches!(acked, Ok(1))

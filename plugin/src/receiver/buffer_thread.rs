@@ -153,7 +153,7 @@ impl BufferThread {
                 if self.closing.is_none() {
                     for (key, len) in lens {
                         self.buffer.noted(&key, len);
-                        if len >= self.sizing.rows(&key) {
+                        if len >= self.rows(&key) {
                             self.take_key(&key, Reason::Size, false);
                         }
                     }
@@ -190,7 +190,7 @@ impl BufferThread {
                 Metrics::add(&self.shared.metrics.records_in, n as u64);
                 let _ = p.reply.send(Ok(()));
                 for (key, len) in lens {
-                    if len >= self.sizing.rows(&key) {
+                    if len >= self.rows(&key) {
                         self.take_key(&key, Reason::Size, false);
                     }
                 }
@@ -247,10 +247,20 @@ impl BufferThread {
         }
     }
 
+    /// Records of `key` that make a batch; the first time a key is sized, what the
+    /// buffer keeps of other nodes' estimates is asked for.
+    fn rows(&mut self, key: &PartitionKey) -> usize {
+        if self.sizing.wants_shared(key) {
+            let note = self.buffer.size_note(key);
+            self.sizing.adopt(key, note.as_deref());
+        }
+        self.sizing.rows(key)
+    }
+
     /// Takes batches of `key`: whole batches (see [`FileSizing`]), or everything with
     /// `all`.
     fn take_key(&mut self, key: &PartitionKey, reason: Reason, all: bool) {
-        let rows = self.sizing.rows(key);
+        let rows = self.rows(key);
         loop {
             let pending = self.buffer.pending(key);
             if pending == 0 || (!all && (pending < rows || !self.sizing.ready(key))) {
@@ -338,7 +348,7 @@ impl BufferThread {
     fn on_done(&mut self, d: Done) {
         let Done {
             id,
-            written: acked,
+            written: mut acked,
             result,
         } = d;
         self.in_flight.remove(&id);
@@ -346,8 +356,9 @@ impl BufferThread {
         let mut lost = 0;
         let (written, error) = match result {
             Ok(w) => {
-                self.buffer.ack(&acked);
                 self.sizing.learn(&acked.key, &w);
+                acked.size_note = self.sizing.note(&acked.key);
+                self.buffer.ack(&acked);
                 (w, None)
             }
             Err((f, unwritten)) => {

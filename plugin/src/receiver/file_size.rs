@@ -13,10 +13,15 @@
 //! otherwise a small first file would overstate them. Until a file of at least half the
 //! target has been written, size triggers take one batch at a time (a probe) and wait
 //! for what it teaches, rather than cut a burst into many files from a rough guess.
+//!
+//! A durable buffer shared by several nodes also shares the estimates: each written
+//! file's estimate is stored with the batch's ack, and a node asks for a key's estimate
+//! the first time it needs one. So a node that restarts, or flushes a key for the first
+//! time, sizes its files from what any node learned, instead of probing again.
 
 use crate::flush::Written;
 use crate::partition::PartitionKey;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use ulid::Ulid;
 
@@ -37,6 +42,41 @@ struct Estimate {
     bytes: u64,
 }
 
+/// The version tag of a stored estimate, so a later format is ignored rather than
+/// misread by an older node.
+const NOTE_VERSION: &str = "v1";
+
+impl Estimate {
+    /// The form stored in a shared buffer: `v1 <bytes per row> <footer> <rows> <bytes>`.
+    fn note(&self) -> String {
+        format!(
+            "{NOTE_VERSION} {} {} {} {}",
+            self.bytes_per_row, self.footer, self.rows, self.bytes
+        )
+    }
+
+    /// Reads a stored estimate; anything malformed or out of range is no estimate.
+    fn from_note(note: &str) -> Option<Estimate> {
+        let mut it = note.split(' ');
+        if it.next()? != NOTE_VERSION {
+            return None;
+        }
+        let e = Estimate {
+            bytes_per_row: it.next()?.parse().ok()?,
+            footer: it.next()?.parse().ok()?,
+            rows: it.next()?.parse().ok()?,
+            bytes: it.next()?.parse().ok()?,
+        };
+        let sane = e.bytes_per_row.is_finite()
+            && e.bytes_per_row > 0.0
+            && e.footer.is_finite()
+            && e.footer >= 0.0
+            && e.rows > 0
+            && it.next().is_none();
+        sane.then_some(e)
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct FileSizing {
     target: Option<NonZeroU64>,
@@ -48,6 +88,8 @@ pub(super) struct FileSizing {
     /// A size-triggered batch taken while the estimate is rough: until it is written,
     /// further size triggers wait for what it teaches.
     probe: Option<Ulid>,
+    /// Keys whose shared estimate was asked for (asked once; bounded like `per_key`).
+    asked: HashSet<PartitionKey>,
 }
 
 impl FileSizing {
@@ -58,7 +100,43 @@ impl FileSizing {
             per_key: HashMap::new(),
             latest: None,
             probe: None,
+            asked: HashSet::new(),
         }
+    }
+
+    /// Whether `key`'s shared estimate should be asked for: sizing is on, the key has
+    /// no estimate of its own, and it was not asked for yet.
+    pub(super) fn wants_shared(&self, key: &PartitionKey) -> bool {
+        self.target.is_some() && !self.per_key.contains_key(key) && !self.asked.contains(key)
+    }
+
+    /// Takes what a shared buffer held for `key` (`None`: nothing, or unreadable).
+    /// Marks the key as asked either way, so it is asked once.
+    pub(super) fn adopt(&mut self, key: &PartitionKey, note: Option<&str>) {
+        if self.asked.len() >= MAX_KEYS {
+            self.asked.clear();
+        }
+        self.asked.insert(key.clone());
+        if let Some(e) = note.and_then(Estimate::from_note) {
+            self.insert(key, e);
+            if self.latest.is_none() {
+                self.latest = Some(e);
+            }
+        }
+    }
+
+    /// The key's estimate in its stored form, to share after a file of the key was
+    /// written (None without a target or an estimate).
+    pub(super) fn note(&self, key: &PartitionKey) -> Option<String> {
+        self.target?;
+        self.per_key.get(key).map(Estimate::note)
+    }
+
+    fn insert(&mut self, key: &PartitionKey, e: Estimate) {
+        if self.per_key.len() >= MAX_KEYS && !self.per_key.contains_key(key) {
+            self.per_key.clear();
+        }
+        self.per_key.insert(key.clone(), e);
     }
 
     fn estimate(&self, key: &PartitionKey) -> Option<&Estimate> {
@@ -140,10 +218,7 @@ impl FileSizing {
             Some(old) => near_target || new.rows >= old.rows,
         };
         if better(self.per_key.get(key)) {
-            if self.per_key.len() >= MAX_KEYS && !self.per_key.contains_key(key) {
-                self.per_key.clear();
-            }
-            self.per_key.insert(key.clone(), new);
+            self.insert(key, new);
         }
         if better(self.latest.as_ref()) {
             self.latest = Some(new);
@@ -263,6 +338,43 @@ mod tests {
         let mut s = sizing(1);
         s.learn(&key("a"), &file(1, 1_000_000, 0));
         assert_eq!(s.rows(&key("a")), 1, "at least one record");
+    }
+
+    #[test]
+    fn estimates_are_shared_in_a_stored_form_and_asked_for_once() {
+        let mut a = sizing(1_000_000);
+        assert_eq!(a.note(&key("k")), None, "nothing learned yet");
+        a.learn(&key("k"), &file(4000, 1_000_000, 10_000));
+        let note = a.note(&key("k")).unwrap();
+        // Another node: asks once, then sizes the key as the first node would.
+        let mut b = sizing(1_000_000);
+        assert!(b.wants_shared(&key("k")));
+        b.adopt(&key("k"), Some(&note));
+        assert!(!b.wants_shared(&key("k")));
+        assert_eq!(b.rows(&key("k")), a.rows(&key("k")));
+        assert_eq!(b.rows(&key("k")), 4000);
+        // Near the target already: no probe on the new node.
+        b.taken(&key("k"), Ulid(1));
+        assert!(b.ready(&key("k")));
+        assert_eq!(b.note(&key("k")), Some(note), "the same form back");
+        // Nothing stored, or something unreadable: asked once, sized from BufferSize.
+        for bad in [
+            None,
+            Some("v2 1 2 3 4"),
+            Some("v1 0 0 1 1"),
+            Some("v1 nan 0 1 1"),
+            Some("v1 1 2 3"),
+        ] {
+            let mut c = sizing(1_000_000);
+            c.adopt(&key("k"), bad);
+            assert!(!c.wants_shared(&key("k")), "{bad:?}");
+            assert_eq!(c.rows(&key("k")), 100, "{bad:?}");
+        }
+        // Without a target nothing is asked for or shared.
+        let mut d = sizing(0);
+        assert!(!d.wants_shared(&key("k")));
+        d.learn(&key("k"), &file(4000, 1_000_000, 0));
+        assert_eq!(d.note(&key("k")), None);
     }
 
     #[test]
