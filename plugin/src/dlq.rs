@@ -5,6 +5,10 @@
 //! The file DLQ writes NDJSON, one entry per line:
 //! `{"time": "...", "source": "line 12", "reason": "...", "key": "...", "raw": "..."}`;
 //! `raw` holds the input as text when it is UTF-8, otherwise `raw_base64` holds it.
+//!
+//! A DLQ holds at most `DLQMaxBytes`: a source that sends nothing but garbage would
+//! otherwise fill the disk (or Redis) with copies of it. Entries past the limit are not
+//! kept; the sink says how many it kept, and the caller counts and logs the rest.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -93,14 +97,24 @@ pub fn raw_of_entry(line: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Where rejected records go.
 pub trait DlqSink: Send + Sync {
-    fn push(&self, entries: &[DlqEntry]) -> Result<(), DlqError>;
+    /// Stores `entries`, in order, as far as the sink's limit allows; returns how many
+    /// were kept (the others were over `DLQMaxBytes`).
+    fn push(&self, entries: &[DlqEntry]) -> Result<usize, DlqError>;
     fn describe(&self) -> String;
 }
 
 /// An NDJSON dead-letter file, created on the first entry.
 pub struct FileDlq {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    /// Most bytes the file may hold (0: no limit).
+    max_bytes: u64,
+    file: Mutex<Option<OpenFile>>,
+}
+
+/// The open file and its size (what was there before, plus what this process wrote).
+struct OpenFile {
+    file: File,
+    len: u64,
 }
 
 impl FileDlq {
@@ -108,8 +122,15 @@ impl FileDlq {
     pub fn at_file(path: impl Into<PathBuf>) -> Self {
         FileDlq {
             path: path.into(),
+            max_bytes: 0,
             file: Mutex::new(None),
         }
+    }
+
+    /// At most `max_bytes` in the file, counting what it held before (0: no limit).
+    pub fn with_limit(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// Entries go to a new file in `dir`, named by start time and process id.
@@ -135,37 +156,49 @@ impl FileDlq {
 }
 
 impl DlqSink for FileDlq {
-    fn push(&self, entries: &[DlqEntry]) -> Result<(), DlqError> {
+    fn push(&self, entries: &[DlqEntry]) -> Result<usize, DlqError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let err = |e| DlqError {
             path: self.path.display().to_string(),
             source: e,
         };
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(err)?;
-            }
-            *guard = Some(
-                OpenOptions::new()
+        let f = match guard.as_mut() {
+            Some(f) => f,
+            None => {
+                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(err)?;
+                }
+                let file = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&self.path)
-                    .map_err(err)?,
-            );
-        }
+                    .map_err(err)?;
+                let len = file.metadata().map_err(err)?.len();
+                guard.insert(OpenFile { file, len })
+            }
+        };
         let mut text = String::new();
+        let mut kept = 0;
         for e in entries {
-            text.push_str(&e.to_json());
+            let line = e.to_json();
+            let after = f.len + (text.len() + line.len() + 1) as u64;
+            if self.max_bytes > 0 && after > self.max_bytes {
+                continue;
+            }
+            text.push_str(&line);
             text.push('\n');
+            kept += 1;
         }
-        let f = guard
-            .as_mut()
-            .ok_or_else(|| err(std::io::Error::other("DLQ file not open")))?;
-        f.write_all(text.as_bytes()).map_err(err)?;
-        f.flush().map_err(err)
+        if text.is_empty() {
+            return Ok(0);
+        }
+        f.file.write_all(text.as_bytes()).map_err(err)?;
+        f.file.flush().map_err(err)?;
+        f.len += text.len() as u64;
+        Ok(kept)
     }
 
     fn describe(&self) -> String {
@@ -177,8 +210,9 @@ impl DlqSink for FileDlq {
 pub struct NoDlq;
 
 impl DlqSink for NoDlq {
-    fn push(&self, _: &[DlqEntry]) -> Result<(), DlqError> {
-        Ok(())
+    /// Takes every entry (and drops it: that is what UseDLQ=false asks for).
+    fn push(&self, entries: &[DlqEntry]) -> Result<usize, DlqError> {
+        Ok(entries.len())
     }
     fn describe(&self) -> String {
         "disabled (UseDLQ=false)".into()
@@ -208,5 +242,33 @@ mod tests {
         assert_eq!(lines[0]["raw"], "{bad");
         assert_eq!(lines[0]["key"], "a:b");
         assert_eq!(lines[1]["raw_base64"], "//4=");
+    }
+
+    #[test]
+    fn a_file_holds_at_most_its_limit_counting_what_it_held_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.dlq.ndjson");
+        std::fs::write(&path, "x".repeat(100) + "\n").unwrap();
+        let entry = |n: usize| DlqEntry::new("line 1", "bad", "r".repeat(n).as_bytes());
+        let line = |n: usize| entry(n).to_json().len() as u64 + 1;
+        let limit = 101 + 2 * line(200) + line(10);
+        let d = FileDlq::at_file(&path).with_limit(limit);
+        // Two fit, the third (as large) does not, a small one after it still does.
+        assert_eq!(d.push(&[entry(200), entry(200), entry(200)]).unwrap(), 2);
+        assert_eq!(d.push(&[entry(10)]).unwrap(), 1);
+        assert_eq!(d.push(&[entry(1)]).unwrap(), 0, "full");
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(len <= limit && len > limit - line(1), "{len} of {limit}");
+        // A new process appending to the same file counts what is there.
+        let again = FileDlq::at_file(&path).with_limit(limit);
+        assert_eq!(again.push(&[entry(1)]).unwrap(), 0);
+        // Every line kept is a whole entry.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().skip(1).count(), 3);
+        for l in text.lines().skip(1) {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+        // Without a limit, everything is kept.
+        assert_eq!(FileDlq::at_file(&path).push(&[entry(500)]).unwrap(), 1);
     }
 }

@@ -25,6 +25,7 @@ use crate::writer::recovery::{Pass, RecoveryStore};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// What the pipeline's background threads share.
@@ -58,8 +59,25 @@ impl Shared {
         if !self.use_dlq {
             return Ok(());
         }
-        self.dlq.push(entries)?;
-        Metrics::add(&self.metrics.dlq_records, entries.len() as u64);
+        let kept = self.dlq.push(entries)?;
+        Metrics::add(&self.metrics.dlq_records, kept as u64);
+        let dropped = (entries.len() - kept.min(entries.len())) as u64;
+        if dropped > 0 {
+            // Said once at error level; the counter and the warnings above tell the rest.
+            if self
+                .metrics
+                .dlq_dropped
+                .fetch_add(dropped, Ordering::Relaxed)
+                == 0
+            {
+                log_at!(
+                    self.log,
+                    Level::Error,
+                    "the dead-letter queue ({}) is at DLQMaxBytes: rejected records are now counted (d2p_dlq_dropped_total) and logged, not kept",
+                    self.dlq.describe()
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -1228,3 +1228,92 @@ fn two_flushing_nodes_with_a_file_target_write_each_record_once() {
         "a file far above the target: {sizes:?}"
     );
 }
+
+/// `DLQMaxBytes` bounds the dead-letter queue with either buffer: the file, or the Redis
+/// list. Rejected records past it are counted, not kept; the good records of the same
+/// batches are still written, each once.
+#[test]
+fn the_dlq_holds_at_most_its_limit_with_either_buffer() {
+    use data2parquet::metrics::Metrics;
+    const LIMIT: u64 = 16 * 1024;
+    let redis = RedisServer::start();
+    for buffer in ["mem", "redis"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let dlq_dir = dir.path().join("dlq");
+        let (receiver, spec) = library_receiver(
+            &redis.addr(),
+            &out,
+            "3000",
+            &[
+                ("BufferType", buffer),
+                ("DLQPath", dlq_dir.to_str().unwrap()),
+                ("DLQMaxBytes", "16KiB"),
+            ],
+        );
+        let mut d = data2parquet::ingest::Decoder::new(&spec);
+        let mut good = Vec::new();
+        for round in 0..4 {
+            let mut batch = data2parquet::ingest::KeyedBatch::new();
+            for i in 0..50 {
+                // A truncated record of about 300 bytes, then a good one.
+                let mut bad = format!(r#"{{"message":"{}"#, "x".repeat(280)).into_bytes();
+                assert!(!d.json(&mut bad, || format!("round {round} bad {i}"), &mut batch));
+                let id = format!("{buffer}-{round}-{i}");
+                let mut ok = format!(r#"{{"id":"{id}","message":"ok"}}"#).into_bytes();
+                assert!(d.json(&mut ok, || id.clone(), &mut batch));
+                good.push(id);
+            }
+            receiver.submit(batch).unwrap();
+        }
+        let m = receiver.metrics();
+        let (kept, dropped) = (Metrics::get(&m.dlq_records), Metrics::get(&m.dlq_dropped));
+        assert_eq!(
+            kept + dropped,
+            200,
+            "{buffer}: every rejected record is counted"
+        );
+        assert!(
+            kept > 0 && dropped > 0,
+            "{buffer}: {kept} kept, {dropped} dropped"
+        );
+        let report = receiver.close();
+        assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
+        exactly_once(&[&out], &good);
+        let entries: Vec<String> = if buffer == "mem" {
+            let files: Vec<_> = std::fs::read_dir(&dlq_dir).unwrap().collect();
+            assert_eq!(files.len(), 1);
+            let path = files[0].as_ref().unwrap().path();
+            assert!(std::fs::metadata(&path).unwrap().len() <= LIMIT);
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect()
+        } else {
+            let mut c = redis.conn().unwrap();
+            let v: Vec<String> = redis::cmd("LRANGE")
+                .arg("dlq:_unkeyed")
+                .arg(0)
+                .arg(-1)
+                .query(&mut c)
+                .unwrap();
+            let used: u64 = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg("dlq:_unkeyed")
+                .query(&mut c)
+                .unwrap();
+            // Each entry was pushed only while the list's estimate left room for it.
+            assert!(used <= LIMIT + 1024, "{used}");
+            let _: i64 = redis::cmd("DEL").arg("dlq:_unkeyed").query(&mut c).unwrap();
+            v
+        };
+        assert_eq!(entries.len() as u64, kept, "{buffer}");
+        let bytes: usize = entries.iter().map(String::len).sum();
+        assert!(bytes as u64 <= LIMIT, "{buffer}: {bytes}");
+        // The oldest are kept, whole, with their reason and raw input.
+        let first: Value = serde_json::from_str(&entries[0]).unwrap();
+        assert_eq!(first["source"], "round 0 bad 0", "{buffer}");
+        assert!(first["raw"].as_str().unwrap().ends_with("xxx"), "{first}");
+    }
+}

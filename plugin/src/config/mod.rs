@@ -244,6 +244,8 @@ pub struct Config {
     pub partition_time: PartitionTime,
     pub max_record_bytes: usize,
     pub dlq_path: PathBuf,
+    /// DLQMaxBytes: most bytes the dead-letter queue may hold (0: no limit).
+    pub dlq_max_bytes: u64,
     /// MetricsFile: where to keep a Prometheus snapshot, if anywhere.
     pub metrics_file: Option<PathBuf>,
     pub recovery_path: PathBuf,
@@ -482,6 +484,7 @@ impl ConfigBuilder {
                 partition_time: PartitionTime::Flush,
                 max_record_bytes: 16 * 1024 * 1024,
                 dlq_path: PathBuf::new(),
+                dlq_max_bytes: 1024 * 1024 * 1024,
                 recovery_path: PathBuf::new(),
                 recovery_interval: Duration::from_secs(30),
                 fluent_metadata: FluentMetadata::Args,
@@ -684,6 +687,7 @@ impl ConfigBuilder {
                 c.dlq_path = PathBuf::from(nonempty(k, v)?);
                 self.dlq_path_set = true;
             }
+            Key::DLQMaxBytes => c.dlq_max_bytes = parse_bytes(k, v)?,
             Key::RecoveryPath => {
                 c.recovery_path = PathBuf::from(nonempty(k, v)?);
                 self.recovery_path_set = true;
@@ -1046,6 +1050,7 @@ mod tests {
         assert_eq!(c.redis.data_prefix, "data");
         assert_eq!(c.redis.keys, "keys");
         assert_eq!(c.dlq_path, PathBuf::from("./out/_dlq"));
+        assert_eq!(c.dlq_max_bytes, 1 << 30);
     }
 
     #[test]
@@ -1156,6 +1161,19 @@ mod tests {
         let e = target("1000").unwrap_err().to_string();
         assert!(e.contains("FileTargetSize") && e.contains("64KiB"), "{e}");
         assert!(target("big").is_err());
+    }
+
+    #[test]
+    fn dlq_max_bytes_takes_sizes_and_zero_for_no_limit() {
+        let max = |k: &str, v: &str| {
+            let mut b = ConfigBuilder::new();
+            b.set(k, v)?;
+            b.build().map(|c| c.dlq_max_bytes)
+        };
+        assert_eq!(max("DLQMaxBytes", "0").unwrap(), 0);
+        assert_eq!(max("dlq_max_bytes", "16KiB").unwrap(), 16_384);
+        assert_eq!(max("dlqmaxbytes", "2GiB").unwrap(), 2 << 30);
+        assert!(max("DLQMaxBytes", "lots").is_err());
     }
 
     #[test]

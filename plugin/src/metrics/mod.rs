@@ -155,6 +155,8 @@ pub struct Metrics {
     pub records_out: AtomicU64,
     pub records_rejected: AtomicU64,
     pub dlq_records: AtomicU64,
+    /// Rejected records not kept because the DLQ was at DLQMaxBytes.
+    pub dlq_dropped: AtomicU64,
     pub files_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub write_failures: AtomicU64,
@@ -190,7 +192,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -210,6 +212,11 @@ impl Metrics {
                 "d2p_dlq_records_total",
                 "Records sent to the dead-letter queue.",
                 &self.dlq_records,
+            ),
+            (
+                "d2p_dlq_dropped_total",
+                "Rejected records not kept because the dead-letter queue was at DLQMaxBytes.",
+                &self.dlq_dropped,
             ),
             (
                 "d2p_files_written_total",

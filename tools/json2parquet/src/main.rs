@@ -127,6 +127,8 @@ enum Sink {
 struct Totals {
     records: u64,
     rejected: u64,
+    /// Rejected records the DLQ did not keep (over DLQMaxBytes).
+    dlq_dropped: u64,
     bytes: u64,
     /// The records' own schema (single dynamic file).
     schema: Option<DType>,
@@ -150,7 +152,7 @@ fn run() -> Result<i32> {
     let log: Arc<StderrLogger> = StderrLogger::new("json2parquet", cfg.debug, cfg.log_formatter);
     let spec = Arc::new(IngestSpec::from_config(&cfg)?);
     let dlq_file = dlq_path(&args, &cfg);
-    let dlq = FileDlq::at_file(&dlq_file);
+    let dlq = FileDlq::at_file(&dlq_file).with_limit(cfg.dlq_max_bytes);
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -312,7 +314,13 @@ fn run() -> Result<i32> {
         files,
         out_bytes as f64 / 1e6,
         totals.rejected,
-        if totals.rejected > 0 {
+        if totals.dlq_dropped > 0 {
+            format!(
+                " (see {}; {} of them not kept: the file reached DLQMaxBytes)",
+                dlq.path().display(),
+                totals.dlq_dropped
+            )
+        } else if totals.rejected > 0 {
             format!(" (see {})", dlq.path().display())
         } else {
             String::new()
@@ -392,7 +400,7 @@ fn consume(sink: &mut Sink, p: Parsed, dlq: Option<&FileDlq>, totals: &mut Total
             totals.records += records as u64;
             totals.rejected += rejected.len() as u64;
             if let Some(d) = dlq {
-                d.push(&rejected)?;
+                totals.dlq_dropped += (rejected.len() - d.push(&rejected)?) as u64;
             }
             if let Some(s) = schema {
                 totals.schema = Some(match totals.schema.take() {
@@ -408,7 +416,7 @@ fn consume(sink: &mut Sink, p: Parsed, dlq: Option<&FileDlq>, totals: &mut Total
             totals.records += batch.len() as u64;
             totals.rejected += batch.rejected.len() as u64;
             if let Some(d) = dlq {
-                d.push(&batch.rejected)?;
+                totals.dlq_dropped += (batch.rejected.len() - d.push(&batch.rejected)?) as u64;
             }
             batch.rejected.clear();
             // A full buffer means the writers are behind: wait for them, never drop.
