@@ -954,8 +954,6 @@ impl Pusher for RedisPusher {
     }
 }
 
-/// The Redis dead-letter queue: one list per key, `<RedisDLQPrefix>:<key>`, of JSON
-/// entries; records without a key go to `<RedisDLQPrefix>:_unkeyed`.
 /// Appends dead letters to their lists, each list up to a size. The size is what
 /// `MEMORY USAGE` estimates (from a sample of the list's entries, so it costs the same
 /// for any length); a server without the command (an error inside `pcall`) gets no
@@ -979,6 +977,9 @@ end
 return kept
 "#;
 
+/// The Redis dead-letter queue: one list per key, `<RedisDLQPrefix>:<key>`, of JSON
+/// entries; records without a key go to `<RedisDLQPrefix>:_unkeyed`. Each list holds
+/// at most `DLQMaxBytes` (see `DLQ_PUSH`).
 pub struct RedisDlq {
     conn: Mutex<RedisConn>,
     cfg: RedisConfig,
