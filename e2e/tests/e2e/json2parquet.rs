@@ -552,3 +552,42 @@ print(json.dumps({"rows": rows, "meta": meta}, default=lambda b: b.decode()))
     assert!(leaf("tags").iter().all(|&(st, d)| st && !d), "{meta:?}");
     assert!(leaf("level").iter().all(|&s| s == (true, true)), "{meta:?}");
 }
+
+/// `DLQMaxBytes` in json2parquet: the DLQ file stops at the limit, the summary says how
+/// many rejected records were not kept, and every good record is still written.
+#[test]
+fn the_dlq_file_stops_at_dlq_max_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let mut text = String::new();
+    for i in 0..100 {
+        text.push_str(&format!("{{\"message\": \"bad {i} {}\n", "x".repeat(200)));
+        text.push_str(&format!("{{\"message\": \"good {i}\"}}\n"));
+    }
+    write(&input, &text);
+    let out = dir.path().join("out.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .env("D2P_DLQ_MAX_BYTES", "4KiB")
+        .args(["-q", "-o"])
+        .arg(&out)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = data2parquet::readback::file_rows(&out).unwrap();
+    let messages: Vec<&str> = rows
+        .iter()
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| format!("good {i}")).collect();
+    assert_eq!(messages, want);
+    let dlq = dir.path().join("out.dlq.ndjson");
+    let kept = read_dlq(&dlq);
+    assert!(std::fs::metadata(&dlq).unwrap().len() <= 4096);
+    assert!(!kept.is_empty() && kept.len() < 100, "{}", kept.len());
+    assert_eq!(kept[0]["source"], format!("{}:line 1", input.display()));
+    let summary = stderr(&o);
+    assert!(
+        summary.contains("rejected 100")
+            && summary.contains(&format!("{} of them not kept", 100 - kept.len())),
+        "{summary}"
+    );
+}
