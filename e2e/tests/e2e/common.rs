@@ -36,6 +36,19 @@ pub fn run(cmd: &mut Command) -> Output {
     out
 }
 
+/// Whether Python's `duckdb` can be imported (ci/setup installs it); says so when a
+/// test is skipped for want of it.
+pub fn have_duckdb(test: &str) -> bool {
+    let have = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("{test}: python3 duckdb not installed; skipped");
+    }
+    have
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

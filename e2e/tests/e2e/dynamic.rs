@@ -534,12 +534,7 @@ fn http_server_takes_dynamic_records() {
 /// `ignore_errors`) drops the late key and the values that do not fit its sampled types.
 #[test]
 fn duckdb_drops_what_we_keep() {
-    let have = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        eprintln!("duckdb_drops_what_we_keep: python3 duckdb not installed; skipped");
+    if !have_duckdb("duckdb_drops_what_we_keep") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -451,14 +451,7 @@ fn dead_letters_can_be_re_driven() {
 /// DuckDB's own view of the file's metadata shows what was left out and what was kept.
 #[test]
 fn excluded_columns_read_back_the_same_in_duckdb() {
-    let have = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        eprintln!(
-            "excluded_columns_read_back_the_same_in_duckdb: python3 duckdb not installed; skipped"
-        );
+    if !have_duckdb("excluded_columns_read_back_the_same_in_duckdb") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

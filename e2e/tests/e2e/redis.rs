@@ -1000,42 +1000,15 @@ fn file_target_size_sizes_files_with_either_buffer() {
             &redis.addr(),
             &out,
             "3000",
-            &[
-                ("BufferType", buffer),
-                ("BufferSize", "200"),
-                ("FileTargetSize", "256KiB"),
-                ("BufferMaxBytes", "256MiB"),
-                ("FlushInterval", "3600"),
-            ],
+            &[&[("BufferType", buffer)], TARGET_PROPS].concat(),
         );
-        let message = log_message;
         let all = ids(&format!("{buffer}-"), 40_000);
-        for (n, chunk) in all.chunks(1000).enumerate() {
-            let batch = json_batch(&spec, chunk, |i, id| {
-                let m = message(n * 1000 + i);
-                format!(r#"{{"id":"{id}","message":"{m}","time":"2026-11-26T06:00:00Z"}}"#)
-            });
-            receiver.submit(batch).unwrap();
-        }
+        submit_log_messages(&receiver, &spec, &all);
         let report = receiver.close();
         assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
         exactly_once(&[&out], &all);
 
-        // Per file: its rows, its size, and where it starts in the input.
-        let mut files: HashMap<PathBuf, (usize, usize)> = HashMap::new();
-        for (path, row) in read_dir_rows(&out) {
-            let id = extra(&row, "id").unwrap();
-            let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
-            assert_eq!(row["message"], message(i), "{buffer}: record {id}");
-            let f = files.entry(path).or_insert((0, usize::MAX));
-            f.0 += 1;
-            f.1 = f.1.min(i);
-        }
-        let mut files: Vec<(usize, usize, u64)> = files
-            .into_iter()
-            .map(|(p, (rows, first))| (first, rows, std::fs::metadata(p).unwrap().len()))
-            .collect();
-        files.sort();
+        let files = files_by_first_record(&out);
         let sizes: Vec<u64> = files.iter().map(|f| f.2).collect();
         // Oldest first: each file continues where the one before it ended.
         for w in files.windows(2) {
@@ -1073,6 +1046,51 @@ fn log_message(i: usize) -> String {
     )
 }
 
+/// The settings of the `FileTargetSize` tests: a 256 KiB target, a first file of 200
+/// records, room in memory for the bursts, and no interval flush.
+const TARGET_PROPS: &[(&str, &str)] = &[
+    ("BufferSize", "200"),
+    ("FileTargetSize", "256KiB"),
+    ("BufferMaxBytes", "256MiB"),
+    ("FlushInterval", "3600"),
+];
+
+/// Submits one record per id, in bursts of 1,000; record `i` (the id's number after its
+/// last `-`) carries `log_message(i)`.
+fn submit_log_messages(
+    receiver: &data2parquet::receiver::Receiver,
+    spec: &data2parquet::ingest::IngestSpec,
+    all: &[String],
+) {
+    for (n, chunk) in all.chunks(1000).enumerate() {
+        let batch = json_batch(spec, chunk, |i, id| {
+            let m = log_message(n * 1000 + i);
+            format!(r#"{{"id":"{id}","message":"{m}","time":"2026-11-26T06:00:00Z"}}"#)
+        });
+        receiver.submit(batch).unwrap();
+    }
+}
+
+/// Per file under `out`, oldest records first: where it starts in the input, its rows
+/// and its size. Checks every record's message on the way.
+fn files_by_first_record(out: &Path) -> Vec<(usize, usize, u64)> {
+    let mut files: HashMap<PathBuf, (usize, usize)> = HashMap::new();
+    for (path, row) in read_dir_rows(out) {
+        let id = extra(&row, "id").unwrap();
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(row["message"], log_message(i), "record {id}");
+        let f = files.entry(path).or_insert((0, usize::MAX));
+        f.0 += 1;
+        f.1 = f.1.min(i);
+    }
+    let mut files: Vec<_> = files
+        .into_iter()
+        .map(|(p, (rows, first))| (first, rows, std::fs::metadata(p).unwrap().len()))
+        .collect();
+    files.sort();
+    files
+}
+
 /// With the Redis buffer, `FileTargetSize` estimates are stored with the acks: a node
 /// that starts later (here, after the first closed) sizes its first file from what the
 /// first node learned, instead of a `BufferSize` probe.
@@ -1081,44 +1099,13 @@ fn a_new_node_sizes_its_first_file_from_the_estimate_another_node_stored() {
     const TARGET: u64 = 256 * 1024;
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let props = [
-        ("BufferSize", "200"),
-        ("FileTargetSize", "256KiB"),
-        ("BufferMaxBytes", "256MiB"),
-        ("FlushInterval", "3600"),
-    ];
-    // Rows and size of each file under `out`, oldest records first.
-    let files_of = |out: &Path| -> Vec<(usize, usize, u64)> {
-        let mut files: HashMap<PathBuf, (usize, usize)> = HashMap::new();
-        for (path, row) in read_dir_rows(out) {
-            let id = extra(&row, "id").unwrap();
-            let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
-            assert_eq!(row["message"], log_message(i), "record {id}");
-            let f = files.entry(path).or_insert((0, usize::MAX));
-            f.0 += 1;
-            f.1 = f.1.min(i);
-        }
-        let mut v: Vec<_> = files
-            .into_iter()
-            .map(|(p, (rows, first))| (first, rows, std::fs::metadata(p).unwrap().len()))
-            .collect();
-        v.sort();
-        v
-    };
     let mut all = Vec::new();
     let mut outs = Vec::new();
     for node in ["a", "b"] {
         let out = dir.path().join(node);
-        let (receiver, spec) = library_receiver(&redis.addr(), &out, "3000", &props);
+        let (receiver, spec) = library_receiver(&redis.addr(), &out, "3000", TARGET_PROPS);
         let these = ids(&format!("{node}-"), 25_000);
-        for (n, chunk) in these.chunks(1000).enumerate() {
-            receiver
-                .submit(json_batch(&spec, chunk, |i, id| {
-                    let m = log_message(n * 1000 + i);
-                    format!(r#"{{"id":"{id}","message":"{m}","time":"2026-11-26T06:00:00Z"}}"#)
-                }))
-                .unwrap();
-        }
+        submit_log_messages(&receiver, &spec, &these);
         let report = receiver.close();
         assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
         all.extend(these);
@@ -1127,9 +1114,9 @@ fn a_new_node_sizes_its_first_file_from_the_estimate_another_node_stored() {
     let dirs: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
     exactly_once(&dirs, &all);
 
-    let a = files_of(&outs[0]);
+    let a = files_by_first_record(&outs[0]);
     assert_eq!(a[0].1, 200, "the first node probes with BufferSize: {a:?}");
-    let b = files_of(&outs[1]);
+    let b = files_by_first_record(&outs[1]);
     assert!(b.len() >= 2, "{b:?}");
     assert!(
         b[0].1 > 200,
