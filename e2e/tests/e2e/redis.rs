@@ -1304,3 +1304,106 @@ fn the_dlq_holds_at_most_its_limit_with_either_buffer() {
         assert!(first["raw"].as_str().unwrap().ends_with("xxx"), "{first}");
     }
 }
+
+/// `BufferMaxKeys` with either buffer: a submission whose new partition keys would pass
+/// the limit is refused whole (FLB_RETRY / 429) and stores nothing; records of keys
+/// already held still fit; once what is buffered is written, the same submission is
+/// taken. Every record is then written once.
+#[test]
+fn buffer_max_keys_refuses_new_keys_past_it_with_either_buffer() {
+    use data2parquet::receiver::SubmitError;
+    let redis = RedisServer::start();
+    for buffer in ["mem", "redis"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let (receiver, spec) = library_receiver(
+            &redis.addr(),
+            &out,
+            "3000",
+            &[
+                ("BufferType", buffer),
+                ("BufferMaxKeys", "5"),
+                ("BufferFullWait", "0"),
+            ],
+        );
+        // Records (id, service); the service is one of the partition fields.
+        let mut n = 0;
+        let mut records = |services: &[usize]| -> Vec<(String, usize)> {
+            services
+                .iter()
+                .map(|&s| {
+                    n += 1;
+                    (format!("{buffer}-{n}"), s)
+                })
+                .collect()
+        };
+        let batch = |recs: &[(String, usize)]| {
+            let mut d = data2parquet::ingest::Decoder::new(&spec);
+            let mut batch = data2parquet::ingest::KeyedBatch::new();
+            for (id, s) in recs {
+                let mut rec =
+                    format!(r#"{{"id":"{id}","business-service":"svc-{s}","message":"m"}}"#)
+                        .into_bytes();
+                assert!(d.json(&mut rec, || id.clone(), &mut batch));
+            }
+            batch
+        };
+        let ids =
+            |recs: &[(String, usize)]| recs.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>();
+        let mut written = Vec::new();
+        let first = records(&[0, 1, 2, 3, 0, 1]);
+        receiver.submit(batch(&first)).unwrap();
+        written.extend(ids(&first));
+        let refused = records(&[4, 5, 0]);
+        match receiver.submit(batch(&refused)) {
+            Err(SubmitError::Full(why)) => assert!(
+                why.contains("BufferMaxKeys=5") && why.contains("4 partition keys"),
+                "{buffer}: {why}"
+            ),
+            other => panic!("{buffer}: two new keys past the limit were not refused: {other:?}"),
+        }
+        if buffer == "redis" {
+            let mut c = redis.conn().unwrap();
+            let held: i64 = redis::cmd("SCARD").arg("keys").query(&mut c).unwrap();
+            assert_eq!(held, 4, "nothing of the refused push was stored");
+            // Exactly at the limit: one new key and a held one.
+            let fits = records(&[4, 2]);
+            receiver.submit(batch(&fits)).unwrap();
+            written.extend(ids(&fits));
+            let held: i64 = redis::cmd("SCARD").arg("keys").query(&mut c).unwrap();
+            assert_eq!(held, 5);
+        }
+        // Fluent Bit's retry of the refused chunk: taken once what is held is written
+        // (the mem buffer wrote it when it refused; Redis keys drain with a flush).
+        receiver.flush().unwrap();
+        let retry = records(&[4, 5, 0]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match receiver.submit(batch(&retry)) {
+                Ok(_) => break,
+                Err(SubmitError::Full(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("{buffer}: the retry was refused: {e:?}"),
+            }
+        }
+        written.extend(ids(&retry));
+        let report = receiver.close();
+        assert_eq!((report.lost, report.errors.len()), (0, 0), "{report:?}");
+        exactly_once(&[&out], &written);
+        let rows = read_dir_rows(&out);
+        assert_eq!(
+            rows.len(),
+            written.len(),
+            "{buffer}: the refused records were written"
+        );
+        for (id, _) in &refused {
+            assert!(
+                !rows
+                    .iter()
+                    .any(|(_, r)| extra(r, "id") == Some(id.as_str())),
+                "{buffer}: {id} of the refused submission was written"
+            );
+        }
+    }
+}

@@ -1,9 +1,10 @@
 //! The in-memory buffer: fast, bounded, not durable.
 
-use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused, Usage};
+use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Refused, Usage, key_limit};
 use crate::partition::PartitionKey;
 use crate::record::Record;
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 struct Pending {
@@ -14,8 +15,11 @@ struct Pending {
 }
 
 pub struct MemBuffer {
+    /// Keys with pending records only: a key is dropped when its last record is taken,
+    /// so the map's length is what `BufferMaxKeys` limits.
     keys: HashMap<PartitionKey, Pending>,
     max_bytes: u64,
+    max_keys: Option<NonZeroUsize>,
     records: u64,
     bytes: u64,
 }
@@ -26,8 +30,27 @@ impl MemBuffer {
         MemBuffer {
             keys: HashMap::new(),
             max_bytes,
+            max_keys: None,
             records: 0,
             bytes: 0,
+        }
+    }
+
+    /// Limits the keys with pending records (`BufferMaxKeys`); beyond it `push` says Full.
+    pub fn with_max_keys(mut self, max_keys: Option<NonZeroUsize>) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// How many of `groups`' keys hold nothing yet, counted only when they might pass
+    /// the limit (the common case costs no lookups).
+    fn new_keys(&self, groups: &Groups) -> usize {
+        match self.max_keys {
+            Some(max) if self.keys.len() + groups.len() > max.get() => groups
+                .iter()
+                .filter(|(k, _)| !self.keys.contains_key(k))
+                .count(),
+            _ => 0,
         }
     }
 }
@@ -50,6 +73,9 @@ impl Buffer for MemBuffer {
                 )),
                 groups,
             });
+        }
+        if let Err(error) = key_limit(self.keys.len(), self.new_keys(&groups), self.max_keys) {
+            return Err(Refused { error, groups });
         }
         let now = Instant::now();
         let mut lens = Vec::with_capacity(groups.len());
@@ -216,6 +242,48 @@ mod tests {
         assert_eq!(e.groups.len(), 2, "the records come back");
         assert_eq!(m.usage().records, 2, "nothing of the refused push was kept");
         assert_eq!(m.pending(&PartitionKey::from_text("b")), 0);
+    }
+
+    #[test]
+    fn new_keys_past_buffer_max_keys_are_refused_whole_and_known_keys_still_fit() {
+        let k = |i: usize| PartitionKey::from_text(&format!("k{i}"));
+        let mut m = MemBuffer::new(1 << 30).with_max_keys(NonZeroUsize::new(3));
+        // An empty buffer takes any submission, even one with more keys than the limit.
+        let first: Groups = (0..4).map(|i| (k(i), recs(1, "a"))).collect();
+        m.push(first).unwrap();
+        let b = m.take(&k(0), 10).unwrap().unwrap();
+        m.ack(&b.info());
+        let b = m.take(&k(1), 10).unwrap().unwrap();
+        m.ack(&b.info());
+        // Two keys held: one new key fits, two do not, and nothing of that push is kept.
+        let e = m
+            .push(vec![
+                (k(2), recs(1, "b")),
+                (k(8), recs(1, "b")),
+                (k(9), recs(1, "b")),
+            ])
+            .unwrap_err();
+        let BufferError::Full(why) = &e.error else {
+            panic!("{:?}", e.error)
+        };
+        assert!(
+            why.contains("BufferMaxKeys=3") && why.contains("2 more"),
+            "{why}"
+        );
+        assert_eq!(e.groups.len(), 3, "the records come back");
+        assert_eq!((m.usage().keys, m.usage().records), (2, 2));
+        m.push(vec![(k(2), recs(5, "c")), (k(8), recs(1, "c"))])
+            .unwrap();
+        assert_eq!((m.usage().keys, m.pending(&k(2))), (3, 6));
+        // At the limit, records of held keys are still taken.
+        m.push(vec![(k(3), recs(1, "d"))]).unwrap();
+        assert!(m.push(vec![(k(9), recs(1, "d"))]).is_err());
+        // Without a limit, any number of keys.
+        let mut free = MemBuffer::new(1 << 30).with_max_keys(None);
+        for i in 0..50 {
+            free.push(vec![(k(i), recs(1, "e"))]).unwrap();
+        }
+        assert_eq!(free.usage().keys, 50);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! 2. `take` moves up to N records of a key into an in-flight [`Batch`];
 //! 3. `ack` forgets a batch once its file is written; `nack` puts it back in front.
 
+pub mod key_census;
 pub mod mem;
 pub mod redis;
 
@@ -106,6 +107,25 @@ impl BufferError {
     /// `BufferFullWait` before answering.
     pub fn transient(&self) -> bool {
         !matches!(self, BufferError::Rejected(_))
+    }
+}
+
+/// The refusal for a submission that brings `new` keys to a buffer holding `held`, when
+/// that passes `BufferMaxKeys`. An empty buffer takes any submission, so progress is
+/// always possible. Keys are a resource like bytes: each is at least one file at the
+/// next flush, and a partition field with a value per record would otherwise make a
+/// file per record and a buffer that grows with every key.
+pub fn key_limit(
+    held: usize,
+    new: usize,
+    max: Option<std::num::NonZeroUsize>,
+) -> Result<(), BufferError> {
+    match max {
+        Some(max) if held > 0 && held + new > max.get() => Err(BufferError::Full(format!(
+            "{held} partition keys buffered and {new} more would pass BufferMaxKeys={max} \
+             (does PartitionFields name a field with a value per record?)"
+        ))),
+        _ => Ok(()),
     }
 }
 

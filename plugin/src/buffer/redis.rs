@@ -33,6 +33,7 @@
 //! - **Discovery**: the keys set is read at start and swept periodically, so data left
 //!   by crashed or receive-only nodes is flushed; empty keys leave the set atomically.
 
+use super::key_census::KeyCensus;
 use super::{Batch, BatchInfo, Buffer, BufferError, Groups, Pusher, PusherFactory, Refused, Usage};
 use crate::config::RedisConfig;
 use crate::dlq::{DlqEntry, DlqError, DlqSink};
@@ -237,7 +238,7 @@ impl RedisBuffer {
         })?;
         Ok(RedisBuffer {
             conn,
-            pusher: GroupPusher::new(cfg, Arc::default()),
+            pusher: GroupPusher::new(cfg, Arc::default(), Arc::default()),
             cfg: cfg.clone(),
             token: format!("{}-{}", cfg.lock_instance_name, Ulid::generate()),
             skip_flush: cfg.skip_flush,
@@ -254,6 +255,12 @@ impl RedisBuffer {
             held: HashMap::new(),
             undecodable: Vec::new(),
         })
+    }
+
+    /// Limits the keys Redis holds (`BufferMaxKeys`), counted as this node last read them.
+    pub fn with_max_keys(self, max: Option<std::num::NonZeroUsize>) -> Self {
+        *self.pusher.census() = KeyCensus::new(max);
+        self
     }
 
     pub fn token(&self) -> &str {
@@ -307,6 +314,8 @@ impl RedisBuffer {
             }
             self.counts.insert(k, (p, f));
         }
+        let held = self.counts.keys().map(|k| k.as_str().to_string());
+        self.pusher.census().replace(held, now);
         self.last_sweep = Some(now);
         Ok(())
     }
@@ -364,11 +373,12 @@ impl Buffer for RedisBuffer {
     fn pusher_factory(&self) -> Option<PusherFactory> {
         let cfg = self.cfg.clone();
         let unsettled = self.pusher.unsettled.clone();
+        let census = self.pusher.census.clone();
         Some(std::sync::Arc::new(move || -> Box<dyn Pusher> {
             Box::new(RedisPusher {
                 conn: RedisConn::new(&cfg).ok(),
                 cfg: cfg.clone(),
-                pusher: GroupPusher::new(&cfg, unsettled.clone()),
+                pusher: GroupPusher::new(&cfg, unsettled.clone(), census.clone()),
             })
         }))
     }
@@ -732,6 +742,9 @@ impl Unsettled {
 struct GroupPusher {
     cfg: RedisConfig,
     unsettled: Arc<Mutex<Unsettled>>,
+    /// The keys Redis holds, for `BufferMaxKeys`; shared by the node's pushers and
+    /// refreshed by its sweeps.
+    census: Arc<Mutex<KeyCensus>>,
     /// Markers of pushes that were acknowledged, deleted with the next push: only an
     /// unsettled push needs its marker.
     forget: Vec<String>,
@@ -739,10 +752,15 @@ struct GroupPusher {
 }
 
 impl GroupPusher {
-    fn new(cfg: &RedisConfig, unsettled: Arc<Mutex<Unsettled>>) -> GroupPusher {
+    fn new(
+        cfg: &RedisConfig,
+        unsettled: Arc<Mutex<Unsettled>>,
+        census: Arc<Mutex<KeyCensus>>,
+    ) -> GroupPusher {
         GroupPusher {
             cfg: cfg.clone(),
             unsettled,
+            census,
             forget: Vec::new(),
             buf: Vec::new(),
         }
@@ -750,6 +768,30 @@ impl GroupPusher {
 
     fn known(&self) -> std::sync::MutexGuard<'_, Unsettled> {
         self.unsettled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn census(&self) -> std::sync::MutexGuard<'_, KeyCensus> {
+        self.census.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses a push whose new keys would pass `BufferMaxKeys`, reading the keys set
+    /// again when the count kept here says so.
+    fn admit(
+        &self,
+        conn: &mut RedisConn,
+        groups: &Groups,
+        names: &Names,
+    ) -> Result<(), BufferError> {
+        let read = || {
+            conn.with(|c| {
+                redis::cmd("SMEMBERS")
+                    .arg(names.keys())
+                    .query::<Vec<String>>(c)
+            })
+        };
+        self.census()
+            .admit(groups, Instant::now(), read)
+            .map_err(|e| classify(&e))?
     }
 
     /// Stores every group and returns each key's length after the push; or answers why
@@ -782,9 +824,11 @@ impl GroupPusher {
                 }
                 self.known().by_print.remove(p);
                 self.forget_marker(marker);
+                self.census().pushed(groups);
                 return Ok(lens);
             }
         }
+        self.admit(conn, groups, &names)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("SET")
@@ -815,6 +859,7 @@ impl GroupPusher {
         let sent_on = conn.identity();
         match conn.with(|c| pipe.query::<Vec<usize>>(c)) {
             Ok(lens) => {
+                self.census().pushed(groups);
                 self.forget.clear();
                 self.forget.push(marker);
                 if let Some((p, _)) = &retry {

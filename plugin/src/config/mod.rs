@@ -207,6 +207,8 @@ pub struct Config {
     pub buffer_size: usize,
     pub buffer_type: BufferType,
     pub buffer_max_bytes: u64,
+    /// BufferMaxKeys: the most partition keys buffered at once (None: no limit).
+    pub buffer_max_keys: Option<std::num::NonZeroUsize>,
     /// FileTargetSize: the encoded size a key's files aim for (None: BufferSize alone).
     pub file_target_size: Option<std::num::NonZeroU64>,
     pub queue_capacity: usize,
@@ -415,6 +417,7 @@ impl ConfigBuilder {
                 buffer_size: 100,
                 buffer_type: BufferType::Mem,
                 buffer_max_bytes: 64 * 1024 * 1024,
+                buffer_max_keys: std::num::NonZeroUsize::new(10_000),
                 file_target_size: None,
                 queue_capacity: 64,
                 buffer_full_wait: Duration::from_secs(1),
@@ -647,6 +650,13 @@ impl ConfigBuilder {
                 if c.buffer_max_bytes < 1024 {
                     return Err(bad(k, v, "must be at least 1024 bytes"));
                 }
+            }
+            Key::BufferMaxKeys => {
+                c.buffer_max_keys = std::num::NonZeroUsize::new(parse_int::<usize>(
+                    k,
+                    v,
+                    "a count (0 = no limit)",
+                )?);
             }
             Key::FileTargetSize => {
                 let n = parse_bytes(k, v)?;
@@ -1145,6 +1155,23 @@ mod tests {
         assert_eq!(wait("0"), Duration::ZERO);
         assert_eq!(wait("250ms"), Duration::from_millis(250));
         assert_eq!(wait("3"), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn buffer_max_keys_is_a_count_and_0_lifts_the_limit() {
+        let keys = |v: &str| {
+            let mut b = ConfigBuilder::new();
+            b.set("BUFFER-MAX-KEYS", v)?;
+            b.build().map(|c| c.buffer_max_keys.map(|n| n.get()))
+        };
+        assert_eq!(
+            Config::default().buffer_max_keys.map(|n| n.get()),
+            Some(10_000)
+        );
+        assert_eq!(keys("0").unwrap(), None);
+        assert_eq!(keys("250").unwrap(), Some(250));
+        let e = keys("-1").unwrap_err().to_string();
+        assert!(e.contains("BufferMaxKeys") && e.contains("-1"), "{e}");
     }
 
     #[test]

@@ -205,10 +205,13 @@ impl Parts {
     /// The configured buffer, writers and DLQ.
     pub fn from_config(cfg: &Config) -> Result<Parts, ReceiverError> {
         let buffer: Box<dyn Buffer> = match cfg.buffer_type {
-            crate::config::BufferType::Mem => Box::new(MemBuffer::new(cfg.buffer_max_bytes)),
+            crate::config::BufferType::Mem => {
+                Box::new(MemBuffer::new(cfg.buffer_max_bytes).with_max_keys(cfg.buffer_max_keys))
+            }
             crate::config::BufferType::Redis => Box::new(
                 crate::buffer::redis::RedisBuffer::connect(&cfg.redis, cfg.flush_interval)
-                    .map_err(|e| ReceiverError::Other(e.to_string()))?,
+                    .map_err(|e| ReceiverError::Other(e.to_string()))?
+                    .with_max_keys(cfg.buffer_max_keys),
             ),
         };
         let mut writers = Vec::new();
