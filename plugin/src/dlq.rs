@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One rejected record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +107,12 @@ pub trait DlqSink: Send + Sync {
 /// An NDJSON dead-letter file, created on the first entry.
 pub struct FileDlq {
     path: PathBuf,
-    /// Most bytes the file may hold (0: no limit).
+    /// Most bytes the file may hold (0: no limit); with `folder`, the folder's files.
     max_bytes: u64,
+    /// The limit covers every `dlq-*.ndjson` in the file's folder: each start of the
+    /// plugin or the HTTP server makes a new file there, and without this every
+    /// restart would add a whole `DLQMaxBytes` to the disk.
+    folder: bool,
     file: Mutex<Option<OpenFile>>,
 }
 
@@ -115,6 +120,18 @@ pub struct FileDlq {
 struct OpenFile {
     file: File,
     len: u64,
+    /// The folder's other DLQ files (with `folder`), and when they were counted.
+    others: u64,
+    counted: Instant,
+}
+
+/// How often a full folder DLQ counts its folder again, so that files an operator
+/// removed (after a replay) make room without a restart.
+const RECOUNT_AFTER: Duration = Duration::from_secs(1);
+
+/// The name of a file [`FileDlq::in_dir`] makes.
+fn is_folder_dlq(name: &str) -> bool {
+    name.starts_with("dlq-") && name.ends_with(".ndjson")
 }
 
 impl FileDlq {
@@ -123,6 +140,7 @@ impl FileDlq {
         FileDlq {
             path: path.into(),
             max_bytes: 0,
+            folder: false,
             file: Mutex::new(None),
         }
     }
@@ -133,7 +151,8 @@ impl FileDlq {
         self
     }
 
-    /// Entries go to a new file in `dir`, named by start time and process id.
+    /// Entries go to a new file in `dir`, named by start time and process id; the
+    /// limit covers the folder's DLQ files together.
     pub fn in_dir(dir: &Path) -> Self {
         let c = crate::timeutil::Civil::from_ns(crate::timeutil::now_ns());
         let name = format!(
@@ -147,7 +166,30 @@ impl FileDlq {
             std::process::id(),
             ulid::Ulid::generate()
         );
-        Self::at_file(dir.join(name))
+        FileDlq {
+            folder: true,
+            ..Self::at_file(dir.join(name))
+        }
+    }
+
+    /// Bytes in the folder's DLQ files other than this one (0 without `folder`, or
+    /// where the folder cannot be read: the file's own limit still holds then).
+    fn others(&self) -> u64 {
+        let (Some(dir), Some(own)) = (self.path.parent(), self.path.file_name()) else {
+            return 0;
+        };
+        if !self.folder || self.max_bytes == 0 {
+            return 0;
+        }
+        let Ok(list) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        list.flatten()
+            .filter(|e| e.file_name() != own && e.file_name().to_str().is_some_and(is_folder_dlq))
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub fn path(&self) -> &Path {
@@ -177,14 +219,26 @@ impl DlqSink for FileDlq {
                     .open(&self.path)
                     .map_err(err)?;
                 let len = file.metadata().map_err(err)?.len();
-                guard.insert(OpenFile { file, len })
+                let (others, counted) = (self.others(), Instant::now());
+                guard.insert(OpenFile {
+                    file,
+                    len,
+                    others,
+                    counted,
+                })
             }
         };
+        let lines: Vec<String> = entries.iter().map(DlqEntry::to_json).collect();
+        let need: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+        let full = self.max_bytes > 0 && f.len + f.others + need > self.max_bytes;
+        if full && self.folder && f.counted.elapsed() >= RECOUNT_AFTER {
+            f.others = self.others();
+            f.counted = Instant::now();
+        }
         let mut text = String::new();
         let mut kept = 0;
-        for e in entries {
-            let line = e.to_json();
-            let after = f.len + (text.len() + line.len() + 1) as u64;
+        for line in lines {
+            let after = f.len + f.others + (text.len() + line.len() + 1) as u64;
             if self.max_bytes > 0 && after > self.max_bytes {
                 continue;
             }
@@ -270,5 +324,33 @@ mod tests {
         }
         // Without a limit, everything is kept.
         assert_eq!(FileDlq::at_file(&path).push(&[entry(500)]).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_folder_dlq_shares_its_limit_with_the_folders_earlier_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |n: usize| DlqEntry::new("chunk 1", "bad", "r".repeat(n).as_bytes());
+        let line = |n: usize| entry(n).to_json().len() as u64 + 1;
+        // An earlier process's file, and a file that is not a DLQ file.
+        let earlier = dir.path().join("dlq-20260101T000000-1-x.ndjson");
+        std::fs::write(&earlier, "e".repeat(999) + "\n").unwrap();
+        std::fs::write(dir.path().join("notes.ndjson"), "n".repeat(5000)).unwrap();
+        let limit = 1000 + 2 * line(100);
+        let d = FileDlq::in_dir(dir.path()).with_limit(limit);
+        assert_eq!(d.push(&[entry(100), entry(100), entry(100)]).unwrap(), 2);
+        let own = std::fs::metadata(d.path()).unwrap().len();
+        assert_eq!(
+            own,
+            2 * line(100),
+            "the earlier file counted, the other one not"
+        );
+        // Once the earlier file is removed (replayed), the next count makes room.
+        std::fs::remove_file(&earlier).unwrap();
+        std::thread::sleep(RECOUNT_AFTER + Duration::from_millis(50));
+        assert_eq!(d.push(&[entry(100), entry(100)]).unwrap(), 2);
+        // At json2parquet's own file, the folder does not count.
+        std::fs::write(&earlier, "e".repeat(999) + "\n").unwrap();
+        let single = FileDlq::at_file(dir.path().join("x.dlq.ndjson")).with_limit(line(100));
+        assert_eq!(single.push(&[entry(100)]).unwrap(), 1);
     }
 }

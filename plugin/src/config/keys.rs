@@ -96,7 +96,7 @@ keys! {
     FlushWorkers, "FlushWorkers", "flush_workers", New, "1", "Threads that convert and write batches.";
     MaxRecordBytes, "MaxRecordBytes", "max_record_bytes", New, "16777216", "Largest single JSON record accepted; larger ones go to the DLQ.";
     DLQPath, "DLQPath", "dlq_path", New, "<WriterFilePath>/_dlq", "Folder of the file dead-letter queue (mem buffer).";
-    DLQMaxBytes, "DLQMaxBytes", "dlq_max_bytes", New, "1GiB", "Most bytes the dead-letter queue may hold: the DLQ file a process writes, or each Redis DLQ list (as Redis's MEMORY USAGE estimates it). Rejected records beyond it are counted (d2p_dlq_dropped_total) and logged, not kept, so a source sending garbage cannot fill the disk or Redis. 0 = no limit.";
+    DLQMaxBytes, "DLQMaxBytes", "dlq_max_bytes", New, "1GiB", "Most bytes the dead-letter queue may hold: the DLQ files in DLQPath together (each start makes a new file there; counted at the first dead letter, and again at most once a second while full, so files removed after a replay make room), json2parquet's DLQ file, or each Redis DLQ list (as Redis's MEMORY USAGE estimates it). Rejected records beyond it are counted (d2p_dlq_dropped_total) and logged, not kept, so a source sending garbage cannot fill the disk or Redis. 0 = no limit.";
     RecoveryPath, "RecoveryPath", "recovery_path", New, "<WriterFilePath>/_recovery", "Folder that keeps batches whose write failed, for retry.";
     S3AccessKey, "S3AccessKey", "s3_access_key", New, "\"\"", "Static access key id (optional; otherwise the default AWS credential chain).";
     S3SecretKey, "S3SecretKey", "s3_secret_key", New, "\"\"", "Static secret access key, with S3AccessKey (never logged).";
