@@ -535,6 +535,21 @@ fn library_receiver(
     )
 }
 
+/// [`library_receiver`] on `buffer` (`mem` or `redis`), for the tests that check a
+/// setting with either buffer.
+fn receiver_on(
+    buffer: &str,
+    redis: &RedisServer,
+    out: &Path,
+    extra: &[(&str, &str)],
+) -> (
+    data2parquet::receiver::Receiver,
+    data2parquet::ingest::IngestSpec,
+) {
+    let settings = [&[("BufferType", buffer)], extra].concat();
+    library_receiver(&redis.addr(), out, "3000", &settings)
+}
+
 /// A batch of one JSON record per id. Each has its time: a record without one is
 /// stamped with the time it is decoded, so a resubmission would be other records.
 fn id_batch(
@@ -996,12 +1011,7 @@ fn file_target_size_sizes_files_with_either_buffer() {
     for buffer in ["mem", "redis"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let (receiver, spec) = library_receiver(
-            &redis.addr(),
-            &out,
-            "3000",
-            &[&[("BufferType", buffer)], TARGET_PROPS].concat(),
-        );
+        let (receiver, spec) = receiver_on(buffer, &redis, &out, TARGET_PROPS);
         let all = ids(&format!("{buffer}-"), 40_000);
         submit_log_messages(&receiver, &spec, &all);
         let report = receiver.close();
@@ -1228,12 +1238,11 @@ fn the_dlq_holds_at_most_its_limit_with_either_buffer() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let dlq_dir = dir.path().join("dlq");
-        let (receiver, spec) = library_receiver(
-            &redis.addr(),
+        let (receiver, spec) = receiver_on(
+            buffer,
+            &redis,
             &out,
-            "3000",
             &[
-                ("BufferType", buffer),
                 ("DLQPath", dlq_dir.to_str().unwrap()),
                 ("DLQMaxBytes", "16KiB"),
             ],
@@ -1316,15 +1325,11 @@ fn buffer_max_keys_refuses_new_keys_past_it_with_either_buffer() {
     for buffer in ["mem", "redis"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let (receiver, spec) = library_receiver(
-            &redis.addr(),
+        let (receiver, spec) = receiver_on(
+            buffer,
+            &redis,
             &out,
-            "3000",
-            &[
-                ("BufferType", buffer),
-                ("BufferMaxKeys", "5"),
-                ("BufferFullWait", "0"),
-            ],
+            &[("BufferMaxKeys", "5"), ("BufferFullWait", "0")],
         );
         // Records (id, service); the service is one of the partition fields.
         let mut n = 0;
