@@ -171,8 +171,70 @@ pub enum FieldRef {
     Meta(String),
     /// An `args` entry of a log record.
     Arg(String),
-    /// A top-level field of a dynamic record, with its default.
-    Field(String),
+    /// A field of a dynamic record, top-level or nested.
+    Field(FieldPath),
+}
+
+/// A field of a dynamic record: `name`, or a path into nested maps, written
+/// `kubernetes.namespace_name` or as Fluent Bit's record accessor
+/// `$kubernetes['namespace_name']` (what its kubernetes filter makes is nested, and
+/// partitioning by namespace is the common case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    /// The dotted name: a top-level key of this name wins (sources that flatten
+    /// nested keys with dots), and a missing field's default is `dynamic_<name>`.
+    name: String,
+    /// The keys that lead to the field through nested maps.
+    keys: Vec<String>,
+}
+
+impl FieldPath {
+    pub fn parse(text: &str) -> Result<FieldPath, String> {
+        let keys: Vec<String> = match text.strip_prefix('$') {
+            Some(rest) => record_accessor(rest)
+                .ok_or_else(|| format!("`{text}` is not a record accessor such as `$a['b']`"))?,
+            None => text.split('.').map(str::to_string).collect(),
+        };
+        if keys.iter().any(String::is_empty) {
+            return Err(format!("`{text}` has an empty key"));
+        }
+        Ok(FieldPath {
+            name: keys.join("."),
+            keys,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The field in `rec`: the top-level key of the dotted name, else the nested path.
+    fn find<'d, 'a>(&self, rec: ValRef<'d, 'a>) -> Option<ValRef<'d, 'a>> {
+        if let Some(v) = rec.get(&self.name) {
+            return Some(v);
+        }
+        if self.keys.len() < 2 {
+            return None;
+        }
+        self.keys.iter().try_fold(rec, |v, k| v.get(k))
+    }
+}
+
+/// The keys of a record accessor after its `$`: `a`, then any number of `['b']` (or
+/// `["b"]`).
+fn record_accessor(text: &str) -> Option<Vec<String>> {
+    let first_end = text.find('[').unwrap_or(text.len());
+    let mut keys = vec![text[..first_end].to_string()];
+    let mut rest = &text[first_end..];
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('[')?;
+        let quote = inner.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+        let inner = &inner[1..];
+        let end = inner.find(quote)?;
+        keys.push(inner[..end].to_string());
+        rest = inner[end + 1..].strip_prefix(']')?;
+    }
+    Some(keys)
 }
 
 /// Parses one field name of `PartitionFields`.
@@ -190,14 +252,17 @@ pub fn parse_field(name: &str, dynamic: bool) -> Result<FieldRef, String> {
         return Ok(FieldRef::Meta(m.to_string()));
     }
     if dynamic {
-        return Ok(FieldRef::Field(name.to_string()));
+        return FieldPath::parse(name).map(FieldRef::Field);
     }
     if let Some(a) = name.strip_prefix("args.") {
         return Ok(FieldRef::Arg(a.to_string()));
     }
     let norm = name.to_lowercase().replace('_', "-");
     Str::from_name(&norm).map(FieldRef::Col).ok_or_else(|| {
-        format!("`{name}` is not a log column, `tag`, `tag[N]`, `meta.<name>` or `args.<name>`")
+        format!(
+            "`{name}` is not a log column, `tag`, `tag[N]`, `meta.<name>` or `args.<name>` \
+             (nested fields such as `kubernetes.namespace_name` need RecordType=dynamic)"
+        )
     })
 }
 
@@ -289,11 +354,11 @@ impl KeySpec {
                 continue;
             }
             match r {
-                FieldRef::Field(f) => match rec.get(f).filter(|v| !v.is_null()) {
+                FieldRef::Field(f) => match f.find(rec).filter(|v| !v.is_null()) {
                     Some(v) => escape_into(&v.to_text(), out),
                     None => {
                         out.push_str("dynamic_");
-                        escape_into(f, out);
+                        escape_into(f.name(), out);
                     }
                 },
                 FieldRef::Col(c) => escape_into(
@@ -527,6 +592,40 @@ mod tests {
     }
 
     #[test]
+    fn dynamic_fields_reach_into_nested_maps_and_a_dotted_top_level_key_wins() {
+        let mut p = crate::decode::json::JsonParser::new();
+        let mut key = |fields: &[&str], json: &str| {
+            let names: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+            let spec = KeySpec::new(&names, true).unwrap();
+            let mut input = json.as_bytes().to_vec();
+            let doc = p.parse(&mut input).unwrap();
+            let mut out = String::new();
+            spec.render_dynamic(doc.root().unwrap(), &Context::default(), &mut out);
+            out
+        };
+        let k8s = r#"{"kubernetes":{"namespace_name":"prod","labels":{"app":"web"}},"n":1}"#;
+        let fields = [
+            "$kubernetes['namespace_name']",
+            "kubernetes.labels.app",
+            "n",
+        ];
+        assert_eq!(key(&fields, k8s), "prod:web:1");
+        let quoted = [r#"$kubernetes["labels"]['app']"#];
+        assert_eq!(key(&quoted, k8s), "web");
+        // A source that flattened the keys: the dotted top-level key wins.
+        let flat = r#"{"kubernetes.namespace_name":"flat","kubernetes":{"namespace_name":"x"}}"#;
+        assert_eq!(key(&["kubernetes.namespace_name"], flat), "flat");
+        // Missing, or a path through a non-map: upstream's default, by the dotted name.
+        assert_eq!(
+            key(&fields[..2], r#"{"kubernetes":"text"}"#),
+            "dynamic_kubernetes.namespace_name:dynamic_kubernetes.labels.app"
+        );
+        for bad in ["$a[b]", "$a['b'", "$a['b']x", "a..b", "$['b']"] {
+            assert!(FieldPath::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn fields_parse() {
         assert_eq!(parse_field("tag[1]", false), Ok(FieldRef::TagPart(1)));
         assert_eq!(parse_field("meta.k", false), Ok(FieldRef::Meta("k".into())));
@@ -537,7 +636,9 @@ mod tests {
         assert!(parse_field("nope", false).is_err());
         assert_eq!(
             parse_field("capability", true),
-            Ok(FieldRef::Field("capability".into()))
+            Ok(FieldRef::Field(FieldPath::parse("capability").unwrap()))
         );
+        let e = parse_field("kubernetes.namespace_name", false).unwrap_err();
+        assert!(e.contains("RecordType=dynamic"), "{e}");
     }
 }

@@ -577,3 +577,73 @@ print(json.dumps(out))
     assert_eq!(rows[27_001]["v"], "s27001");
     assert_eq!(rows.iter().filter(|r| r["late"].is_string()).count(), 5_000);
 }
+
+/// Records as Fluent Bit's kubernetes filter makes them, partitioned through the plugin
+/// by nested fields, one written as a record accessor and one dotted: each record lands
+/// in its namespace's and app's folder, a flattened dotted key wins over the nested
+/// one, and a record without them takes upstream's `dynamic_<field>` default.
+#[test]
+fn plugin_partitions_by_nested_kubernetes_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = dir.path().join("k8s.chunk");
+    let lines = [
+        r#"{"log": "a", "kubernetes": {"namespace_name": "prod", "pod_name": "web-1", "labels": {"app": "web"}}}"#,
+        r#"{"log": "b", "kubernetes": {"namespace_name": "dev", "labels": {"app": "api"}}}"#,
+        r#"{"log": "c", "kubernetes": {"namespace_name": "prod", "labels": {"app": "web"}}}"#,
+        r#"{"log": "d", "kubernetes.namespace_name": "flat", "kubernetes": {"namespace_name": "x"}}"#,
+        r#"{"log": "e"}"#,
+    ];
+    std::fs::write(
+        &chunk,
+        chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let props = host_props(
+        &out,
+        &[
+            (
+                "PartitionFields",
+                "$kubernetes['namespace_name'],kubernetes.labels.app",
+            ),
+            (
+                "PartitionPath",
+                "ns={$kubernetes['namespace_name']}/app={kubernetes.labels.app}",
+            ),
+        ],
+    );
+    let r = run_host(&host_scenario(props, &[chunk]), &[]);
+    assert_eq!(codes(&r, 0), vec![1]);
+    let mut by_folder: Vec<(String, Vec<String>)> = data2parquet::readback::parquet_files(&out)
+        .into_iter()
+        .map(|f| {
+            let folder = f.parent().unwrap().strip_prefix(&out).unwrap();
+            let logs = data2parquet::readback::file_rows(&f)
+                .unwrap()
+                .iter()
+                .map(|row| row["log"].as_str().unwrap().to_string())
+                .collect();
+            (folder.display().to_string(), logs)
+        })
+        .collect();
+    by_folder.sort();
+    let expect =
+        |f: &str, logs: &[&str]| (f.to_string(), logs.iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        by_folder,
+        vec![
+            expect("ns=dev/app=api", &["b"]),
+            expect(
+                "ns=dynamic_kubernetes.namespace_name/app=dynamic_kubernetes.labels.app",
+                &["e"]
+            ),
+            expect("ns=flat/app=dynamic_kubernetes.labels.app", &["d"]),
+            expect("ns=prod/app=web", &["a", "c"]),
+        ]
+    );
+    // The nested map itself is kept whole in the rows.
+    let web = data2parquet::readback::parquet_files(&out.join("ns=prod/app=web"));
+    let rows = data2parquet::readback::file_rows(&web[0]).unwrap();
+    assert_eq!(rows[0]["kubernetes"]["pod_name"], "web-1");
+    assert_eq!(rows[0]["kubernetes"]["labels"]["app"], "web");
+}

@@ -1026,7 +1026,14 @@ fn default_path(rt: RecordType, fields: &[String]) -> String {
         (RecordType::Log, "business-capability") => format!("capability={{{first}}}/{HOURS}"),
         (RecordType::Dynamic, "capability") => format!("{{capability}}/{HOURS}"),
         _ => {
-            let name: String = first
+            // A record accessor's folder name is its dotted form, `$a['b']` as `a_b`.
+            let dotted = match rt {
+                RecordType::Dynamic => crate::partition::FieldPath::parse(first)
+                    .map(|f| f.name().to_string())
+                    .unwrap_or_else(|_| first.to_string()),
+                RecordType::Log => first.to_string(),
+            };
+            let name: String = dotted
                 .chars()
                 .map(|c| {
                     if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -1294,6 +1301,15 @@ mod tests {
         assert_eq!(
             c.partition_path,
             "tag={tag}/year={%Y}/month={%m}/day={%d}/hour={%H}"
+        );
+        let c = build(&[
+            ("RecordType", "dynamic"),
+            ("PartitionFields", "$kubernetes['namespace_name']"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.partition_path,
+            "kubernetes_namespace_name={$kubernetes['namespace_name']}/year={%Y}/month={%m}/day={%d}/hour={%H}"
         );
         let e = build(&[
             ("JsonSchemaPath", "/nonexistent.json"),
