@@ -340,6 +340,46 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_file_carries_its_schema_fingerprint() {
+        let fingerprint = |recs: &[LogRecord], utf8: bool| {
+            let o = ParquetOptions {
+                map_values_utf8: utf8,
+                ..opts(Codec::Snappy, 1 << 20)
+            };
+            let bytes = bytes::Bytes::from(encode_log(recs, &o).unwrap());
+            let reader = SerializedFileReader::new(bytes).unwrap();
+            let kv = reader
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .unwrap();
+            let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
+            assert!(
+                get("ARROW:schema").is_some(),
+                "the Arrow schema is still stored"
+            );
+            get(crate::convert::SCHEMA_FINGERPRINT_KEY).expect("a fingerprint")
+        };
+        let a = fingerprint(&[rec(1)], false);
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(
+            a,
+            fingerprint(&[rec(2), rec(3)], false),
+            "same schema, other rows"
+        );
+        assert_eq!(
+            a,
+            crate::convert::schema_fingerprint(&log_parquet_schema(false).unwrap())
+        );
+        assert_ne!(
+            a,
+            fingerprint(&[rec(1)], true),
+            "UTF8 map values are another schema"
+        );
+    }
+
     fn rec(i: usize) -> LogRecord {
         let mut b = LogBuilder::new();
         b.set(Str::Time, &format!("2026-01-01T00:00:{:02}Z", i % 60));

@@ -17,6 +17,7 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::SchemaDescriptor;
 use std::io::Write;
@@ -26,6 +27,21 @@ pub const SLICE_ROWS: usize = 1024;
 
 /// The root group name upstream's files carry.
 pub const SCHEMA_ROOT: &str = "parquet_go_root";
+
+/// The file metadata key of [`schema_fingerprint`].
+pub const SCHEMA_FINGERPRINT_KEY: &str = "data2parquet.schema_fingerprint";
+
+/// 16 hex digits that change exactly when a file's Parquet schema does (names, types,
+/// repetition, logical types, order), stored in every file's key/value metadata: files
+/// of one schema can be grouped, and a schema change found, without comparing schemas
+/// (DuckDB: `parquet_kv_metadata`). The hash (xxh3) is fixed across versions and
+/// machines.
+pub fn schema_fingerprint(columns: &SchemaDescriptor) -> String {
+    let mut text = Vec::new();
+    parquet::schema::printer::print_schema(&mut text, columns.root_schema());
+    let h = twox_hash::xxhash3_128::Hasher::oneshot(&text);
+    format!("{:016x}", (h >> 64) as u64)
+}
 
 /// A conversion failure. Per-record problems are caught at decoding; what is left here
 /// is the writer itself failing (or a bug), which fails the whole batch.
@@ -105,7 +121,11 @@ impl ParquetOptions {
             .set_created_by(format!(
                 "data2parquet version {}",
                 env!("CARGO_PKG_VERSION")
-            ));
+            ))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                SCHEMA_FINGERPRINT_KEY.to_string(),
+                schema_fingerprint(columns),
+            )]));
         if !self.statistics_exclude.is_empty() || !self.dictionary_exclude.is_empty() {
             for col in columns.columns() {
                 let path = col.path();
