@@ -31,11 +31,13 @@ pub const SCHEMA_ROOT: &str = "parquet_go_root";
 /// The file metadata key of [`schema_fingerprint`].
 pub const SCHEMA_FINGERPRINT_KEY: &str = "data2parquet.schema_fingerprint";
 
-/// 16 hex digits that change exactly when a file's Parquet schema does (names, types,
-/// repetition, logical types, order), stored in every file's key/value metadata: files
-/// of one schema can be grouped, and a schema change found, without comparing schemas
-/// (DuckDB: `parquet_kv_metadata`). The hash (xxh3) is fixed across versions and
-/// machines.
+/// 16 hex digits, the same for files of one Parquet schema and different when the
+/// schema differs (names, types, repetition, logical types, order), stored in every
+/// file's key/value metadata: files of one schema can be grouped, and a schema change
+/// found, without comparing schemas (DuckDB: `parquet_kv_metadata`). It hashes (xxh3)
+/// the schema as the parquet crate prints it, so it is the same on every machine; a
+/// release built on a parquet crate that prints schemas differently may give other
+/// values for the same schema.
 pub fn schema_fingerprint(columns: &SchemaDescriptor) -> String {
     let mut text = Vec::new();
     parquet::schema::printer::print_schema(&mut text, columns.root_schema());
