@@ -8,6 +8,7 @@
 //! with a value per record, where the count runs far past it, not against one key more.
 
 use super::{BufferError, Groups, key_limit};
+use crate::partition::PartitionKey;
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -41,12 +42,6 @@ impl KeyCensus {
         now: Instant,
         read: impl FnOnce() -> Result<Vec<String>, E>,
     ) -> Result<Result<(), BufferError>, E> {
-        let Some(max) = self.max else {
-            return Ok(Ok(()));
-        };
-        if self.keys.len() + groups.len() <= max.get() {
-            return Ok(Ok(()));
-        }
         let verdict = self.count(groups);
         if verdict.is_ok() || self.read_at.is_some_and(|t| now - t < REREAD_AFTER) {
             return Ok(verdict);
@@ -56,11 +51,8 @@ impl KeyCensus {
     }
 
     fn count(&self, groups: &Groups) -> Result<(), BufferError> {
-        let new = groups
-            .iter()
-            .filter(|(k, _)| !self.keys.contains(k.as_str()))
-            .count();
-        key_limit(self.keys.len(), new, self.max)
+        let held = |k: &PartitionKey| self.keys.contains(k.as_str());
+        key_limit(self.keys.len(), groups, self.max, held)
     }
 
     /// `groups` were stored: their keys are held now.
@@ -89,7 +81,6 @@ impl KeyCensus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::partition::PartitionKey;
 
     fn groups(names: &[&str]) -> Groups {
         names

@@ -41,18 +41,6 @@ impl MemBuffer {
         self.max_keys = max_keys;
         self
     }
-
-    /// How many of `groups`' keys hold nothing yet, counted only when they might pass
-    /// the limit (the common case costs no lookups).
-    fn new_keys(&self, groups: &Groups) -> usize {
-        match self.max_keys {
-            Some(max) if self.keys.len() + groups.len() > max.get() => groups
-                .iter()
-                .filter(|(k, _)| !self.keys.contains_key(k))
-                .count(),
-            _ => 0,
-        }
-    }
 }
 
 fn size(recs: &[Record]) -> u64 {
@@ -74,7 +62,8 @@ impl Buffer for MemBuffer {
                 groups,
             });
         }
-        if let Err(error) = key_limit(self.keys.len(), self.new_keys(&groups), self.max_keys) {
+        let held = |k: &PartitionKey| self.keys.contains_key(k);
+        if let Err(error) = key_limit(self.keys.len(), &groups, self.max_keys, held) {
             return Err(Refused { error, groups });
         }
         let now = Instant::now();

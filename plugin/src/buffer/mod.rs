@@ -110,23 +110,30 @@ impl BufferError {
     }
 }
 
-/// The refusal for a submission that brings `new` keys to a buffer holding `held`, when
-/// that passes `BufferMaxKeys`. An empty buffer takes any submission, so progress is
-/// always possible. Keys are a resource like bytes: each is at least one file at the
-/// next flush, and a partition field with a value per record would otherwise make a
-/// file per record and a buffer that grows with every key.
+/// The refusal for `groups` pushed to a buffer that holds `held` keys (`is_held` tells
+/// which), when their new keys would pass `BufferMaxKeys`. The new keys are looked up
+/// only when the sum could pass it, so the common push costs no lookups. An empty
+/// buffer takes any submission, so progress is always possible. Keys are a resource
+/// like bytes: each is at least one file at the next flush, and a partition field with
+/// a value per record would otherwise make a file per record and a buffer that grows
+/// with every key.
 pub fn key_limit(
     held: usize,
-    new: usize,
+    groups: &Groups,
     max: Option<std::num::NonZeroUsize>,
+    is_held: impl Fn(&PartitionKey) -> bool,
 ) -> Result<(), BufferError> {
-    match max {
-        Some(max) if held > 0 && held + new > max.get() => Err(BufferError::Full(format!(
-            "{held} partition keys buffered and {new} more would pass BufferMaxKeys={max} \
-             (does PartitionFields name a field with a value per record?)"
-        ))),
-        _ => Ok(()),
+    let Some(max) = max.filter(|m| held > 0 && held + groups.len() > m.get()) else {
+        return Ok(());
+    };
+    let new = groups.iter().filter(|(k, _)| !is_held(k)).count();
+    if held + new <= max.get() {
+        return Ok(());
     }
+    Err(BufferError::Full(format!(
+        "{held} partition keys buffered and {new} more would pass BufferMaxKeys={max} \
+         (does PartitionFields name a field with a value per record?)"
+    )))
 }
 
 /// Why a key is being flushed (logged, and used by the receiver's decisions).
