@@ -13,8 +13,9 @@ use crate::decode::flb::{self, ChunkStats, Item};
 use crate::decode::frame::{Block, Piece};
 use crate::decode::json::JsonParser;
 use crate::dlq::DlqEntry;
-use crate::partition::{Context, KeySpec, PartitionKey};
+use crate::partition::{Context, FieldPath, KeySpec, PartitionKey};
 use crate::record::dynamic::{DynRecord, FieldAction, time_ns};
+use crate::record::field_rules::FieldRules;
 use crate::record::log_map::FastMap;
 use crate::record::{LogMapper, LogRules, Record};
 use crate::value::{Doc, ValRef};
@@ -33,8 +34,8 @@ pub struct IngestSpec {
 
 /// How `RecordType=dynamic` records are kept.
 pub struct DynamicSpec {
-    pub ignored: FieldSet,
-    pub masked: FieldSet,
+    /// `IgnoredFields` and `MaskFields`, top-level names and nested paths.
+    pub rules: FieldRules,
     /// Fields tried for the event time when the input carries none.
     pub time_keys: Vec<String>,
     /// `JsonSchemaPath`: records that do not fit are rejected.
@@ -42,22 +43,30 @@ pub struct DynamicSpec {
 }
 
 impl DynamicSpec {
-    fn action(&self, key: &str) -> FieldAction {
-        if key == EVENT_TIME {
-            return FieldAction::Drop;
+    /// The rules of `IgnoredFields` and `MaskFields`. An entry names a top-level field
+    /// (a key with dots in its name included, as sources that flatten nested keys
+    /// write them); one with dots, or written as a record accessor
+    /// (`$kubernetes['annotations']`), also names the field inside nested maps.
+    fn rules(ignored: &FieldSet, masked: &FieldSet) -> Result<FieldRules, ConfigError> {
+        let mut rules = FieldRules::new(EVENT_TIME);
+        for (set, action, key) in [
+            (ignored, FieldAction::Drop, "IgnoredFields"),
+            (masked, FieldAction::Mask, "MaskFields"),
+        ] {
+            for entry in set.iter() {
+                if !entry.starts_with('$') {
+                    rules.add(std::slice::from_ref(entry), action);
+                }
+                if entry.starts_with('$') || entry.contains('.') {
+                    let path = FieldPath::parse(entry).map_err(|reason| ConfigError::Invalid {
+                        key: key.into(),
+                        reason,
+                    })?;
+                    rules.add(path.keys(), action);
+                }
+            }
         }
-        if self.ignored.is_empty() && self.masked.is_empty() {
-            return FieldAction::Keep;
-        }
-        // Matched like log fields: case-insensitive, `_` equal to `-`.
-        let norm = key.to_lowercase().replace('_', "-");
-        if self.ignored.contains(&norm) {
-            FieldAction::Drop
-        } else if self.masked.contains(&norm) {
-            FieldAction::Mask
-        } else {
-            FieldAction::Keep
-        }
+        Ok(rules)
     }
 
     /// The event time: `_event_time` (reserved), the input's own time (Fluent Bit), the
@@ -102,8 +111,11 @@ impl IngestSpec {
             fluent_metadata: c.fluent_metadata,
             max_record_bytes: c.max_record_bytes,
             dynamic: DynamicSpec {
-                ignored: c.ignored_fields.clone(),
-                masked: c.mask_fields.clone(),
+                rules: if dynamic {
+                    DynamicSpec::rules(&c.ignored_fields, &c.mask_fields)?
+                } else {
+                    FieldRules::new(EVENT_TIME)
+                },
                 time_keys: c.dynamic_time_keys.clone(),
                 fixed: c.json_schema.clone(),
             },
@@ -296,10 +308,10 @@ impl<'s> Decoder<'s> {
                 let ev = d.event_ns(v, event_ns)?;
                 if !self.dyn_out.keeps_records() {
                     out.count();
-                    if d.ignored.is_empty() && d.masked.is_empty() {
+                    if d.rules.is_empty() {
                         self.dyn_out.take(ev, v);
                     } else {
-                        let rec = DynRecord::filtered(v, ev, &mut self.scratch, |k| d.action(k));
+                        let rec = DynRecord::filtered(v, ev, &mut self.scratch, &d.rules);
                         let mut doc = Doc::new();
                         rec.decode_into(&mut doc)?;
                         if let Some(root) = doc.root() {
@@ -308,7 +320,7 @@ impl<'s> Decoder<'s> {
                     }
                     return Ok(());
                 }
-                let rec = DynRecord::filtered(v, ev, &mut self.scratch, |k| d.action(k));
+                let rec = DynRecord::filtered(v, ev, &mut self.scratch, &d.rules);
                 if self.keyed {
                     self.spec.keyspec.render_dynamic(v, ctx, &mut self.key);
                 } else {

@@ -208,6 +208,11 @@ impl FieldPath {
         &self.name
     }
 
+    /// The keys from the top level down.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
     /// The field in `rec`: the top-level key of the dotted name, else the nested path.
     fn find<'d, 'a>(&self, rec: ValRef<'d, 'a>) -> Option<ValRef<'d, 'a>> {
         if let Some(v) = rec.get(&self.name) {

@@ -647,3 +647,74 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
     assert_eq!(rows[0]["kubernetes"]["pod_name"], "web-1");
     assert_eq!(rows[0]["kubernetes"]["labels"]["app"], "web");
 }
+
+#[test]
+fn plugin_drops_and_masks_nested_kubernetes_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = dir.path().join("k8s.chunk");
+    let lines = [
+        r#"{"log": "a", "token": "t1", "kubernetes": {"pod_name": "web-1", "annotations": {"checksum/config": "abc"}, "labels": {"app": "web", "secret_hash": "s1"}}}"#,
+        r#"{"log": "b", "kubernetes": {"pod_name": "api-1", "annotations": {"x": "y"}, "labels": {"app": "api"}}}"#,
+        r#"{"log": "c", "kubernetes.annotations": "flat"}"#,
+    ];
+    std::fs::write(
+        &chunk,
+        chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let props = host_props(
+        &out,
+        &[
+            ("IgnoredFields", "kubernetes.annotations"),
+            ("MaskFields", "token,$kubernetes['labels']['secret_hash']"),
+        ],
+    );
+    let r = run_host(&host_scenario(props, &[chunk]), &[]);
+    assert_eq!(codes(&r, 0), vec![1]);
+    let files = data2parquet::readback::parquet_files(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut rows = data2parquet::readback::file_rows(&files[0]).unwrap();
+    rows.sort_by_key(|r| r["log"].as_str().unwrap().to_string());
+    let kept: Vec<(Value, Value, Value)> = rows
+        .iter()
+        .map(|r| {
+            assert!(r.get("kubernetes.annotations").is_none(), "{r:?}");
+            (
+                r["log"].clone(),
+                r["token"].clone(),
+                r["kubernetes"].clone(),
+            )
+        })
+        .collect();
+    // The nested maps are kept without the dropped field, with the masked one as `*`;
+    // the dotted entry also drops a top-level key of that name.
+    assert_eq!(
+        kept,
+        vec![
+            (
+                json!("a"),
+                json!("*"),
+                json!({"pod_name": "web-1", "labels": {"app": "web", "secret_hash": "*"}})
+            ),
+            (
+                json!("b"),
+                Value::Null,
+                json!({"pod_name": "api-1", "labels": {"app": "api", "secret_hash": null}})
+            ),
+            (json!("c"), Value::Null, Value::Null),
+        ]
+    );
+
+    // An entry that is not a record accessor stops the plugin at init, naming the key.
+    let props = host_props(&out, &[("MaskFields", "$kubernetes['labels'")]);
+    let r = run_host(&host_scenario(props, &[]), &[]);
+    assert_eq!(r["init"][0]["ok"], false, "{r}");
+    assert!(
+        logs_text(&r)
+            .iter()
+            .any(|(_, m)| m.contains("MaskFields") && m.contains("record accessor")),
+        "{:?}",
+        logs_text(&r)
+    );
+}

@@ -46,8 +46,8 @@ keys! {
     BufferType, "BufferType", "buffer_type", Upstream, "mem", "`mem` (fast, not durable) or `redis` (durable, multi-node).";
     Debug, "Debug", "debug", Upstream, "false", "Verbose logging.";
     FlushInterval, "FlushInterval", "flush_interval", Upstream, "5", "Seconds a record may wait before its key is flushed (also `500ms`, `10s`, `2m`).";
-    IgnoredFields, "IgnoredFields", "ignored_fields", Upstream, "\"\"", "Input fields to drop (log records). Separators: `, ; : | / \\` and space. Names are matched case-insensitively with `_` equal to `-`.";
-    MaskFields, "MaskFields", "mask_fields", Upstream, "\"\"", "Input fields whose value is replaced by `*` (log records). Same syntax as IgnoredFields.";
+    IgnoredFields, "IgnoredFields", "ignored_fields", Upstream, "\"\"", "Input fields to drop. Separators: `, ; : | / \\` and space. Names are matched case-insensitively with `_` equal to `-`. With RecordType=dynamic an entry may name a field inside nested maps, as `kubernetes.annotations` or Fluent Bit's record accessor `$kubernetes['annotations']`: the rest of the map is kept (a dotted entry also matches a top-level key of that name).";
+    MaskFields, "MaskFields", "mask_fields", Upstream, "\"\"", "Input fields whose value is replaced by `*`. Same syntax as IgnoredFields, nested paths included; where both name a field, it is dropped.";
     JsonSchemaPath, "JsonSchemaPath", "json_schema_path", Upstream, "\"\"", "JSON Schema file that fixes the schema of `dynamic` records.";
     LogFormatter, "LogFormatter", "log_formatter", Upstream, "color", "Log line format of the tools: `color`, `text`, `json` or `multi`.";
     RecordType, "RecordType", "record_type", Upstream, "log", "`log` (the fixed upstream schema) or `dynamic` (schema from the data).";

@@ -5,10 +5,11 @@
 //! buffer cheap and lets the converter infer the schema over the whole batch before it
 //! builds any column.
 
+use super::field_rules::FieldRules;
 use crate::decode::msgpack::{Reader, write};
 use crate::value::{Doc, Node, ValRef};
 
-/// What happens to one top-level field when a record is kept.
+/// What happens to a field when a record is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldAction {
     Keep,
@@ -57,37 +58,16 @@ impl DynRecord {
         }
     }
 
-    /// Keeps the fields of `map` that `action` does not drop, masking where it says so.
+    /// Keeps `map` with `rules` applied (fields dropped or masked, nested ones too).
     /// `buf` is scratch space reused across records.
     pub fn filtered(
         map: ValRef<'_, '_>,
         event_ns: i64,
         buf: &mut Vec<u8>,
-        mut action: impl FnMut(&str) -> FieldAction,
+        rules: &FieldRules,
     ) -> DynRecord {
         buf.clear();
-        if map.entries().all(|(k, _)| action(k) == FieldAction::Keep) {
-            write::value(buf, map);
-        } else {
-            let kept = map
-                .entries()
-                .filter(|(k, _)| action(k) != FieldAction::Drop)
-                .count();
-            write::map(buf, kept);
-            for (k, v) in map.entries() {
-                match action(k) {
-                    FieldAction::Drop => {}
-                    FieldAction::Keep => {
-                        write::str(buf, k);
-                        write::value(buf, v);
-                    }
-                    FieldAction::Mask => {
-                        write::str(buf, k);
-                        write::str(buf, "*");
-                    }
-                }
-            }
-        }
+        rules.write_filtered(map, buf);
         DynRecord {
             data: buf.as_slice().into(),
             event_ns,

@@ -2,6 +2,7 @@
 
 pub mod canonical;
 pub mod dynamic;
+pub mod field_rules;
 mod key_memory;
 pub mod log;
 pub mod log_map;
