@@ -107,7 +107,9 @@ mod tests {
             reads += 1;
             Ok::<_, ()>(set(&["a", "b"]))
         });
-        assert!(matches!(v, Ok(Err(BufferError::Full(ref w))) if w.contains("BufferMaxKeys=2")));
+        assert!(
+            matches!(v, Ok(Err(BufferError::TooManyKeys(ref w))) if w.contains("BufferMaxKeys=2"))
+        );
         assert_eq!(reads, 1);
         // Refused again at once, without a read; a held key is still taken.
         assert!(c.admit(&groups(&["c"]), t0, never).unwrap().is_err());

@@ -252,7 +252,7 @@ mod tests {
                 (k(9), recs(1, "b")),
             ])
             .unwrap_err();
-        let BufferError::Full(why) = &e.error else {
+        let BufferError::TooManyKeys(why) = &e.error else {
             panic!("{:?}", e.error)
         };
         assert!(

@@ -91,6 +91,10 @@ pub enum BufferError {
     /// Over its limits: the caller should retry later (FLB_RETRY, HTTP 429).
     #[error("buffer full: {0}")]
     Full(String),
+    /// The submission's new partition keys would pass `BufferMaxKeys`: refused like
+    /// `Full`, and told apart so the metrics and the final answer can name the limit.
+    #[error("buffer full: {0}")]
+    TooManyKeys(String),
     /// The store cannot be reached, or says to come back (Redis down, restarting or
     /// loading its data): retryable, and worth a short wait before answering.
     #[error("buffer unavailable: {0}")]
@@ -103,6 +107,16 @@ pub enum BufferError {
 }
 
 impl BufferError {
+    /// What the store or the limit said, without the kind's prefix.
+    pub fn reason(&self) -> &str {
+        match self {
+            BufferError::Full(s)
+            | BufferError::TooManyKeys(s)
+            | BufferError::Unavailable(s)
+            | BufferError::Rejected(s) => s,
+        }
+    }
+
     /// Whether a retry in a moment may succeed: worth waiting for within
     /// `BufferFullWait` before answering.
     pub fn transient(&self) -> bool {
@@ -130,7 +144,7 @@ pub fn key_limit(
     if held + new <= max.get() {
         return Ok(());
     }
-    Err(BufferError::Full(format!(
+    Err(BufferError::TooManyKeys(format!(
         "{held} partition keys buffered and {new} more would pass BufferMaxKeys={max} \
          (does PartitionFields name a field with a value per record?)"
     )))

@@ -164,6 +164,8 @@ pub struct Metrics {
     pub recovery_stored: AtomicU64,
     pub recovery_resent: AtomicU64,
     pub backpressure: AtomicU64,
+    /// Of `backpressure`, submissions refused for BufferMaxKeys.
+    pub key_limit_refusals: AtomicU64,
     pub full_waits: AtomicU64,
     pub unavailable_waits: AtomicU64,
     pub buffer_records: AtomicU64,
@@ -192,7 +194,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -252,6 +254,11 @@ impl Metrics {
                 "d2p_backpressure_total",
                 "Submissions refused because the buffer was full or unavailable.",
                 &self.backpressure,
+            ),
+            (
+                "d2p_key_limit_refusals_total",
+                "Of d2p_backpressure_total, submissions refused because their new partition keys would pass BufferMaxKeys.",
+                &self.key_limit_refusals,
             ),
             (
                 "d2p_buffer_full_waits_total",

@@ -144,7 +144,7 @@ impl BufferThread {
                     .retain(|q| q.state.load(Ordering::Acquire) != ABANDONED);
                 if !self.parked.is_empty() && p.wait {
                     // Keep arrival order among waiting producers.
-                    self.park(p);
+                    self.park(p, None);
                     return;
                 }
                 self.push(p, true);
@@ -196,16 +196,16 @@ impl BufferThread {
                 }
             }
             Err(Refused { error, groups }) => {
-                if matches!(error, BufferError::Full(_)) {
+                if matches!(error, BufferError::Full(_) | BufferError::TooManyKeys(_)) {
                     // Make room: write what is pending rather than wait for triggers.
                     if make_room && self.queue.is_empty() {
                         self.take_all(Reason::Pressure);
                     }
                     if p.wait {
-                        self.park(Push { groups, ..p });
+                        self.park(Push { groups, ..p }, Some(error));
                         return;
                     }
-                    Metrics::add(&self.shared.metrics.backpressure, 1);
+                    super::count_refusal(&self.shared.metrics, Some(&error));
                 }
                 let _ = p.reply.send(Err(error.into()));
             }
@@ -215,7 +215,17 @@ impl BufferThread {
 
     /// Keeps a submission until room is made. Its producer may give up meanwhile
     /// (BufferFullWait), so it is released to be cancelled.
-    fn park(&mut self, mut p: Push) {
+    /// `cause` is why the buffer refused it; one parked behind others (`None`) shares
+    /// the cause of the first in line.
+    fn park(&mut self, mut p: Push, cause: Option<BufferError>) {
+        let cause = cause.or_else(|| {
+            self.parked
+                .front()
+                .and_then(|q| q.cause.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        });
+        if let Some(c) = cause {
+            *p.cause.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        }
         if !p.waited {
             p.waited = true;
             Metrics::add(&self.shared.metrics.full_waits, 1);

@@ -56,10 +56,20 @@ pub enum SubmitError {
     Closed,
 }
 
+/// Counts a submission refused for lack of room (or an unavailable store), and, apart,
+/// those refused for `BufferMaxKeys`: an operator who sees backpressure needs to know
+/// which limit to look at.
+fn count_refusal(m: &Metrics, cause: Option<&BufferError>) {
+    Metrics::add(&m.backpressure, 1);
+    if let Some(BufferError::TooManyKeys(_)) = cause {
+        Metrics::add(&m.key_limit_refusals, 1);
+    }
+}
+
 impl From<BufferError> for SubmitError {
     fn from(e: BufferError) -> Self {
         match e {
-            BufferError::Full(s) => SubmitError::Full(s),
+            BufferError::Full(s) | BufferError::TooManyKeys(s) => SubmitError::Full(s),
             BufferError::Unavailable(s) | BufferError::Rejected(s) => SubmitError::Unavailable(s),
         }
     }
@@ -155,6 +165,9 @@ enum Msg {
 struct Push {
     groups: Groups,
     state: Arc<AtomicU8>,
+    /// Why it was last parked: the answer its producer gives if it stops waiting names
+    /// the limit (BufferMaxBytes or BufferMaxKeys), not only that the buffer was full.
+    cause: Arc<Mutex<Option<BufferError>>>,
     reply: Tx<Result<(), SubmitError>>,
     /// May wait for room (parked) instead of being answered Full at once.
     wait: bool,
@@ -404,10 +417,12 @@ impl Receiver {
                 .map(|()| accepted(seal.is_some()));
         }
         let state = Arc::new(AtomicU8::new(PENDING));
+        let cause = Arc::new(Mutex::new(None));
         let (reply_tx, reply_rx) = bounded(1);
         let msg = Msg::Push(Push {
             groups,
             state: state.clone(),
+            cause: cause.clone(),
             reply: reply_tx,
             wait: patience != Patience::Never,
             waited: false,
@@ -425,11 +440,11 @@ impl Receiver {
         };
         let sent = match patience {
             Patience::Upto(_) => self.tx.send_deadline(msg, give_up).map_err(|e| match e {
-                SendTimeoutError::Timeout(_) => self.refused("receiver queue stayed full"),
+                SendTimeoutError::Timeout(_) => self.refused("receiver queue stayed full", None),
                 SendTimeoutError::Disconnected(_) => SubmitError::Closed,
             }),
             _ => self.tx.try_send(msg).map_err(|e| match e {
-                TrySendError::Full(_) => self.refused("receiver queue is full"),
+                TrySendError::Full(_) => self.refused("receiver queue is full", None),
                 TrySendError::Disconnected(_) => SubmitError::Closed,
             }),
         };
@@ -440,7 +455,7 @@ impl Receiver {
                 Ok(r) => break r,
                 Err(RecvTimeoutError::Disconnected) => break Err(SubmitError::Closed),
                 Err(RecvTimeoutError::Timeout) => {
-                    if let Some(e) = self.abandon(&state, patience) {
+                    if let Some(e) = self.abandon(&state, &cause, patience) {
                         break Err(e);
                     }
                     // The buffer thread holds it this very moment: it answers or parks it
@@ -454,7 +469,12 @@ impl Receiver {
 
     /// Cancels a submission the buffer thread does not hold, so it can never be stored;
     /// the reason to give the producer, or `None` if it is held right now.
-    fn abandon(&self, state: &AtomicU8, patience: Patience) -> Option<SubmitError> {
+    fn abandon(
+        &self,
+        state: &AtomicU8,
+        cause: &Mutex<Option<BufferError>>,
+        patience: Patience,
+    ) -> Option<SubmitError> {
         let cancel = |from| {
             state
                 .compare_exchange(from, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
@@ -462,17 +482,24 @@ impl Receiver {
         };
         match patience {
             Patience::Upto(d) if cancel(PARKED) => {
-                Some(self.refused(&format!("the buffer stayed full for {d:?}")))
+                let cause = cause.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let why = match &cause {
+                    Some(c) => format!("the buffer stayed full for {d:?}: {}", c.reason()),
+                    None => format!("the buffer stayed full for {d:?}"),
+                };
+                Some(self.refused(&why, cause.as_ref()))
             }
-            Patience::Upto(_) if cancel(PENDING) => Some(self.refused("receiver queue is busy")),
+            Patience::Upto(_) if cancel(PENDING) => {
+                Some(self.refused("receiver queue is busy", None))
+            }
             Patience::Never if cancel(PENDING) => Some(SubmitError::Timeout),
             _ => None,
         }
     }
 
     /// A refusal for lack of room, counted as backpressure.
-    fn refused(&self, why: &str) -> SubmitError {
-        Metrics::add(&self.shared.metrics.backpressure, 1);
+    fn refused(&self, why: &str, cause: Option<&BufferError>) -> SubmitError {
+        count_refusal(&self.shared.metrics, cause);
         SubmitError::Full(why.to_string())
     }
 
@@ -510,7 +537,7 @@ impl Receiver {
             if waited.is_none() {
                 let m = &self.shared.metrics;
                 let counter = match e {
-                    BufferError::Full(_) => &m.full_waits,
+                    BufferError::Full(_) | BufferError::TooManyKeys(_) => &m.full_waits,
                     _ => &m.unavailable_waits,
                 };
                 Metrics::add(counter, 1);
@@ -538,7 +565,7 @@ impl Receiver {
                 Ok(())
             }
             Err(e) => {
-                Metrics::add(&self.shared.metrics.backpressure, 1);
+                count_refusal(&self.shared.metrics, Some(&e));
                 Err(e.into())
             }
         }
@@ -852,7 +879,10 @@ mod tests {
         let refused = |from| {
             let t = Instant::now();
             let e = r.submit(batch(&c, from, 20, 1)).unwrap_err();
-            assert!(matches!(e, SubmitError::Full(_)), "{e:?}");
+            assert!(
+                matches!(&e, SubmitError::Full(why) if why.contains("stayed full for 1s") && why.contains("BufferMaxBytes=4096")),
+                "{e:?}"
+            );
             assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
         };
         r.submit(batch(&c, 0, 20, 1)).unwrap();
@@ -873,11 +903,52 @@ mod tests {
         std::fs::rename(&kept, &out).unwrap();
         r.submit(batch(&c, 40, 20, 1)).unwrap();
         assert_eq!(Metrics::get(&r.metrics().backpressure), 2);
+        // Refusals for bytes are not counted as key-limit refusals.
+        assert_eq!(Metrics::get(&r.metrics().key_limit_refusals), 0);
         r.close();
         assert_eq!(
             written(dir.path()),
             expect(0, 60),
             "nothing lost, nothing twice"
+        );
+    }
+
+    #[test]
+    fn a_refusal_after_the_wait_names_buffer_max_keys_and_is_counted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rec"), b"x").unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferMaxKeys", "1"),
+                ("BufferFullWait", "300ms"),
+                ("FlushInterval", "3600"),
+                ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
+            ],
+        );
+        let out = dir.path().join("out");
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 5, 1)).unwrap();
+        // No room can be made, so the second key waits out BufferFullWait; the answer
+        // names the limit that refused it, not only that the buffer was full.
+        break_folder(&out);
+        let e = r.submit(batch(&c, 5, 6, 2)).unwrap_err();
+        assert!(
+            matches!(&e, SubmitError::Full(why) if why.contains("stayed full for 300ms") && why.contains("BufferMaxKeys=1")),
+            "{e:?}"
+        );
+        let m = r.metrics();
+        assert_eq!(Metrics::get(&m.backpressure), 1);
+        assert_eq!(Metrics::get(&m.key_limit_refusals), 1);
+        std::fs::remove_file(&out).unwrap();
+        r.flush().unwrap();
+        r.submit(batch(&c, 5, 6, 2)).unwrap();
+        r.close();
+        assert_eq!(written(dir.path()), expect(0, 11));
+        assert!(
+            r.metrics()
+                .render_prometheus()
+                .contains("d2p_key_limit_refusals_total 1\n")
         );
     }
 
