@@ -12,7 +12,7 @@
 use crate::buffer::Batch;
 use crate::config::{Config, DynamicNested, PartitionTime};
 use crate::convert::dynamic::{DType, SchemaRegistry, Shape, encode_dynamic, infer};
-use crate::convert::log::encode_log;
+use crate::convert::log::LogLayout;
 use crate::convert::{ConvertError, ParquetOptions};
 use crate::dlq::{DlqEntry, DlqSink};
 use crate::log_at;
@@ -131,6 +131,8 @@ fn fault_convert_panic() -> bool {
 pub struct Flusher {
     writer: Box<dyn Writer>,
     opts: ParquetOptions,
+    /// Built once: every log file has the same layout.
+    log_layout: LogLayout,
     template: PathTemplate,
     time_source: PartitionTime,
     use_hash: bool,
@@ -153,9 +155,11 @@ impl Flusher {
         shared: Arc<Shared>,
         local_recovery: bool,
     ) -> Result<Flusher, String> {
+        let opts = ParquetOptions::from_config(cfg);
         Ok(Flusher {
             writer,
-            opts: ParquetOptions::from_config(cfg),
+            log_layout: LogLayout::new(&opts).map_err(|e| e.to_string())?,
+            opts,
             template: PathTemplate::parse(&cfg.partition_path, &cfg.partition_fields)?,
             time_source: cfg.partition_time,
             use_hash: cfg.use_hash,
@@ -304,7 +308,7 @@ impl Flusher {
                     .iter()
                     .filter_map(|&i| batch.records[i].as_log())
                     .collect();
-                self.encode(|| encode_log(recs.iter().copied(), &self.opts))
+                self.encode(|| self.log_layout.encode(recs.iter().copied()))
             } else {
                 let recs: Vec<&DynRecord> = idx
                     .iter()

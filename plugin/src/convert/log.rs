@@ -1,6 +1,6 @@
 //! The upstream log schema as Arrow, and log records to Arrow batches.
 
-use super::{ConvertError, ParquetOptions, ParquetSink};
+use super::{ConvertError, FileLayout, ParquetOptions, ParquetSink};
 use crate::record::log::{COLUMNS, Col, ColKind, LogRecord, N_STR, Str};
 use crate::record::prefetch::prefetched;
 use arrow_array::builder::{
@@ -247,31 +247,58 @@ pub struct LogFileWriter<W: std::io::Write + Send> {
     utf8: bool,
 }
 
+/// Log files as the options make them: built once (by the flusher, for every file it
+/// writes) rather than for each file.
+#[derive(Debug, Clone)]
+pub struct LogLayout {
+    file: FileLayout,
+    utf8: bool,
+}
+
+impl LogLayout {
+    pub fn new(opts: &ParquetOptions) -> Result<LogLayout, ConvertError> {
+        let utf8 = opts.map_values_utf8;
+        Ok(LogLayout {
+            file: FileLayout::new(log_schema(utf8), log_parquet_schema(utf8)?, opts)?,
+            utf8,
+        })
+    }
+
+    /// A new log file written to `out`.
+    pub fn writer<W: std::io::Write + Send>(
+        &self,
+        out: W,
+    ) -> Result<LogFileWriter<W>, ConvertError> {
+        Ok(LogFileWriter {
+            sink: self.file.sink(out)?,
+            utf8: self.utf8,
+        })
+    }
+
+    /// Encodes log records as one in-memory Parquet file.
+    pub fn encode<'r>(
+        &self,
+        recs: impl IntoIterator<Item = &'r LogRecord>,
+    ) -> Result<Vec<u8>, ConvertError> {
+        let mut w = self.writer(Vec::new())?;
+        w.write(recs)?;
+        w.finish()
+    }
+}
+
 /// A Parquet file with the log schema, for batches built with [`log_batch`] (e.g. on
 /// other threads).
 pub fn log_sink<W: std::io::Write + Send>(
     out: W,
     opts: &ParquetOptions,
 ) -> Result<ParquetSink<W>, ConvertError> {
-    ParquetSink::with_parquet_schema(
-        out,
-        log_schema(opts.map_values_utf8),
-        log_parquet_schema(opts.map_values_utf8)?,
-        opts,
-    )
+    LogLayout::new(opts)?.file.sink(out)
 }
 
 /// Records converted to Arrow at a time: bounds the Arrow copy of the data in memory.
 const BATCH_ROWS: usize = 8192;
 
 impl<W: std::io::Write + Send> LogFileWriter<W> {
-    pub fn new(out: W, opts: &ParquetOptions) -> Result<Self, ConvertError> {
-        Ok(LogFileWriter {
-            sink: log_sink(out, opts)?,
-            utf8: opts.map_values_utf8,
-        })
-    }
-
     pub fn write<'r>(
         &mut self,
         recs: impl IntoIterator<Item = &'r LogRecord>,
@@ -308,14 +335,13 @@ impl<W: std::io::Write + Send> LogFileWriter<W> {
     }
 }
 
-/// Encodes a batch of log records as one in-memory Parquet file.
+/// Encodes a batch of log records as one in-memory Parquet file (see [`LogLayout`] to
+/// write many).
 pub fn encode_log<'r>(
     recs: impl IntoIterator<Item = &'r LogRecord>,
     opts: &ParquetOptions,
 ) -> Result<Vec<u8>, ConvertError> {
-    let mut w = LogFileWriter::new(Vec::new(), opts)?;
-    w.write(recs)?;
-    w.finish()
+    LogLayout::new(opts)?.encode(recs)
 }
 
 #[cfg(test)]
