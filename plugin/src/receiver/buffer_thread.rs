@@ -437,6 +437,9 @@ impl BufferThread {
                 r.errors.push(e.clone());
             }
         }
+        // The gauges first: a caller whose flush is answered may read them at once, and
+        // must not see the records of the batch it just waited for.
+        self.publish_usage();
         let mut i = 0;
         while i < self.waiters.len() {
             if self.waiters[i].ids.is_empty() {
@@ -446,7 +449,6 @@ impl BufferThread {
                 i += 1;
             }
         }
-        self.publish_usage();
         self.unpark(error.is_none());
     }
 
