@@ -174,6 +174,13 @@ pub enum ChunkFormat {
     Legacy,
 }
 
+/// Writes a chunk file `name` in `dir`.
+pub fn write_chunk(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
 /// Encodes NDJSON records as one Fluent Bit chunk; event i gets time base + i ms.
 pub fn chunk_from_ndjson(lines: &[&str], fmt: ChunkFormat, base_secs: u32) -> Vec<u8> {
     use data2parquet::decode::json::JsonParser;

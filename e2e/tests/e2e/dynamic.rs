@@ -585,7 +585,6 @@ print(json.dumps(out))
 #[test]
 fn plugin_partitions_by_nested_kubernetes_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let chunk = dir.path().join("k8s.chunk");
     let lines = [
         r#"{"log": "a", "kubernetes": {"namespace_name": "prod", "pod_name": "web-1", "labels": {"app": "web"}}}"#,
         r#"{"log": "b", "kubernetes": {"namespace_name": "dev", "labels": {"app": "api"}}}"#,
@@ -593,11 +592,11 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
         r#"{"log": "d", "kubernetes.namespace_name": "flat", "kubernetes": {"namespace_name": "x"}}"#,
         r#"{"log": "e"}"#,
     ];
-    std::fs::write(
-        &chunk,
-        chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
-    )
-    .unwrap();
+    let chunk = write_chunk(
+        dir.path(),
+        "k8s.chunk",
+        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    );
     let out = dir.path().join("out");
     let props = host_props(
         &out,
@@ -651,17 +650,16 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
 #[test]
 fn plugin_drops_and_masks_nested_kubernetes_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let chunk = dir.path().join("k8s.chunk");
     let lines = [
         r#"{"log": "a", "token": "t1", "kubernetes": {"pod_name": "web-1", "annotations": {"checksum/config": "abc"}, "labels": {"app": "web", "secret_hash": "s1"}}}"#,
         r#"{"log": "b", "kubernetes": {"pod_name": "api-1", "annotations": {"x": "y"}, "labels": {"app": "api"}}}"#,
         r#"{"log": "c", "kubernetes.annotations": "flat"}"#,
     ];
-    std::fs::write(
-        &chunk,
-        chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
-    )
-    .unwrap();
+    let chunk = write_chunk(
+        dir.path(),
+        "k8s.chunk",
+        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
+    );
     let out = dir.path().join("out");
     let props = host_props(
         &out,

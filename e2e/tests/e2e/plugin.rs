@@ -17,12 +17,6 @@ fn flush(instance: usize, chunks: &[&Path], tag: &str) -> Value {
     json!({"flush": {"instance": instance, "chunks": chunks, "tag": tag}})
 }
 
-fn write_chunk(dir: &Path, name: &str, data: &[u8]) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, data).unwrap();
-    p
-}
-
 /// Expected rows for NDJSON records sent through Fluent Bit with `tag`, event i at
 /// `base_secs` + i ms: the JSON mapping plus the `fluent-tag`/`fluent-time` args.
 fn expected_flb(lines: &[&str], tag: &str, base_secs: u32) -> Vec<Map<String, Value>> {
