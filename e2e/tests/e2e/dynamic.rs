@@ -351,6 +351,22 @@ fn host_props(out: &Path, extra: &[(&str, &str)]) -> Value {
     Value::Object(m)
 }
 
+/// Runs `lines` as one Fluent Bit 5 chunk through the plugin with dynamic records and
+/// the `extra` settings, and checks the chunk was taken: the temporary folder and the
+/// output folder inside it.
+fn run_dynamic_lines(lines: &[&str], extra: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = write_chunk(
+        dir.path(),
+        "lines.chunk",
+        &chunk_from_ndjson(lines, ChunkFormat::V5, 1_700_000_000),
+    );
+    let out = dir.path().join("out");
+    let r = run_host(&host_scenario(host_props(&out, extra), &[chunk]), &[]);
+    assert_eq!(codes(&r, 0), vec![1], "{r}");
+    (dir, out)
+}
+
 fn host_scenario(props: Value, chunks: &[PathBuf]) -> Value {
     json!({
         "plugin": plugin_path(),
@@ -584,7 +600,6 @@ print(json.dumps(out))
 /// one, and a record without them takes upstream's `dynamic_<field>` default.
 #[test]
 fn plugin_partitions_by_nested_kubernetes_fields() {
-    let dir = tempfile::tempdir().unwrap();
     let lines = [
         r#"{"log": "a", "kubernetes": {"namespace_name": "prod", "pod_name": "web-1", "labels": {"app": "web"}}}"#,
         r#"{"log": "b", "kubernetes": {"namespace_name": "dev", "labels": {"app": "api"}}}"#,
@@ -592,14 +607,8 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
         r#"{"log": "d", "kubernetes.namespace_name": "flat", "kubernetes": {"namespace_name": "x"}}"#,
         r#"{"log": "e"}"#,
     ];
-    let chunk = write_chunk(
-        dir.path(),
-        "k8s.chunk",
-        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
-    );
-    let out = dir.path().join("out");
-    let props = host_props(
-        &out,
+    let (_dir, out) = run_dynamic_lines(
+        &lines,
         &[
             (
                 "PartitionFields",
@@ -611,8 +620,6 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
             ),
         ],
     );
-    let r = run_host(&host_scenario(props, &[chunk]), &[]);
-    assert_eq!(codes(&r, 0), vec![1]);
     let mut by_folder: Vec<(String, Vec<String>)> = data2parquet::readback::parquet_files(&out)
         .into_iter()
         .map(|f| {
@@ -649,27 +656,18 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
 
 #[test]
 fn plugin_drops_and_masks_nested_kubernetes_fields() {
-    let dir = tempfile::tempdir().unwrap();
     let lines = [
         r#"{"log": "a", "token": "t1", "kubernetes": {"pod_name": "web-1", "annotations": {"checksum/config": "abc"}, "labels": {"app": "web", "secret_hash": "s1"}}}"#,
         r#"{"log": "b", "kubernetes": {"pod_name": "api-1", "annotations": {"x": "y"}, "labels": {"app": "api"}}}"#,
         r#"{"log": "c", "kubernetes.annotations": "flat"}"#,
     ];
-    let chunk = write_chunk(
-        dir.path(),
-        "k8s.chunk",
-        &chunk_from_ndjson(&lines, ChunkFormat::V5, 1_700_000_000),
-    );
-    let out = dir.path().join("out");
-    let props = host_props(
-        &out,
+    let (_dir, out) = run_dynamic_lines(
+        &lines,
         &[
             ("IgnoredFields", "kubernetes.annotations"),
             ("MaskFields", "token,$kubernetes['labels']['secret_hash']"),
         ],
     );
-    let r = run_host(&host_scenario(props, &[chunk]), &[]);
-    assert_eq!(codes(&r, 0), vec![1]);
     let files = data2parquet::readback::parquet_files(&out);
     assert_eq!(files.len(), 1, "{files:?}");
     let mut rows = data2parquet::readback::file_rows(&files[0]).unwrap();
