@@ -160,7 +160,8 @@ impl Flusher {
             writer,
             log_layout: LogLayout::new(&opts).map_err(|e| e.to_string())?,
             opts,
-            template: PathTemplate::parse(&cfg.partition_path, &cfg.partition_fields)?,
+            template: PathTemplate::parse(&cfg.partition_path, &cfg.partition_fields)?
+                .in_zone(cfg.partition_timezone.clone()),
             time_source: cfg.partition_time,
             use_hash: cfg.use_hash,
             attempts: 1 + cfg.recovery_attempts,

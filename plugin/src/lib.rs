@@ -26,5 +26,6 @@ pub mod record;
 pub mod redis_conn;
 pub mod standalone;
 pub mod timeutil;
+pub mod timezone;
 pub mod value;
 pub mod writer;

@@ -11,6 +11,7 @@
 
 use crate::record::log::{LogRecord, Str};
 use crate::timeutil::Civil;
+use crate::timezone::Zone;
 use crate::value::ValRef;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -397,6 +398,8 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathTemplate {
     segments: Vec<Vec<Part>>,
+    /// The zone its time parts are cut in (UTC unless `PartitionTimezone` says).
+    zone: Zone,
 }
 
 impl PathTemplate {
@@ -444,12 +447,21 @@ impl PathTemplate {
             }
             segments.push(parts);
         }
-        Ok(PathTemplate { segments })
+        Ok(PathTemplate {
+            segments,
+            zone: Zone::utc(),
+        })
     }
 
-    /// Renders the folder for `values` (the key's values) at `time_ns` (UTC).
+    /// The same layout with its time parts in `zone`.
+    pub fn in_zone(self, zone: Zone) -> PathTemplate {
+        PathTemplate { zone, ..self }
+    }
+
+    /// Renders the folder for `values` (the key's values) at `time_ns` (since the
+    /// epoch), its time parts in the template's zone.
     pub fn render(&self, values: &[String], time_ns: i64) -> String {
-        let c = Civil::from_ns(time_ns);
+        let c = Civil::from_ns(self.zone.local_ns(time_ns));
         let mut out = String::new();
         for (i, seg) in self.segments.iter().enumerate() {
             if i > 0 {

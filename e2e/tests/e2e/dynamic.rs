@@ -714,3 +714,83 @@ fn plugin_drops_and_masks_nested_kubernetes_fields() {
         logs_text(&r)
     );
 }
+
+/// `PartitionTimezone`: folders are cut in the zone's local time, daylight saving time
+/// included, while the event times in the files stay UTC.
+#[test]
+fn plugin_cuts_record_time_folders_in_the_partition_timezone() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2026-01-01T23:30Z is 00:30 the next day in Berlin (+01:00); 2026-07-01T21:30Z
+    // is 23:30 the same day (+02:00).
+    let winter = write_chunk(
+        dir.path(),
+        "winter.chunk",
+        &chunk_from_ndjson(&[r#"{"log": "w"}"#], ChunkFormat::V5, 1_767_310_200),
+    );
+    let summer = write_chunk(
+        dir.path(),
+        "summer.chunk",
+        &chunk_from_ndjson(&[r#"{"log": "s"}"#], ChunkFormat::V5, 1_782_941_400),
+    );
+    let out = dir.path().join("out");
+    let props = host_props(
+        &out,
+        &[
+            ("PartitionTime", "record"),
+            ("PartitionTimezone", "Europe/Berlin"),
+            ("PartitionPath", "month={%m}/day={%d}/hour={%H}"),
+        ],
+    );
+    let r = run_host(&host_scenario(props, &[winter, summer]), &[]);
+    assert_eq!(codes(&r, 0), vec![1, 1]);
+    let mut found: Vec<(String, String, Value)> = data2parquet::readback::parquet_files(&out)
+        .into_iter()
+        .flat_map(|f| {
+            let folder = f
+                .parent()
+                .unwrap()
+                .strip_prefix(&out)
+                .unwrap()
+                .display()
+                .to_string();
+            data2parquet::readback::file_rows(&f)
+                .unwrap()
+                .into_iter()
+                .map(move |row| {
+                    (
+                        folder.clone(),
+                        row["log"].to_string(),
+                        row["_event_time"].clone(),
+                    )
+                })
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        found,
+        vec![
+            (
+                "month=01/day=02/hour=00".to_string(),
+                "\"w\"".to_string(),
+                json!("2026-01-01T23:30:00.000000000Z")
+            ),
+            (
+                "month=07/day=01/hour=23".to_string(),
+                "\"s\"".to_string(),
+                json!("2026-07-01T21:30:00.000000000Z")
+            ),
+        ]
+    );
+
+    // A zone that does not exist stops the plugin at init, naming the key.
+    let props = host_props(&out, &[("PartitionTimezone", "Mars/Olympus")]);
+    let r = run_host(&host_scenario(props, &[]), &[]);
+    assert_eq!(r["init"][0]["ok"], false, "{r}");
+    assert!(
+        logs_text(&r)
+            .iter()
+            .any(|(_, m)| m.contains("PartitionTimezone") && m.contains("Mars/Olympus")),
+        "{:?}",
+        logs_text(&r)
+    );
+}

@@ -244,6 +244,8 @@ pub struct Config {
     pub partition_fields: Vec<String>,
     pub partition_path: String,
     pub partition_time: PartitionTime,
+    /// PartitionTimezone: the zone the path's time parts are cut in.
+    pub partition_timezone: crate::timezone::Zone,
     pub max_record_bytes: usize,
     pub dlq_path: PathBuf,
     /// DLQMaxBytes: most bytes the dead-letter queue may hold (0: no limit).
@@ -485,6 +487,7 @@ impl ConfigBuilder {
                     "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}"
                         .into(),
                 partition_time: PartitionTime::Flush,
+                partition_timezone: crate::timezone::Zone::utc(),
                 max_record_bytes: 16 * 1024 * 1024,
                 dlq_path: PathBuf::new(),
                 dlq_max_bytes: 1024 * 1024 * 1024,
@@ -644,6 +647,9 @@ impl ConfigBuilder {
             Key::PartitionTime => {
                 c.partition_time =
                     parse_choice(k, v, PartitionTime::parse, PartitionTime::accepted())?
+            }
+            Key::PartitionTimezone => {
+                c.partition_timezone = crate::timezone::Zone::parse(v).map_err(|e| bad(k, v, e))?
             }
             Key::BufferMaxBytes => {
                 c.buffer_max_bytes = parse_bytes(k, v)?;
