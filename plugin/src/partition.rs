@@ -226,6 +226,29 @@ impl FieldPath {
     }
 }
 
+/// Splits `text` at the characters `sep` accepts, except inside the quotes of a record
+/// accessor: a Kubernetes label or annotation key such as `app.kubernetes.io/name`
+/// holds separators of the lists and of `PartitionPath` (`$a['app.kubernetes.io/name']`).
+pub fn split_unquoted(text: &str, sep: impl Fn(char) -> bool) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quote, mut prev) = (0, None, None);
+    for (i, c) in text.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if (c == '\'' || c == '"') && prev == Some('[') => quote = Some(c),
+            None if sep(c) => {
+                parts.push(&text[start..i]);
+                start = i + c.len_utf8();
+            }
+            None => {}
+        }
+        prev = Some(c);
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
 /// The keys of a record accessor after its `$`: `a`, then any number of `['b']` (or
 /// `["b"]`).
 fn record_accessor(text: &str) -> Option<Vec<String>> {
@@ -405,7 +428,10 @@ pub struct PathTemplate {
 impl PathTemplate {
     pub fn parse(t: &str, fields: &[String]) -> Result<PathTemplate, String> {
         let mut segments = Vec::new();
-        for seg in t.split('/').filter(|s| !s.is_empty()) {
+        for seg in split_unquoted(t, |c| c == '/')
+            .into_iter()
+            .filter(|s| !s.is_empty())
+        {
             let mut parts = Vec::new();
             let mut rest = seg;
             while let Some(open) = rest.find('{') {
@@ -640,6 +666,31 @@ mod tests {
         for bad in ["$a[b]", "$a['b'", "$a['b']x", "a..b", "$['b']"] {
             assert!(FieldPath::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn accessor_keys_may_hold_separators() {
+        let label = "$kubernetes['labels']['app.kubernetes.io/name']";
+        fn split(t: &str) -> Vec<&str> {
+            split_unquoted(t, |c| c == '/' || c == ',')
+        }
+        assert_eq!(
+            split(&format!("ns/{label},x")),
+            vec!["ns", label, "x"],
+            "no split inside the quotes"
+        );
+        assert_eq!(split(r#"a/$b["c/d"]/e"#), vec!["a", r#"$b["c/d"]"#, "e"]);
+        assert_eq!(split("it's/x"), vec!["it's", "x"], "a quote not after `[`");
+        let path = FieldPath::parse(label).unwrap();
+        assert_eq!(
+            path.keys(),
+            ["kubernetes", "labels", "app.kubernetes.io/name"]
+        );
+        // The folder layout keeps the accessor whole as one placeholder.
+        let fields = vec![label.to_string()];
+        let t = PathTemplate::parse(&format!("app={{{label}}}/day={{%d}}"), &fields).unwrap();
+        let ns = crate::timeutil::parse_timestamp_ns("2026-03-04T05:06:07Z").unwrap();
+        assert_eq!(t.render(&["web/v2".into()], ns), "app=web%2Fv2/day=04");
     }
 
     #[test]

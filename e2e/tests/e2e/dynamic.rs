@@ -657,7 +657,7 @@ fn plugin_partitions_by_nested_kubernetes_fields() {
 #[test]
 fn plugin_drops_and_masks_nested_kubernetes_fields() {
     let lines = [
-        r#"{"log": "a", "token": "t1", "kubernetes": {"pod_name": "web-1", "annotations": {"checksum/config": "abc"}, "labels": {"app": "web", "secret_hash": "s1"}}}"#,
+        r#"{"log": "a", "token": "t1", "kubernetes": {"pod_name": "web-1", "annotations": {"checksum/config": "abc"}, "labels": {"app": "web", "secret_hash": "s1", "app.kubernetes.io/name": "web"}}}"#,
         r#"{"log": "b", "kubernetes": {"pod_name": "api-1", "annotations": {"x": "y"}, "labels": {"app": "api"}}}"#,
         r#"{"log": "c", "kubernetes.annotations": "flat"}"#,
     ];
@@ -665,7 +665,10 @@ fn plugin_drops_and_masks_nested_kubernetes_fields() {
         &lines,
         &[
             ("IgnoredFields", "kubernetes.annotations"),
-            ("MaskFields", "token,$kubernetes['labels']['secret_hash']"),
+            (
+                "MaskFields",
+                "token,$kubernetes['labels']['secret_hash'],$kubernetes['labels']['app.kubernetes.io/name']",
+            ),
         ],
     );
     let files = data2parquet::readback::parquet_files(&out);
@@ -691,12 +694,12 @@ fn plugin_drops_and_masks_nested_kubernetes_fields() {
             (
                 json!("a"),
                 json!("*"),
-                json!({"pod_name": "web-1", "labels": {"app": "web", "secret_hash": "*"}})
+                json!({"pod_name": "web-1", "labels": {"app": "web", "secret_hash": "*", "app.kubernetes.io/name": "*"}})
             ),
             (
                 json!("b"),
                 Value::Null,
-                json!({"pod_name": "api-1", "labels": {"app": "api", "secret_hash": null}})
+                json!({"pod_name": "api-1", "labels": {"app": "api", "secret_hash": null, "app.kubernetes.io/name": null}})
             ),
             (json!("c"), Value::Null, Value::Null),
         ]

@@ -63,14 +63,18 @@ impl fmt::Debug for Secret {
 pub struct FieldSet(HashSet<String>);
 
 impl FieldSet {
-    /// Parses upstream's list syntax: `, ; : | / \` and spaces separate entries; names
-    /// are lower-cased and `_` becomes `-`, exactly as input keys are (fixes D-C6).
+    /// Parses upstream's list syntax: `, ; : | / \` and spaces separate entries (not
+    /// inside a record accessor's quotes, `$a['app.kubernetes.io/name']`); names are
+    /// lower-cased and `_` becomes `-`, exactly as input keys are (fixes D-C6).
     pub fn parse(s: &str) -> FieldSet {
         FieldSet(
-            s.split([',', ';', ':', '|', '/', '\\', ' ', '\t'])
-                .map(|p| p.trim().to_lowercase().replace('_', "-"))
-                .filter(|p| !p.is_empty())
-                .collect(),
+            crate::partition::split_unquoted(s, |c| {
+                matches!(c, ',' | ';' | ':' | '|' | '/' | '\\' | ' ' | '\t')
+            })
+            .into_iter()
+            .map(|p| p.trim().to_lowercase().replace('_', "-"))
+            .filter(|p| !p.is_empty())
+            .collect(),
         )
     }
     pub fn contains(&self, k: &str) -> bool {
@@ -629,8 +633,8 @@ impl ConfigBuilder {
             Key::WriterStatisticsExclude => c.statistics_exclude = FieldSet::parse(v),
             Key::WriterDictionaryExclude => c.dictionary_exclude = FieldSet::parse(v),
             Key::PartitionFields => {
-                let f: Vec<String> = v
-                    .split(',')
+                let f: Vec<String> = crate::partition::split_unquoted(v, |c| c == ',')
+                    .into_iter()
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect();
