@@ -36,6 +36,9 @@ pub struct IngestSpec {
 pub struct DynamicSpec {
     /// `IgnoredFields` and `MaskFields`, top-level names and nested paths.
     pub rules: FieldRules,
+    /// Whether the rules drop or mask a partition field: keys are then taken from the
+    /// record as kept, as for log records, so a masked value never names a folder.
+    pub rules_hide_keys: bool,
     /// Fields tried for the event time when the input carries none.
     pub time_keys: Vec<String>,
     /// `JsonSchemaPath`: records that do not fit are rejected.
@@ -99,6 +102,14 @@ impl IngestSpec {
                 reason,
             })?;
         let hmac = c.use_hmac.then(|| c.hmac_key.expose().as_bytes().to_vec());
+        let rules = if dynamic {
+            DynamicSpec::rules(&c.ignored_fields, &c.mask_fields)?
+        } else {
+            FieldRules::new(EVENT_TIME)
+        };
+        let rules_hide_keys = keyspec.record_fields().any(|p| {
+            rules.hides(p.keys()) || rules.hides(std::slice::from_ref(&p.name().to_string()))
+        });
         Ok(IngestSpec {
             record_type: c.record_type,
             rules: LogRules::new(
@@ -111,11 +122,8 @@ impl IngestSpec {
             fluent_metadata: c.fluent_metadata,
             max_record_bytes: c.max_record_bytes,
             dynamic: DynamicSpec {
-                rules: if dynamic {
-                    DynamicSpec::rules(&c.ignored_fields, &c.mask_fields)?
-                } else {
-                    FieldRules::new(EVENT_TIME)
-                },
+                rules,
+                rules_hide_keys,
                 time_keys: c.dynamic_time_keys.clone(),
                 fixed: c.json_schema.clone(),
             },
@@ -321,7 +329,13 @@ impl<'s> Decoder<'s> {
                     return Ok(());
                 }
                 let rec = DynRecord::filtered(v, ev, &mut self.scratch, &d.rules);
-                if self.keyed {
+                if self.keyed && d.rules_hide_keys {
+                    let mut doc = Doc::new();
+                    rec.decode_into(&mut doc)?;
+                    if let Some(kept) = doc.root() {
+                        self.spec.keyspec.render_dynamic(kept, ctx, &mut self.key);
+                    }
+                } else if self.keyed {
                     self.spec.keyspec.render_dynamic(v, ctx, &mut self.key);
                 } else {
                     self.key.clear();
@@ -506,5 +520,49 @@ impl<'s> Decoder<'s> {
         }
         self.doc = doc.recycle();
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigBuilder;
+
+    /// The partition key of one dynamic record under `settings`.
+    fn key(settings: &[(&str, &str)], line: &str) -> String {
+        let mut b = ConfigBuilder::new();
+        b.set("RecordType", "dynamic").unwrap();
+        for (k, v) in settings {
+            b.set(k, v).unwrap();
+        }
+        let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
+        let mut d = Decoder::new(&spec);
+        let mut batch = KeyedBatch::new();
+        let mut input = line.as_bytes().to_vec();
+        assert!(d.json(&mut input, || "line 1".into(), &mut batch));
+        batch.groups[0].0.as_str().to_string()
+    }
+
+    #[test]
+    fn a_masked_or_dropped_partition_field_never_names_a_folder_with_its_value() {
+        let line = r#"{"tenant":"acme","user":{"email":"a@b.c","id":7}}"#;
+        let fields = ("PartitionFields", "tenant,user.email");
+        assert_eq!(key(&[fields], line), "acme:a@b.c");
+        // Masked: `*`, as log records get; dropped (or inside a dropped map): the
+        // default of a missing field.
+        assert_eq!(key(&[fields, ("MaskFields", "user.email")], line), "acme:*");
+        assert_eq!(
+            key(&[fields, ("IgnoredFields", "$user['email']")], line),
+            "acme:dynamic_user.email"
+        );
+        assert_eq!(
+            key(&[fields, ("IgnoredFields", "user")], line),
+            "acme:dynamic_user.email"
+        );
+        // Rules on other fields leave the key alone.
+        assert_eq!(
+            key(&[fields, ("MaskFields", "user.id")], line),
+            "acme:a@b.c"
+        );
     }
 }

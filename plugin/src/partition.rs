@@ -310,6 +310,14 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
+    /// The record fields among the key's fields (not the tag or metadata).
+    pub fn record_fields(&self) -> impl Iterator<Item = &FieldPath> {
+        self.refs.iter().filter_map(|r| match r {
+            FieldRef::Field(p) => Some(p),
+            _ => None,
+        })
+    }
+
     pub fn new(names: &[String], dynamic: bool) -> Result<KeySpec, String> {
         let refs = names
             .iter()

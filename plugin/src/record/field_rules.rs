@@ -85,6 +85,22 @@ impl FieldRules {
         }
     }
 
+    /// Whether a rule drops or masks the field at `path` (keys from the top level
+    /// down), or a map it lies in.
+    pub fn hides(&self, path: &[String]) -> bool {
+        let mut level = &self.root;
+        let mut norm = String::new();
+        for key in path {
+            normalise(key, &mut norm);
+            match level.fields.get(norm.as_str()) {
+                None => return false,
+                Some(r) if r.action != FieldAction::Keep => return true,
+                Some(r) => level = &r.inner,
+            }
+        }
+        false
+    }
+
     /// Whether any rule was added (the reserved key aside).
     pub fn is_empty(&self) -> bool {
         self.root.fields.is_empty()
