@@ -706,15 +706,23 @@ fn plugin_drops_and_masks_nested_kubernetes_fields() {
     );
 
     // An entry that is not a record accessor stops the plugin at init, naming the key.
-    let props = host_props(&out, &[("MaskFields", "$kubernetes['labels'")]);
-    let r = run_host(&host_scenario(props, &[]), &[]);
+    init_fails_saying(
+        &out,
+        ("MaskFields", "$kubernetes['labels'"),
+        &["MaskFields", "record accessor"],
+    );
+}
+
+/// Starts the plugin with dynamic records and one bad `setting`: init must fail with a
+/// log line holding every one of `words`.
+fn init_fails_saying(out: &Path, setting: (&str, &str), words: &[&str]) {
+    let r = run_host(&host_scenario(host_props(out, &[setting]), &[]), &[]);
     assert_eq!(r["init"][0]["ok"], false, "{r}");
+    let logs = logs_text(&r);
     assert!(
-        logs_text(&r)
-            .iter()
-            .any(|(_, m)| m.contains("MaskFields") && m.contains("record accessor")),
-        "{:?}",
-        logs_text(&r)
+        logs.iter()
+            .any(|(_, m)| words.iter().all(|w| m.contains(w))),
+        "{logs:?}"
     );
 }
 
@@ -786,14 +794,9 @@ fn plugin_cuts_record_time_folders_in_the_partition_timezone() {
     );
 
     // A zone that does not exist stops the plugin at init, naming the key.
-    let props = host_props(&out, &[("PartitionTimezone", "Mars/Olympus")]);
-    let r = run_host(&host_scenario(props, &[]), &[]);
-    assert_eq!(r["init"][0]["ok"], false, "{r}");
-    assert!(
-        logs_text(&r)
-            .iter()
-            .any(|(_, m)| m.contains("PartitionTimezone") && m.contains("Mars/Olympus")),
-        "{:?}",
-        logs_text(&r)
+    init_fails_saying(
+        &out,
+        ("PartitionTimezone", "Mars/Olympus"),
+        &["PartitionTimezone", "Mars/Olympus"],
     );
 }
