@@ -8,6 +8,7 @@
 //! without an index.
 
 use super::dynamic::FieldAction;
+use super::log_map::{normalize_in, normalize_key};
 use crate::decode::msgpack::write;
 use crate::value::{Kind, ValRef};
 use std::collections::HashMap;
@@ -44,17 +45,6 @@ enum Verdict<'r> {
     Descend(&'r Level),
 }
 
-/// A key as rules are stored: lower case, `_` as `-` (reuses `out`'s allocation).
-fn normalise(key: &str, out: &mut String) {
-    out.clear();
-    for c in key.chars() {
-        match c {
-            '_' => out.push('-'),
-            c => out.extend(c.to_lowercase()),
-        }
-    }
-}
-
 impl FieldRules {
     pub fn new(reserved: &'static str) -> FieldRules {
         FieldRules {
@@ -67,13 +57,14 @@ impl FieldRules {
     /// meet on one field, dropping wins over masking: neither shows the value.
     pub fn add(&mut self, path: &[String], action: FieldAction) {
         let mut level = &mut self.root;
-        let mut norm = String::new();
         for (i, key) in path.iter().enumerate() {
-            normalise(key, &mut norm);
-            let rule = level.fields.entry(norm.clone()).or_insert_with(|| Rule {
-                action: FieldAction::Keep,
-                inner: Level::default(),
-            });
+            let rule = level
+                .fields
+                .entry(normalize_key(key).into_owned())
+                .or_insert_with(|| Rule {
+                    action: FieldAction::Keep,
+                    inner: Level::default(),
+                });
             if i + 1 == path.len() {
                 rule.action = match (rule.action, action) {
                     (FieldAction::Drop, _) | (_, FieldAction::Drop) => FieldAction::Drop,
@@ -91,11 +82,10 @@ impl FieldRules {
         let mut level = &self.root;
         let mut norm = String::new();
         for key in path {
-            normalise(key, &mut norm);
-            match level.fields.get(norm.as_str()) {
-                None => return false,
-                Some(r) if r.action != FieldAction::Keep => return true,
-                Some(r) => level = &r.inner,
+            match level.verdict(key, None, &mut norm) {
+                Verdict::Keep => return false,
+                Verdict::Drop | Verdict::Mask => return true,
+                Verdict::Descend(inner) => level = inner,
             }
         }
         false
@@ -121,8 +111,7 @@ impl Level {
         if self.fields.is_empty() {
             return Verdict::Keep;
         }
-        normalise(key, norm);
-        match self.fields.get(norm.as_str()) {
+        match self.fields.get(normalize_in(key, norm)) {
             None => Verdict::Keep,
             Some(r) => match r.action {
                 FieldAction::Drop => Verdict::Drop,

@@ -192,6 +192,17 @@ pub fn normalize_key(k: &str) -> Cow<'_, str> {
     }
 }
 
+/// [`normalize_key`] without allocating: the key itself when it is normal, else its
+/// normal form written into `scratch` (reused across calls).
+pub(crate) fn normalize_in<'a>(k: &'a str, scratch: &'a mut String) -> &'a str {
+    if is_normal(k) {
+        k
+    } else {
+        normalize_into(k, scratch);
+        scratch
+    }
+}
+
 /// [`normalize_key`] into a reused buffer.
 fn normalize_into(k: &str, out: &mut String) {
     out.clear();
