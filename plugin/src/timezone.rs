@@ -15,7 +15,9 @@ use jiff::tz::{Offset, TimeZone};
 pub struct Zone {
     /// As configured, for messages.
     name: String,
-    tz: TimeZone,
+    /// `None` for UTC: folders are then cut from the instant as it is, with no
+    /// look-up per record.
+    tz: Option<TimeZone>,
 }
 
 impl Default for Zone {
@@ -28,7 +30,7 @@ impl Zone {
     pub fn utc() -> Zone {
         Zone {
             name: "UTC".into(),
-            tz: TimeZone::UTC,
+            tz: None,
         }
     }
 
@@ -52,7 +54,7 @@ impl Zone {
         };
         Ok(Zone {
             name: t.to_string(),
-            tz,
+            tz: Some(tz),
         })
     }
 
@@ -61,17 +63,17 @@ impl Zone {
     }
 
     pub fn is_utc(&self) -> bool {
-        self.tz == TimeZone::UTC
+        self.tz.is_none()
     }
 
     /// The local time at `ns` (nanoseconds since the epoch), as nanoseconds since the
     /// epoch of a clock that reads local time: what the folder's parts are cut from.
     pub fn local_ns(&self, ns: i64) -> i64 {
-        if self.is_utc() {
+        let Some(tz) = &self.tz else {
             return ns;
-        }
+        };
         match jiff::Timestamp::from_nanosecond(i128::from(ns)) {
-            Ok(ts) => ns.saturating_add(i64::from(self.tz.to_offset(ts).seconds()) * 1_000_000_000),
+            Ok(ts) => ns.saturating_add(i64::from(tz.to_offset(ts).seconds()) * 1_000_000_000),
             Err(_) => ns,
         }
     }
