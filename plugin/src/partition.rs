@@ -125,15 +125,20 @@ pub fn safe_component(c: &str) -> String {
     if c.chars().all(|ch| ch == '.') {
         return c.replace('.', "%2E");
     }
-    if c.len() <= MAX_COMPONENT {
+    capped(c, MAX_COMPONENT)
+}
+
+/// `c` cut to at most `max` bytes (at least 17), unique still: a cut text ends in `~`
+/// and a hash of the whole.
+fn capped(c: &str, max: usize) -> String {
+    if c.len() <= max {
         return c.to_string();
     }
-    // Cap the length, keeping uniqueness with a hash of the full text.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in c.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
-    let mut cut = MAX_COMPONENT - 17;
+    let mut cut = max.saturating_sub(17);
     while !c.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -542,14 +547,18 @@ impl PathTemplate {
 }
 
 /// Object name of one file: `<folder>/<ULID>-<key>[-<md5>].parquet` (upstream §7.3).
+/// A key too long for one path component is the part that is cut (see
+/// [`safe_component`]): the id keeps the name unique and the `.parquet` suffix keeps
+/// it in readers' `*.parquet` globs.
 pub fn object_name(folder: &str, id: &str, key: &PartitionKey, md5: Option<&str>) -> String {
-    let mut name = format!("{id}-{}", key.as_str());
+    let mut tail = String::new();
     if let Some(h) = md5 {
-        name.push('-');
-        name.push_str(h);
+        tail.push('-');
+        tail.push_str(h);
     }
-    name.push_str(".parquet");
-    let file = safe_component(&name);
+    tail.push_str(".parquet");
+    let room = MAX_COMPONENT.saturating_sub(id.len() + 1 + tail.len());
+    let file = safe_component(&format!("{id}-{}{tail}", capped(key.as_str(), room)));
     if folder.is_empty() {
         file
     } else {
@@ -625,10 +634,44 @@ mod tests {
             for c in p.components() {
                 assert!(c.as_os_str().len() <= 255);
             }
+            let file = p.file_name().unwrap().to_str().unwrap();
+            assert!(
+                file.starts_with("ID-") && file.ends_with(".parquet"),
+                "{evil:?} -> {file}"
+            );
         }
         assert!(join_under(Path::new("/r"), "../x").is_err());
         assert!(join_under(Path::new("/r"), "/abs").is_err());
         assert!(join_under(Path::new("/r"), "").is_err());
+    }
+
+    /// A key longer than a file name may be is cut inside the name: the id, the md5
+    /// and the `.parquet` suffix stay, and keys that differ only past the cut still
+    /// get different names.
+    #[test]
+    fn long_keys_keep_the_id_and_the_parquet_suffix() {
+        let long = |last: &str| {
+            let v = format!("{}{last}", "v".repeat(80));
+            PartitionKey::from_values(&[&v, &v, &v, &v])
+        };
+        let id = "01KB0000000000000000000000";
+        let md5 = "0123456789abcdef0123456789abcdef";
+        let a = object_name("f", id, &long("a"), Some(md5));
+        let b = object_name("f", id, &long("b"), Some(md5));
+        for n in [&a, &b] {
+            let file = n.strip_prefix("f/").unwrap();
+            assert!(file.len() <= MAX_COMPONENT, "{file}");
+            assert!(file.starts_with(&format!("{id}-vvvv")), "{file}");
+            assert!(file.ends_with(&format!("-{md5}.parquet")), "{file}");
+            assert!(file.contains('~'), "cut, with a hash: {file}");
+        }
+        assert_ne!(a, b);
+        let short = PartitionKey::from_values(&["cap", "dom", "svc", "app"]);
+        assert_eq!(
+            object_name("", id, &short, None),
+            format!("{id}-cap:dom:svc:app.parquet"),
+            "short names are as before"
+        );
     }
 
     #[test]
