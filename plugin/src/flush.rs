@@ -420,6 +420,31 @@ impl Flusher {
         }
     }
 
+    /// Removes what interrupted writes left at the destination (see
+    /// [`Writer::sweep_leftovers`]), counting and logging it. A failure is logged only:
+    /// a sweep is housekeeping, and a missing permission for it must not stop writing.
+    pub fn sweep_leftovers(&mut self) {
+        match self.writer.sweep_leftovers() {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => {
+                Metrics::add(&self.shared.metrics.leftovers_removed, gone.len() as u64);
+                log_at!(
+                    self.shared.log,
+                    Level::Warn,
+                    "aborted {} incomplete uploads left by interrupted writes: {}{}",
+                    gone.len(),
+                    gone.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    if gone.len() > 3 { ", ..." } else { "" }
+                );
+            }
+            Err(e) => log_at!(
+                self.shared.log,
+                Level::Warn,
+                "could not look for incomplete uploads left by interrupted writes: {e}"
+            ),
+        }
+    }
+
     /// Retries files kept in the recovery store; returns (written, still kept).
     pub fn resend_recovery(&mut self, pass: Pass) -> (usize, usize) {
         let Some(recovery) = &self.recovery else {

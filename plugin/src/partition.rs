@@ -566,6 +566,19 @@ pub fn object_name(folder: &str, id: &str, key: &PartitionKey, md5: Option<&str>
     }
 }
 
+/// Whether an object name (with any folders before it) is one [`object_name`] makes:
+/// the file part is a ULID, `-`, and ends in `.parquet`. How the S3 writer tells its own
+/// abandoned uploads from other tools' in a shared bucket.
+pub fn is_object_name(name: &str) -> bool {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    file.len() > 27 + ".parquet".len()
+        && file.ends_with(".parquet")
+        && file.as_bytes()[26] == b'-'
+        && file
+            .get(..26)
+            .is_some_and(|id| ulid::Ulid::from_string(id).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,12 +679,31 @@ mod tests {
             assert!(file.contains('~'), "cut, with a hash: {file}");
         }
         assert_ne!(a, b);
+        assert!(is_object_name(&a) && is_object_name(&b));
         let short = PartitionKey::from_values(&["cap", "dom", "svc", "app"]);
         assert_eq!(
             object_name("", id, &short, None),
             format!("{id}-cap:dom:svc:app.parquet"),
             "short names are as before"
         );
+    }
+
+    #[test]
+    fn object_names_are_told_from_other_files() {
+        let key = PartitionKey::from_values(&["cap", "dom", "svc", "app"]);
+        let id = ulid::Ulid::generate().to_string();
+        assert!(is_object_name(&object_name("p/a=b", &id, &key, None)));
+        assert!(is_object_name(&object_name("", &id, &key, Some("abc"))));
+        for other in [
+            "p/report.parquet",
+            "p/not-a-ulid-but-long-enough-for-one-x.parquet",
+            &format!("p/{id}-cap.csv"),
+            &format!("p/{id}.parquet"),
+            &format!("p/{id}-x.parquet/"),
+            "",
+        ] {
+            assert!(!is_object_name(other), "{other}");
+        }
     }
 
     #[test]

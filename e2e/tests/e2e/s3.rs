@@ -415,3 +415,81 @@ fn generator_into_s3_and_verifier_from_s3() {
         json!([datagen::Generator::id_of(21, 3000)])
     );
 }
+
+/// A write cut short by a crash leaves an incomplete multipart upload, which S3 keeps
+/// (and bills) until it is aborted. The next start aborts ours (older than
+/// S3AbortIncompleteAfter: moto dates every upload 2010, so the age rule is a unit test
+/// of the writer); it leaves alone other tools' uploads in the prefix and uploads
+/// outside it, and writes its own files as usual. With `off` it aborts nothing.
+#[test]
+fn a_start_aborts_the_uploads_a_crash_left() {
+    let (moto, c) = moto_with_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let ours = |id: &str| {
+        format!(
+            "capability=buscap-00/hour=01/01KB2S5Q8M3N4P5R6S7T8V9W0{id}-buscap-00:d:s:a.parquet"
+        )
+    };
+    let others = ["reports/q3.parquet", "capability=x/notes.txt"];
+    for k in [ours("A")].iter().chain(&others.map(String::from)) {
+        c.begin_upload(k, b"a part").unwrap();
+    }
+    let elsewhere = S3Writer::new(&config(&s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[("S3KeyPrefix", "elsewhere/")],
+    )))
+    .unwrap();
+    elsewhere.begin_upload(&ours("C"), b"a part").unwrap();
+    let left = || -> Vec<String> {
+        let mut v: Vec<String> = c
+            .incomplete_uploads()
+            .unwrap()
+            .into_iter()
+            .map(|u| u.key)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(left().len(), 3);
+
+    // Off: the upload stays.
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[("S3AbortIncompleteAfter", "off")],
+    );
+    let o = json2parquet_s3(dir.path(), &props, &generate(54, 10));
+    let log = stderr(&o);
+    assert!(o.status.success() && !log.contains("aborted"), "{log}");
+    assert_eq!(left().len(), 3);
+
+    let text = generate(53, 300);
+    let props = s3_props(&moto.endpoint(), BUCKET, &[("BufferSize", "1000")]);
+    let o = json2parquet_s3(dir.path(), &props, &text);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "aborted 1 incomplete uploads left by interrupted writes: d2p/{}",
+            ours("A")
+        )),
+        "{log}"
+    );
+    let mut want: Vec<String> = others.iter().map(|k| format!("d2p/{k}")).collect();
+    want.sort();
+    assert_eq!(left(), want, "only the upload of ours is gone");
+    assert_eq!(elsewhere.incomplete_uploads().unwrap().len(), 1);
+    let by_id = rows_by_id(&props, &text);
+    let mut n = 0;
+    for (_, _, rows) in objects(&c) {
+        for r in rows {
+            let id = extra(&r, "id").unwrap().to_string();
+            if let Some(w) = by_id.get(&id) {
+                assert_eq!(&r, w, "{id}");
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, 300, "the run's records, once each");
+}

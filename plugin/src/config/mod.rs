@@ -201,6 +201,9 @@ pub struct S3Config {
     pub storage_class: String,
     /// A canned ACL as S3 spells it (`bucket-owner-full-control`); empty for none.
     pub acl: String,
+    /// S3AbortIncompleteAfter: the age past which an incomplete multipart upload of ours
+    /// is left over from a crash (`None`: never abort).
+    pub abort_incomplete_after: Option<Duration>,
 }
 
 /// The complete, validated configuration.
@@ -471,6 +474,7 @@ impl ConfigBuilder {
                     kms_key_id: String::new(),
                     storage_class: String::new(),
                     acl: String::new(),
+                    abort_incomplete_after: Some(Duration::from_secs(86_400)),
                 },
                 codec: Codec::Snappy,
                 compression_level: None,
@@ -739,6 +743,12 @@ impl ConfigBuilder {
                 c.s3.acl = s3_name(k, v, v.trim().to_ascii_lowercase(), {
                     aws_sdk_s3::types::ObjectCannedAcl::values()
                 })?
+            }
+            Key::S3AbortIncompleteAfter => {
+                c.s3.abort_incomplete_after = match v.trim().to_ascii_lowercase().as_str() {
+                    "off" | "false" | "no" | "never" => None,
+                    _ => Some(parse_duration(k, v)?),
+                }
             }
             Key::RecoveryInterval => c.recovery_interval = parse_duration(k, v)?,
             Key::HttpMaxBodyBytes => {
@@ -1248,7 +1258,19 @@ mod tests {
         assert_eq!(s3.storage_class, "GLACIER_IR");
         assert_eq!(s3.acl, "bucket-owner-full-control");
         assert_eq!(Config::default().s3.encryption.header(), None);
+        assert_eq!(
+            Config::default().s3.abort_incomplete_after,
+            Some(Duration::from_secs(86_400))
+        );
+        let mut b = ConfigBuilder::new();
+        b.set("s3_abort_incomplete_after", "90m").unwrap();
+        let after = |b: &ConfigBuilder| b.clone().build().unwrap().s3.abort_incomplete_after;
+        assert_eq!(after(&b), Some(Duration::from_secs(5400)));
+        b.set("S3AbortIncompleteAfter", "Off").unwrap();
+        assert_eq!(after(&b), None);
         for (k, v, accepted) in [
+            ("S3AbortIncompleteAfter", "0", "greater than zero"),
+            ("S3AbortIncompleteAfter", "soon", "duration"),
             ("S3ServerSideEncryption", "kms", "aes256, sse-s3, aws:kms"),
             ("S3StorageClass", "COLD", "STANDARD_IA"),
             ("S3Acl", "everyone", "bucket-owner-full-control"),

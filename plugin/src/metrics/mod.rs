@@ -163,6 +163,8 @@ pub struct Metrics {
     pub upload_retries: AtomicU64,
     pub recovery_stored: AtomicU64,
     pub recovery_resent: AtomicU64,
+    /// Incomplete uploads a crash left, aborted by the writer's sweep.
+    pub leftovers_removed: AtomicU64,
     pub backpressure: AtomicU64,
     /// Of `backpressure`, submissions refused for BufferMaxKeys.
     pub key_limit_refusals: AtomicU64,
@@ -194,7 +196,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -249,6 +251,11 @@ impl Metrics {
                 "d2p_recovery_resent_total",
                 "Batches written later from the recovery store.",
                 &self.recovery_resent,
+            ),
+            (
+                "d2p_leftover_uploads_aborted_total",
+                "Incomplete multipart uploads left by interrupted writes, aborted (S3AbortIncompleteAfter).",
+                &self.leftovers_removed,
             ),
             (
                 "d2p_backpressure_total",

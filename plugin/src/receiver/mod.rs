@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use writer_thread::writer_loop;
+use writer_thread::{Chores, writer_loop};
 
 /// Why a submission was not accepted. All but `Closed` are worth retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,12 +300,18 @@ impl Receiver {
         for (i, f) in flushers.into_iter().enumerate() {
             let jr = job_rx.clone();
             let dt = done_tx.clone();
-            let auto = (cfg.try_auto_recover && i == 0).then_some(cfg.recovery_interval);
+            let chores = match i {
+                0 => Chores {
+                    auto_recover: cfg.try_auto_recover.then_some(cfg.recovery_interval),
+                    sweep: true,
+                },
+                _ => Chores::default(),
+            };
             let sh = shared.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("d2p-writer-{i}"))
-                    .spawn(move || writer_loop(f, jr, dt, auto, sh))
+                    .spawn(move || writer_loop(f, jr, dt, chores, sh))
                     .map_err(|e| {
                         ReceiverError::Other(format!("cannot start writer thread: {e}"))
                     })?,

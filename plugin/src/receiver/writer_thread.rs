@@ -7,35 +7,53 @@ use crate::buffer::BatchInfo;
 use crate::flush::{FlushFailure, Flusher, Shared};
 use crate::log_at;
 use crate::logging::Level;
+use crate::writer::SWEEP_EVERY;
 use crate::writer::recovery::Pass;
 use crossbeam_channel::{Receiver as Rx, Sender as Tx};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `auto_recover`: how often to retry the recovery store (TryAutoRecover), if at all.
-/// The store is retried at start, every `auto_recover` whether or not batches keep
-/// coming, and once more at close, so files kept during an outage are delivered before
-/// the process ends if the destination is back.
+/// The housekeeping one writer thread does besides writing batches (the first one;
+/// the others only write).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Chores {
+    /// How often to retry the recovery store (TryAutoRecover), if at all. The store is
+    /// retried at start, every so often whether or not batches keep coming, and once
+    /// more at close, so files kept during an outage are delivered before the process
+    /// ends if the destination is back.
+    pub auto_recover: Option<Duration>,
+    /// Whether to sweep what interrupted writes left at the destination, at start and
+    /// every [`SWEEP_EVERY`].
+    pub sweep: bool,
+}
+
 pub(super) fn writer_loop(
     mut f: Flusher,
     jobs: Rx<Job>,
     done: Tx<Done>,
-    auto_recover: Option<Duration>,
+    chores: Chores,
     shared: Arc<Shared>,
 ) {
-    let every = auto_recover.unwrap_or(Duration::MAX);
-    let auto_recover = auto_recover.is_some();
+    let every = chores.auto_recover.unwrap_or(Duration::MAX);
+    let auto_recover = chores.auto_recover.is_some();
+    if chores.sweep {
+        f.sweep_leftovers();
+    }
     if auto_recover {
         f.resend_recovery(Pass::Periodic);
     }
-    let mut last_resend = Instant::now();
+    let (mut last_resend, mut last_sweep) = (Instant::now(), Instant::now());
     loop {
         // Checked on every turn, not only when idle: a steady stream of batches must not
         // keep the store waiting until the next restart.
         if auto_recover && last_resend.elapsed() >= every {
             f.resend_recovery(Pass::Periodic);
             last_resend = Instant::now();
+        }
+        if chores.sweep && last_sweep.elapsed() >= SWEEP_EVERY {
+            f.sweep_leftovers();
+            last_sweep = Instant::now();
         }
         let job = match jobs.recv_timeout(Duration::from_secs(1)) {
             Ok(j) => j,

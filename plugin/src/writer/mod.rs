@@ -35,12 +35,22 @@ impl WriteError {
     }
 }
 
+/// How often [`Writer::sweep_leftovers`] runs after the sweep at start.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub trait Writer: Send {
     /// Stores `bytes` as `name`, a relative path with `/` separators.
     fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError>;
 
     /// Whether the destination is reachable and writable (readiness checks).
     fn check(&mut self) -> Result<(), WriteError>;
+
+    /// Removes what writes cut short by a crash left behind, where the destination keeps
+    /// it at a cost (S3's incomplete multipart uploads); returns what it removed. The
+    /// pipeline calls it on one writer, at start and then every [`SWEEP_EVERY`].
+    fn sweep_leftovers(&mut self) -> Result<Vec<String>, WriteError> {
+        Ok(Vec::new())
+    }
 
     fn describe(&self) -> String;
 }

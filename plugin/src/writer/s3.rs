@@ -291,6 +291,34 @@ impl Writer for S3Writer {
         })
     }
 
+    /// Aborts the incomplete multipart uploads of our objects older than
+    /// S3AbortIncompleteAfter. Younger ones may be another node's uploads in progress.
+    fn sweep_leftovers(&mut self) -> Result<Vec<String>, WriteError> {
+        let Some(age) = self.cfg.abort_incomplete_after else {
+            return Ok(Vec::new());
+        };
+        let stale = left_behind(
+            self.incomplete_uploads()?,
+            std::time::SystemTime::now(),
+            age,
+        );
+        let (c, bucket) = (self.client.clone(), self.cfg.bucket.clone());
+        self.rt.block_on(async move {
+            let mut aborted = Vec::new();
+            for u in stale {
+                c.abort_multipart_upload()
+                    .bucket(&bucket)
+                    .key(&u.key)
+                    .upload_id(&u.id)
+                    .send()
+                    .await
+                    .map_err(|e| err(&format!("AbortMultipartUpload {}", u.key), describe(&e)))?;
+                aborted.push(u.key);
+            }
+            Ok(aborted)
+        })
+    }
+
     fn describe(&self) -> String {
         let where_ = if self.cfg.endpoint.is_empty() {
             "AWS".to_string()
@@ -322,6 +350,24 @@ impl Writer for S3Writer {
             self.cfg.bucket, self.cfg.key_prefix
         )
     }
+}
+
+/// A multipart upload begun and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The full object key (with S3KeyPrefix).
+    pub key: String,
+    pub id: String,
+    pub initiated: std::time::SystemTime,
+}
+
+/// Of `uploads`, those a crash left: of our objects, begun at least `age` before `now`.
+fn left_behind(uploads: Vec<Upload>, now: std::time::SystemTime, age: Duration) -> Vec<Upload> {
+    uploads
+        .into_iter()
+        .filter(|u| crate::partition::is_object_name(&u.key))
+        .filter(|u| now.duration_since(u.initiated).is_ok_and(|d| d >= age))
+        .collect()
 }
 
 /// How an object is stored, as S3 reports it: to check the upload settings.
@@ -367,6 +413,81 @@ impl S3Writer {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// The incomplete multipart uploads under S3KeyPrefix, whoever began them.
+    pub fn incomplete_uploads(&self) -> Result<Vec<Upload>, WriteError> {
+        let (c, bucket, prefix) = (self.client.clone(), self.cfg.bucket.clone(), self.key(""));
+        self.rt.block_on(async move {
+            let mut out = Vec::new();
+            let (mut key_marker, mut id_marker) = (None, None);
+            loop {
+                let r = c
+                    .list_multipart_uploads()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .set_key_marker(key_marker)
+                    .set_upload_id_marker(id_marker)
+                    .send()
+                    .await
+                    .map_err(|e| err("ListMultipartUploads", describe(&e)))?;
+                for u in r.uploads() {
+                    let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                        continue;
+                    };
+                    // An upload without a start time is taken as begun now: never stale.
+                    let initiated = u
+                        .initiated()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                        .unwrap_or_else(std::time::SystemTime::now);
+                    out.push(Upload {
+                        key: key.to_string(),
+                        id: id.to_string(),
+                        initiated,
+                    });
+                }
+                if r.is_truncated() != Some(true) {
+                    break;
+                }
+                key_marker = r.next_key_marker().map(str::to_string);
+                id_marker = r.next_upload_id_marker().map(str::to_string);
+                if key_marker.is_none() && id_marker.is_none() {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Begins a multipart upload of `key` (under S3KeyPrefix) with one part and leaves it
+    /// incomplete, as a write cut short by a crash does (tests of the sweep).
+    pub fn begin_upload(&self, key: &str, part: &[u8]) -> Result<String, WriteError> {
+        let (c, bucket, key, part) = (
+            self.client.clone(),
+            self.cfg.bucket.clone(),
+            self.key(key),
+            part.to_vec(),
+        );
+        self.rt.block_on(async move {
+            let up = c
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| err("CreateMultipartUpload", describe(&e)))?;
+            let id = up.upload_id().unwrap_or_default().to_string();
+            c.upload_part()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&id)
+                .part_number(1)
+                .body(ByteStream::from(part))
+                .send()
+                .await
+                .map_err(|e| err("UploadPart", describe(&e)))?;
+            Ok(id)
         })
     }
 
@@ -457,6 +578,40 @@ impl S3Writer {
 mod tests {
     use super::*;
     use crate::config::ConfigBuilder;
+
+    /// moto reports every upload as begun in 2010, so the age rule is checked here: an
+    /// upload younger than S3AbortIncompleteAfter may be another node's, in progress.
+    #[test]
+    fn only_our_uploads_older_than_the_age_are_left_behind() {
+        let now = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let ours = "p/a=b/01KB2S5Q8M3N4P5R6S7T8V9W0X-k.parquet";
+        let up = |key: &str, ago: Duration| Upload {
+            key: key.into(),
+            id: format!("{key}@{ago:?}"),
+            initiated: now - ago,
+        };
+        let found = left_behind(
+            vec![
+                up(ours, 2 * hour),
+                up(ours, hour),
+                up(ours, hour - Duration::from_secs(1)),
+                up("p/a=b/report.parquet", 2 * hour),
+            ],
+            now,
+            hour,
+        );
+        let ids: Vec<&str> = found.iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids, [format!("{ours}@7200s"), format!("{ours}@3600s")]);
+        let future = Upload {
+            initiated: now + hour,
+            ..up(ours, Duration::ZERO)
+        };
+        assert!(
+            left_behind(vec![future], now, hour).is_empty(),
+            "clock skew"
+        );
+    }
 
     #[test]
     fn the_description_names_the_upload_settings() {
