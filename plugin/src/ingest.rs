@@ -13,7 +13,7 @@ use crate::decode::flb::{self, ChunkStats, Item};
 use crate::decode::frame::{Block, Piece};
 use crate::decode::json::JsonParser;
 use crate::dlq::DlqEntry;
-use crate::partition::{Context, FieldPath, KeySpec, PartitionKey};
+use crate::partition::{Context, FieldPath, FieldRef, KeySpec, PartitionKey};
 use crate::record::dynamic::{DynRecord, FieldAction, time_ns};
 use crate::record::field_rules::FieldRules;
 use crate::record::log_map::FastMap;
@@ -107,9 +107,9 @@ impl IngestSpec {
         } else {
             FieldRules::new(EVENT_TIME)
         };
-        let rules_hide_keys = keyspec.record_fields().any(|p| {
-            rules.hides(p.keys()) || rules.hides(std::slice::from_ref(&p.name().to_string()))
-        });
+        let rules_hide_keys = keyspec
+            .record_fields()
+            .any(|p| action_on_field(&rules, p) != FieldAction::Keep);
         Ok(IngestSpec {
             record_type: c.record_type,
             rules: LogRules::new(
@@ -128,6 +128,49 @@ impl IngestSpec {
                 fixed: c.json_schema.clone(),
             },
         })
+    }
+}
+
+/// What the rules do to a partition field of dynamic records: at its nested path, or
+/// as a top-level key spelled with the dots (which the key takes first).
+fn action_on_field(rules: &FieldRules, p: &FieldPath) -> FieldAction {
+    match rules.action_on(p.keys()) {
+        FieldAction::Keep => rules.action_on(std::slice::from_ref(&p.name().to_string())),
+        a => a,
+    }
+}
+
+impl IngestSpec {
+    /// Warnings about the configuration that only the data would show later: a
+    /// partition field that IgnoredFields or MaskFields hides has the same value in
+    /// every record (the missing-field default, or `*`), so it splits no files.
+    pub fn notices(&self) -> Vec<String> {
+        self.keyspec
+            .fields()
+            .filter_map(|(name, f)| {
+                let action = match f {
+                    FieldRef::Col(c) => self.rules.action_on(c.name()),
+                    FieldRef::Arg(a) => self.rules.action_on(a),
+                    FieldRef::Field(p) => action_on_field(&self.dynamic.rules, p),
+                    FieldRef::Tag | FieldRef::TagPart(_) | FieldRef::Meta(_) => FieldAction::Keep,
+                };
+                let (by, value) = match action {
+                    FieldAction::Keep => return None,
+                    FieldAction::Drop => ("dropped by IgnoredFields", "its missing-field default"),
+                    FieldAction::Mask => ("masked by MaskFields", "`*`"),
+                };
+                Some(format!(
+                    "PartitionFields `{name}` is {by}: every record's key has {value} there, so it splits no files"
+                ))
+            })
+            .collect()
+    }
+
+    /// Logs [`IngestSpec::notices`] as warnings, at start.
+    pub fn log_notices(&self, log: &dyn crate::logging::Logger) {
+        for n in self.notices() {
+            log.log(crate::logging::Level::Warn, &n);
+        }
     }
 }
 
@@ -564,5 +607,44 @@ mod tests {
             key(&[fields, ("MaskFields", "user.id")], line),
             "acme:a@b.c"
         );
+    }
+
+    fn notices(settings: &[(&str, &str)]) -> Vec<String> {
+        let mut b = ConfigBuilder::new();
+        for (k, v) in settings {
+            b.set(k, v).unwrap();
+        }
+        IngestSpec::from_config(&b.build().unwrap())
+            .unwrap()
+            .notices()
+    }
+
+    /// A hidden partition field is said at start, for either record type; the tag and
+    /// fields the rules leave alone are not.
+    #[test]
+    fn hidden_partition_fields_are_warned_about() {
+        assert!(notices(&[]).is_empty());
+        let log = notices(&[
+            ("PartitionFields", "business_capability,args.user,tag,level"),
+            ("MaskFields", "Business-Capability"),
+            ("IgnoredFields", "user,message"),
+        ]);
+        assert_eq!(
+            log,
+            [
+                "PartitionFields `business_capability` is masked by MaskFields: every record's key has `*` there, so it splits no files",
+                "PartitionFields `args.user` is dropped by IgnoredFields: every record's key has its missing-field default there, so it splits no files",
+            ]
+        );
+        let dynamic = notices(&[
+            ("RecordType", "dynamic"),
+            ("PartitionFields", "tenant,user.email,$k8s['ns'],a.b"),
+            ("MaskFields", "user.email,a.b"),
+            ("IgnoredFields", "k8s"),
+        ]);
+        assert_eq!(dynamic.len(), 3, "{dynamic:?}");
+        assert!(dynamic[0].starts_with("PartitionFields `user.email` is masked"));
+        assert!(dynamic[1].starts_with("PartitionFields `$k8s['ns']` is dropped"));
+        assert!(dynamic[2].starts_with("PartitionFields `a.b` is masked"));
     }
 }

@@ -315,6 +315,11 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
+    /// Each field of the key, with its name as configured.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldRef)> {
+        self.names.iter().map(String::as_str).zip(&self.refs)
+    }
+
     /// The record fields among the key's fields (not the tag or metadata).
     pub fn record_fields(&self) -> impl Iterator<Item = &FieldPath> {
         self.refs.iter().filter_map(|r| match r {

@@ -73,6 +73,34 @@ fn partitioned_round_trip_matches_input() {
     assert!(!any["trace-ip"].as_array().unwrap().is_empty());
 }
 
+/// A partition field that MaskFields hides is said at start: otherwise the only sign
+/// is that every file lands in one `capability=*` folder.
+#[test]
+fn a_masked_partition_field_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    write(&input, generate(13, 200));
+    write(
+        &dir.path().join("cfg.json"),
+        r#"{"mask_fields": "business-capability", "writer_fsync": false}"#,
+    );
+    let out = dir.path().join("out");
+    let o = json2parquet_out_dir(&dir.path().join("cfg.json"), &out, &input);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("PartitionFields `business-capability` is masked by MaskFields: every record's key has `*` there"),
+        "{log}"
+    );
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 200);
+    for (file, row) in &rows {
+        let rel = file.strip_prefix(&out).unwrap().to_str().unwrap();
+        assert!(rel.starts_with("capability=*/"), "{rel}");
+        assert_eq!(row["business-capability"], "*");
+    }
+}
+
 /// The summary counts every flush of the run: here most files come from size flushes
 /// long before the final one.
 #[test]

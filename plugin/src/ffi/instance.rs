@@ -104,6 +104,7 @@ impl Instance {
         let spec = Arc::new(
             IngestSpec::from_config(&cfg).map_err(|e| format!("invalid configuration: {e}"))?,
         );
+        spec.log_notices(&*log);
         let receiver =
             Arc::new(Receiver::start(&cfg, log.clone()).map_err(|e| format!("cannot start: {e}"))?);
         let threads = decode_threads(&cfg);

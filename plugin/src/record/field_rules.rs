@@ -76,19 +76,20 @@ impl FieldRules {
         }
     }
 
-    /// Whether a rule drops or masks the field at `path` (keys from the top level
-    /// down), or a map it lies in.
-    pub fn hides(&self, path: &[String]) -> bool {
+    /// What the rules do to the field at `path` (keys from the top level down): dropped
+    /// or masked with a map it lies in, or by a rule of its own.
+    pub fn action_on(&self, path: &[String]) -> FieldAction {
         let mut level = &self.root;
         let mut norm = String::new();
         for key in path {
             match level.verdict(key, None, &mut norm) {
-                Verdict::Keep => return false,
-                Verdict::Drop | Verdict::Mask => return true,
+                Verdict::Keep => return FieldAction::Keep,
+                Verdict::Drop => return FieldAction::Drop,
+                Verdict::Mask => return FieldAction::Mask,
                 Verdict::Descend(inner) => level = inner,
             }
         }
-        false
+        FieldAction::Keep
     }
 
     /// Whether any rule was added (the reserved key aside).

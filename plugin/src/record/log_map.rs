@@ -263,6 +263,16 @@ impl LogRules {
         }
     }
 
+    /// What IgnoredFields and MaskFields do to the input field `key`.
+    pub fn action_on(&self, key: &str) -> super::dynamic::FieldAction {
+        use super::dynamic::FieldAction;
+        match self.plan(key) {
+            KeyPlan::Ignore => FieldAction::Drop,
+            KeyPlan::Map { masked: true, .. } => FieldAction::Mask,
+            KeyPlan::Map { .. } => FieldAction::Keep,
+        }
+    }
+
     fn plan(&self, key: &str) -> KeyPlan {
         let normal = match normalize_key(key) {
             Cow::Owned(n) => Some(n.into_boxed_str()),

@@ -58,6 +58,7 @@ fn run() -> Result<()> {
     let cfg = load(&args)?;
     let log = StderrLogger::new("http-server", cfg.debug, cfg.log_formatter);
     let spec: &'static IngestSpec = Box::leak(Box::new(IngestSpec::from_config(&cfg)?));
+    spec.log_notices(&*log);
     let receiver = Arc::new(Receiver::start(&cfg, log.clone()).context("starting the pipeline")?);
     let probe = probe::Probe::new(&cfg);
     let state = Arc::new(routes::State::new(

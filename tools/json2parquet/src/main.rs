@@ -151,6 +151,7 @@ fn run() -> Result<i32> {
     let cfg = build_config(&args)?;
     let log: Arc<StderrLogger> = StderrLogger::new("json2parquet", cfg.debug, cfg.log_formatter);
     let spec = Arc::new(IngestSpec::from_config(&cfg)?);
+    spec.log_notices(&*log);
     let dlq_file = dlq_path(&args, &cfg);
     let dlq = FileDlq::at_file(&dlq_file).with_limit(cfg.dlq_max_bytes);
     let threads = args
