@@ -574,6 +574,85 @@ print(json.dumps({"rows": rows, "meta": meta}, default=lambda b: b.decode()))
     assert!(leaf("level").iter().all(|&s| s == (true, true)), "{meta:?}");
 }
 
+/// `WriterBloomFilterColumns`: files written by the pipeline carry a bloom filter on the
+/// named column only, and DuckDB uses it: a lookup of an id a file holds is never ruled
+/// out, one of an id no file holds is ruled out nearly everywhere, and the rows DuckDB
+/// reads are ours.
+#[test]
+fn bloom_filters_let_duckdb_rule_out_files() {
+    if !have_duckdb("bloom_filters_let_duckdb_rule_out_files") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let text = generate(22, 2_000);
+    write(&input, &text);
+    let cfg_text = r#"{"buffer_size": 250, "flush_interval": 3600, "writer_fsync": false,
+        "partition_fields": "cloud-provider", "partition_path": "cloud={cloud-provider}",
+        "writer_bloom_filter_columns": "correlation_id"}"#;
+    write(&dir.path().join("cfg.json"), cfg_text);
+    let out = dir.path().join("out");
+    let o = json2parquet_out_dir(&dir.path().join("cfg.json"), &out, &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 2_000);
+    // One id from each file, and the file it is in.
+    let mut probes: HashMap<String, String> = HashMap::new();
+    for (file, row) in &rows {
+        let id = row["correlation-id"].as_str().unwrap().to_string();
+        probes
+            .entry(file.to_str().unwrap().to_string())
+            .or_insert(id);
+    }
+    assert!(probes.len() >= 8, "{} files", probes.len());
+    let script = r#"
+import duckdb, json, sys
+con = duckdb.connect()
+root, probes = sys.argv[1], json.loads(sys.argv[2])
+files = root + "/**/*.parquet"
+with_filter = sorted({r[0] for r in con.execute(
+    "select path_in_schema from parquet_metadata(?) where bloom_filter_offset is not null", [files]
+).fetchall()})
+def excluded(f, v):
+    return [r[0] for r in con.execute(
+        "select bloom_filter_excludes from parquet_bloom_probe(?, 'correlation-id', ?)", [f, v]
+    ).fetchall()]
+present = sum(any(excluded(f, v)) for f, v in probes.items())
+absent = sum(all(excluded(f, "no-such-id-%d" % i)) for i, f in enumerate(probes))
+found = [con.execute(
+    'select count(*) from read_parquet(?) where "correlation-id" = ?', [files, v]
+).fetchone()[0] for v in probes.values()]
+print(json.dumps({"with_filter": with_filter, "present_excluded": present,
+                  "absent_excluded": absent, "found": found}))
+"#;
+    let o = run(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&out)
+        .arg(serde_json::to_string(&probes).unwrap()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let duck: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(duck["with_filter"], serde_json::json!(["correlation-id"]));
+    assert_eq!(duck["present_excluded"], 0, "no false negatives");
+    let absent = duck["absent_excluded"].as_u64().unwrap() as usize;
+    assert!(
+        absent * 10 >= probes.len() * 8,
+        "{absent} of {} files ruled out",
+        probes.len()
+    );
+    let ids_once = rows
+        .iter()
+        .filter(|(_, r)| probes.values().any(|v| r["correlation-id"] == v.as_str()))
+        .count();
+    let found: usize = duck["found"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(found, ids_once, "DuckDB finds the rows our reader finds");
+}
+
 /// `DLQMaxBytes` in json2parquet: the DLQ file stops at the limit, the summary says how
 /// many rejected records were not kept, and every good record is still written.
 #[test]

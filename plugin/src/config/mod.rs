@@ -248,6 +248,10 @@ pub struct Config {
     pub statistics_exclude: FieldSet,
     /// WriterDictionaryExclude: top-level columns written without a dictionary.
     pub dictionary_exclude: FieldSet,
+    /// WriterBloomFilterColumns: top-level columns written with a bloom filter.
+    pub bloom_filter_columns: FieldSet,
+    /// WriterBloomFilterFpp: their false-positive rate, in (0, 1).
+    pub bloom_filter_fpp: f64,
     pub partition_fields: Vec<String>,
     pub partition_path: String,
     pub partition_time: PartitionTime,
@@ -485,6 +489,8 @@ impl ConfigBuilder {
                 map_values_utf8: false,
                 statistics_exclude: FieldSet::default(),
                 dictionary_exclude: FieldSet::default(),
+                bloom_filter_columns: FieldSet::default(),
+                bloom_filter_fpp: 0.05,
                 partition_fields: vec![
                     "business-capability".into(),
                     "business-domain".into(),
@@ -636,6 +642,13 @@ impl ConfigBuilder {
             Key::WriterMapValuesUtf8 => c.map_values_utf8 = parse_bool(k, v)?,
             Key::WriterStatisticsExclude => c.statistics_exclude = FieldSet::parse(v),
             Key::WriterDictionaryExclude => c.dictionary_exclude = FieldSet::parse(v),
+            Key::WriterBloomFilterColumns => c.bloom_filter_columns = FieldSet::parse(v),
+            Key::WriterBloomFilterFpp => {
+                c.bloom_filter_fpp = match v.trim().parse::<f64>() {
+                    Ok(p) if p > 0.0 && p < 1.0 => p,
+                    _ => return Err(bad(k, v, "a probability between 0 and 1, exclusive")),
+                }
+            }
             Key::PartitionFields => {
                 let f: Vec<String> = crate::partition::split_unquoted(v, |c| c == ',')
                     .into_iter()
@@ -1243,6 +1256,22 @@ mod tests {
         assert!(c.dictionary_exclude.contains("correlation-id"));
         assert!(Config::default().statistics_exclude.is_empty());
         assert!(Config::default().dictionary_exclude.is_empty());
+        let mut b = ConfigBuilder::new();
+        b.set("writer_bloom_filter_columns", "Correlation_ID, session-id")
+            .unwrap();
+        b.set("WriterBloomFilterFpp", "0.01").unwrap();
+        let c = b.build().unwrap();
+        assert!(c.bloom_filter_columns.contains("correlation-id"));
+        assert!(c.bloom_filter_columns.contains("session-id"));
+        assert_eq!(c.bloom_filter_fpp, 0.01);
+        assert_eq!(Config::default().bloom_filter_fpp, 0.05);
+        for bad in ["0", "1", "-0.1", "NaN", "often"] {
+            let e = ConfigBuilder::new()
+                .set("WriterBloomFilterFpp", bad)
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.to_string().contains("WriterBloomFilterFpp"), "{bad}: {e}");
+        }
     }
 
     #[test]

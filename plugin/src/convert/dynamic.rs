@@ -12,7 +12,7 @@
 //! appended (nullable). The event time is the first column, `_event_time`,
 //! TIMESTAMP(MICROS, UTC).
 
-use super::{ConvertError, ParquetOptions, ParquetSink};
+use super::{ConvertError, FileLayout, ParquetOptions};
 use crate::partition::PartitionKey;
 use crate::record::dynamic::DynRecord;
 use crate::record::log_map::FastMap;
@@ -637,7 +637,8 @@ pub fn encode_dynamic(
     fixed: bool,
     opts: &ParquetOptions,
 ) -> Result<Vec<u8>, ConvertError> {
-    let mut sink = ParquetSink::new(Vec::new(), arrow_schema(t, fixed), opts)?;
+    let mut sink =
+        FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink_for(Vec::new(), records.len())?;
     for chunk in records.chunks(BATCH_ROWS) {
         sink.write(&dynamic_batch(chunk, t, fixed)?)?;
     }
@@ -674,6 +675,8 @@ mod tests {
             map_values_utf8: false,
             statistics_exclude: Default::default(),
             dictionary_exclude: Default::default(),
+            bloom_filter: Default::default(),
+            bloom_fpp: 0.05,
         }
     }
 
@@ -708,6 +711,36 @@ mod tests {
             s(&[("a", Int)]).merge(s(&[("b", Str), ("a", Float)])),
             s(&[("a", Float), ("b", Str)])
         );
+    }
+
+    /// Bloom filters name top-level columns of dynamic records too, and cover the
+    /// leaves of a struct column.
+    #[test]
+    fn dynamic_columns_get_bloom_filters() {
+        use parquet::file::reader::FileReader;
+        let rs = recs(&[
+            r#"{"trace": "t1", "user": {"id": "u1", "n": 1}, "msg": "a"}"#,
+            r#"{"trace": "t2", "user": {"id": "u2", "n": 2}, "msg": "b"}"#,
+        ]);
+        let refs: Vec<_> = rs.iter().collect();
+        let t = infer(&refs, None, false).unwrap();
+        let o = ParquetOptions {
+            bloom_filter: crate::config::FieldSet::parse("trace,user"),
+            ..opts()
+        };
+        let bytes = encode_dynamic(&refs, &t, false, &o).unwrap();
+        let r =
+            parquet::file::serialized_reader::SerializedFileReader::new(bytes::Bytes::from(bytes))
+                .unwrap();
+        let with: Vec<String> = r
+            .metadata()
+            .row_group(0)
+            .columns()
+            .iter()
+            .filter(|c| c.bloom_filter_offset().is_some())
+            .map(|c| c.column_path().string())
+            .collect();
+        assert_eq!(with, ["trace", "user.id", "user.n"]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::schema::types::SchemaDescriptor;
+use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 use std::io::Write;
 
 /// Rows handed to the Parquet writer at a time.
@@ -68,6 +68,10 @@ pub struct ParquetOptions {
     pub statistics_exclude: FieldSet,
     /// Top-level columns without a dictionary (WriterDictionaryExclude).
     pub dictionary_exclude: FieldSet,
+    /// Top-level columns with a bloom filter (WriterBloomFilterColumns), and its
+    /// false-positive rate.
+    pub bloom_filter: FieldSet,
+    pub bloom_fpp: f64,
 }
 
 impl ParquetOptions {
@@ -79,6 +83,8 @@ impl ParquetOptions {
             map_values_utf8: c.map_values_utf8,
             statistics_exclude: c.statistics_exclude.clone(),
             dictionary_exclude: c.dictionary_exclude.clone(),
+            bloom_filter: c.bloom_filter_columns.clone(),
+            bloom_fpp: c.bloom_filter_fpp,
         }
     }
 
@@ -128,25 +134,43 @@ impl ParquetOptions {
                 SCHEMA_FINGERPRINT_KEY.to_string(),
                 schema_fingerprint(columns),
             )]));
-        if !self.statistics_exclude.is_empty() || !self.dictionary_exclude.is_empty() {
-            for col in columns.columns() {
-                let path = col.path();
-                let Some(top) = path.parts().first() else {
-                    continue;
-                };
-                // Normalised as the configured names are (case, `_` as `-`).
-                let top = top.to_lowercase().replace('_', "-");
-                if self.statistics_exclude.contains(&top) {
-                    b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
-                }
-                if self.dictionary_exclude.contains(&top) {
-                    b = b.set_column_dictionary_enabled(path.clone(), false);
-                }
-            }
+        for col in self.under(&self.statistics_exclude, columns) {
+            b = b.set_column_statistics_enabled(col, EnabledStatistics::None);
+        }
+        for col in self.under(&self.dictionary_exclude, columns) {
+            b = b.set_column_dictionary_enabled(col, false);
+        }
+        for col in self.under(&self.bloom_filter, columns) {
+            b = b
+                .set_column_bloom_filter_enabled(col.clone(), true)
+                .set_column_bloom_filter_fpp(col, self.bloom_fpp);
         }
         Ok(b.build())
     }
+
+    /// The leaf columns under the top-level columns `names` holds (matched as the
+    /// configured names are normalised: case, `_` as `-`).
+    fn under(&self, names: &FieldSet, columns: &SchemaDescriptor) -> Vec<ColumnPath> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        columns
+            .columns()
+            .iter()
+            .map(|c| c.path())
+            .filter(|p| {
+                p.parts()
+                    .first()
+                    .is_some_and(|top| names.contains(&top.to_lowercase().replace('_', "-")))
+            })
+            .cloned()
+            .collect()
+    }
 }
+
+/// The most distinct values a bloom filter is sized for before it is folded down: a
+/// row group of a million rows, as the parquet crate assumes by default.
+const BLOOM_MAX_NDV: u64 = 1 << 20;
 
 /// What the writer needs for files of one schema, built once and reused for each file:
 /// the schema fingerprint and the Arrow schema hint (`ARROW:schema`) are the same for
@@ -157,6 +181,8 @@ pub struct FileLayout {
     arrow: SchemaRef,
     parquet: SchemaDescriptor,
     props: WriterProperties,
+    /// The leaf columns with a bloom filter, sized per file by [`FileLayout::sink_for`].
+    bloom: Vec<ColumnPath>,
 }
 
 impl FileLayout {
@@ -167,7 +193,8 @@ impl FileLayout {
         opts: &ParquetOptions,
     ) -> Result<FileLayout, ConvertError> {
         let props = opts.writer_properties(&parquet)?;
-        Ok(FileLayout::with_hint(arrow, parquet, props))
+        let bloom = opts.under(&opts.bloom_filter, &parquet);
+        Ok(FileLayout::with_hint(arrow, parquet, props, bloom))
     }
 
     /// Files of `arrow`, with the Parquet schema derived from it under upstream's root
@@ -178,7 +205,8 @@ impl FileLayout {
         let parquet = ArrowSchemaConverter::new()
             .schema_root(SCHEMA_ROOT)
             .convert(&arrow)?;
-        Ok(FileLayout::with_hint(arrow, parquet, props))
+        let bloom = opts.under(&opts.bloom_filter, &parquet);
+        Ok(FileLayout::with_hint(arrow, parquet, props, bloom))
     }
 
     /// Adds the Arrow schema hint, as the Arrow writer would for each file.
@@ -186,19 +214,49 @@ impl FileLayout {
         arrow: SchemaRef,
         parquet: SchemaDescriptor,
         mut props: WriterProperties,
+        bloom: Vec<ColumnPath>,
     ) -> FileLayout {
         parquet::arrow::add_encoded_arrow_schema_to_metadata(&arrow, &mut props);
         FileLayout {
             arrow,
             parquet,
             props,
+            bloom,
         }
     }
 
-    /// A new file of this layout, written to `out`.
+    /// A new file of this layout, written to `out`, of any number of rows.
     pub fn sink<W: Write + Send>(&self, out: W) -> Result<ParquetSink<W>, ConvertError> {
+        self.sink_with(out, self.props.clone())
+    }
+
+    /// A new file of this layout that will hold `rows` rows: its bloom filters are
+    /// sized for them rather than for a million, which would cost a megabyte of memory
+    /// to clear and fold per column for each of the many small files upstream's
+    /// defaults make.
+    pub fn sink_for<W: Write + Send>(
+        &self,
+        out: W,
+        rows: usize,
+    ) -> Result<ParquetSink<W>, ConvertError> {
+        if self.bloom.is_empty() {
+            return self.sink(out);
+        }
+        let ndv = (rows as u64).clamp(1, BLOOM_MAX_NDV);
+        let mut b = self.props.clone().into_builder();
+        for col in &self.bloom {
+            b = b.set_column_bloom_filter_max_ndv(col.clone(), ndv);
+        }
+        self.sink_with(out, b.build())
+    }
+
+    fn sink_with<W: Write + Send>(
+        &self,
+        out: W,
+        props: WriterProperties,
+    ) -> Result<ParquetSink<W>, ConvertError> {
         let options = ArrowWriterOptions::new()
-            .with_properties(self.props.clone())
+            .with_properties(props)
             .with_parquet_schema(self.parquet.clone())
             .with_skip_arrow_metadata(true);
         Ok(ParquetSink {
