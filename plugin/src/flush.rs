@@ -283,10 +283,18 @@ impl Flusher {
                     .schema
                     .as_deref()
                     .and_then(|s| DType::from_json(s).ok());
-                Ok(Some((
-                    self.shared.schemas.widen(&batch.key, stored, seen),
-                    false,
-                )))
+                let (t, changed) = self.shared.schemas.widen(&batch.key, stored, seen);
+                if !changed.is_empty() {
+                    Metrics::add(&self.shared.metrics.schema_changes, 1);
+                    log_at!(
+                        self.shared.log,
+                        Level::Info,
+                        "key {}: the schema of its files changed: {}",
+                        batch.key,
+                        changed.join("; ")
+                    );
+                }
+                Ok(Some((t, false)))
             }
         }
     }

@@ -653,6 +653,60 @@ print(json.dumps({"with_filter": with_filter, "present_excluded": present,
     assert_eq!(found, ids_once, "DuckDB finds the rows our reader finds");
 }
 
+/// When a key's dynamic records grow a field or a wider type, the files from then on
+/// have the wider schema; the log says so, field by field, and the earlier file keeps
+/// its own schema.
+#[test]
+fn schema_changes_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    write(
+        &input,
+        "{\"a\": 1}\n{\"a\": 2}\n{\"a\": 2.5, \"b\": \"x\"}\n{\"a\": 3, \"b\": \"y\"}\n",
+    );
+    write(
+        &dir.path().join("cfg.json"),
+        r#"{"record_type": "dynamic", "buffer_size": 2, "partition_fields": "tag",
+            "partition_path": "all", "writer_fsync": false}"#,
+    );
+    let out = dir.path().join("out");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(dir.path().join("cfg.json"))
+        .args(["--threads", "1", "--out-dir"])
+        .arg(&out)
+        .arg(&input));
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("the schema of its files changed: `a` int64 → double; new field `b` (string)"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("schema of its files changed").count(),
+        1,
+        "{log}"
+    );
+    let mut files: Vec<Vec<Value>> = data2parquet::readback::parquet_files(&out)
+        .iter()
+        .map(|f| {
+            data2parquet::readback::file_rows(f)
+                .unwrap()
+                .into_iter()
+                .map(|r| serde_json::json!([r["a"], r.get("b")]))
+                .collect()
+        })
+        .collect();
+    files.sort_by_key(|rows| rows[0][0].to_string());
+    assert_eq!(
+        files,
+        [
+            vec![serde_json::json!([1, null]), serde_json::json!([2, null])],
+            vec![serde_json::json!([2.5, "x"]), serde_json::json!([3.0, "y"])],
+        ]
+    );
+}
+
 /// `DLQMaxBytes` in json2parquet: the DLQ file stops at the limit, the summary says how
 /// many rejected records were not kept, and every good record is still written.
 #[test]

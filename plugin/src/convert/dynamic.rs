@@ -47,6 +47,20 @@ pub enum DType {
 }
 
 impl DType {
+    /// The type's name in messages: the Parquet/Arrow type its column gets.
+    pub fn name(&self) -> String {
+        match self {
+            DType::Null => "null".into(),
+            DType::Bool => "boolean".into(),
+            DType::Int => "int64".into(),
+            DType::Float => "double".into(),
+            DType::Str => "string".into(),
+            DType::Timestamp => "timestamp".into(),
+            DType::List { item } => format!("list<{}>", item.name()),
+            DType::Struct { .. } => "struct".into(),
+        }
+    }
+
     fn rank(&self) -> Option<u8> {
         match self {
             DType::Bool => Some(1),
@@ -614,20 +628,61 @@ pub struct SchemaRegistry {
 
 impl SchemaRegistry {
     /// Widens the key's schema by the buffer's stored one and by `seen` (the schema of
-    /// a batch), and returns the result.
-    pub fn widen(&self, key: &PartitionKey, stored: Option<DType>, seen: DType) -> DType {
+    /// a batch), and returns the result with how it differs from the key's schema
+    /// before (see [`changes`]; nothing for a key's first schema).
+    pub fn widen(
+        &self,
+        key: &PartitionKey,
+        stored: Option<DType>,
+        seen: DType,
+    ) -> (DType, Vec<String>) {
         // A panic elsewhere cannot leave a half-merged type: merges build new values.
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let mut t = keys
-            .remove(key)
-            .unwrap_or(DType::Struct { fields: Vec::new() });
-        if let Some(s) = stored {
-            t = t.merge(s);
-        }
-        t = t.merge(seen);
+        let known = match (keys.remove(key), stored) {
+            (Some(t), Some(s)) => Some(t.merge(s)),
+            (t, s) => t.or(s),
+        };
+        let t = known
+            .clone()
+            .unwrap_or(DType::Struct { fields: Vec::new() })
+            .merge(seen);
         keys.insert(key.clone(), t.clone());
-        t
+        let changed = known.map(|k| changes(&k, &t)).unwrap_or_default();
+        (t, changed)
     }
+}
+
+/// How schema `after` (a widening of `before`) differs from it, a line per field: a new
+/// field with its type, or a field whose type was widened (`n: int → float`). Nested
+/// fields are named by their dotted path, list items by `[]`.
+pub fn changes(before: &DType, after: &DType) -> Vec<String> {
+    fn walk(before: &DType, after: &DType, path: &str, out: &mut Vec<String>) {
+        if before == after {
+            return;
+        }
+        match (before, after) {
+            (DType::Struct { fields: b }, DType::Struct { fields: a }) => {
+                for (name, at) in a {
+                    let p = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    match b.iter().find(|(n, _)| n == name) {
+                        Some((_, bt)) => walk(bt, at, &p, out),
+                        None => out.push(format!("new field `{p}` ({})", at.name())),
+                    }
+                }
+            }
+            (DType::List { item: b }, DType::List { item: a }) => {
+                walk(b, a, &format!("{path}[]"), out)
+            }
+            _ => out.push(format!("`{path}` {} → {}", before.name(), after.name())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(before, after, "", &mut out);
+    out
 }
 
 /// Encodes dynamic records as one Parquet file with the columns of `t`.
@@ -810,17 +865,19 @@ mod tests {
             fields: vec![(n.to_string(), t)],
         };
         // Two batches taken together: the second file gets the first one's column too.
+        // A key's first schema is no change; each widening after it is.
         assert_eq!(
             reg.widen(&k, None, col("a", DType::Int)),
-            col("a", DType::Int)
+            (col("a", DType::Int), vec![])
         );
-        let t = reg.widen(&k, None, col("b", DType::Str));
+        let (t, changed) = reg.widen(&k, None, col("b", DType::Str));
         assert_eq!(
             t.to_json(),
             r#"{"type":"struct","fields":[["a",{"type":"int"}],["b",{"type":"str"}]]}"#
         );
+        assert_eq!(changed, ["new field `b` (string)"]);
         // A stored schema (Redis, another node) widens it too.
-        let t = reg.widen(
+        let (t, changed) = reg.widen(
             &k,
             Some(col("a", DType::Float)),
             DType::Struct { fields: vec![] },
@@ -829,6 +886,32 @@ mod tests {
             t.to_json(),
             r#"{"type":"struct","fields":[["a",{"type":"float"}],["b",{"type":"str"}]]}"#
         );
+        assert!(changed.is_empty(), "the stored schema was already known");
+        assert!(reg.widen(&k, None, col("a", DType::Int)).1.is_empty());
+        // A key met first through its stored schema compares with that.
+        let k2 = PartitionKey::from_text("k2");
+        let (_, changed) = reg.widen(&k2, Some(col("a", DType::Int)), col("a", DType::Float));
+        assert_eq!(changed, ["`a` int64 → double"]);
+    }
+
+    #[test]
+    fn changes_name_new_and_widened_fields_by_path() {
+        let rs = recs(&[
+            r#"{"n": 1, "user": {"id": 1}, "tags": [1]}"#,
+            r#"{"n": 1.5, "user": {"id": 2, "email": "a@b"}, "tags": ["x"], "late": true}"#,
+        ]);
+        let first = infer(&[&rs[0]], None, false).unwrap();
+        let both = infer(&[&rs[0], &rs[1]], None, false).unwrap();
+        assert_eq!(
+            changes(&first, &both),
+            [
+                "`n` int64 → double",
+                "new field `user.email` (string)",
+                "`tags[]` int64 → string",
+                "new field `late` (boolean)",
+            ]
+        );
+        assert!(changes(&both, &both).is_empty());
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub struct Metrics {
     pub recovery_resent: AtomicU64,
     /// Incomplete uploads a crash left, aborted by the writer's sweep.
     pub leftovers_removed: AtomicU64,
+    /// Times a key's inferred schema of dynamic records grew.
+    pub schema_changes: AtomicU64,
     pub backpressure: AtomicU64,
     /// Of `backpressure`, submissions refused for BufferMaxKeys.
     pub key_limit_refusals: AtomicU64,
@@ -196,7 +198,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -256,6 +258,11 @@ impl Metrics {
                 "d2p_leftover_uploads_aborted_total",
                 "Incomplete multipart uploads left by interrupted writes, aborted (S3AbortIncompleteAfter).",
                 &self.leftovers_removed,
+            ),
+            (
+                "d2p_schema_changes_total",
+                "Times the inferred schema of a key of dynamic records grew (a new field or a wider type), so its next files have a different schema.",
+                &self.schema_changes,
             ),
             (
                 "d2p_backpressure_total",
