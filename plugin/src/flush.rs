@@ -381,6 +381,7 @@ impl Flusher {
                     Metrics::add(&m.files_written, 1);
                     Metrics::add(&m.bytes_written, bytes.len() as u64);
                     m.file_size.observe(bytes.len() as f64);
+                    m.file_rows.observe(recs.len() as f64);
                     Metrics::add(&m.records_out, recs.len() as u64);
                 }
                 Err(e) => match self

@@ -111,6 +111,7 @@ fn every_route_and_content_type() {
         format!("d2p_files_written_total {files}\n"),
         format!("d2p_file_size_bytes_count {files}\n"),
         format!("d2p_file_size_bytes_bucket{{le=\"16384\"}} {files}\n"),
+        format!("d2p_file_rows_count {files}\n"),
     ] {
         assert!(m.contains(&line), "{line}: {m}");
     }

@@ -149,6 +149,18 @@ impl Buckets for FileSize {
     const UNIT: f64 = 1.0;
 }
 
+/// The rows of each written Parquet file: with the size, tells a key of few large
+/// records from one of many small files.
+#[derive(Debug)]
+pub enum FileRows {}
+
+impl Buckets for FileRows {
+    const NAME: &'static str = "d2p_file_rows";
+    const HELP: &'static str = "Rows of each Parquet file written.";
+    const BOUNDS: &'static [f64] = &[100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0];
+    const UNIT: f64 = 1.0;
+}
+
 #[derive(Default, Debug)]
 pub struct Metrics {
     pub records_in: AtomicU64,
@@ -177,6 +189,7 @@ pub struct Metrics {
     pub buffer_keys: AtomicU64,
     pub flush_latency: Histogram<FlushLatency>,
     pub file_size: Histogram<FileSize>,
+    pub file_rows: Histogram<FileRows>,
 }
 
 impl Metrics {
@@ -317,6 +330,7 @@ impl Metrics {
         }
         self.flush_latency.render(&mut s, labels);
         self.file_size.render(&mut s, labels);
+        self.file_rows.render(&mut s, labels);
         s
     }
 }

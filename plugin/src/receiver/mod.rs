@@ -1102,6 +1102,8 @@ mod tests {
             "d2p_records_out_total{output=\"d2p-test\"} 30\n",
             "d2p_files_written_total{output=\"d2p-test\"} 2\n",
             "d2p_file_size_bytes_count{output=\"d2p-test\"} 2\n",
+            "d2p_file_rows_bucket{output=\"d2p-test\",le=\"100\"} 2\n",
+            "d2p_file_rows_sum{output=\"d2p-test\"} 30\n",
         ] {
             assert!(last.contains(line), "{line}: {last}");
         }
