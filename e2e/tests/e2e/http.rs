@@ -112,6 +112,7 @@ fn every_route_and_content_type() {
         format!("d2p_file_size_bytes_count {files}\n"),
         format!("d2p_file_size_bytes_bucket{{le=\"16384\"}} {files}\n"),
         format!("d2p_file_rows_count {files}\n"),
+        "# TYPE d2p_buffer_oldest_record_seconds gauge\n".to_string(),
     ] {
         assert!(m.contains(&line), "{line}: {m}");
     }

@@ -984,6 +984,13 @@ fn the_buffer_gauges_count_redis_records_and_keys() {
     assert_eq!(gauges(&receiver), (90, 3), "90 records under 3 keys");
     let text = receiver.metrics().render_prometheus();
     assert!(text.contains("d2p_buffer_keys 3\n"), "{text}");
+    // The lag gauge counts from when this node first saw the keys' records.
+    let lag = || Metrics::get(&receiver.metrics().buffer_oldest_ms);
+    let t = Instant::now();
+    while lag() == 0 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(lag() > 0 && lag() < 10_000, "{} ms", lag());
     assert_eq!(receiver.flush().unwrap().rows, 90);
     assert_eq!(gauges(&receiver), (0, 0), "a flush empties the buffer");
     let m = receiver.metrics();

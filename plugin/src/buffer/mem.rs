@@ -167,6 +167,14 @@ impl Buffer for MemBuffer {
             keys: self.keys.len() as u64,
         }
     }
+
+    fn oldest_pending(&self) -> Option<Instant> {
+        self.keys
+            .values()
+            .filter(|p| !p.records.is_empty())
+            .filter_map(|p| p.since)
+            .min()
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +281,23 @@ mod tests {
             free.push(vec![(k(i), recs(1, "e"))]).unwrap();
         }
         assert_eq!(free.usage().keys, 50);
+    }
+
+    #[test]
+    fn oldest_pending_is_the_longest_wait() {
+        let mut m = MemBuffer::new(1 << 30);
+        let (a, b) = (PartitionKey::from_text("a"), PartitionKey::from_text("b"));
+        assert_eq!(m.oldest_pending(), None);
+        let before = Instant::now();
+        m.push(vec![(a.clone(), recs(1, "x"))]).unwrap();
+        let first = m.oldest_pending().expect("a record waits");
+        assert!(first >= before);
+        m.push(vec![(b.clone(), recs(1, "y"))]).unwrap();
+        assert_eq!(m.oldest_pending(), Some(first), "the oldest key's start");
+        m.take(&a, 10).unwrap().unwrap();
+        assert!(m.oldest_pending().is_some_and(|t| t >= first), "b's start");
+        m.take(&b, 10).unwrap().unwrap();
+        assert_eq!(m.oldest_pending(), None, "in flight is not pending");
     }
 
     #[test]

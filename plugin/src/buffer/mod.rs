@@ -262,6 +262,11 @@ pub trait Buffer: Send {
     /// What the buffer holds, pending and in flight.
     fn usage(&self) -> Usage;
 
+    /// Since when the longest-waiting pending record has waited (the start of its
+    /// key's FlushInterval), if any record is pending: the pipeline's lag. Computed
+    /// over every key, so it is asked once per tick, not per push.
+    fn oldest_pending(&self) -> Option<Instant>;
+
     /// Whether records survive this process (Redis). Then a batch that cannot be written
     /// at shutdown simply stays stored, and nothing left in the buffer is lost.
     fn durable(&self) -> bool {

@@ -657,6 +657,15 @@ impl Buffer for RedisBuffer {
         }
     }
 
+    fn oldest_pending(&self) -> Option<Instant> {
+        self.counts
+            .iter()
+            .filter(|(_, (p, _))| *p > 0)
+            .filter_map(|(k, _)| self.first_seen.get(k))
+            .min()
+            .copied()
+    }
+
     fn durable(&self) -> bool {
         true
     }

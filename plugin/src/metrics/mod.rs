@@ -187,6 +187,8 @@ pub struct Metrics {
     pub buffer_records: AtomicU64,
     pub buffer_bytes: AtomicU64,
     pub buffer_keys: AtomicU64,
+    /// How long the longest-waiting pending record has waited, in milliseconds.
+    pub buffer_oldest_ms: AtomicU64,
     pub flush_latency: Histogram<FlushLatency>,
     pub file_size: Histogram<FileSize>,
     pub file_rows: Histogram<FileRows>,
@@ -328,6 +330,11 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            s,
+            "# HELP d2p_buffer_oldest_record_seconds How long the longest-waiting pending record has waited for its key's flush (0 when none waits): the pipeline's lag; far above FlushInterval, writing is stuck or behind.\n# TYPE d2p_buffer_oldest_record_seconds gauge\nd2p_buffer_oldest_record_seconds{l} {:.3}",
+            self.buffer_oldest_ms.load(Relaxed) as f64 / 1000.0
+        );
         self.flush_latency.render(&mut s, labels);
         self.file_size.render(&mut s, labels);
         self.file_rows.render(&mut s, labels);

@@ -124,6 +124,10 @@ impl BufferThread {
         m.buffer_records.store(u.records, Ordering::Relaxed);
         m.buffer_bytes.store(u.bytes, Ordering::Relaxed);
         m.buffer_keys.store(u.keys, Ordering::Relaxed);
+        if u.records == 0 {
+            // Nothing waits: no lag, without waiting for the next tick to say so.
+            m.buffer_oldest_ms.store(0, Ordering::Relaxed);
+        }
     }
 
     fn on_msg(&mut self, m: Msg) {
@@ -331,6 +335,14 @@ impl BufferThread {
         // The Redis buffer learns its usage from its sweeps, which run here; producers
         // push past the buffer thread, so no other message would publish it.
         self.publish_usage();
+        let lag = self
+            .buffer
+            .oldest_pending()
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        self.shared
+            .metrics
+            .buffer_oldest_ms
+            .store(lag, Ordering::Relaxed);
     }
 
     fn dispatch(&mut self) {

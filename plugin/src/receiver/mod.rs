@@ -1080,6 +1080,38 @@ mod tests {
         assert_eq!(written(dir.path()), expect(n, 10));
     }
 
+    /// The lag gauge: 0 with nothing pending, growing while records wait for their
+    /// key's FlushInterval, 0 again once they are written. (It is read on the buffer
+    /// thread's ticks, every 500 ms at most; the waits below span at least two.)
+    #[test]
+    fn the_oldest_pending_record_is_a_gauge() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[("FlushInterval", "60"), ("BufferSize", "1000")],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        let lag = |r: &Receiver| Metrics::get(&r.metrics().buffer_oldest_ms);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(lag(&r), 0, "nothing pending");
+        let submitted = Instant::now();
+        r.submit(batch(&c, 0, 10, 2)).unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let waited = lag(&r);
+        assert!(
+            waited > 0 && u128::from(waited) <= submitted.elapsed().as_millis(),
+            "{waited} ms"
+        );
+        assert!(r.metrics().render_prometheus().contains(&format!(
+            "d2p_buffer_oldest_record_seconds {:.3}\n",
+            waited as f64 / 1000.0
+        )));
+        r.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(lag(&r), 0, "written");
+        r.close();
+    }
+
     /// MetricsFile holds a Prometheus snapshot from the start, and the whole run's
     /// counters after close.
     #[test]
