@@ -497,6 +497,24 @@ impl<'s> Decoder<'s> {
 
     /// Decodes msgpack records: a stream of maps, or arrays of maps (HTTP bodies).
     /// A malformed tail is one rejected entry.
+    /// The log records of an OTLP/JSON `ExportLogsServiceRequest`, each flattened (see
+    /// [`crate::decode::otlp`]) and then taken as one JSON record. A record that cannot
+    /// be read is rejected under its place in the request; a body that is not OTLP/JSON
+    /// at all is the `Err`, and nothing of it is taken.
+    pub fn otlp_logs(&mut self, body: &[u8], out: &mut KeyedBatch) -> Result<(), String> {
+        for r in crate::decode::otlp::log_records(body)? {
+            match r.json {
+                Ok(json) => {
+                    let mut bytes = json.into_bytes();
+                    let source = &r.source;
+                    self.json(&mut bytes, || source.clone(), out);
+                }
+                Err(reason) => out.reject(DlqEntry::new(r.source, reason, r.raw.as_bytes())),
+            }
+        }
+        Ok(())
+    }
+
     pub fn msgpack_records(&mut self, bytes: &[u8], out: &mut KeyedBatch) {
         let mut r = crate::decode::msgpack::Reader::new(bytes);
         let mut doc = std::mem::take(&mut self.doc).recycle();

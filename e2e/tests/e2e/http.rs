@@ -140,6 +140,7 @@ fn every_route_and_content_type() {
     for p in [
         "/record/",
         "/records",
+        "/v1/logs",
         "/flush/",
         "/healthcheck/",
         "/health",
@@ -711,4 +712,199 @@ fn compressed_bodies_are_unpacked_and_bounded() {
     for (id, row) in expected_by_id(&text) {
         assert_eq!(got.get(&id), Some(&row), "{id}");
     }
+}
+
+/// An OTLP/JSON `ExportLogsServiceRequest` of `records` per service, gzipped as the
+/// collector sends it; record `bad` of the second service is not an object.
+fn otlp_request(services: &[&str], records: usize, bad: Option<usize>) -> Vec<u8> {
+    let resource_logs: Vec<Value> = services
+        .iter()
+        .enumerate()
+        .map(|(si, svc)| {
+            let recs: Vec<Value> = (0..records)
+                .map(|i| {
+                    if si == 1 && Some(i) == bad {
+                        return json!(42);
+                    }
+                    json!({
+                        "timeUnixNano": format!("{}", 1_764_220_800_000_000_000u64 + i as u64 * 1_000_000_000),
+                        "severityNumber": 9 + 4 * (i as i64 % 2),
+                        "body": {"stringValue": format!("{svc} event {i}")},
+                        "traceId": format!("{:032x}", i + 1),
+                        "attributes": [
+                            {"key": "http.status_code", "value": {"intValue": format!("{}", 200 + i)}},
+                            {"key": "user", "value": {"kvlistValue": {"values": [
+                                {"key": "id", "value": {"stringValue": format!("u{i}")}}]}}}
+                        ]
+                    })
+                })
+                .collect();
+            json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+                "scopeLogs": [{"scope": {"name": "app"}, "logRecords": recs}]
+            })
+        })
+        .collect();
+    gzip(
+        json!({ "resourceLogs": resource_logs })
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+/// OTLP/HTTP logs in JSON: every record becomes a row (dynamic records here, partitioned
+/// by the resource's `service.name`), a bad record is counted in `partialSuccess` and
+/// dead-lettered under its place in the request, and the answers to protobuf, to a body
+/// that is not OTLP and to a request of bad records only are what OTLP clients expect.
+#[test]
+fn otlp_json_logs_become_rows() {
+    let s = HttpServer::start(json!({
+        "record_type": "dynamic", "flush_interval": 3600, "buffer_size": 100000,
+        "partition_fields": "service.name", "partition_path": "service={service.name}"
+    }));
+    let json_gz = [
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", "gzip"),
+    ];
+    let url = s.url("/v1/logs");
+    let r = http(
+        "POST",
+        &url,
+        &json_gz,
+        Some(&otlp_request(&["checkout", "payments"], 3, Some(1))),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let partial = &r.json()["partialSuccess"];
+    assert_eq!(partial["rejectedLogRecords"], 1, "{}", r.text());
+    let message = partial["errorMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("resourceLogs[1].scopeLogs[0].logRecords[1]: "),
+        "{message}"
+    );
+    let r = http("POST", &url, &json_gz, Some(&otlp_request(&["a"], 2, None)));
+    assert_eq!((r.status, r.text()), (200, "{}".to_string()));
+    // Protobuf, a body that is not OTLP, and only bad records.
+    let r = http(
+        "POST",
+        &url,
+        &[("Content-Type", "application/x-protobuf")],
+        Some(b"\x0a\x00"),
+    );
+    assert_eq!(r.status, 415);
+    assert!(r.json()["message"].as_str().unwrap().contains("JSON"));
+    let r = http(
+        "POST",
+        &url,
+        &[("Content-Type", "application/json")],
+        Some(br#"{"resourceLogs": 5}"#),
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_u64()),
+        (400, Some(3)),
+        "{}",
+        r.text()
+    );
+    let only_bad = br#"{"resourceLogs": [{"scopeLogs": [{"logRecords": ["x"]}]}]}"#;
+    let r = http(
+        "POST",
+        &url,
+        &[("Content-Type", "application/json")],
+        Some(only_bad),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    let r = http("POST", &s.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 7, "{}", r.text());
+    let mut rows: Vec<(String, Value)> = read_dir_rows(&s.out())
+        .into_iter()
+        .map(|(f, r)| {
+            let folder = f
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            (folder, Value::Object(r))
+        })
+        .collect();
+    rows.sort_by_key(|(f, r)| (f.clone(), r["message"].as_str().unwrap().to_string()));
+    let row = |svc: &str, i: u64, level: &str| {
+        json!({
+            "_event_time": format!("2025-11-27T05:20:0{i}.000000000Z"),
+            "time": format!("2025-11-27T05:20:0{i}.000000000Z"),
+            "level": level, "message": format!("{svc} event {i}"),
+            "trace_id": format!("{:032x}", i + 1), "service.name": svc,
+            "otel.scope.name": "app", "http.status_code": 200 + i, "user": {"id": format!("u{i}")}
+        })
+    };
+    let want = vec![
+        ("service=a".to_string(), row("a", 0, "INFO")),
+        ("service=a".to_string(), row("a", 1, "WARN")),
+        ("service=checkout".to_string(), row("checkout", 0, "INFO")),
+        ("service=checkout".to_string(), row("checkout", 1, "WARN")),
+        ("service=checkout".to_string(), row("checkout", 2, "INFO")),
+        ("service=payments".to_string(), row("payments", 0, "INFO")),
+        ("service=payments".to_string(), row("payments", 2, "INFO")),
+    ];
+    assert_eq!(rows, want);
+    let dlq = dlq_entries(&s.out());
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    assert!(
+        dlq.iter().any(
+            |e| e["source"] == "resourceLogs[1].scopeLogs[0].logRecords[1]" && e["raw"] == "42"
+        )
+    );
+}
+
+/// With the log schema, an OTLP record's body, severity and time fill `message`,
+/// `level` and `time`; its attributes land where any input key would.
+#[test]
+fn otlp_json_logs_fill_the_log_schema() {
+    let s = HttpServer::start(json!({"flush_interval": 3600, "buffer_size": 100000}));
+    let r = http(
+        "POST",
+        &s.url("/v1/logs"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
+        Some(&otlp_request(&["checkout"], 2, None)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(http("POST", &s.url("/flush/"), &[], None).json()["rows"], 2);
+    let mut rows: Vec<Map<String, Value>> = read_dir_rows(&s.out())
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    rows.sort_by_key(|r| r["message"].as_str().unwrap().to_string());
+    let got: Vec<(&Value, &Value, &Value, Option<&str>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                &r["message"],
+                &r["level"],
+                &r["time"],
+                extra(r, "service.name"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                &json!("checkout event 0"),
+                &json!("INFO"),
+                &json!("2025-11-27T05:20:00.000000000Z"),
+                Some("checkout")
+            ),
+            (
+                &json!("checkout event 1"),
+                &json!("WARN"),
+                &json!("2025-11-27T05:20:01.000000000Z"),
+                Some("checkout")
+            ),
+        ]
+    );
 }

@@ -1,9 +1,10 @@
 //! Routes. Upstream's `/record/`, `/flush/`, `/healthcheck/` keep their shapes; `/records`
-//! takes batches (NDJSON, JSON array or msgpack), `/health`, `/ready`, `/metrics` and
-//! `/openapi.json` are new. Decoding and buffering are blocking, so they run on the
-//! runtime's blocking pool; the async workers only move bytes. The two ingest routes
-//! honour an `Idempotency-Key` header (see [`crate::idempotent`]) and take gzip, zstd or
-//! deflate bodies (see [`crate::encoding`]).
+//! takes batches (NDJSON, JSON array or msgpack), `/v1/logs` OpenTelemetry logs
+//! (OTLP/JSON), and `/health`, `/ready`, `/metrics` and `/openapi.json` are new.
+//! Decoding and buffering are blocking, so they run on the runtime's blocking pool; the
+//! async workers only move bytes. The ingest routes honour an `Idempotency-Key` header
+//! (see [`crate::idempotent`]) and take gzip, zstd or deflate bodies (see
+//! [`crate::encoding`]).
 
 use crate::encoding;
 use crate::idempotent::{self, CheckIn, Reply};
@@ -89,6 +90,7 @@ pub fn router(state: Shared) -> Router {
         .route("/record", post(record))
         .route("/records", post(records))
         .route("/records/", post(records))
+        .route("/v1/logs", post(otlp_logs))
         .route("/flush/", post(flush))
         .route("/flush", post(flush))
         .route("/healthcheck/", get(healthcheck))
@@ -423,6 +425,63 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
         };
         let body = json!({"accepted": accepted, "rejected": rejected, "errors": errors});
         idempotent::store(&st, batch, ticket, outcome(status, &body))
+    })
+    .await;
+    match res {
+        Ok(Ok(reply)) => reply.into_response(),
+        Ok(Err(r)) | Err(r) => r.into_response(),
+    }
+}
+
+/// `POST /v1/logs`: OpenTelemetry logs over OTLP/HTTP, in its JSON encoding (the
+/// collector's `otlphttp` exporter with `encoding: json`, the JavaScript SDK). Answers as
+/// OTLP clients expect: 200 with an `ExportLogsServiceResponse`, whose `partialSuccess`
+/// counts the records rejected (to the DLQ, like any other); 400 with a `Status` when
+/// the body is not OTLP/JSON or no record could be taken; 415 for protobuf; 429 or 503
+/// with Retry-After when the buffer is full or away, which OTLP clients retry.
+async fn otlp_logs(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let json = matches!(body_kind(&headers), Some(BodyKind::Json(Layout::Auto)));
+    if !json {
+        return json_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({"code": 3, "message": "OTLP logs are taken in the JSON encoding only (Content-Type: application/json); set `encoding: json` on the collector's otlphttp exporter"}),
+        );
+    }
+    let ingest = match Ingest::of("/v1/logs", &headers) {
+        Ok(i) => i,
+        Err(r) => return r.into_response(),
+    };
+    let st = s.clone();
+    let res = blocking(move || {
+        let (body, ticket) = match ingest.admit(&st, body) {
+            Ok(go) => go,
+            Err(answer) => return answer,
+        };
+        let mut batch = KeyedBatch::new();
+        let (status, answer) = match st.with_decoder(|d| d.otlp_logs(&body, &mut batch)) {
+            Err(e) => (StatusCode::BAD_REQUEST, json!({"code": 3, "message": e})),
+            Ok(()) => {
+                let rejected = batch.rejected.len();
+                let reasons: Vec<String> = batch
+                    .rejected
+                    .iter()
+                    .take(3)
+                    .map(|e| format!("{}: {}", e.source, e.reason))
+                    .collect();
+                let message = reasons.join("; ");
+                if rejected == 0 {
+                    (StatusCode::OK, json!({}))
+                } else if batch.is_empty() {
+                    (StatusCode::BAD_REQUEST, json!({"code": 3, "message": message}))
+                } else {
+                    (
+                        StatusCode::OK,
+                        json!({"partialSuccess": {"rejectedLogRecords": rejected, "errorMessage": message}}),
+                    )
+                }
+            }
+        };
+        idempotent::store(&st, batch, ticket, outcome(status, &answer))
     })
     .await;
     match res {

@@ -1,0 +1,288 @@
+//! OTLP/JSON logs (the body of an OpenTelemetry `ExportLogsServiceRequest`, as the
+//! collector's `otlphttp` exporter with `encoding: json` and the JavaScript SDK send it)
+//! to flat JSON records, one per log record, which then take the JSON path like any
+//! other input.
+//!
+//! A record holds, in this order of precedence: its own attributes, its scope's name
+//! and version (`otel.scope.name`, `otel.scope.version`), its resource's attributes,
+//! and the log fields `time` (RFC 3339, from `timeUnixNano`, else
+//! `observedTimeUnixNano`), `level` (`severityText`, else named from
+//! `severityNumber`), `message` (the body) and `trace_id`/`span_id` (hex). An
+//! attribute of the same name as a log field replaces it, as the OTel log data model
+//! puts the record's own fields first. Attribute names are kept as they are
+//! (`service.name`), so `PartitionFields service.name` partitions by them.
+
+use crate::timeutil::format_rfc3339_nanos;
+use serde_json::{Map, Value};
+
+/// One log record of a request: where it was (`resourceLogs[0].scopeLogs[1].logRecords[2]`)
+/// and its flat JSON text, or why it could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpRecord {
+    pub source: String,
+    pub json: Result<String, String>,
+    /// The log record as sent, for the DLQ.
+    pub raw: String,
+}
+
+/// The log records of an `ExportLogsServiceRequest` in OTLP/JSON, or why the body is not
+/// one (then nothing of it is taken).
+pub fn log_records(body: &[u8]) -> Result<Vec<OtlpRecord>, String> {
+    let req: Value = serde_json::from_slice(body).map_err(|e| format!("not OTLP/JSON: {e}"))?;
+    let Value::Object(req) = req else {
+        return Err("not OTLP/JSON: the body is not an object".into());
+    };
+    let mut out = Vec::new();
+    for (ri, rl) in list(&req, "resourceLogs")?.iter().enumerate() {
+        let at = format!("resourceLogs[{ri}]");
+        let rl = object(rl, &at)?;
+        let resource = match rl.get("resource") {
+            Some(r) => attributes(object(r, &format!("{at}.resource"))?),
+            None => Map::new(),
+        };
+        for (si, sl) in list(rl, "scopeLogs")?.iter().enumerate() {
+            let at = format!("{at}.scopeLogs[{si}]");
+            let sl = object(sl, &at)?;
+            let mut scope = Map::new();
+            if let Some(Value::Object(s)) = sl.get("scope") {
+                for (field, name) in [
+                    ("name", "otel.scope.name"),
+                    ("version", "otel.scope.version"),
+                ] {
+                    if let Some(Value::String(v)) = s.get(field).filter(|v| v.as_str() != Some(""))
+                    {
+                        scope.insert(name.into(), Value::String(v.clone()));
+                    }
+                }
+            }
+            for (li, lr) in list(sl, "logRecords")?.iter().enumerate() {
+                let source = format!("{at}.logRecords[{li}]");
+                let json = match lr {
+                    Value::Object(lr) => Ok(flatten(lr, &scope, &resource).to_string()),
+                    _ => Err("a log record is not an object".to_string()),
+                };
+                out.push(OtlpRecord {
+                    source,
+                    json,
+                    raw: lr.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The array under `key`, or none; anything else is not OTLP.
+fn list<'v>(m: &'v Map<String, Value>, key: &str) -> Result<&'v [Value], String> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(format!("not OTLP/JSON: `{key}` is not an array")),
+    }
+}
+
+fn object<'v>(v: &'v Value, at: &str) -> Result<&'v Map<String, Value>, String> {
+    v.as_object()
+        .ok_or_else(|| format!("not OTLP/JSON: {at} is not an object"))
+}
+
+/// One log record as a flat object.
+fn flatten(
+    lr: &Map<String, Value>,
+    scope: &Map<String, Value>,
+    resource: &Map<String, Value>,
+) -> Value {
+    let mut rec = Map::new();
+    let nanos = ["timeUnixNano", "observedTimeUnixNano"]
+        .iter()
+        .filter_map(|k| lr.get(*k).and_then(int))
+        .find(|&n| n > 0);
+    if let Some(ns) = nanos {
+        rec.insert("time".into(), Value::String(format_rfc3339_nanos(ns)));
+    }
+    let level = match lr.get("severityText") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => lr
+            .get("severityNumber")
+            .and_then(int)
+            .and_then(severity_name)
+            .map(String::from),
+    };
+    if let Some(l) = level {
+        rec.insert("level".into(), Value::String(l));
+    }
+    if let Some(b) = lr.get("body") {
+        let body = any_value(b);
+        if !body.is_null() {
+            rec.insert("message".into(), body);
+        }
+    }
+    for (field, key) in [("traceId", "trace_id"), ("spanId", "span_id")] {
+        if let Some(Value::String(id)) = lr.get(field).filter(|v| v.as_str() != Some("")) {
+            rec.insert(key.into(), Value::String(id.clone()));
+        }
+    }
+    for (k, v) in resource.iter().chain(scope).chain(&attributes(lr)) {
+        rec.insert(k.clone(), v.clone());
+    }
+    Value::Object(rec)
+}
+
+/// `attributes: [{"key": ..., "value": AnyValue}]` as an object (later keys win).
+fn attributes(m: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(Value::Array(kvs)) = m.get("attributes") {
+        key_values(kvs, &mut out);
+    }
+    out
+}
+
+fn key_values(kvs: &[Value], out: &mut Map<String, Value>) {
+    for kv in kvs {
+        if let Some(Value::String(k)) = kv.get("key") {
+            out.insert(k.clone(), kv.get("value").map_or(Value::Null, any_value));
+        }
+    }
+}
+
+/// An OTLP `AnyValue` as plain JSON. 64-bit integers arrive as strings (proto3 JSON);
+/// bytes stay base64 text; an empty or unknown value is null.
+fn any_value(v: &Value) -> Value {
+    let Value::Object(m) = v else {
+        return Value::Null;
+    };
+    let Some((kind, inner)) = m.iter().next() else {
+        return Value::Null;
+    };
+    match (kind.as_str(), inner) {
+        ("stringValue" | "bytesValue", Value::String(_)) | ("boolValue", Value::Bool(_)) => {
+            inner.clone()
+        }
+        ("intValue", _) => int(inner).map_or(Value::Null, Value::from),
+        ("doubleValue", Value::Number(_)) => inner.clone(),
+        // Non-finite doubles arrive as strings: they stay text, as JSON has no NaN.
+        ("doubleValue", Value::String(s)) => Value::String(s.clone()),
+        ("arrayValue", Value::Object(a)) => Value::Array(match a.get("values") {
+            Some(Value::Array(vs)) => vs.iter().map(any_value).collect(),
+            _ => Vec::new(),
+        }),
+        ("kvlistValue", Value::Object(kv)) => {
+            let mut out = Map::new();
+            if let Some(Value::Array(vs)) = kv.get("values") {
+                key_values(vs, &mut out);
+            }
+            Value::Object(out)
+        }
+        _ => Value::Null,
+    }
+}
+
+/// An int64 as proto3 JSON writes it (a string) or as some encoders do (a number).
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().map(|u| u.min(i64::MAX as u64) as i64)),
+        _ => None,
+    }
+}
+
+/// The short name of an OTLP severity number (1-24), as its data model names the ranges.
+fn severity_name(n: i64) -> Option<&'static str> {
+    Some(match n {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn flat(body: Value) -> Vec<Value> {
+        log_records(body.to_string().as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|r| serde_json::from_str(&r.json.unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_are_flattened_with_their_resource_and_scope() {
+        let body = json!({"resourceLogs": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "checkout"}},
+            {"key": "host.name", "value": {"stringValue": "node-1"}}]},
+        "scopeLogs": [{
+            "scope": {"name": "app.logger", "version": ""},
+            "logRecords": [
+                {"timeUnixNano": "1764220800123456789", "severityText": "Warning",
+                 "body": {"stringValue": "disk low"},
+                 "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                 "attributes": [
+                    {"key": "free.bytes", "value": {"intValue": "1024"}},
+                    {"key": "ratio", "value": {"doubleValue": 0.5}},
+                    {"key": "ok", "value": {"boolValue": false}},
+                    {"key": "tags", "value": {"arrayValue": {"values": [{"stringValue": "a"}, {"intValue": 2}]}}},
+                    {"key": "ctx", "value": {"kvlistValue": {"values": [{"key": "k", "value": {"stringValue": "v"}}]}}},
+                    {"key": "host.name", "value": {"stringValue": "pod-7"}},
+                    {"key": "empty", "value": {}}]},
+                {"observedTimeUnixNano": 1764220800000000000u64, "severityNumber": 17,
+                 "body": {"kvlistValue": {"values": [{"key": "event", "value": {"stringValue": "x"}}]}}}
+            ]}]}]});
+        assert_eq!(
+            flat(body),
+            [
+                json!({"time": "2025-11-27T05:20:00.123456789Z", "level": "Warning",
+                       "message": "disk low", "trace_id": "5b8efff798038103d269b633813fc60c",
+                       "span_id": "eee19b7ec3c1b174", "service.name": "checkout",
+                       "host.name": "pod-7", "otel.scope.name": "app.logger",
+                       "free.bytes": 1024, "ratio": 0.5, "ok": false, "tags": ["a", 2],
+                       "ctx": {"k": "v"}, "empty": null}),
+                json!({"time": "2025-11-27T05:20:00.000000000Z", "level": "ERROR",
+                       "message": {"event": "x"}, "service.name": "checkout",
+                       "host.name": "node-1", "otel.scope.name": "app.logger"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_record_is_named_and_the_rest_kept() {
+        let body = json!({"resourceLogs": [{"scopeLogs": [
+            {"logRecords": [{"body": {"stringValue": "a"}}, 7]}]}]});
+        let recs = log_records(body.to_string().as_bytes()).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].json.as_deref(), Ok(r#"{"message":"a"}"#));
+        assert_eq!(recs[1].source, "resourceLogs[0].scopeLogs[0].logRecords[1]");
+        assert_eq!(recs[1].json, Err("a log record is not an object".into()));
+        assert_eq!(recs[1].raw, "7");
+    }
+
+    #[test]
+    fn bodies_that_are_not_otlp_are_refused_whole() {
+        for (body, says) in [
+            ("{", "not OTLP/JSON"),
+            ("[]", "not an object"),
+            (r#"{"resourceLogs": {}}"#, "`resourceLogs` is not an array"),
+            (
+                r#"{"resourceLogs": [1]}"#,
+                "resourceLogs[0] is not an object",
+            ),
+            (
+                r#"{"resourceLogs": [{"scopeLogs": [{"logRecords": 1}]}]}"#,
+                "`logRecords`",
+            ),
+        ] {
+            let e = log_records(body.as_bytes()).unwrap_err();
+            assert!(e.contains(says), "{body}: {e}");
+        }
+        assert!(log_records(b"{}").unwrap().is_empty(), "an empty request");
+    }
+}
