@@ -497,12 +497,17 @@ impl<'s> Decoder<'s> {
 
     /// Decodes msgpack records: a stream of maps, or arrays of maps (HTTP bodies).
     /// A malformed tail is one rejected entry.
-    /// The log records of an OTLP/JSON `ExportLogsServiceRequest`, each flattened (see
+    /// The log records of an OTLP `ExportLogsServiceRequest`, each flattened (see
     /// [`crate::decode::otlp`]) and then taken as one JSON record. A record that cannot
-    /// be read is rejected under its place in the request; a body that is not OTLP/JSON
-    /// at all is the `Err`, and nothing of it is taken.
-    pub fn otlp_logs(&mut self, body: &[u8], out: &mut KeyedBatch) -> Result<(), String> {
-        for r in crate::decode::otlp::log_records(body)? {
+    /// be read is rejected under its place in the request; a body that is not an OTLP
+    /// request at all is the `Err`, and nothing of it is taken.
+    pub fn otlp_logs(
+        &mut self,
+        body: &[u8],
+        encoding: crate::decode::otlp::Encoding,
+        out: &mut KeyedBatch,
+    ) -> Result<(), String> {
+        for r in crate::decode::otlp::log_records(body, encoding)? {
             match r.json {
                 Ok(json) => {
                     let mut bytes = json.into_bytes();

@@ -754,8 +754,9 @@ fn otlp_request(services: &[&str], records: usize, bad: Option<usize>) -> Vec<u8
 
 /// OTLP/HTTP logs in JSON: every record becomes a row (dynamic records here, partitioned
 /// by the resource's `service.name`), a bad record is counted in `partialSuccess` and
-/// dead-lettered under its place in the request, and the answers to protobuf, to a body
-/// that is not OTLP and to a request of bad records only are what OTLP clients expect.
+/// dead-lettered under its place in the request, and the answers to another
+/// Content-Type, to a body that is not OTLP and to a request of bad records only are
+/// what OTLP clients expect.
 #[test]
 fn otlp_json_logs_become_rows() {
     let s = HttpServer::start(json!({
@@ -783,15 +784,22 @@ fn otlp_json_logs_become_rows() {
     );
     let r = http("POST", &url, &json_gz, Some(&otlp_request(&["a"], 2, None)));
     assert_eq!((r.status, r.text()), (200, "{}".to_string()));
-    // Protobuf, a body that is not OTLP, and only bad records.
+    // Another Content-Type; protobuf that is not a request (answered in protobuf: a
+    // google.rpc.Status of code 3 and the reason); a JSON body that is not OTLP; only
+    // bad records.
+    let r = http("POST", &url, &[("Content-Type", "text/csv")], Some(b"a,b"));
+    assert_eq!(r.status, 415);
+    assert!(r.json()["message"].as_str().unwrap().contains("x-protobuf"));
     let r = http(
         "POST",
         &url,
         &[("Content-Type", "application/x-protobuf")],
-        Some(b"\x0a\x00"),
+        Some(b"\x0a\x05\x01"),
     );
-    assert_eq!(r.status, 415);
-    assert!(r.json()["message"].as_str().unwrap().contains("JSON"));
+    assert_eq!(r.status, 400);
+    assert_eq!(&r.body[..2], b"\x08\x03", "Status.code = 3");
+    let reason = String::from_utf8_lossy(&r.body[4..]).into_owned();
+    assert!(reason.contains("truncated"), "{reason}");
     let r = http(
         "POST",
         &url,
@@ -907,4 +915,108 @@ fn otlp_json_logs_fill_the_log_schema() {
             ),
         ]
     );
+}
+
+/// A real OpenTelemetry exporter: the Python SDK's OTLP/HTTP log exporter (protobuf,
+/// gzip), fed through the `logging` bridge, sends to `/v1/logs`; every log line comes
+/// back as a row with its body, severity, resource and attributes.
+#[test]
+fn the_opentelemetry_python_sdk_exports_logs_into_parquet() {
+    let have = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.exporter.otlp.proto.http._log_exporter",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("the OpenTelemetry Python SDK is not installed; skipped");
+        return;
+    }
+    let s = HttpServer::start(json!({
+        "record_type": "dynamic", "flush_interval": 3600, "buffer_size": 100000,
+        "partition_fields": "service.name", "partition_path": "service={service.name}"
+    }));
+    let script = r#"
+import logging, sys
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.sdk.resources import Resource
+
+provider = LoggerProvider(resource=Resource.create({"service.name": "checkout"}))
+provider.add_log_record_processor(SimpleLogRecordProcessor(
+    OTLPLogExporter(endpoint=sys.argv[1], compression=Compression.Gzip)))
+log = logging.getLogger("shop")
+log.propagate = False
+log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
+log.setLevel(logging.INFO)
+for i in range(5):
+    log.warning("order %d placed", i, extra={"order.id": i, "amount": 9.5})
+log.error("payment failed", extra={"retry": True})
+provider.shutdown()
+"#;
+    let o = run(std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(s.url("/v1/logs")));
+    let err = stderr(&o);
+    assert!(o.status.success() && !err.contains("Failed"), "{err}");
+    let r = http("POST", &s.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 6, "{}", r.text());
+    let mut rows: Vec<(String, Map<String, Value>)> = read_dir_rows(&s.out())
+        .into_iter()
+        .map(|(f, r)| {
+            let folder = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
+            (folder.to_string(), r)
+        })
+        .collect();
+    rows.sort_by_key(|(_, r)| r["message"].as_str().unwrap().to_string());
+    let got: Vec<Value> = rows
+        .iter()
+        .map(|(folder, r)| {
+            json!([
+                folder,
+                r["message"],
+                r["level"],
+                r["service.name"],
+                r["otel.scope.name"],
+                r.get("order.id"),
+                r.get("amount"),
+                r.get("retry"),
+                r["_event_time"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("20"))
+            ])
+        })
+        .collect();
+    let mut want: Vec<Value> = (0..5)
+        .map(|i| {
+            json!([
+                "service=checkout",
+                format!("order {i} placed"),
+                "WARN",
+                "checkout",
+                "shop",
+                i,
+                9.5,
+                null,
+                true
+            ])
+        })
+        .collect();
+    want.push(json!([
+        "service=checkout",
+        "payment failed",
+        "ERROR",
+        "checkout",
+        "shop",
+        null,
+        null,
+        true,
+        true
+    ]));
+    want.sort_by_key(|v| v[1].as_str().unwrap().to_string());
+    assert_eq!(got, want);
 }

@@ -7,3 +7,5 @@ pub mod frame;
 pub mod json;
 pub mod msgpack;
 pub mod otlp;
+mod otlp_protobuf;
+pub mod protobuf;

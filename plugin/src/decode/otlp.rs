@@ -25,10 +25,26 @@ pub struct OtlpRecord {
     pub raw: String,
 }
 
-/// The log records of an `ExportLogsServiceRequest` in OTLP/JSON, or why the body is not
-/// one (then nothing of it is taken).
-pub fn log_records(body: &[u8]) -> Result<Vec<OtlpRecord>, String> {
-    let req: Value = serde_json::from_slice(body).map_err(|e| format!("not OTLP/JSON: {e}"))?;
+/// How a request's body is encoded (its Content-Type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/json`.
+    Json,
+    /// `application/x-protobuf`, the default of most exporters.
+    Protobuf,
+}
+
+/// The log records of an `ExportLogsServiceRequest`, or why the body is not one (then
+/// nothing of it is taken). Protobuf is read into the shape of its JSON encoding first,
+/// so both take one mapping.
+pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, String> {
+    let req: Value = match encoding {
+        Encoding::Json => {
+            serde_json::from_slice(body).map_err(|e| format!("not OTLP/JSON: {e}"))?
+        }
+        Encoding::Protobuf => super::otlp_protobuf::request(body)
+            .map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?,
+    };
     let Value::Object(req) = req else {
         return Err("not OTLP/JSON: the body is not an object".into());
     };
@@ -117,7 +133,11 @@ fn flatten(
             rec.insert("message".into(), body);
         }
     }
-    for (field, key) in [("traceId", "trace_id"), ("spanId", "span_id")] {
+    for (field, key) in [
+        ("traceId", "trace_id"),
+        ("spanId", "span_id"),
+        ("eventName", "event_name"),
+    ] {
         if let Some(Value::String(id)) = lr.get(field).filter(|v| v.as_str() != Some("")) {
             rec.insert(key.into(), Value::String(id.clone()));
         }
@@ -207,7 +227,7 @@ mod tests {
     use serde_json::json;
 
     fn flat(body: Value) -> Vec<Value> {
-        log_records(body.to_string().as_bytes())
+        log_records(body.to_string().as_bytes(), Encoding::Json)
             .unwrap()
             .into_iter()
             .map(|r| serde_json::from_str(&r.json.unwrap()).unwrap())
@@ -253,11 +273,95 @@ mod tests {
         );
     }
 
+    /// The protobuf encoding maps as its JSON encoding does; the request is built here
+    /// field by field with the numbers of the OTLP `.proto` files.
+    #[test]
+    fn protobuf_requests_map_like_json_ones() {
+        use super::super::protobuf::{put_bytes_field as bytes, put_varint_field as varint};
+        let msg = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut m = Vec::new();
+            f(&mut m);
+            m
+        };
+        let any = |n: u32, f: &dyn Fn(&mut Vec<u8>, u32)| msg(&|m| f(m, n));
+        let string = |s: &'static str| any(1, &move |m, n| bytes(m, n, s.as_bytes()));
+        let kv = |k: &'static str, v: Vec<u8>| {
+            msg(&move |m| {
+                bytes(m, 1, k.as_bytes());
+                bytes(m, 2, &v);
+            })
+        };
+        let fixed64 = |m: &mut Vec<u8>, n: u32, v: u64| {
+            super::super::protobuf::put_varint(m, u64::from(n) << 3 | 1);
+            m.extend_from_slice(&v.to_le_bytes());
+        };
+        let record = msg(&|m| {
+            fixed64(m, 1, 1_764_220_800_000_000_000);
+            varint(m, 2, 13);
+            bytes(m, 5, &string("disk low"));
+            bytes(m, 6, &kv("n", any(3, &|m, n| varint(m, n, (-5i64) as u64))));
+            bytes(
+                m,
+                6,
+                &kv("ratio", msg(&|m| fixed64(m, 4, 0.5f64.to_bits()))),
+            );
+            bytes(m, 6, &kv("ok", any(2, &|m, n| varint(m, n, 1))));
+            bytes(m, 6, &kv("raw", any(7, &|m, n| bytes(m, n, b"\x00\xff"))));
+            let list = msg(&|m| {
+                bytes(m, 1, &string("a"));
+                bytes(m, 1, &any(3, &|m, n| varint(m, n, 2)));
+            });
+            bytes(m, 6, &kv("tags", any(5, &|m, n| bytes(m, n, &list))));
+            let kvlist = msg(&|m| bytes(m, 1, &kv("k", string("v"))));
+            bytes(m, 6, &kv("ctx", any(6, &|m, n| bytes(m, n, &kvlist))));
+            bytes(m, 9, &[0xab; 16]);
+            bytes(m, 10, &[0x01, 0x02, 0, 0, 0, 0, 0, 0xff]);
+            bytes(m, 12, b"order.placed");
+            varint(m, 99, 1); // a field this reader does not know
+        });
+        let req = msg(&|m| {
+            let rl = msg(&|m| {
+                let res = msg(&|m| bytes(m, 1, &kv("service.name", string("checkout"))));
+                bytes(m, 1, &res);
+                let sl = msg(&|m| {
+                    bytes(m, 1, &msg(&|m| bytes(m, 1, b"app.logger")));
+                    bytes(m, 2, &record);
+                    bytes(m, 2, &msg(&|m| bytes(m, 5, &string("second"))));
+                });
+                bytes(m, 2, &sl);
+            });
+            bytes(m, 1, &rl);
+        });
+        let got: Vec<Value> = log_records(&req, Encoding::Protobuf)
+            .unwrap()
+            .into_iter()
+            .map(|r| serde_json::from_str(&r.json.unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                json!({"time": "2025-11-27T05:20:00.000000000Z", "level": "WARN",
+                       "message": "disk low", "trace_id": "ab".repeat(16),
+                       "span_id": "01020000000000ff", "event_name": "order.placed",
+                       "service.name": "checkout", "otel.scope.name": "app.logger",
+                       "n": -5, "ratio": 0.5, "ok": true, "raw": "AP8=",
+                       "tags": ["a", 2], "ctx": {"k": "v"}}),
+                json!({"message": "second", "service.name": "checkout",
+                       "otel.scope.name": "app.logger"}),
+            ]
+        );
+        let e = log_records(&req[..req.len() - 3], Encoding::Protobuf).unwrap_err();
+        assert!(
+            e.starts_with("not an OTLP/protobuf logs request: truncated"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_bad_record_is_named_and_the_rest_kept() {
         let body = json!({"resourceLogs": [{"scopeLogs": [
             {"logRecords": [{"body": {"stringValue": "a"}}, 7]}]}]});
-        let recs = log_records(body.to_string().as_bytes()).unwrap();
+        let recs = log_records(body.to_string().as_bytes(), Encoding::Json).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].json.as_deref(), Ok(r#"{"message":"a"}"#));
         assert_eq!(recs[1].source, "resourceLogs[0].scopeLogs[0].logRecords[1]");
@@ -280,9 +384,12 @@ mod tests {
                 "`logRecords`",
             ),
         ] {
-            let e = log_records(body.as_bytes()).unwrap_err();
+            let e = log_records(body.as_bytes(), Encoding::Json).unwrap_err();
             assert!(e.contains(says), "{body}: {e}");
         }
-        assert!(log_records(b"{}").unwrap().is_empty(), "an empty request");
+        assert!(
+            log_records(b"{}", Encoding::Json).unwrap().is_empty(),
+            "an empty request"
+        );
     }
 }

@@ -46,20 +46,44 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The answer with its body re-encoded from the JSON it is kept as, by `encode`
+    /// (to the body and its Content-Type): for a route that answers in its request's
+    /// own encoding (OTLP protobuf).
+    pub fn into_response_as(
+        self,
+        encode: impl FnOnce(&str) -> (Vec<u8>, &'static str),
+    ) -> Response {
+        let (body, content_type) = encode(&self.outcome.body);
+        respond(self.outcome.status, body, content_type, self.replayed)
+    }
+}
+
+fn respond(
+    status: u16,
+    body: impl Into<axum::body::Body>,
+    content_type: &'static str,
+    replayed: bool,
+) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, body.into()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if replayed {
+        r.headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    r
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut r = (status, self.outcome.body).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if self.replayed {
-            r.headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
-        }
-        r
+        respond(
+            self.outcome.status,
+            self.outcome.body,
+            "application/json",
+            self.replayed,
+        )
     }
 }
 

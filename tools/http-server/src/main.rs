@@ -8,6 +8,7 @@
 
 mod encoding;
 mod idempotent;
+mod otlp;
 mod probe;
 mod routes;
 

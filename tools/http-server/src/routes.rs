@@ -65,7 +65,7 @@ impl State {
         }
     }
 
-    fn with_decoder<T>(&self, f: impl FnOnce(&mut Decoder<'static>) -> T) -> T {
+    pub(crate) fn with_decoder<T>(&self, f: impl FnOnce(&mut Decoder<'static>) -> T) -> T {
         let taken = self
             .decoders
             .lock()
@@ -81,7 +81,7 @@ impl State {
     }
 }
 
-type Shared = Arc<State>;
+pub(crate) type Shared = Arc<State>;
 
 pub fn router(state: Shared) -> Router {
     let limit = state.cfg.http_max_body_bytes;
@@ -90,7 +90,7 @@ pub fn router(state: Shared) -> Router {
         .route("/record", post(record))
         .route("/records", post(records))
         .route("/records/", post(records))
-        .route("/v1/logs", post(otlp_logs))
+        .route("/v1/logs", post(crate::otlp::logs))
         .route("/flush/", post(flush))
         .route("/flush", post(flush))
         .route("/healthcheck/", get(healthcheck))
@@ -110,7 +110,7 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn json_response(status: StatusCode, v: Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, v: Value) -> Response {
     let mut r = (status, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -150,9 +150,18 @@ impl Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let mut r = json_response(self.status, self.body);
+impl Refusal {
+    /// The refusal with its JSON body re-encoded by `encode` (to the body and its
+    /// Content-Type), for a route that answers in its request's encoding; the status
+    /// and headers stay.
+    pub(crate) fn into_response_as(
+        self,
+        encode: impl FnOnce(&str) -> (Vec<u8>, &'static str),
+    ) -> Response {
+        let (body, content_type) = encode(&self.body.to_string());
+        let mut r = (self.status, body).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if self.accept_encoding {
             r.headers_mut().insert(
                 header::ACCEPT_ENCODING,
@@ -163,6 +172,12 @@ impl IntoResponse for Refusal {
             Some(s) => retry_after(r, s),
             None => r,
         }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.into_response_as(|b| (b.as_bytes().to_vec(), "application/json"))
     }
 }
 
@@ -306,23 +321,9 @@ impl Ingest {
 /// `POST /record/`: one JSON object; 201 once it is buffered.
 async fn record(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let t = Instant::now();
-    let ingest = match Ingest::of("/record/", &headers) {
-        Ok(i) => i,
-        Err(r) => return r.into_response(),
-    };
-    let st = s.clone();
-    let res = blocking(move || {
-        let (body, ticket) = match ingest.admit(&st, body) {
-            Ok(go) => go,
-            Err(answer) => return answer,
-        };
+    let res = ingest(s, "/record/", &headers, body, move |st, body, batch| {
         let mut buf = owned(body);
-        let mut batch = KeyedBatch::new();
-        let ok = st.with_decoder(|d| d.json(&mut buf, || "request body".to_string(), &mut batch));
-        let stamp = |v: &mut Value| {
-            v["timestamp"] = json!(now_unix());
-            v["elapsed"] = json!(format!("{:?}", t.elapsed()));
-        };
+        let ok = st.with_decoder(|d| d.json(&mut buf, || "request body".to_string(), batch));
         let (status, mut body) = if ok {
             (StatusCode::CREATED, json!({}))
         } else {
@@ -334,14 +335,39 @@ async fn record(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response 
                 .unwrap_or_default();
             (StatusCode::BAD_REQUEST, json!({"error": reason}))
         };
-        stamp(&mut body);
-        idempotent::store(&st, batch, ticket, outcome(status, &body))
+        body["timestamp"] = json!(now_unix());
+        body["elapsed"] = json!(format!("{:?}", t.elapsed()));
+        (status, body)
     })
     .await;
     match res {
-        Ok(Ok(reply)) => reply.into_response(),
-        Ok(Err(r)) | Err(r) => r.into_response(),
+        Ok(reply) => reply.into_response(),
+        Err(r) => r.into_response(),
     }
+}
+
+/// What every ingest route does once it knows how to read its body: the headers
+/// checked (Idempotency-Key, Content-Encoding), then on the blocking pool the body
+/// unpacked and its key checked in, `decode` run into a batch and the answer, and the
+/// batch stored with that answer (kept for resends of the key).
+pub(crate) async fn ingest(
+    s: Shared,
+    route: &'static str,
+    headers: &HeaderMap,
+    body: Bytes,
+    decode: impl FnOnce(&State, Bytes, &mut KeyedBatch) -> (StatusCode, Value) + Send + 'static,
+) -> Result<Reply, Refusal> {
+    let ingest = Ingest::of(route, headers)?;
+    blocking(move || {
+        let (body, ticket) = match ingest.admit(&s, body) {
+            Ok(go) => go,
+            Err(answer) => return answer,
+        };
+        let mut batch = KeyedBatch::new();
+        let (status, answer) = decode(&s, body, &mut batch);
+        idempotent::store(&s, batch, ticket, outcome(status, &answer))
+    })
+    .await?
 }
 
 fn outcome(status: StatusCode, body: &Value) -> Outcome {
@@ -389,26 +415,14 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
             json!({"error": "Content-Type must be application/x-ndjson, application/json or application/msgpack"}),
         );
     };
-    let ingest = match Ingest::of("/records", &headers) {
-        Ok(i) => i,
-        Err(r) => return r.into_response(),
-    };
-    let st = s.clone();
-    let res = blocking(move || {
-        let (body, ticket) = match ingest.admit(&st, body) {
-            Ok(go) => go,
-            Err(answer) => return answer,
-        };
-        let mut batch = KeyedBatch::new();
+    let res = ingest(s, "/records", &headers, body, move |st, body, batch| {
         match kind {
             BodyKind::Msgpack => {
-                st.with_decoder(|d| d.msgpack_records(&body, &mut batch));
+                st.with_decoder(|d| d.msgpack_records(&body, batch));
             }
             BodyKind::Json(layout) => {
                 let mut block = frame_body(owned(body), layout, st.cfg.max_record_bytes);
-                st.with_decoder(|d| {
-                    d.json_block(&mut block, |line| format!("line {line}"), &mut batch)
-                });
+                st.with_decoder(|d| d.json_block(&mut block, |line| format!("line {line}"), batch));
             }
         }
         let accepted = batch.len();
@@ -423,70 +437,15 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
         } else {
             StatusCode::OK
         };
-        let body = json!({"accepted": accepted, "rejected": rejected, "errors": errors});
-        idempotent::store(&st, batch, ticket, outcome(status, &body))
+        (
+            status,
+            json!({"accepted": accepted, "rejected": rejected, "errors": errors}),
+        )
     })
     .await;
     match res {
-        Ok(Ok(reply)) => reply.into_response(),
-        Ok(Err(r)) | Err(r) => r.into_response(),
-    }
-}
-
-/// `POST /v1/logs`: OpenTelemetry logs over OTLP/HTTP, in its JSON encoding (the
-/// collector's `otlphttp` exporter with `encoding: json`, the JavaScript SDK). Answers as
-/// OTLP clients expect: 200 with an `ExportLogsServiceResponse`, whose `partialSuccess`
-/// counts the records rejected (to the DLQ, like any other); 400 with a `Status` when
-/// the body is not OTLP/JSON or no record could be taken; 415 for protobuf; 429 or 503
-/// with Retry-After when the buffer is full or away, which OTLP clients retry.
-async fn otlp_logs(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let json = matches!(body_kind(&headers), Some(BodyKind::Json(Layout::Auto)));
-    if !json {
-        return json_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            json!({"code": 3, "message": "OTLP logs are taken in the JSON encoding only (Content-Type: application/json); set `encoding: json` on the collector's otlphttp exporter"}),
-        );
-    }
-    let ingest = match Ingest::of("/v1/logs", &headers) {
-        Ok(i) => i,
-        Err(r) => return r.into_response(),
-    };
-    let st = s.clone();
-    let res = blocking(move || {
-        let (body, ticket) = match ingest.admit(&st, body) {
-            Ok(go) => go,
-            Err(answer) => return answer,
-        };
-        let mut batch = KeyedBatch::new();
-        let (status, answer) = match st.with_decoder(|d| d.otlp_logs(&body, &mut batch)) {
-            Err(e) => (StatusCode::BAD_REQUEST, json!({"code": 3, "message": e})),
-            Ok(()) => {
-                let rejected = batch.rejected.len();
-                let reasons: Vec<String> = batch
-                    .rejected
-                    .iter()
-                    .take(3)
-                    .map(|e| format!("{}: {}", e.source, e.reason))
-                    .collect();
-                let message = reasons.join("; ");
-                if rejected == 0 {
-                    (StatusCode::OK, json!({}))
-                } else if batch.is_empty() {
-                    (StatusCode::BAD_REQUEST, json!({"code": 3, "message": message}))
-                } else {
-                    (
-                        StatusCode::OK,
-                        json!({"partialSuccess": {"rejectedLogRecords": rejected, "errorMessage": message}}),
-                    )
-                }
-            }
-        };
-        idempotent::store(&st, batch, ticket, outcome(status, &answer))
-    })
-    .await;
-    match res {
-        Ok(Ok(reply)) => reply.into_response(),
-        Ok(Err(r)) | Err(r) => r.into_response(),
+        Ok(reply) => reply.into_response(),
+        Err(r) => r.into_response(),
     }
 }
 
