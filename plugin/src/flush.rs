@@ -433,18 +433,32 @@ impl Flusher {
     /// [`Writer::sweep_leftovers`]), counting and logging it. A failure is logged only:
     /// a sweep is housekeeping, and a missing permission for it must not stop writing.
     pub fn sweep_leftovers(&mut self) {
+        let first = |v: &[String]| {
+            let more = if v.len() > 3 { ", ..." } else { "" };
+            format!("{}{more}", v[..v.len().min(3)].join(", "))
+        };
         match self.writer.sweep_leftovers() {
-            Ok(gone) if gone.is_empty() => {}
-            Ok(gone) => {
-                Metrics::add(&self.shared.metrics.leftovers_removed, gone.len() as u64);
-                log_at!(
-                    self.shared.log,
-                    Level::Warn,
-                    "aborted {} incomplete uploads left by interrupted writes: {}{}",
-                    gone.len(),
-                    gone.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
-                    if gone.len() > 3 { ", ..." } else { "" }
-                );
+            Ok(swept) => {
+                let (gone, failed) = (&swept.removed, &swept.failed);
+                if !gone.is_empty() {
+                    Metrics::add(&self.shared.metrics.leftovers_removed, gone.len() as u64);
+                    log_at!(
+                        self.shared.log,
+                        Level::Warn,
+                        "aborted {} incomplete uploads left by interrupted writes: {}",
+                        gone.len(),
+                        first(gone)
+                    );
+                }
+                if !failed.is_empty() {
+                    log_at!(
+                        self.shared.log,
+                        Level::Warn,
+                        "could not abort {} incomplete uploads left by interrupted writes: {}",
+                        failed.len(),
+                        first(failed)
+                    );
+                }
             }
             Err(e) => log_at!(
                 self.shared.log,

@@ -134,38 +134,38 @@ impl ParquetOptions {
                 SCHEMA_FINGERPRINT_KEY.to_string(),
                 schema_fingerprint(columns),
             )]));
-        for col in self.under(&self.statistics_exclude, columns) {
+        for col in leaves_under(&self.statistics_exclude, columns) {
             b = b.set_column_statistics_enabled(col, EnabledStatistics::None);
         }
-        for col in self.under(&self.dictionary_exclude, columns) {
+        for col in leaves_under(&self.dictionary_exclude, columns) {
             b = b.set_column_dictionary_enabled(col, false);
         }
-        for col in self.under(&self.bloom_filter, columns) {
+        for col in leaves_under(&self.bloom_filter, columns) {
             b = b
                 .set_column_bloom_filter_enabled(col.clone(), true)
                 .set_column_bloom_filter_fpp(col, self.bloom_fpp);
         }
         Ok(b.build())
     }
+}
 
-    /// The leaf columns under the top-level columns `names` holds (matched as the
-    /// configured names are normalised: case, `_` as `-`).
-    fn under(&self, names: &FieldSet, columns: &SchemaDescriptor) -> Vec<ColumnPath> {
-        if names.is_empty() {
-            return Vec::new();
-        }
-        columns
-            .columns()
-            .iter()
-            .map(|c| c.path())
-            .filter(|p| {
-                p.parts()
-                    .first()
-                    .is_some_and(|top| names.contains(&top.to_lowercase().replace('_', "-")))
-            })
-            .cloned()
-            .collect()
+/// The leaf columns under the top-level columns `names` holds (matched as the
+/// configured names are normalised: case, `_` as `-`).
+fn leaves_under(names: &FieldSet, columns: &SchemaDescriptor) -> Vec<ColumnPath> {
+    if names.is_empty() {
+        return Vec::new();
     }
+    columns
+        .columns()
+        .iter()
+        .map(|c| c.path())
+        .filter(|p| {
+            p.parts()
+                .first()
+                .is_some_and(|top| names.contains(&top.to_lowercase().replace('_', "-")))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The most distinct values a bloom filter is sized for before it is folded down: a
@@ -193,7 +193,7 @@ impl FileLayout {
         opts: &ParquetOptions,
     ) -> Result<FileLayout, ConvertError> {
         let props = opts.writer_properties(&parquet)?;
-        let bloom = opts.under(&opts.bloom_filter, &parquet);
+        let bloom = leaves_under(&opts.bloom_filter, &parquet);
         Ok(FileLayout::with_hint(arrow, parquet, props, bloom))
     }
 
@@ -205,7 +205,7 @@ impl FileLayout {
         let parquet = ArrowSchemaConverter::new()
             .schema_root(SCHEMA_ROOT)
             .convert(&arrow)?;
-        let bloom = opts.under(&opts.bloom_filter, &parquet);
+        let bloom = leaves_under(&opts.bloom_filter, &parquet);
         Ok(FileLayout::with_hint(arrow, parquet, props, bloom))
     }
 

@@ -35,6 +35,14 @@ impl WriteError {
     }
 }
 
+/// What a [`Writer::sweep_leftovers`] did: the names it removed, and what it failed to
+/// remove (with the reason).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
+}
+
 /// How often [`Writer::sweep_leftovers`] runs after the sweep at start.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -46,10 +54,11 @@ pub trait Writer: Send {
     fn check(&mut self) -> Result<(), WriteError>;
 
     /// Removes what writes cut short by a crash left behind, where the destination keeps
-    /// it at a cost (S3's incomplete multipart uploads); returns what it removed. The
-    /// pipeline calls it on one writer, at start and then every [`SWEEP_EVERY`].
-    fn sweep_leftovers(&mut self) -> Result<Vec<String>, WriteError> {
-        Ok(Vec::new())
+    /// it at a cost (S3's incomplete multipart uploads). The pipeline calls it on one
+    /// writer, at start and then every [`SWEEP_EVERY`]. `Err` when the leftovers could
+    /// not even be listed.
+    fn sweep_leftovers(&mut self) -> Result<Swept, WriteError> {
+        Ok(Swept::default())
     }
 
     fn describe(&self) -> String;

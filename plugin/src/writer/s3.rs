@@ -14,7 +14,7 @@
 //! - The async SDK runs on a runtime owned by the writer thread (`block_on` there), so
 //!   nothing waits on S3 but that thread.
 
-use super::{WriteError, Writer};
+use super::{Swept, WriteError, Writer};
 use crate::config::{Config, S3Config};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::Client;
@@ -293,9 +293,11 @@ impl Writer for S3Writer {
 
     /// Aborts the incomplete multipart uploads of our objects older than
     /// S3AbortIncompleteAfter. Younger ones may be another node's uploads in progress.
-    fn sweep_leftovers(&mut self) -> Result<Vec<String>, WriteError> {
+    /// One abort that fails (another node may have aborted the upload a moment before)
+    /// does not stop the others.
+    fn sweep_leftovers(&mut self) -> Result<Swept, WriteError> {
         let Some(age) = self.cfg.abort_incomplete_after else {
-            return Ok(Vec::new());
+            return Ok(Swept::default());
         };
         let stale = left_behind(
             self.incomplete_uploads()?,
@@ -303,20 +305,27 @@ impl Writer for S3Writer {
             age,
         );
         let (c, bucket) = (self.client.clone(), self.cfg.bucket.clone());
-        self.rt.block_on(async move {
-            let mut aborted = Vec::new();
+        Ok(self.rt.block_on(async move {
+            let mut swept = Swept::default();
             for u in stale {
-                c.abort_multipart_upload()
+                match c
+                    .abort_multipart_upload()
                     .bucket(&bucket)
                     .key(&u.key)
                     .upload_id(&u.id)
                     .send()
                     .await
-                    .map_err(|e| err(&format!("AbortMultipartUpload {}", u.key), describe(&e)))?;
-                aborted.push(u.key);
+                {
+                    Ok(_) => swept.removed.push(u.key),
+                    Err(e) => swept.failed.push(format!(
+                        "AbortMultipartUpload {}: {}",
+                        u.key,
+                        describe(&e)
+                    )),
+                }
             }
-            Ok(aborted)
-        })
+            swept
+        }))
     }
 
     fn describe(&self) -> String {

@@ -52,9 +52,11 @@ impl Reply {
     /// own encoding (OTLP protobuf).
     pub fn into_response_as(
         self,
-        encode: impl FnOnce(&str) -> (Vec<u8>, &'static str),
+        encode: impl FnOnce(StatusCode, &str) -> (Vec<u8>, &'static str),
     ) -> Response {
-        let (body, content_type) = encode(&self.outcome.body);
+        let status =
+            StatusCode::from_u16(self.outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let (body, content_type) = encode(status, &self.outcome.body);
         respond(self.outcome.status, body, content_type, self.replayed)
     }
 }

@@ -39,11 +39,24 @@ fn encoding(headers: &HeaderMap) -> Option<Encoding> {
     }
 }
 
+/// The `google.rpc.Code` of a refusal of ours, by its HTTP status (what OTLP clients act
+/// on; the code only informs).
+fn rpc_code(status: StatusCode) -> u64 {
+    match status.as_u16() {
+        401 => 16,           // UNAUTHENTICATED
+        409 => 10,           // ABORTED
+        413 | 429 => 8,      // RESOURCE_EXHAUSTED
+        503 => 14,           // UNAVAILABLE
+        s if s >= 500 => 13, // INTERNAL
+        _ => INVALID_ARGUMENT as u64,
+    }
+}
+
 /// A JSON answer (kept as JSON for Idempotency-Key resends) in `enc`: OTLP/JSON as is;
 /// for protobuf, an `ExportLogsServiceResponse { ExportLogsPartialSuccess
 /// partial_success = 1 { int64 rejected_log_records = 1; string error_message = 2; } }`
 /// or a `google.rpc.Status { int32 code = 1; string message = 2; }`.
-fn encode(enc: Encoding, answer: &str) -> (Vec<u8>, &'static str) {
+fn encode(enc: Encoding, status: StatusCode, answer: &str) -> (Vec<u8>, &'static str) {
     if enc == Encoding::Json {
         return (answer.as_bytes().to_vec(), "application/json");
     }
@@ -59,8 +72,8 @@ fn encode(enc: Encoding, answer: &str) -> (Vec<u8>, &'static str) {
         put_bytes_field(&mut inner, 2, text(p, "errorMessage").as_bytes());
         put_bytes_field(&mut out, 1, &inner);
     } else if let Some(e) = v["error"].as_str() {
-        // A refusal of ours (bad Idempotency-Key, Content-Encoding...), as a Status.
-        put_varint_field(&mut out, 1, INVALID_ARGUMENT as u64);
+        // A refusal of ours (full buffer, bad Idempotency-Key...), as a Status.
+        put_varint_field(&mut out, 1, rpc_code(status));
         put_bytes_field(&mut out, 2, e.as_bytes());
     }
     (out, "application/x-protobuf")
@@ -121,11 +134,53 @@ pub async fn logs(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Respons
 }
 
 fn reply_in(enc: Encoding, reply: Reply) -> Response {
-    reply.into_response_as(|body| encode(enc, body))
+    reply.into_response_as(|status, body| encode(enc, status, body))
 }
 
 /// A refusal (429, 503, 413...) keeps its status and headers (Retry-After); its body is
 /// in the request's encoding.
 fn refusal(enc: Encoding, r: Refusal) -> Response {
-    r.into_response_as(|body| encode(enc, body))
+    r.into_response_as(|status, body| encode(enc, status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use data2parquet::decode::protobuf::{Reader, Wire};
+
+    /// Protobuf answers read back with the field numbers of `logs_service.proto` and
+    /// `google/rpc/status.proto`; JSON answers are passed through.
+    #[test]
+    fn answers_are_encoded_as_the_request_was() {
+        let partial = r#"{"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"bad"}}"#;
+        let (body, ct) = encode(Encoding::Protobuf, StatusCode::OK, partial);
+        assert_eq!(ct, "application/x-protobuf");
+        let mut r = Reader::new(&body);
+        let Ok(Some((1, Wire::Bytes(inner)))) = r.field() else {
+            panic!("partial_success = 1: {body:?}")
+        };
+        let mut r = Reader::new(inner);
+        assert_eq!(r.field(), Ok(Some((1, Wire::Varint(2)))));
+        assert_eq!(r.field(), Ok(Some((2, Wire::Bytes(&b"bad"[..])))));
+        let (body, _) = encode(
+            Encoding::Protobuf,
+            StatusCode::BAD_REQUEST,
+            r#"{"code":3,"message":"no"}"#,
+        );
+        let mut r = Reader::new(&body);
+        assert_eq!(r.field(), Ok(Some((1, Wire::Varint(3)))));
+        assert_eq!(r.field(), Ok(Some((2, Wire::Bytes(&b"no"[..])))));
+        assert_eq!(
+            encode(Encoding::Protobuf, StatusCode::OK, "{}").0,
+            b"",
+            "all stored: empty"
+        );
+        let full = r#"{"error":"buffer full"}"#;
+        let (body, _) = encode(Encoding::Protobuf, StatusCode::TOO_MANY_REQUESTS, full);
+        assert_eq!(Reader::new(&body).field(), Ok(Some((1, Wire::Varint(8)))));
+        assert_eq!(
+            encode(Encoding::Json, StatusCode::OK, partial),
+            (partial.as_bytes().to_vec(), "application/json")
+        );
+    }
 }

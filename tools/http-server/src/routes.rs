@@ -156,9 +156,9 @@ impl Refusal {
     /// and headers stay.
     pub(crate) fn into_response_as(
         self,
-        encode: impl FnOnce(&str) -> (Vec<u8>, &'static str),
+        encode: impl FnOnce(StatusCode, &str) -> (Vec<u8>, &'static str),
     ) -> Response {
-        let (body, content_type) = encode(&self.body.to_string());
+        let (body, content_type) = encode(self.status, &self.body.to_string());
         let mut r = (self.status, body).into_response();
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -177,7 +177,7 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        self.into_response_as(|b| (b.as_bytes().to_vec(), "application/json"))
+        self.into_response_as(|_, b| (b.as_bytes().to_vec(), "application/json"))
     }
 }
 
