@@ -514,7 +514,7 @@ impl<'s> Decoder<'s> {
                     let source = &r.source;
                     self.json(&mut bytes, || source.clone(), out);
                 }
-                Err(reason) => out.reject(DlqEntry::new(r.source, reason, r.raw.as_bytes())),
+                Err(bad) => out.reject(DlqEntry::new(r.source, bad.reason, bad.raw.as_bytes())),
             }
         }
         Ok(())

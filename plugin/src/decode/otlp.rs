@@ -1,16 +1,15 @@
-//! OTLP/JSON logs (the body of an OpenTelemetry `ExportLogsServiceRequest`, as the
-//! collector's `otlphttp` exporter with `encoding: json` and the JavaScript SDK send it)
-//! to flat JSON records, one per log record, which then take the JSON path like any
-//! other input.
+//! OpenTelemetry logs (the body of an OTLP `ExportLogsServiceRequest`, in protobuf or
+//! JSON) to flat JSON records, one per log record, which then take the JSON path like
+//! any other input.
 //!
 //! A record holds, in this order of precedence: its own attributes, its scope's name
 //! and version (`otel.scope.name`, `otel.scope.version`), its resource's attributes,
 //! and the log fields `time` (RFC 3339, from `timeUnixNano`, else
 //! `observedTimeUnixNano`), `level` (`severityText`, else named from
-//! `severityNumber`), `message` (the body) and `trace_id`/`span_id` (hex). An
-//! attribute of the same name as a log field replaces it, as the OTel log data model
-//! puts the record's own fields first. Attribute names are kept as they are
-//! (`service.name`), so `PartitionFields service.name` partitions by them.
+//! `severityNumber`), `message` (the body), `trace_id`/`span_id` (hex) and
+//! `event_name`. An attribute of the same name as a log field replaces it, as the OTel
+//! log data model puts the record's own fields first. Attribute names are kept as they
+//! are (`service.name`), so `PartitionFields service.name` partitions by them.
 
 use crate::timeutil::format_rfc3339_nanos;
 use serde_json::{Map, Value};
@@ -20,8 +19,13 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpRecord {
     pub source: String,
-    pub json: Result<String, String>,
-    /// The log record as sent, for the DLQ.
+    pub json: Result<String, Unreadable>,
+}
+
+/// A log record that could not be read: why, and the record as sent (for the DLQ).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub reason: String,
     pub raw: String,
 }
 
@@ -75,13 +79,12 @@ pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, S
                 let source = format!("{at}.logRecords[{li}]");
                 let json = match lr {
                     Value::Object(lr) => Ok(flatten(lr, &scope, &resource).to_string()),
-                    _ => Err("a log record is not an object".to_string()),
+                    _ => Err(Unreadable {
+                        reason: "a log record is not an object".into(),
+                        raw: lr.to_string(),
+                    }),
                 };
-                out.push(OtlpRecord {
-                    source,
-                    json,
-                    raw: lr.to_string(),
-                });
+                out.push(OtlpRecord { source, json });
             }
         }
     }
@@ -365,8 +368,11 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].json.as_deref(), Ok(r#"{"message":"a"}"#));
         assert_eq!(recs[1].source, "resourceLogs[0].scopeLogs[0].logRecords[1]");
-        assert_eq!(recs[1].json, Err("a log record is not an object".into()));
-        assert_eq!(recs[1].raw, "7");
+        let bad = recs[1].json.clone().unwrap_err();
+        assert_eq!(
+            (bad.reason.as_str(), bad.raw.as_str()),
+            ("a log record is not an object", "7")
+        );
     }
 
     #[test]
