@@ -501,20 +501,26 @@ impl<'s> Decoder<'s> {
     /// [`crate::decode::otlp`]) and then taken as one JSON record. A record that cannot
     /// be read is rejected under its place in the request; a body that is not an OTLP
     /// request at all is the `Err`, and nothing of it is taken.
+    /// `origin` names a record for the DLQ from its place in the request (the
+    /// http-server uses the place as it is; json2parquet puts the file and line first).
     pub fn otlp_logs(
         &mut self,
         body: &[u8],
         encoding: crate::decode::otlp::Encoding,
+        origin: impl Fn(&str) -> String,
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
         for r in crate::decode::otlp::log_records(body, encoding)? {
             match r.json {
                 Ok(json) => {
                     let mut bytes = json.into_bytes();
-                    let source = &r.source;
-                    self.json(&mut bytes, || source.clone(), out);
+                    self.json(&mut bytes, || origin(&r.source), out);
                 }
-                Err(bad) => out.reject(DlqEntry::new(r.source, bad.reason, bad.raw.as_bytes())),
+                Err(bad) => out.reject(DlqEntry::new(
+                    origin(&r.source),
+                    bad.reason,
+                    bad.raw.as_bytes(),
+                )),
             }
         }
         Ok(())

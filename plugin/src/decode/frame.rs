@@ -21,6 +21,10 @@ pub enum Layout {
     /// Dead-letter entries (NDJSON of `{"raw": ...}` objects) to re-drive: framed as
     /// NDJSON; the caller unwraps each entry's `raw`.
     Dlq,
+    /// OTLP/JSON `ExportLogsServiceRequest`s, one per line, as the OpenTelemetry
+    /// collector's file exporter writes them: framed as NDJSON; the caller takes each
+    /// line's log records.
+    Otlp,
 }
 
 impl std::str::FromStr for Layout {
@@ -32,8 +36,9 @@ impl std::str::FromStr for Layout {
             "array" => Ok(Layout::Array),
             "logs" => Ok(Layout::Logs),
             "dlq" => Ok(Layout::Dlq),
+            "otlp" => Ok(Layout::Otlp),
             _ => Err(format!(
-                "unknown input layout `{s}` (accepted: auto, ndjson, array, logs, dlq)"
+                "unknown input layout `{s}` (accepted: auto, ndjson, array, logs, dlq, otlp)"
             )),
         }
     }
@@ -171,7 +176,7 @@ impl<R: Read> Framer<R> {
         };
         self.layout = layout;
         match layout {
-            Layout::Ndjson | Layout::Auto | Layout::Dlq => self.mode = Mode::Ndjson,
+            Layout::Ndjson | Layout::Auto | Layout::Dlq | Layout::Otlp => self.mode = Mode::Ndjson,
             Layout::Array => {
                 self.count_lines(self.pos, self.pos + skip);
                 self.pos += skip;

@@ -118,7 +118,9 @@ pub async fn logs(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Respons
         "/v1/logs",
         &headers,
         body,
-        move |st, body, batch| match st.with_decoder(|d| d.otlp_logs(&body, enc, batch)) {
+        move |st, body, batch| match st
+            .with_decoder(|d| d.otlp_logs(&body, enc, str::to_string, batch))
+        {
             Err(e) => (
                 StatusCode::BAD_REQUEST,
                 json!({"code": INVALID_ARGUMENT, "message": e}),

@@ -55,8 +55,9 @@ struct Args {
     /// Record type: log or dynamic.
     #[arg(long, value_name = "TYPE")]
     record_type: Option<String>,
-    /// Input layout: auto, ndjson, array, logs, or dlq (re-drive dead-letter entries:
-    /// each line's `raw` is processed again).
+    /// Input layout: auto, ndjson, array, logs, dlq (re-drive dead-letter entries:
+    /// each line's `raw` is processed again), or otlp (one OTLP/JSON logs request per
+    /// line, as the OpenTelemetry collector's file exporter writes them).
     #[arg(long, default_value = "auto", value_name = "LAYOUT")]
     input_format: Layout,
     /// DLQ file for rejected records (default: next to the output).
@@ -188,7 +189,7 @@ fn run() -> Result<i32> {
         max_record: cfg.max_record_bytes,
         threads,
         spec: spec.clone(),
-        redrive: args.input_format == Layout::Dlq,
+        lines: pipeline::Lines::of(args.input_format),
         mode,
         max_blocks,
     };

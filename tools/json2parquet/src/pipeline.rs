@@ -74,8 +74,8 @@ pub struct Pass<'a> {
     pub max_record: usize,
     pub threads: usize,
     pub spec: Arc<IngestSpec>,
-    /// `--input-format dlq`: each line's `raw` is decoded again.
-    pub redrive: bool,
+    /// What each framed record is: a record, a DLQ entry or an OTLP request.
+    pub lines: Lines,
     pub mode: Mode,
     /// Stop after this many blocks (a sample).
     pub max_blocks: Option<u64>,
@@ -102,18 +102,18 @@ impl Pass<'_> {
             })?;
         let mut parsers = Vec::new();
         for i in 0..threads {
-            let (spec, rx, tx, rc, mode, redrive) = (
+            let (spec, rx, tx, rc, mode, lines) = (
                 self.spec.clone(),
                 work_rx.clone(),
                 parsed_tx.clone(),
                 recycle_tx.clone(),
                 self.mode.clone(),
-                self.redrive,
+                self.lines,
             );
             parsers.push(
                 std::thread::Builder::new()
                     .name(format!("j2p-parse-{i}"))
-                    .spawn(move || parse(spec, redrive, mode, rx, tx, rc))?,
+                    .spawn(move || parse(spec, lines, mode, rx, tx, rc))?,
             );
         }
         drop((recycle_tx, work_rx, parsed_tx));
@@ -191,12 +191,33 @@ fn read(
     }
 }
 
+/// What each record the framer finds is (`--input-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// A record.
+    Records,
+    /// A dead-letter entry whose `raw` is decoded again (`dlq`).
+    DlqEntries,
+    /// An OTLP/JSON logs request, each of whose log records is a record (`otlp`).
+    OtlpRequests,
+}
+
+impl Lines {
+    pub fn of(layout: Layout) -> Lines {
+        match layout {
+            Layout::Dlq => Lines::DlqEntries,
+            Layout::Otlp => Lines::OtlpRequests,
+            _ => Lines::Records,
+        }
+    }
+}
+
 /// Decodes every record of a block (rejected ones become DLQ entries that name the
 /// input and line).
-fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, redrive: bool) -> KeyedBatch {
+fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, lines: Lines) -> KeyedBatch {
     let mut batch = KeyedBatch::new();
     let input = w.input.clone();
-    if !redrive {
+    if lines == Lines::Records {
         dec.json_block(
             &mut w.block,
             |line| format!("{input}:line {line}"),
@@ -204,27 +225,33 @@ fn decode_block(dec: &mut Decoder<'_>, w: &mut Work, redrive: bool) -> KeyedBatc
         );
         return batch;
     }
-    // `--input-format dlq`: each entry's `raw` is decoded again.
     for piece in std::mem::take(&mut w.block.pieces) {
         match piece {
             Piece::Record {
                 start, end, line, ..
-            } => match data2parquet::dlq::raw_of_entry(
-                w.block.data.get(start..end).unwrap_or_default(),
-            ) {
-                Ok(mut raw) => {
-                    dec.json(
-                        &mut raw,
-                        || format!("{input}:line {line} (re-driven)"),
+            } => {
+                let text = w.block.data.get(start..end).unwrap_or_default();
+                let read = match lines {
+                    // `--input-format dlq`: each entry's `raw` is decoded again.
+                    Lines::DlqEntries => data2parquet::dlq::raw_of_entry(text).map(|mut raw| {
+                        dec.json(
+                            &mut raw,
+                            || format!("{input}:line {line} (re-driven)"),
+                            &mut batch,
+                        );
+                    }),
+                    // `--input-format otlp`: each line's log records.
+                    Lines::Records | Lines::OtlpRequests => dec.otlp_logs(
+                        text,
+                        data2parquet::decode::otlp::Encoding::Json,
+                        |at| format!("{input}:line {line} {at}"),
                         &mut batch,
-                    );
+                    ),
+                };
+                if let Err(e) = read {
+                    batch.reject(DlqEntry::new(format!("{input}:line {line}"), e, text));
                 }
-                Err(e) => batch.reject(DlqEntry::new(
-                    format!("{input}:line {line}"),
-                    e,
-                    w.block.data.get(start..end).unwrap_or_default(),
-                )),
-            },
+            }
             Piece::Error {
                 line, reason, raw, ..
             } => {
@@ -267,7 +294,7 @@ fn log_arrow(mut batch: KeyedBatch, utf8: bool, input: &str) -> Payload {
 
 fn parse(
     spec: Arc<IngestSpec>,
-    redrive: bool,
+    lines: Lines,
     mode: Mode,
     rx: Receiver<Work>,
     tx: Sender<(u64, Parsed)>,
@@ -294,7 +321,7 @@ fn parse(
         },
     }
     for mut w in rx {
-        let mut batch = decode_block(&mut dec, &mut w, redrive);
+        let mut batch = decode_block(&mut dec, &mut w, lines);
         let _ = recycle.try_send(std::mem::take(&mut w.block.data));
         let payload = match &mode {
             Mode::Keyed => Payload::Keyed(batch),
