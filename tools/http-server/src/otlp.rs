@@ -8,10 +8,10 @@
 //! 429 or 503 with Retry-After when the buffer is full or away, which OTLP clients retry.
 
 use crate::idempotent::Reply;
-use crate::routes::{Refusal, Shared, ingest, json_response};
+use crate::routes::{Refusal, Shared, ingest, json_response, mime};
 use axum::body::Bytes;
 use axum::extract::State as St;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use data2parquet::decode::otlp::Encoding;
 use data2parquet::decode::protobuf::{put_bytes_field, put_varint_field};
@@ -23,19 +23,10 @@ const INVALID_ARGUMENT: i64 = 3;
 
 /// The encoding a Content-Type names, if it is one OTLP/HTTP uses.
 fn encoding(headers: &HeaderMap) -> Option<Encoding> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("application/json");
-    let mime = ct.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") || mime.is_empty() {
-        Some(Encoding::Json)
-    } else if mime.eq_ignore_ascii_case("application/x-protobuf")
-        || mime.eq_ignore_ascii_case("application/protobuf")
-    {
-        Some(Encoding::Protobuf)
-    } else {
-        None
+    match mime(headers).as_str() {
+        "application/json" | "" => Some(Encoding::Json),
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        _ => None,
     }
 }
 

@@ -382,18 +382,22 @@ enum BodyKind {
     Msgpack,
 }
 
-fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
-    let ct = headers
+/// The media type of the request's Content-Type, lower case and without parameters
+/// (`application/json` when there is none).
+pub(crate) fn mime(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("application/json");
-    let mime = ct
+        .unwrap_or("application/json")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+        .to_ascii_lowercase()
+}
+
+fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
+    match mime(headers).as_str() {
         "application/x-ndjson"
         | "application/ndjson"
         | "application/jsonl"
