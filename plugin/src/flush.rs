@@ -430,41 +430,48 @@ impl Flusher {
     }
 
     /// Removes what interrupted writes left at the destination (see
-    /// [`Writer::sweep_leftovers`]), counting and logging it. A failure is logged only:
-    /// a sweep is housekeeping, and a missing permission for it must not stop writing.
+    /// [`Writer::sweep_leftovers`]) and in the recovery store, counting and logging it.
+    /// A failure is logged only: a sweep is housekeeping, and a missing permission for
+    /// it must not stop writing.
     pub fn sweep_leftovers(&mut self) {
+        match self.writer.sweep_leftovers() {
+            Ok(swept) => self.report_swept(&swept),
+            Err(e) => log_at!(
+                self.shared.log,
+                Level::Warn,
+                "could not look for what interrupted writes left at the destination: {e}"
+            ),
+        }
+        if let Some(store) = &self.recovery {
+            let swept = store.sweep(std::time::SystemTime::now());
+            self.report_swept(&swept);
+        }
+    }
+
+    fn report_swept(&self, swept: &crate::writer::Swept) {
         let first = |v: &[String]| {
             let more = if v.len() > 3 { ", ..." } else { "" };
             format!("{}{more}", v[..v.len().min(3)].join(", "))
         };
-        match self.writer.sweep_leftovers() {
-            Ok(swept) => {
-                let (gone, failed) = (&swept.removed, &swept.failed);
-                if !gone.is_empty() {
-                    Metrics::add(&self.shared.metrics.leftovers_removed, gone.len() as u64);
-                    log_at!(
-                        self.shared.log,
-                        Level::Warn,
-                        "aborted {} incomplete uploads left by interrupted writes: {}",
-                        gone.len(),
-                        first(gone)
-                    );
-                }
-                if !failed.is_empty() {
-                    log_at!(
-                        self.shared.log,
-                        Level::Warn,
-                        "could not abort {} incomplete uploads left by interrupted writes: {}",
-                        failed.len(),
-                        first(failed)
-                    );
-                }
-            }
-            Err(e) => log_at!(
+        let (gone, failed, kind) = (&swept.removed, &swept.failed, swept.kind);
+        if !gone.is_empty() {
+            Metrics::add(&self.shared.metrics.leftovers_removed, gone.len() as u64);
+            log_at!(
                 self.shared.log,
                 Level::Warn,
-                "could not look for incomplete uploads left by interrupted writes: {e}"
-            ),
+                "removed {} {kind} left by interrupted writes: {}",
+                gone.len(),
+                first(gone)
+            );
+        }
+        if !failed.is_empty() {
+            log_at!(
+                self.shared.log,
+                Level::Warn,
+                "could not remove {} {kind} left by interrupted writes: {}",
+                failed.len(),
+                first(failed)
+            );
         }
     }
 

@@ -101,6 +101,56 @@ fn a_masked_partition_field_is_warned_about() {
     }
 }
 
+/// A crash in the middle of a write leaves its hidden temporary file; the next start
+/// removes the ones older than any write in progress, in any folder under the output,
+/// and leaves younger ones (another process may be writing them) and other files.
+#[test]
+fn a_start_removes_the_temporary_files_a_crash_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let text = generate(14, 300);
+    write(&input, &text);
+    write(&dir.path().join("cfg.json"), CFG);
+    let out = dir.path().join("out");
+    let deep = out.join("capability=x/year=2026/month=11");
+    std::fs::create_dir_all(&deep).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let stale = deep.join(format!(
+        ".01KB2S5Q8M3N4P5R6S7T8V9W0A-x.parquet.{}.tmp",
+        ulid::Ulid::from_datetime(old)
+    ));
+    let young = deep.join(format!(".y.parquet.{}.tmp", ulid::Ulid::generate()));
+    let other = deep.join(".notes.tmp");
+    for p in [&stale, &young, &other] {
+        write(p, b"PAR1 half a file");
+    }
+    let o = json2parquet_out_dir(&dir.path().join("cfg.json"), &out, &input);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "removed 1 temporary files left by interrupted writes: {}",
+            stale.display()
+        )),
+        "{log}"
+    );
+    assert!(!stale.exists());
+    assert!(young.exists() && other.exists());
+    // The run's own files are written and whole, with no temporary file left behind.
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 300);
+    let ids: std::collections::HashSet<String> = rows
+        .iter()
+        .map(|(_, r)| extra(r, "id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 300);
+    let tmps = walk(&out)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .count();
+    assert_eq!(tmps, 2, "the young and the foreign file only");
+}
+
 /// The summary counts every flush of the run: here most files come from size flushes
 /// long before the final one.
 #[test]

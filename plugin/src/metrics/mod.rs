@@ -175,7 +175,8 @@ pub struct Metrics {
     pub upload_retries: AtomicU64,
     pub recovery_stored: AtomicU64,
     pub recovery_resent: AtomicU64,
-    /// Incomplete uploads a crash left, aborted by the writer's sweep.
+    /// What interrupted writes left (incomplete uploads, temporary files), removed by
+    /// the writer's sweep.
     pub leftovers_removed: AtomicU64,
     /// Times a key's inferred schema of dynamic records grew.
     pub schema_changes: AtomicU64,
@@ -270,8 +271,8 @@ impl Metrics {
                 &self.recovery_resent,
             ),
             (
-                "d2p_leftover_uploads_aborted_total",
-                "Incomplete multipart uploads left by interrupted writes, aborted (S3AbortIncompleteAfter).",
+                "d2p_leftovers_removed_total",
+                "What interrupted writes left, removed: incomplete S3 uploads aborted (S3AbortIncompleteAfter), temporary files of the file writer and the recovery store deleted.",
                 &self.leftovers_removed,
             ),
             (

@@ -1,11 +1,63 @@
 //! The local file writer: temporary name, fsync, rename, fsync of the folder. A crash
-//! leaves either the complete file or a hidden `.tmp` file that readers ignore.
+//! leaves either the complete file or a hidden `.tmp` file that readers ignore, and
+//! that the writer's sweep removes once it is older than [`TMP_LEFTOVER_AGE`].
 
-use super::{WriteError, Writer};
+use super::{Swept, WriteError, Writer};
 use crate::partition::join_under;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How old a temporary file must be before a sweep takes it for a crash's leftover. A
+/// write in progress keeps its temporary file for the seconds a write and an fsync take;
+/// another process writing to the same folder (a shared volume) may be in the middle of
+/// one, so only files far older than any write are removed.
+pub const TMP_LEFTOVER_AGE: Duration = Duration::from_secs(600);
+
+/// The hidden temporary name [`write_atomic`] writes `name` under first:
+/// `.<name>.<ULID>.tmp`. The ULID keeps concurrent writes of one name apart and dates
+/// the file for [`tmp_written_at`].
+fn tmp_name(name: &str) -> String {
+    format!(".{name}.{}.tmp", ulid::Ulid::generate())
+}
+
+/// When the temporary file `name` was begun, if it is one [`tmp_name`] made (read from
+/// its ULID, so other tools' hidden files are never taken for ours).
+fn tmp_written_at(name: &str) -> Option<SystemTime> {
+    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, id) = stem.rsplit_once('.')?;
+    ulid::Ulid::from_string(id).ok().map(|u| u.datetime())
+}
+
+/// Removes the temporary files of interrupted writes in `dir` (and its folders, with
+/// `recurse`) begun more than `age` before `now`. Symbolic links are not followed, so a
+/// sweep stays inside `dir`.
+pub fn sweep_tmp(dir: &Path, recurse: bool, now: SystemTime, age: Duration, out: &mut Swept) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else { continue };
+        let path = e.path();
+        if kind.is_dir() {
+            if recurse {
+                sweep_tmp(&path, recurse, now, age, out);
+            }
+            continue;
+        }
+        let stale = kind.is_file()
+            && tmp_written_at(&e.file_name().to_string_lossy())
+                .and_then(|at| now.duration_since(at).ok())
+                .is_some_and(|waited| waited > age);
+        if stale {
+            match fs::remove_file(&path) {
+                Ok(()) => out.removed.push(path.display().to_string()),
+                Err(err) => out.failed.push(format!("remove {}: {err}", path.display())),
+            }
+        }
+    }
+}
 
 pub struct FileWriter {
     root: PathBuf,
@@ -33,7 +85,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteE
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", ulid::Ulid::generate()));
+    let tmp = dir.join(tmp_name(&name));
     let res = (|| {
         let mut f = File::create(&tmp).map_err(|e| WriteError::io("create", &tmp, e))?;
         f.write_all(bytes)
@@ -73,6 +125,20 @@ impl Writer for FileWriter {
         Ok(())
     }
 
+    /// Removes the temporary files that writes cut short by a crash left anywhere under
+    /// the output folder (readers skip hidden files, but they take disk space).
+    fn sweep_leftovers(&mut self) -> Result<Swept, WriteError> {
+        let mut swept = Swept::new("temporary files");
+        sweep_tmp(
+            &self.root,
+            true,
+            SystemTime::now(),
+            TMP_LEFTOVER_AGE,
+            &mut swept,
+        );
+        Ok(swept)
+    }
+
     fn describe(&self) -> String {
         format!("file writer at {}", self.root.display())
     }
@@ -102,5 +168,32 @@ mod tests {
             Err(WriteError::Path(_))
         ));
         w.check().unwrap();
+    }
+
+    #[test]
+    fn the_sweep_removes_only_old_temporary_files_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a=1/b");
+        fs::create_dir_all(&deep).unwrap();
+        let old = SystemTime::now() - TMP_LEFTOVER_AGE - Duration::from_secs(60);
+        let old_id = ulid::Ulid::from_datetime(old);
+        let stale = deep.join(format!(".x.parquet.{old_id}.tmp"));
+        let young = deep.join(format!(".y.parquet.{}.tmp", ulid::Ulid::generate()));
+        let foreign = deep.join(".z.parquet.notaulid.tmp");
+        let done = deep.join("x.parquet");
+        for p in [&stale, &young, &foreign, &done] {
+            fs::write(p, b"PAR1").unwrap();
+        }
+        let mut w = FileWriter::new(dir.path(), false);
+        let swept = w.sweep_leftovers().unwrap();
+        assert_eq!(swept.removed, vec![stale.display().to_string()]);
+        assert!(swept.failed.is_empty());
+        assert!(!stale.exists());
+        for p in [&young, &foreign, &done] {
+            assert!(p.exists(), "{} kept", p.display());
+        }
+        // The name write_atomic uses is the one the sweep recognises.
+        let at = tmp_written_at(&tmp_name("k.parquet")).unwrap();
+        assert!(SystemTime::now().duration_since(at).unwrap() < Duration::from_secs(5));
     }
 }

@@ -39,8 +39,19 @@ impl WriteError {
 /// remove (with the reason).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
+    /// What the leftovers are, for the log ("incomplete uploads", "temporary files").
+    pub kind: &'static str,
     pub removed: Vec<String>,
     pub failed: Vec<String>,
+}
+
+impl Swept {
+    pub fn new(kind: &'static str) -> Self {
+        Swept {
+            kind,
+            ..Swept::default()
+        }
+    }
 }
 
 /// How often [`Writer::sweep_leftovers`] runs after the sweep at start.

@@ -5,11 +5,12 @@
 //! is written first and the data last (atomically), so a listed `.parquet` always has
 //! its target.
 
-use super::file::write_atomic;
-use super::{WriteError, Writer};
+use super::file::{TMP_LEFTOVER_AGE, sweep_tmp, write_atomic};
+use super::{Swept, WriteError, Writer};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// Ids from one process-wide monotonic generator: `list` promises store order, and two
 /// stores within the same millisecond would otherwise order by their random bits.
@@ -78,6 +79,37 @@ impl RecoveryStore {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    /// Removes what a crash in the middle of [`RecoveryStore::store`] or of a resend
+    /// left: temporary files, and `.target` files whose data file is gone (a store cut
+    /// short before the data was written, or a resend after the data was removed).
+    /// Both only once older than [`TMP_LEFTOVER_AGE`], as a store in progress has them.
+    pub fn sweep(&self, now: SystemTime) -> Swept {
+        let mut swept = Swept::new("recovery store leftovers");
+        sweep_tmp(&self.dir, false, now, TMP_LEFTOVER_AGE, &mut swept);
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return swept;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".target") else {
+                continue;
+            };
+            let old = ulid::Ulid::from_string(id)
+                .ok()
+                .and_then(|u| now.duration_since(u.datetime()).ok())
+                .is_some_and(|age| age > TMP_LEFTOVER_AGE);
+            if old && !self.dir.join(format!("{id}.parquet")).exists() {
+                match fs::remove_file(e.path()) {
+                    Ok(()) => swept.removed.push(e.path().display().to_string()),
+                    Err(err) => swept
+                        .failed
+                        .push(format!("remove {}: {err}", e.path().display())),
+                }
+            }
+        }
+        swept
     }
 
     /// Writes kept files through `w`, oldest first, until `pass` says the destination
@@ -150,6 +182,41 @@ mod tests {
             fs::read(dir.path().join("out/x=2/b.parquet")).unwrap(),
             b"two"
         );
+    }
+
+    #[test]
+    fn the_sweep_removes_orphaned_targets_and_temporary_files_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let rs = RecoveryStore::new(dir.path());
+        rs.store("x=1/a.parquet", b"kept").unwrap();
+        let old = ulid::Ulid::from_datetime(
+            SystemTime::now() - TMP_LEFTOVER_AGE - std::time::Duration::from_secs(60),
+        );
+        let orphan = dir.path().join(format!("{old}.target"));
+        let tmp = dir.path().join(format!(".{old}.parquet.{old}.tmp"));
+        let young_orphan = dir
+            .path()
+            .join(format!("{}.target", ulid::Ulid::generate()));
+        for p in [&orphan, &tmp, &young_orphan] {
+            fs::write(p, b"x").unwrap();
+        }
+        let swept = rs.sweep(SystemTime::now());
+        let mut removed = swept.removed.clone();
+        removed.sort();
+        let mut want = vec![orphan.display().to_string(), tmp.display().to_string()];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(
+            young_orphan.exists(),
+            "a store in progress keeps its target"
+        );
+        // The kept entry is whole and still listed.
+        assert_eq!(rs.list().len(), 1);
+        // An hour on, the kept entry is still not touched: it has its data.
+        let later = SystemTime::now() + std::time::Duration::from_secs(3600);
+        let swept = rs.sweep(later);
+        assert_eq!(swept.removed, vec![young_orphan.display().to_string()]);
+        assert_eq!(rs.list().len(), 1);
     }
 
     #[test]

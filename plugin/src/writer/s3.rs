@@ -306,7 +306,7 @@ impl Writer for S3Writer {
         );
         let (c, bucket) = (self.client.clone(), self.cfg.bucket.clone());
         Ok(self.rt.block_on(async move {
-            let mut swept = Swept::default();
+            let mut swept = Swept::new("incomplete uploads");
             for u in stale {
                 match c
                     .abort_multipart_upload()
