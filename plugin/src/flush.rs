@@ -45,6 +45,13 @@ impl Shared {
             return Ok(());
         }
         Metrics::add(&self.metrics.records_rejected, entries.len() as u64);
+        // Entries of one batch share their key: one count per run of it.
+        for run in entries.chunk_by(|a, b| a.key == b.key) {
+            if let Some(key) = &run[0].key {
+                let key = crate::partition::PartitionKey::from_text(key);
+                self.metrics.per_key.rejected(&key, run.len());
+            }
+        }
         for e in entries.iter().take(3) {
             log_at!(self.log, Level::Warn, "rejected {}: {}", e.source, e.reason);
         }
@@ -383,6 +390,12 @@ impl Flusher {
                     m.file_size.observe(bytes.len() as f64);
                     m.file_rows.observe(recs.len() as f64);
                     Metrics::add(&m.records_out, recs.len() as u64);
+                    m.per_key.file_written(
+                        &batch.key,
+                        recs.len(),
+                        bytes.len(),
+                        std::time::SystemTime::now(),
+                    );
                 }
                 Err(e) => match self
                     .recovery

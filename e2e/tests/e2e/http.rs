@@ -116,6 +116,24 @@ fn every_route_and_content_type() {
     ] {
         assert!(m.contains(&line), "{line}: {m}");
     }
+    // Per-key series: each key's rows are those of its files (fewer keys than MetricsKeys).
+    let mut per_key: std::collections::BTreeMap<String, usize> = Default::default();
+    for (file, _) in read_dir_rows(&s.out()) {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let key = name[27..].strip_suffix(".parquet").unwrap().to_string();
+        *per_key.entry(key).or_default() += 1;
+    }
+    assert_eq!(per_key.len(), files);
+    for (key, rows) in &per_key {
+        for line in [
+            format!("d2p_key_rows_written_total{{key=\"{key}\"}} {rows}\n"),
+            format!("d2p_key_files_written_total{{key=\"{key}\"}} 1\n"),
+            format!("d2p_key_records_rejected_total{{key=\"{key}\"}} 0\n"),
+        ] {
+            assert!(m.contains(&line), "{line}: {m}");
+        }
+    }
+    assert!(!m.contains("{key=\"_other\"}"), "{m}");
     // health routes
     assert_eq!(
         http("GET", &s.url("/healthcheck/"), &[], None).json()["status"],

@@ -427,6 +427,7 @@ fn exit_writes_everything_pending() {
                     ("BufferSize", "1000000"),
                     ("FlushInterval", "3600"),
                     ("MetricsFile", prom.to_str().unwrap()),
+                    ("MetricsKeys", "2"),
                 ],
             )],
             vec![flush(0, &[&c], "x"), json!({"sleep_ms": 300})],
@@ -441,6 +442,29 @@ fn exit_writes_everything_pending() {
         metrics.contains("d2p_records_out_total{output=\"fb-out\"} 1000\n"),
         "{metrics}"
     );
+    // MetricsKeys 2: two keys have series of their own, with their files' rows, and
+    // the other keys' rows are summed under `_other`.
+    let mut rows_of_key: HashMap<String, u64> = HashMap::new();
+    for (file, _) in read_dir_rows(&out) {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let key = name[27..].strip_suffix(".parquet").unwrap().to_string();
+        *rows_of_key.entry(key).or_default() += 1;
+    }
+    assert!(rows_of_key.len() > 3, "{rows_of_key:?}");
+    let series: Vec<(String, u64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("d2p_key_rows_written_total{output=\"fb-out\",key=\""))
+        .map(|l| {
+            let (key, n) = l.split_once("\"} ").unwrap();
+            (key.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(series.len(), 3, "{metrics}");
+    assert_eq!(series[2].0, "_other");
+    for (key, n) in &series[..2] {
+        assert_eq!(rows_of_key.get(key), Some(n), "{key}");
+    }
+    assert_eq!(series.iter().map(|(_, n)| n).sum::<u64>(), 1000);
     assert!(
         logs_text(&r)
             .iter()

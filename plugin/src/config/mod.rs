@@ -263,6 +263,8 @@ pub struct Config {
     pub dlq_max_bytes: u64,
     /// MetricsFile: where to keep a Prometheus snapshot, if anywhere.
     pub metrics_file: Option<PathBuf>,
+    /// MetricsKeys: how many partition keys get metric series of their own (0: none).
+    pub metrics_keys: usize,
     pub recovery_path: PathBuf,
     pub recovery_interval: Duration,
     pub fluent_metadata: FluentMetadata,
@@ -516,6 +518,7 @@ impl ConfigBuilder {
                 http_request_timeout: Duration::from_secs(30),
                 http_idempotency_ttl: Duration::from_secs(24 * 3600),
                 metrics_file: None,
+                metrics_keys: crate::metrics::per_key::DEFAULT_CAP,
             },
             lock_ttl_set: false,
             dlq_path_set: false,
@@ -776,6 +779,9 @@ impl ConfigBuilder {
             Key::MetricsFile => {
                 let v = v.trim();
                 c.metrics_file = (!v.is_empty()).then(|| PathBuf::from(v));
+            }
+            Key::MetricsKeys => {
+                c.metrics_keys = parse_int::<usize>(k, v, "a count (0 = no per-key series)")?;
             }
             Key::FluentMetadata => {
                 c.fluent_metadata =

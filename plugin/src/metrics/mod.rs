@@ -3,6 +3,7 @@
 //! atomics: recording is a relaxed add.
 
 pub mod file;
+pub mod per_key;
 
 use std::fmt::Write as _;
 use std::marker::PhantomData;
@@ -60,11 +61,11 @@ impl<B: Buckets> Histogram<B> {
         let name = B::NAME;
         let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} histogram", B::HELP);
         for (i, b) in B::BOUNDS.iter().enumerate() {
-            let le = labels.with_le(&b.to_string());
+            let le = labels.with("le", &b.to_string());
             let _ = writeln!(s, "{name}_bucket{le} {}", self.buckets[i].load(Relaxed));
         }
         let count = self.count();
-        let le = labels.with_le("+Inf");
+        let le = labels.with("le", "+Inf");
         let _ = writeln!(s, "{name}_bucket{le} {count}");
         let sum = self.sum_units.load(Relaxed) as f64 / B::UNIT;
         let l = labels.plain();
@@ -101,12 +102,14 @@ impl Labels {
         }
     }
 
-    /// The labels plus a histogram bucket's `le`.
-    fn with_le(&self, le: &str) -> String {
+    /// The labels plus `name="value"` (a histogram bucket's `le`, a partition key), the
+    /// value escaped.
+    fn with(&self, name: &str, value: &str) -> String {
+        let extra = Labels::new(&[(name, value)]).0;
         if self.0.is_empty() {
-            format!("{{le=\"{le}\"}}")
+            format!("{{{extra}}}")
         } else {
-            format!("{{{},le=\"{le}\"}}", self.0)
+            format!("{{{},{extra}}}", self.0)
         }
     }
 }
@@ -193,6 +196,8 @@ pub struct Metrics {
     pub flush_latency: Histogram<FlushLatency>,
     pub file_size: Histogram<FileSize>,
     pub file_rows: Histogram<FileRows>,
+    /// Series by partition key, capped at MetricsKeys keys.
+    pub per_key: per_key::KeyMetrics,
 }
 
 impl Metrics {
@@ -339,6 +344,7 @@ impl Metrics {
         self.flush_latency.render(&mut s, labels);
         self.file_size.render(&mut s, labels);
         self.file_rows.render(&mut s, labels);
+        self.per_key.render(&mut s, labels);
         s
     }
 }

@@ -264,8 +264,10 @@ impl Receiver {
         parts: Parts,
     ) -> Result<Receiver, ReceiverError> {
         crate::alloc::tune();
+        let metrics = Metrics::default();
+        metrics.per_key.set_cap(cfg.metrics_keys);
         let shared = Arc::new(Shared {
-            metrics: Metrics::default(),
+            metrics,
             log,
             dlq: parts.dlq,
             use_dlq: cfg.use_dlq,
