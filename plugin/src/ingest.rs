@@ -12,6 +12,7 @@ use crate::convert::jsonschema::Fixed;
 use crate::decode::flb::{self, ChunkStats, Item};
 use crate::decode::frame::{Block, Piece};
 use crate::decode::json::JsonParser;
+use crate::decode::otlp;
 use crate::dlq::DlqEntry;
 use crate::partition::{Context, FieldPath, FieldRef, KeySpec, PartitionKey};
 use crate::record::dynamic::{DynRecord, FieldAction, time_ns};
@@ -423,6 +424,19 @@ impl<'s> Decoder<'s> {
         source: impl Fn() -> String,
         out: &mut KeyedBatch,
     ) -> bool {
+        self.json_in(input, &Context::default(), None, source, out)
+    }
+
+    /// [`Decoder::json`] for a record that came with a context: a Fluent Bit event's
+    /// tag and time.
+    fn json_in(
+        &mut self,
+        input: &mut [u8],
+        ctx: &Context<'_, '_>,
+        event_ns: Option<i64>,
+        source: impl Fn() -> String,
+        out: &mut KeyedBatch,
+    ) -> bool {
         if input.len() > self.spec.max_record_bytes {
             out.reject(DlqEntry::new(
                 source(),
@@ -444,7 +458,7 @@ impl<'s> Decoder<'s> {
                 Err(e) => Err(Failure::Json(e)),
                 Ok(()) => match doc.root() {
                     Some(root) => self
-                        .value(root, &Context::default(), None, out)
+                        .value(root, ctx, event_ns, out)
                         .map_err(Failure::Record),
                     None => Err(Failure::Record("empty input".to_string())),
                 },
@@ -569,6 +583,21 @@ impl<'s> Decoder<'s> {
         let mut failures: Vec<DlqEntry> = Vec::new();
         let stats = flb::walk(chunk, &mut doc, |item| match item {
             Item::Event(ev) => {
+                // An OpenTelemetry log record (in_opentelemetry) becomes the flat record
+                // POST /v1/logs makes of it; its metadata is in the record then.
+                let otlp = ev.group.and_then(|g| {
+                    otlp::fluent_bit_record(g.meta, g.attributes, ev.meta, ev.body, ev.time_ns)
+                });
+                if let Some(rec) = otlp {
+                    let ctx = Context {
+                        tag: Some(tag),
+                        meta: None,
+                    };
+                    let source = || format!("event {} of chunk (tag {tag})", ev.index);
+                    let mut bytes = rec.to_string().into_bytes();
+                    self.json_in(&mut bytes, &ctx, Some(ev.time_ns), source, out);
+                    return;
+                }
                 let ctx = Context {
                     tag: Some(tag),
                     meta: Some(ev.meta),

@@ -686,3 +686,138 @@ impl Drop for HttpServer {
         }
     }
 }
+
+/// An OTLP/JSON `ExportLogsServiceRequest` of `records` per service; record `bad` of the
+/// second service is not an object.
+pub fn otlp_request_json(services: &[&str], records: usize, bad: Option<usize>) -> Value {
+    let resource_logs: Vec<Value> = services
+        .iter()
+        .enumerate()
+        .map(|(si, svc)| {
+            let recs: Vec<Value> = (0..records)
+                .map(|i| {
+                    if si == 1 && Some(i) == bad {
+                        return json!(42);
+                    }
+                    json!({
+                        "timeUnixNano": format!("{}", 1_764_220_800_000_000_000u64 + i as u64 * 1_000_000_000),
+                        "severityNumber": 9 + 4 * (i as i64 % 2),
+                        "body": {"stringValue": format!("{svc} event {i}")},
+                        "traceId": format!("{:032x}", i + 1),
+                        "attributes": [
+                            {"key": "http.status_code", "value": {"intValue": format!("{}", 200 + i)}},
+                            {"key": "user", "value": {"kvlistValue": {"values": [
+                                {"key": "id", "value": {"stringValue": format!("u{i}")}}]}}}
+                        ]
+                    })
+                })
+                .collect();
+            json!({
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
+                "scopeLogs": [{"scope": {"name": "app"}, "logRecords": recs}]
+            })
+        })
+        .collect();
+    json!({ "resourceLogs": resource_logs })
+}
+
+/// An OTLP/JSON request as Fluent Bit's `in_opentelemetry` (5.x) turns it into a chunk:
+/// per scope, a group start marker (`{schema: otlp, resource_id, scope_id}` and
+/// `{resource: {attributes}, scope: {name, version}}`), one event per log record (its
+/// fields in the metadata under `otlp`, ids as bytes; a kvlist body as the body, any
+/// other as `{log: body}`), and a group end marker.
+pub fn in_opentelemetry_chunk(req: &Value) -> Vec<u8> {
+    use data2parquet::decode::msgpack::write as w;
+    fn any(out: &mut Vec<u8>, v: &Value) {
+        let Some((kind, inner)) = v.as_object().and_then(|m| m.iter().next()) else {
+            return w::nil(out);
+        };
+        match kind.as_str() {
+            "stringValue" => w::str(out, inner.as_str().unwrap()),
+            "intValue" => w::int(out, inner.as_str().unwrap().parse().unwrap()),
+            "boolValue" => w::bool(out, inner.as_bool().unwrap()),
+            "doubleValue" => w::float(out, inner.as_f64().unwrap()),
+            "kvlistValue" => key_values(out, inner["values"].as_array().unwrap()),
+            "arrayValue" => {
+                let vs = inner["values"].as_array().unwrap();
+                w::array(out, vs.len());
+                vs.iter().for_each(|v| any(out, v));
+            }
+            other => panic!("AnyValue {other} not encoded here"),
+        }
+    }
+    fn key_values(out: &mut Vec<u8>, kvs: &[Value]) {
+        w::map(out, kvs.len());
+        for kv in kvs {
+            w::str(out, kv["key"].as_str().unwrap());
+            any(out, &kv["value"]);
+        }
+    }
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (ri, rl) in req["resourceLogs"].as_array().unwrap().iter().enumerate() {
+        for (si, sl) in rl["scopeLogs"].as_array().unwrap().iter().enumerate() {
+            w::array(&mut out, 2);
+            w::array(&mut out, 2);
+            w::event_time(&mut out, 0xFFFF_FFFF, 0);
+            w::map(&mut out, 3);
+            w::str(&mut out, "schema");
+            w::str(&mut out, "otlp");
+            w::str(&mut out, "resource_id");
+            w::int(&mut out, ri as i64);
+            w::str(&mut out, "scope_id");
+            w::int(&mut out, si as i64);
+            w::map(&mut out, 2);
+            w::str(&mut out, "resource");
+            w::map(&mut out, 1);
+            w::str(&mut out, "attributes");
+            key_values(&mut out, rl["resource"]["attributes"].as_array().unwrap());
+            w::str(&mut out, "scope");
+            w::map(&mut out, 1);
+            w::str(&mut out, "name");
+            w::str(&mut out, sl["scope"]["name"].as_str().unwrap());
+            for lr in sl["logRecords"].as_array().unwrap() {
+                let ns: u64 = lr["timeUnixNano"].as_str().unwrap().parse().unwrap();
+                w::array(&mut out, 2);
+                w::array(&mut out, 2);
+                w::event_time(
+                    &mut out,
+                    (ns / 1_000_000_000) as u32,
+                    (ns % 1_000_000_000) as u32,
+                );
+                w::map(&mut out, 1);
+                w::str(&mut out, "otlp");
+                w::map(&mut out, 5);
+                w::str(&mut out, "timestamp");
+                w::uint(&mut out, ns);
+                w::str(&mut out, "severity_number");
+                w::uint(&mut out, lr["severityNumber"].as_u64().unwrap());
+                w::str(&mut out, "attributes");
+                key_values(&mut out, lr["attributes"].as_array().unwrap());
+                w::str(&mut out, "trace_id");
+                w::bin(&mut out, &hex(lr["traceId"].as_str().unwrap()));
+                w::str(&mut out, "trace_flags");
+                w::uint(&mut out, 0);
+                let body = &lr["body"];
+                if body.get("kvlistValue").is_some() {
+                    any(&mut out, body);
+                } else {
+                    w::map(&mut out, 1);
+                    w::str(&mut out, "log");
+                    any(&mut out, body);
+                }
+            }
+            w::array(&mut out, 2);
+            w::array(&mut out, 2);
+            w::event_time(&mut out, 0xFFFF_FFFE, 0);
+            w::map(&mut out, 0);
+            w::map(&mut out, 0);
+        }
+    }
+    out
+}

@@ -135,6 +135,7 @@ fn examples_are_valid_and_both_formats_agree() {
         "forward-redis-s3",
         "two-instances",
         "kubernetes-dynamic-file",
+        "opentelemetry-dynamic-file",
     ] {
         let dir = conf_dir().join(name);
         let (classic, yaml) = outputs_of(&dir);
@@ -172,7 +173,12 @@ fn examples_are_valid_and_both_formats_agree() {
 #[test]
 fn file_writer_examples_run_in_the_host() {
     let chunk = fixtures().join("flb-5.1.1/varied.chunk");
-    for name in ["tail-mem-file", "two-instances", "kubernetes-dynamic-file"] {
+    for name in [
+        "tail-mem-file",
+        "two-instances",
+        "kubernetes-dynamic-file",
+        "opentelemetry-dynamic-file",
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let (classic, _) = outputs_of(&conf_dir().join(name));
         let mut instances = Vec::new();

@@ -732,39 +732,10 @@ fn compressed_bodies_are_unpacked_and_bounded() {
     }
 }
 
-/// An OTLP/JSON `ExportLogsServiceRequest` of `records` per service, gzipped as the
-/// collector sends it; record `bad` of the second service is not an object.
+/// [`otlp_request_json`], gzipped as the collector sends it.
 fn otlp_request(services: &[&str], records: usize, bad: Option<usize>) -> Vec<u8> {
-    let resource_logs: Vec<Value> = services
-        .iter()
-        .enumerate()
-        .map(|(si, svc)| {
-            let recs: Vec<Value> = (0..records)
-                .map(|i| {
-                    if si == 1 && Some(i) == bad {
-                        return json!(42);
-                    }
-                    json!({
-                        "timeUnixNano": format!("{}", 1_764_220_800_000_000_000u64 + i as u64 * 1_000_000_000),
-                        "severityNumber": 9 + 4 * (i as i64 % 2),
-                        "body": {"stringValue": format!("{svc} event {i}")},
-                        "traceId": format!("{:032x}", i + 1),
-                        "attributes": [
-                            {"key": "http.status_code", "value": {"intValue": format!("{}", 200 + i)}},
-                            {"key": "user", "value": {"kvlistValue": {"values": [
-                                {"key": "id", "value": {"stringValue": format!("u{i}")}}]}}}
-                        ]
-                    })
-                })
-                .collect();
-            json!({
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": svc}}]},
-                "scopeLogs": [{"scope": {"name": "app"}, "logRecords": recs}]
-            })
-        })
-        .collect();
     gzip(
-        json!({ "resourceLogs": resource_logs })
+        otlp_request_json(services, records, bad)
             .to_string()
             .as_bytes(),
     )

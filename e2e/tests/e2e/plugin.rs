@@ -475,6 +475,72 @@ fn exit_writes_everything_pending() {
     assert_eq!(r["threads_after_unload"], json!(["flb-host"]));
 }
 
+/// Fluent Bit's `in_opentelemetry` puts an OTLP log record's resource and scope in a
+/// group marker and its fields in the event's metadata. Through the plugin they become
+/// the same rows as the same request sent to http-server's `/v1/logs`: the resource's
+/// `service.name`, severity, trace id and attributes are kept, not only the body.
+#[test]
+fn in_opentelemetry_events_become_the_rows_of_the_otlp_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = otlp_request_json(&["checkout", "payments"], 3, None);
+    let settings = [
+        ("RecordType", "dynamic"),
+        ("PartitionFields", "service.name"),
+        ("PartitionPath", "service={service.name}"),
+        ("FlushInterval", "3600"),
+        ("BufferSize", "100000"),
+    ];
+    let c = write_chunk(dir.path(), "otel.chunk", &in_opentelemetry_chunk(&req));
+    let out = dir.path().join("out");
+    let r = run_host(
+        &scenario(
+            vec![instance_props(&out, &settings)],
+            vec![flush(0, &[&c], "otel")],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [FLB_OK], "{r}");
+    let s = HttpServer::start(json!({
+        "record_type": "dynamic", "flush_interval": 3600, "buffer_size": 100000,
+        "partition_fields": "service.name", "partition_path": "service={service.name}"
+    }));
+    let answer = http(
+        "POST",
+        &s.url("/v1/logs"),
+        &[("Content-Type", "application/json")],
+        Some(req.to_string().as_bytes()),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(http("POST", &s.url("/flush/"), &[], None).status, 200);
+    let rows = |d: &Path| {
+        let mut v: Vec<(String, String)> = read_dir_rows(d)
+            .into_iter()
+            .map(|(f, r)| {
+                let rel = f.strip_prefix(d).unwrap().parent().unwrap();
+                (rel.display().to_string(), Value::Object(r).to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (ours, theirs) = (rows(&out), rows(&s.out()));
+    assert_eq!(ours.len(), 6);
+    assert_eq!(ours, theirs);
+    let first: Value = serde_json::from_str(&ours[0].1).unwrap();
+    assert_eq!(ours[0].0, "service=checkout");
+    for (k, v) in [
+        ("service.name", json!("checkout")),
+        ("otel.scope.name", json!("app")),
+        ("level", json!("INFO")),
+        ("message", json!("checkout event 0")),
+        ("trace_id", json!(format!("{:032x}", 1))),
+        ("http.status_code", json!(200)),
+        ("time", json!("2025-11-27T05:20:00.000000000Z")),
+    ] {
+        assert_eq!(first[k], v, "{k}: {first}");
+    }
+}
+
 #[test]
 fn panics_never_cross_the_ffi_boundary() {
     let dir = tempfile::tempdir().unwrap();

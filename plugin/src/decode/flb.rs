@@ -6,7 +6,10 @@
 //!
 //! with 8/16/32-bit array and map headers, and timestamps as EventTime (ext type 0,
 //! 8 bytes: u32 seconds, u32 nanoseconds), non-negative integers (seconds) or floats.
-//! Group start/end markers (EventTime seconds 0xFFFFFFFF / 0xFFFFFFFE) are skipped.
+//! Group start/end markers (EventTime seconds 0xFFFFFFFF / 0xFFFFFFFE) are not events:
+//! the walk keeps the open group's metadata and attributes and hands them with each
+//! event of the group, as Fluent Bit's own decoder attaches them (`in_opentelemetry`
+//! puts the OTLP resource and scope there).
 //!
 //! A well-formed event with the wrong shape is reported and skipped, and decoding goes
 //! on with the next event. Bytes that are not msgpack at all cannot be resynchronised,
@@ -26,6 +29,15 @@ pub struct Event<'d, 'a> {
     pub time_ns: i64,
     pub meta: ValRef<'d, 'a>,
     pub body: ValRef<'d, 'a>,
+    /// The group the event is in, if a group start came before it (and no end since).
+    pub group: Option<Group<'d, 'a>>,
+}
+
+/// What a group start marker carries: `[[ext(-1), metadata], attributes]`.
+#[derive(Clone, Copy)]
+pub struct Group<'d, 'a> {
+    pub meta: ValRef<'d, 'a>,
+    pub attributes: ValRef<'d, 'a>,
 }
 
 /// What the chunk walk reports, in order.
@@ -75,7 +87,11 @@ enum Shape {
         meta: usize,
         body: usize,
     },
-    Marker,
+    GroupStart {
+        meta: usize,
+        attributes: usize,
+    },
+    GroupEnd,
 }
 
 /// Decodes one event's envelope into `doc`; on a shape error the caller skips it.
@@ -113,13 +129,22 @@ fn event<'a>(r: &mut Reader<'a>, doc: &mut Doc<'a>) -> Result<Result<Shape, Stri
     } else {
         doc.push(Node::Map { len: 0, span: 0 });
     }
-    if let RawTime::Event {
-        secs: GROUP_START | GROUP_END,
-        ..
-    } = time
-    {
-        r.value(None)?;
-        return Ok(Ok(Shape::Marker));
+    match time {
+        RawTime::Event {
+            secs: GROUP_START, ..
+        } => {
+            // Whatever the attributes are, they are kept: users of them look for maps.
+            let attributes = doc.len();
+            r.value(Some(doc))?;
+            return Ok(Ok(Shape::GroupStart { meta, attributes }));
+        }
+        RawTime::Event {
+            secs: GROUP_END, ..
+        } => {
+            r.value(None)?;
+            return Ok(Ok(Shape::GroupEnd));
+        }
+        _ => {}
     }
     if !r.at_map() {
         return Ok(Err("event body is not a map".into()));
@@ -138,13 +163,28 @@ pub fn walk<'a>(
     let mut stats = ChunkStats::default();
     let mut r = Reader::new(chunk);
     let mut index = 0;
+    // The open group's marker, decoded on its own so that it outlives the events'.
+    let mut group_doc: Doc<'a> = Doc::new();
+    let mut group: Option<(usize, usize)> = None;
     while !r.is_empty() {
         let start = r.pos();
         doc.clear();
         let res = event(&mut r, doc);
         let bad_reason = match res {
-            Ok(Ok(Shape::Marker)) => {
+            Ok(Ok(Shape::GroupStart { .. })) => {
                 stats.group_markers += 1;
+                // Decoded again into the group's own document: `doc` is the events'.
+                group_doc.clear();
+                let mut again = Reader::new(&chunk[start..r.pos()]);
+                group = match event(&mut again, &mut group_doc) {
+                    Ok(Ok(Shape::GroupStart { meta, attributes })) => Some((meta, attributes)),
+                    _ => None,
+                };
+                None
+            }
+            Ok(Ok(Shape::GroupEnd)) => {
+                stats.group_markers += 1;
+                group = None;
                 None
             }
             Ok(Ok(Shape::Ok { time, meta, body })) => match time_ns(time) {
@@ -153,11 +193,18 @@ pub fn walk<'a>(
                     let (Some(meta), Some(body)) = (doc.value_at(meta), doc.value_at(body)) else {
                         unreachable!("event() pushed both values")
                     };
+                    let group = group.and_then(|(m, a)| {
+                        Some(Group {
+                            meta: group_doc.value_at(m)?,
+                            attributes: group_doc.value_at(a)?,
+                        })
+                    });
                     f(Item::Event(Event {
                         index,
                         time_ns,
                         meta,
                         body,
+                        group,
                     }));
                     None
                 }
@@ -241,31 +288,53 @@ mod tests {
         let d: &[u8] = &[
             0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0x80,
         ];
+        // A group start with metadata and attributes, and a group end.
+        let mut g = vec![0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        w::map(&mut g, 1);
+        w::str(&mut g, "schema");
+        w::str(&mut g, "otlp");
+        w::map(&mut g, 1);
+        w::str(&mut g, "resource");
+        w::str(&mut g, "r1");
+        let end: &[u8] = &[
+            0x92, 0x92, 0xd7, 0x00, 0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0, 0x80, 0x80,
+        ];
         let mut chunk = Vec::new();
-        for part in [a, b, d, c] {
+        for part in [a, b, d, c, &g, c, c, end, c] {
             chunk.extend_from_slice(part);
         }
         let mut doc = Doc::new();
         let mut seen = Vec::new();
         let stats = walk(&chunk, &mut doc, |it| match it {
-            Item::Event(e) => seen.push((e.index, e.time_ns, e.body.to_json())),
+            Item::Event(e) => {
+                let group = e
+                    .group
+                    .map(|g| format!("{} {}", g.meta.to_json(), g.attributes.to_json()));
+                seen.push((e.index, e.time_ns, e.body.to_json(), group))
+            }
             Item::Bad { reason, .. } => panic!("{reason}"),
         });
         assert_eq!(
             stats,
             ChunkStats {
-                events: 3,
-                group_markers: 1,
+                events: 6,
+                group_markers: 3,
                 bad: 0
             }
         );
         let t = 1_700_000_000_123_456_789;
+        let hi = || r#"{"message":"hi"}"#.to_string();
+        let otlp = || Some(r#"{"schema":"otlp"} {"resource":"r1"}"#.to_string());
+        let empty = || Some("{} {}".to_string());
         assert_eq!(
             seen,
             [
-                (0, t, r#"{"message":"hi"}"#.to_string()),
-                (1, t, r#"{"message":"hi"}"#.to_string()),
-                (3, t, r#"{"message":"hi"}"#.to_string()),
+                (0, t, hi(), None),
+                (1, t, hi(), None),
+                (3, t, hi(), empty()),
+                (5, t, hi(), otlp()),
+                (6, t, hi(), otlp()),
+                (8, t, hi(), None),
             ]
         );
     }

@@ -12,6 +12,7 @@
 //! are (`service.name`), so `PartitionFields service.name` partitions by them.
 
 use crate::timeutil::format_rfc3339_nanos;
+use crate::value::{Kind, Node, ValRef};
 use serde_json::{Map, Value};
 
 /// One log record of a request: where it was (`resourceLogs[0].scopeLogs[1].logRecords[2]`)
@@ -63,18 +64,13 @@ pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, S
         for (si, sl) in list(rl, "scopeLogs")?.iter().enumerate() {
             let at = format!("{at}.scopeLogs[{si}]");
             let sl = object(sl, &at)?;
-            let mut scope = Map::new();
-            if let Some(Value::Object(s)) = sl.get("scope") {
-                for (field, name) in [
-                    ("name", "otel.scope.name"),
-                    ("version", "otel.scope.version"),
-                ] {
-                    if let Some(Value::String(v)) = s.get(field).filter(|v| v.as_str() != Some(""))
-                    {
-                        scope.insert(name.into(), Value::String(v.clone()));
-                    }
-                }
-            }
+            let scope = match sl.get("scope") {
+                Some(Value::Object(s)) => scope_fields(
+                    s.get("name").and_then(Value::as_str),
+                    s.get("version").and_then(Value::as_str),
+                ),
+                _ => Map::new(),
+            };
             for (li, lr) in list(sl, "logRecords")?.iter().enumerate() {
                 let source = format!("{at}.logRecords[{li}]");
                 let json = match lr {
@@ -111,44 +107,165 @@ fn flatten(
     scope: &Map<String, Value>,
     resource: &Map<String, Value>,
 ) -> Value {
-    let mut rec = Map::new();
-    let nanos = ["timeUnixNano", "observedTimeUnixNano"]
-        .iter()
-        .filter_map(|k| lr.get(*k).and_then(int))
-        .find(|&n| n > 0);
-    if let Some(ns) = nanos {
-        rec.insert("time".into(), Value::String(format_rfc3339_nanos(ns)));
-    }
-    let level = match lr.get("severityText") {
+    let text = |field: &str| match lr.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        _ => lr
-            .get("severityNumber")
-            .and_then(int)
-            .and_then(severity_name)
-            .map(String::from),
+        _ => None,
     };
-    if let Some(l) = level {
-        rec.insert("level".into(), Value::String(l));
+    LogFields {
+        time_ns: ["timeUnixNano", "observedTimeUnixNano"]
+            .iter()
+            .filter_map(|k| lr.get(*k).and_then(int))
+            .find(|&n| n > 0),
+        severity_text: text("severityText"),
+        severity_number: lr.get("severityNumber").and_then(int),
+        body: lr.get("body").map(any_value),
+        trace_id: text("traceId"),
+        span_id: text("spanId"),
+        event_name: text("eventName"),
+        attributes: attributes(lr),
     }
-    if let Some(b) = lr.get("body") {
-        let body = any_value(b);
-        if !body.is_null() {
+    .assemble(scope, resource)
+}
+
+/// A log record's own fields, read from an OTLP request or from a Fluent Bit event
+/// (`in_opentelemetry`), so both become the same flat record.
+#[derive(Debug, Default)]
+pub(crate) struct LogFields {
+    /// `timeUnixNano`, else `observedTimeUnixNano` (the first that is set).
+    pub time_ns: Option<i64>,
+    pub severity_text: Option<String>,
+    pub severity_number: Option<i64>,
+    pub body: Option<Value>,
+    /// Hex.
+    pub trace_id: Option<String>,
+    /// Hex.
+    pub span_id: Option<String>,
+    pub event_name: Option<String>,
+    pub attributes: Map<String, Value>,
+}
+
+impl LogFields {
+    /// The flat record: the log fields, then the resource's attributes, the scope's
+    /// fields and the record's attributes, each replacing what came before.
+    pub(crate) fn assemble(
+        self,
+        scope: &Map<String, Value>,
+        resource: &Map<String, Value>,
+    ) -> Value {
+        let mut rec = Map::new();
+        if let Some(ns) = self.time_ns.filter(|&n| n > 0) {
+            rec.insert("time".into(), Value::String(format_rfc3339_nanos(ns)));
+        }
+        let level = self.severity_text.filter(|s| !s.is_empty()).or_else(|| {
+            self.severity_number
+                .and_then(severity_name)
+                .map(String::from)
+        });
+        if let Some(l) = level {
+            rec.insert("level".into(), Value::String(l));
+        }
+        if let Some(body) = self.body.filter(|b| !b.is_null()) {
             rec.insert("message".into(), body);
         }
+        for (key, v) in [
+            ("trace_id", self.trace_id),
+            ("span_id", self.span_id),
+            ("event_name", self.event_name),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                rec.insert(key.into(), Value::String(v));
+            }
+        }
+        for (k, v) in resource.iter().chain(scope) {
+            rec.insert(k.clone(), v.clone());
+        }
+        rec.extend(self.attributes);
+        Value::Object(rec)
     }
-    for (field, key) in [
-        ("traceId", "trace_id"),
-        ("spanId", "span_id"),
-        ("eventName", "event_name"),
-    ] {
-        if let Some(Value::String(id)) = lr.get(field).filter(|v| v.as_str() != Some("")) {
-            rec.insert(key.into(), Value::String(id.clone()));
+}
+
+/// The flat record of a Fluent Bit event in a group that `in_opentelemetry` made
+/// (group metadata `schema: otlp`), or `None` for any other event. The input puts the
+/// resource and scope in the group's attributes (`{resource: {attributes}, scope:
+/// {name, version}}`), the record's fields in its metadata under `otlp` (`timestamp`,
+/// `severity_text`, `attributes`, `trace_id` as bytes...) and the body in the event's
+/// body: a map body as it is, any other wrapped as `{"log": body}`.
+pub fn fluent_bit_record(
+    group_meta: ValRef<'_, '_>,
+    group_attributes: ValRef<'_, '_>,
+    meta: ValRef<'_, '_>,
+    body: ValRef<'_, '_>,
+    event_ns: i64,
+) -> Option<Value> {
+    if group_meta.get("schema")?.as_str()? != "otlp" {
+        return None;
+    }
+    let otlp = meta.get("otlp").filter(|m| m.kind() == Kind::Map);
+    let field = |name: &str| otlp.and_then(|m| m.get(name));
+    let text = |name: &str| field(name).and_then(|v| v.as_str()).map(String::from);
+    let number = |name: &str| match field(name).map(|v| v.node()) {
+        Some(Node::Int(i)) => Some(*i),
+        Some(Node::UInt(u)) => Some((*u).min(i64::MAX as u64) as i64),
+        _ => None,
+    };
+    let id = |name: &str| {
+        field(name).map(|v| match v.node() {
+            Node::Bytes(b) => crate::record::canonical::hex(b),
+            _ => v.to_text().into_owned(),
+        })
+    };
+    let map = |v: Option<ValRef<'_, '_>>| match v.filter(|v| v.kind() == Kind::Map).map(plain) {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let body = match (body.len(), body.get("log")) {
+        (1, Some(wrapped)) => plain(wrapped),
+        _ => plain(body),
+    };
+    let scope = group_attributes.get("scope");
+    let scope_text = |name: &str| scope.and_then(|s| s.get(name)).and_then(|v| v.as_str());
+    let resource = map(group_attributes
+        .get("resource")
+        .and_then(|r| r.get("attributes")));
+    Some(
+        LogFields {
+            time_ns: ["timestamp", "observed_timestamp"]
+                .iter()
+                .filter_map(|k| number(k))
+                .find(|&n| n > 0)
+                .or(Some(event_ns)),
+            severity_text: text("severity_text"),
+            severity_number: number("severity_number"),
+            body: Some(body),
+            trace_id: id("trace_id"),
+            span_id: id("span_id"),
+            event_name: text("event_name"),
+            attributes: map(field("attributes")),
+        }
+        .assemble(
+            &scope_fields(scope_text("name"), scope_text("version")),
+            &resource,
+        ),
+    )
+}
+
+/// A decoded msgpack value as JSON (bytes as text or base64, as everywhere else).
+fn plain(v: ValRef<'_, '_>) -> Value {
+    serde_json::from_str(&v.to_json()).unwrap_or(Value::Null)
+}
+
+/// The scope's name and version as the flat record names them.
+pub(crate) fn scope_fields<'s>(
+    name: Option<&'s str>,
+    version: Option<&'s str>,
+) -> Map<String, Value> {
+    let mut scope = Map::new();
+    for (v, key) in [(name, "otel.scope.name"), (version, "otel.scope.version")] {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            scope.insert(key.into(), Value::String(v.to_string()));
         }
     }
-    for (k, v) in resource.iter().chain(scope).chain(&attributes(lr)) {
-        rec.insert(k.clone(), v.clone());
-    }
-    Value::Object(rec)
+    scope
 }
 
 /// `attributes: [{"key": ..., "value": AnyValue}]` as an object (later keys win).
@@ -358,6 +475,64 @@ mod tests {
             e.starts_with("not an OTLP/protobuf logs request: truncated"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn fluent_bit_events_of_otlp_groups_only_are_mapped() {
+        use crate::decode::msgpack::{Reader, write as w};
+        use crate::value::Doc;
+        // Group metadata, group attributes, event metadata, event body, in one document.
+        let mut mp = Vec::new();
+        w::map(&mut mp, 1);
+        w::str(&mut mp, "schema");
+        w::str(&mut mp, "otlp");
+        w::map(&mut mp, 1);
+        w::str(&mut mp, "scope");
+        w::map(&mut mp, 2);
+        w::str(&mut mp, "name");
+        w::str(&mut mp, "lib");
+        w::str(&mut mp, "version");
+        w::str(&mut mp, "1.2");
+        w::map(&mut mp, 1);
+        w::str(&mut mp, "otlp");
+        w::map(&mut mp, 3);
+        w::str(&mut mp, "span_id");
+        w::bin(&mut mp, &[0xab, 0x01]);
+        w::str(&mut mp, "severity_text");
+        w::str(&mut mp, "notice");
+        w::str(&mut mp, "event_name");
+        w::str(&mut mp, "login");
+        w::map(&mut mp, 2);
+        w::str(&mut mp, "user");
+        w::str(&mut mp, "ann");
+        w::str(&mut mp, "log");
+        w::str(&mut mp, "kept as a map");
+        let mut other = Vec::new();
+        w::map(&mut other, 1);
+        w::str(&mut other, "schema");
+        w::str(&mut other, "lua");
+        let mut doc = Doc::new();
+        let mut starts = Vec::new();
+        let mut r = Reader::new(&mp);
+        for _ in 0..4 {
+            starts.push(doc.len());
+            r.value(Some(&mut doc)).unwrap();
+        }
+        starts.push(doc.len());
+        Reader::new(&other).value(Some(&mut doc)).unwrap();
+        let at = |i: usize| doc.value_at(starts[i]).unwrap();
+        let rec = fluent_bit_record(at(0), at(1), at(2), at(3), 1_500_000_000_000_000_000);
+        assert_eq!(
+            rec,
+            Some(json!({
+                "time": "2017-07-14T02:40:00.000000000Z", "level": "notice",
+                "message": {"user": "ann", "log": "kept as a map"},
+                "span_id": "ab01", "event_name": "login",
+                "otel.scope.name": "lib", "otel.scope.version": "1.2"
+            }))
+        );
+        // A group of another schema (filter_lua, processors) leaves the event as it is.
+        assert_eq!(fluent_bit_record(at(4), at(1), at(2), at(3), 1), None);
     }
 
     #[test]
