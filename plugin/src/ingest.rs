@@ -594,7 +594,7 @@ impl<'s> Decoder<'s> {
                         meta: None,
                     };
                     let source = || format!("event {} of chunk (tag {tag})", ev.index);
-                    let mut bytes = rec.to_string().into_bytes();
+                    let mut bytes = rec.into_bytes();
                     self.json_in(&mut bytes, &ctx, Some(ev.time_ns), source, out);
                     return;
                 }

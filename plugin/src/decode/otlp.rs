@@ -10,6 +10,9 @@
 //! `event_name`. An attribute of the same name as a log field replaces it, as the OTel
 //! log data model puts the record's own fields first. Attribute names are kept as they
 //! are (`service.name`), so `PartitionFields service.name` partitions by them.
+//!
+//! Fluent Bit's `in_opentelemetry` hands the plugin the same records split over group
+//! markers and event metadata; [`fluent_bit_record`] maps those to the same flat record.
 
 use crate::timeutil::format_rfc3339_nanos;
 use crate::value::{Kind, Node, ValRef};
@@ -40,15 +43,17 @@ pub enum Encoding {
 }
 
 /// The log records of an `ExportLogsServiceRequest`, or why the body is not one (then
-/// nothing of it is taken). Protobuf is read into the shape of its JSON encoding first,
-/// so both take one mapping.
+/// nothing of it is taken). Both encodings fill the same `LogFields`, so a record
+/// maps the same way whichever way it came.
 pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, String> {
     let req: Value = match encoding {
         Encoding::Json => {
             serde_json::from_slice(body).map_err(|e| format!("not OTLP/JSON: {e}"))?
         }
-        Encoding::Protobuf => super::otlp_protobuf::request(body)
-            .map_err(|e| format!("not an OTLP/protobuf logs request: {e}"))?,
+        Encoding::Protobuf => {
+            return super::otlp_protobuf::log_records(body)
+                .map_err(|e| format!("not an OTLP/protobuf logs request: {e}"));
+        }
     };
     let Value::Object(req) = req else {
         return Err("not OTLP/JSON: the body is not an object".into());
@@ -59,7 +64,7 @@ pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, S
         let rl = object(rl, &at)?;
         let resource = match rl.get("resource") {
             Some(r) => attributes(object(r, &format!("{at}.resource"))?),
-            None => Map::new(),
+            None => Rendered::new(),
         };
         for (si, sl) in list(rl, "scopeLogs")?.iter().enumerate() {
             let at = format!("{at}.scopeLogs[{si}]");
@@ -69,12 +74,12 @@ pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, S
                     s.get("name").and_then(Value::as_str),
                     s.get("version").and_then(Value::as_str),
                 ),
-                _ => Map::new(),
+                _ => Rendered::new(),
             };
             for (li, lr) in list(sl, "logRecords")?.iter().enumerate() {
                 let source = format!("{at}.logRecords[{li}]");
                 let json = match lr {
-                    Value::Object(lr) => Ok(flatten(lr, &scope, &resource).to_string()),
+                    Value::Object(lr) => Ok(flatten(lr, &scope, &resource)),
                     _ => Err(Unreadable {
                         reason: "a log record is not an object".into(),
                         raw: lr.to_string(),
@@ -101,12 +106,8 @@ fn object<'v>(v: &'v Value, at: &str) -> Result<&'v Map<String, Value>, String> 
         .ok_or_else(|| format!("not OTLP/JSON: {at} is not an object"))
 }
 
-/// One log record as a flat object.
-fn flatten(
-    lr: &Map<String, Value>,
-    scope: &Map<String, Value>,
-    resource: &Map<String, Value>,
-) -> Value {
+/// One log record as flat JSON text.
+fn flatten(lr: &Map<String, Value>, scope: &Rendered, resource: &Rendered) -> String {
     let text = |field: &str| match lr.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
@@ -118,7 +119,7 @@ fn flatten(
             .find(|&n| n > 0),
         severity_text: text("severityText"),
         severity_number: lr.get("severityNumber").and_then(int),
-        body: lr.get("body").map(any_value),
+        body: lr.get("body").map(|b| any_value(b).to_string()),
         trace_id: text("traceId"),
         span_id: text("spanId"),
         event_name: text("eventName"),
@@ -127,61 +128,126 @@ fn flatten(
     .assemble(scope, resource)
 }
 
-/// A log record's own fields, read from an OTLP request or from a Fluent Bit event
-/// (`in_opentelemetry`), so both become the same flat record.
+/// Fields as `(name, value as JSON text)`, in order; a later one of a name replaces
+/// an earlier one. Values are rendered once, where they are read: a resource's
+/// attributes once for all its records.
+pub(crate) type Rendered = Vec<(String, String)>;
+
+/// A JSON object written from [`Rendered`] fields: a later value of a name replaces the
+/// earlier one in its place, as a JSON map insert does. Records have a few dozen fields
+/// at most, so a scan finds a name faster than a hash would.
+#[derive(Debug, Default)]
+pub(crate) struct FlatObject<'f> {
+    fields: Vec<(&'f str, &'f str)>,
+}
+
+impl<'f> FlatObject<'f> {
+    pub(crate) fn set(&mut self, name: &'f str, json: &'f str) {
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some(f) => f.1 = json,
+            None => self.fields.push((name, json)),
+        }
+    }
+
+    pub(crate) fn extend(&mut self, fields: &'f Rendered) {
+        for (n, v) in fields {
+            self.set(n, v);
+        }
+    }
+
+    pub(crate) fn into_json(self) -> String {
+        let len: usize = self.fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let mut out = String::with_capacity(len + 2);
+        out.push('{');
+        for (i, (n, v)) in self.fields.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&json_string(n));
+            out.push(':');
+            out.push_str(v);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `s` as a JSON string.
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "null".into())
+}
+
+/// A log record's own fields, read from an OTLP request (JSON or protobuf) or from a
+/// Fluent Bit event (`in_opentelemetry`), so all become the same flat record.
 #[derive(Debug, Default)]
 pub(crate) struct LogFields {
     /// `timeUnixNano`, else `observedTimeUnixNano` (the first that is set).
     pub time_ns: Option<i64>,
     pub severity_text: Option<String>,
     pub severity_number: Option<i64>,
-    pub body: Option<Value>,
+    /// As JSON text.
+    pub body: Option<String>,
     /// Hex.
     pub trace_id: Option<String>,
     /// Hex.
     pub span_id: Option<String>,
     pub event_name: Option<String>,
-    pub attributes: Map<String, Value>,
+    pub attributes: Rendered,
 }
 
 impl LogFields {
-    /// The flat record: the log fields, then the resource's attributes, the scope's
-    /// fields and the record's attributes, each replacing what came before.
-    pub(crate) fn assemble(
-        self,
-        scope: &Map<String, Value>,
-        resource: &Map<String, Value>,
-    ) -> Value {
-        let mut rec = Map::new();
-        if let Some(ns) = self.time_ns.filter(|&n| n > 0) {
-            rec.insert("time".into(), Value::String(format_rfc3339_nanos(ns)));
-        }
-        let level = self.severity_text.filter(|s| !s.is_empty()).or_else(|| {
-            self.severity_number
-                .and_then(severity_name)
-                .map(String::from)
-        });
-        if let Some(l) = level {
-            rec.insert("level".into(), Value::String(l));
-        }
-        if let Some(body) = self.body.filter(|b| !b.is_null()) {
-            rec.insert("message".into(), body);
-        }
-        for (key, v) in [
-            ("trace_id", self.trace_id),
-            ("span_id", self.span_id),
-            ("event_name", self.event_name),
+    /// The flat record as JSON text: the log fields, then the resource's attributes,
+    /// the scope's fields and the record's attributes, each replacing what came before.
+    pub(crate) fn assemble(self, scope: &Rendered, resource: &Rendered) -> String {
+        let time = self
+            .time_ns
+            .filter(|&n| n > 0)
+            .map(|ns| json_string(&format_rfc3339_nanos(ns)));
+        let level = self
+            .severity_text
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                self.severity_number
+                    .and_then(severity_name)
+                    .map(String::from)
+            })
+            .map(|l| json_string(&l));
+        let body = self.body.filter(|b| b != "null");
+        let text = |v: Option<String>| v.filter(|v| !v.is_empty()).map(|v| json_string(&v));
+        let (trace, span, event) = (
+            text(self.trace_id),
+            text(self.span_id),
+            text(self.event_name),
+        );
+        let mut rec = FlatObject::default();
+        for (name, v) in [
+            ("time", &time),
+            ("level", &level),
+            ("message", &body),
+            ("trace_id", &trace),
+            ("span_id", &span),
+            ("event_name", &event),
         ] {
-            if let Some(v) = v.filter(|v| !v.is_empty()) {
-                rec.insert(key.into(), Value::String(v));
+            if let Some(v) = v {
+                rec.set(name, v);
             }
         }
-        for (k, v) in resource.iter().chain(scope) {
-            rec.insert(k.clone(), v.clone());
-        }
-        rec.extend(self.attributes);
-        Value::Object(rec)
+        rec.extend(resource);
+        rec.extend(scope);
+        rec.extend(&self.attributes);
+        rec.into_json()
     }
+}
+
+/// The scope's name and version as the flat record names them.
+pub(crate) fn scope_fields(name: Option<&str>, version: Option<&str>) -> Rendered {
+    [(name, "otel.scope.name"), (version, "otel.scope.version")]
+        .into_iter()
+        .filter_map(|(v, key)| {
+            let v = v.filter(|v| !v.is_empty())?;
+            Some((key.to_string(), json_string(v)))
+        })
+        .collect()
 }
 
 /// The flat record of a Fluent Bit event in a group that `in_opentelemetry` made
@@ -196,7 +262,7 @@ pub fn fluent_bit_record(
     meta: ValRef<'_, '_>,
     body: ValRef<'_, '_>,
     event_ns: i64,
-) -> Option<Value> {
+) -> Option<String> {
     if group_meta.get("schema")?.as_str()? != "otlp" {
         return None;
     }
@@ -214,13 +280,17 @@ pub fn fluent_bit_record(
             _ => v.to_text().into_owned(),
         })
     };
-    let map = |v: Option<ValRef<'_, '_>>| match v.filter(|v| v.kind() == Kind::Map).map(plain) {
-        Some(Value::Object(m)) => m,
-        _ => Map::new(),
+    let map = |v: Option<ValRef<'_, '_>>| -> Rendered {
+        v.map(|m| {
+            m.entries()
+                .map(|(k, v)| (k.to_string(), v.to_json()))
+                .collect()
+        })
+        .unwrap_or_default()
     };
     let body = match (body.len(), body.get("log")) {
-        (1, Some(wrapped)) => plain(wrapped),
-        _ => plain(body),
+        (1, Some(wrapped)) => wrapped.to_json(),
+        _ => body.to_json(),
     };
     let scope = group_attributes.get("scope");
     let scope_text = |name: &str| scope.and_then(|s| s.get(name)).and_then(|v| v.as_str());
@@ -249,32 +319,21 @@ pub fn fluent_bit_record(
     )
 }
 
-/// A decoded msgpack value as JSON (bytes as text or base64, as everywhere else).
-fn plain(v: ValRef<'_, '_>) -> Value {
-    serde_json::from_str(&v.to_json()).unwrap_or(Value::Null)
-}
-
-/// The scope's name and version as the flat record names them.
-pub(crate) fn scope_fields<'s>(
-    name: Option<&'s str>,
-    version: Option<&'s str>,
-) -> Map<String, Value> {
-    let mut scope = Map::new();
-    for (v, key) in [(name, "otel.scope.name"), (version, "otel.scope.version")] {
-        if let Some(v) = v.filter(|v| !v.is_empty()) {
-            scope.insert(key.into(), Value::String(v.to_string()));
-        }
+/// `attributes: [{"key": ..., "value": AnyValue}]` as rendered fields.
+fn attributes(m: &Map<String, Value>) -> Rendered {
+    match m.get("attributes") {
+        Some(Value::Array(kvs)) => kvs
+            .iter()
+            .filter_map(|kv| {
+                let Some(Value::String(k)) = kv.get("key") else {
+                    return None;
+                };
+                let v = kv.get("value").map_or(Value::Null, any_value);
+                Some((k.clone(), v.to_string()))
+            })
+            .collect(),
+        _ => Rendered::new(),
     }
-    scope
-}
-
-/// `attributes: [{"key": ..., "value": AnyValue}]` as an object (later keys win).
-fn attributes(m: &Map<String, Value>) -> Map<String, Value> {
-    let mut out = Map::new();
-    if let Some(Value::Array(kvs)) = m.get("attributes") {
-        key_values(kvs, &mut out);
-    }
-    out
 }
 
 fn key_values(kvs: &[Value], out: &mut Map<String, Value>) {
@@ -523,7 +582,7 @@ mod tests {
         let at = |i: usize| doc.value_at(starts[i]).unwrap();
         let rec = fluent_bit_record(at(0), at(1), at(2), at(3), 1_500_000_000_000_000_000);
         assert_eq!(
-            rec,
+            rec.map(|t| serde_json::from_str::<Value>(&t).unwrap()),
             Some(json!({
                 "time": "2017-07-14T02:40:00.000000000Z", "level": "notice",
                 "message": {"user": "ann", "log": "kept as a map"},

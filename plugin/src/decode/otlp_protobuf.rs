@@ -1,21 +1,18 @@
-//! OTLP protobuf messages read into the shape of their JSON encoding (field names in
-//! lowerCamelCase, 64-bit integers as strings, trace and span ids as hex), as the OTLP
-//! specification maps one onto the other, so [`super::otlp`] maps both encodings the
-//! same way. Unknown fields are skipped, as protobuf readers do; invalid UTF-8 in a
-//! string is replaced, not refused, so a record is never lost over one byte.
+//! OTLP protobuf requests read straight into [`LogFields`], the same fields the JSON
+//! encoding fills, so both encodings map a record the same way; values are rendered as
+//! JSON text where they are read (as the OTLP/JSON mapping writes them: 64-bit integers
+//! as numbers here, trace and span ids as hex, bytes as base64), without an
+//! intermediate document. Unknown fields are skipped, as protobuf readers do; invalid
+//! UTF-8 in a string is replaced, not refused, so a record is never lost over one byte.
 //!
 //! Field numbers are those of `opentelemetry/proto/logs/v1/logs.proto`,
 //! `common/v1/common.proto` and `collector/logs/v1/logs_service.proto`.
 
+use super::otlp::{FlatObject, LogFields, OtlpRecord, Rendered, json_string, scope_fields};
 use super::protobuf::{Reader, Wire};
-use serde_json::{Map, Value, json};
 
-fn text(b: &[u8]) -> Value {
-    Value::String(String::from_utf8_lossy(b).into_owned())
-}
-
-fn hex(b: &[u8]) -> Value {
-    Value::String(b.iter().map(|x| format!("{x:02x}")).collect())
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The embedded message of a length-delimited field; a field of another wire type
@@ -27,55 +24,50 @@ fn message<'a>(what: &str, w: Wire<'a>) -> Result<&'a [u8], String> {
     }
 }
 
-fn push(m: &mut Map<String, Value>, key: &str, v: Value) {
-    if let Value::Array(a) = m.entry(key).or_insert_with(|| Value::Array(Vec::new())) {
-        a.push(v);
-    }
-}
-
-/// Reads message `b` field by field into an object, with `f` taking each field.
-fn object<'a>(
+/// Calls `f` with each field of message `b`, in order.
+fn fields<'a>(
     b: &'a [u8],
-    mut f: impl FnMut(&mut Map<String, Value>, u32, Wire<'a>) -> Result<(), String>,
-) -> Result<Value, String> {
-    let mut m = Map::new();
+    mut f: impl FnMut(u32, Wire<'a>) -> Result<(), String>,
+) -> Result<(), String> {
     let mut r = Reader::new(b);
     while let Some((n, w)) = r.field()? {
-        f(&mut m, n, w)?;
+        f(n, w)?;
     }
-    Ok(Value::Object(m))
+    Ok(())
 }
 
-/// `ExportLogsServiceRequest { repeated ResourceLogs resource_logs = 1; }`
-pub fn request(b: &[u8]) -> Result<Value, String> {
-    object(b, |m, n, w| {
+/// `ExportLogsServiceRequest { repeated ResourceLogs resource_logs = 1; }`: every log
+/// record, flat, named by its place in the request.
+pub(super) fn log_records(b: &[u8]) -> Result<Vec<OtlpRecord>, String> {
+    let mut out = Vec::new();
+    let mut ri = 0;
+    fields(b, |n, w| {
         if n == 1 {
-            push(
-                m,
-                "resourceLogs",
-                resource_logs(message("resource_logs", w)?)?,
-            );
+            resource_logs(message("resource_logs", w)?, ri, &mut out)?;
+            ri += 1;
         }
         Ok(())
-    })
+    })?;
+    Ok(out)
 }
 
 /// `ResourceLogs { Resource resource = 1; repeated ScopeLogs scope_logs = 2; }` with
-/// `Resource { repeated KeyValue attributes = 1; }`.
-fn resource_logs(b: &[u8]) -> Result<Value, String> {
-    object(b, |m, n, w| {
-        match n {
-            1 => {
-                let res = object(message("resource", w)?, |res, n, w| {
-                    if n == 1 {
-                        push(res, "attributes", key_value(message("attribute", w)?)?);
-                    }
-                    Ok(())
-                })?;
-                m.insert("resource".into(), res);
-            }
-            2 => push(m, "scopeLogs", scope_logs(message("scope_logs", w)?)?),
-            _ => {}
+/// `Resource { repeated KeyValue attributes = 1; }`. The resource is read first,
+/// wherever it is in the message, as its records need it.
+fn resource_logs(b: &[u8], ri: usize, out: &mut Vec<OtlpRecord>) -> Result<(), String> {
+    let mut resource = Rendered::new();
+    fields(b, |n, w| {
+        if n == 1 {
+            resource = attributes(message("resource", w)?, 1)?;
+        }
+        Ok(())
+    })?;
+    let mut si = 0;
+    fields(b, |n, w| {
+        if n == 2 {
+            let at = format!("resourceLogs[{ri}].scopeLogs[{si}]");
+            scope_logs(message("scope_logs", w)?, &resource, &at, out)?;
+            si += 1;
         }
         Ok(())
     })
@@ -83,22 +75,37 @@ fn resource_logs(b: &[u8]) -> Result<Value, String> {
 
 /// `ScopeLogs { InstrumentationScope scope = 1; repeated LogRecord log_records = 2; }`
 /// with `InstrumentationScope { string name = 1; string version = 2; }`.
-fn scope_logs(b: &[u8]) -> Result<Value, String> {
-    object(b, |m, n, w| {
-        match n {
-            1 => {
-                let scope = object(message("scope", w)?, |scope, n, w| {
-                    match (n, w) {
-                        (1, Wire::Bytes(s)) => scope.insert("name".into(), text(s)),
-                        (2, Wire::Bytes(s)) => scope.insert("version".into(), text(s)),
-                        _ => None,
-                    };
-                    Ok(())
-                })?;
-                m.insert("scope".into(), scope);
-            }
-            2 => push(m, "logRecords", log_record(message("log_records", w)?)?),
-            _ => {}
+fn scope_logs(
+    b: &[u8],
+    resource: &Rendered,
+    at: &str,
+    out: &mut Vec<OtlpRecord>,
+) -> Result<(), String> {
+    let (mut name, mut version) = (None, None);
+    fields(b, |n, w| {
+        if n == 1 {
+            (name, version) = (None, None);
+            fields(message("scope", w)?, |n, w| {
+                match (n, w) {
+                    (1, Wire::Bytes(s)) => name = Some(text(s)),
+                    (2, Wire::Bytes(s)) => version = Some(text(s)),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    let scope = scope_fields(name.as_deref(), version.as_deref());
+    let mut li = 0;
+    fields(b, |n, w| {
+        if n == 2 {
+            let rec = log_record(message("log_records", w)?)?;
+            out.push(OtlpRecord {
+                source: format!("{at}.logRecords[{li}]"),
+                json: Ok(rec.assemble(&scope, resource)),
+            });
+            li += 1;
         }
         Ok(())
     })
@@ -106,85 +113,94 @@ fn scope_logs(b: &[u8]) -> Result<Value, String> {
 
 /// `LogRecord`: times (fixed64 1 and 11), severity (number 2, text 3), body (5),
 /// attributes (6), trace and span ids (9, 10), event name (12).
-fn log_record(b: &[u8]) -> Result<Value, String> {
-    object(b, |m, n, w| {
-        let (key, v) = match (n, w) {
-            (1, Wire::Fixed64(t)) => ("timeUnixNano", Value::String(t.to_string())),
-            (11, Wire::Fixed64(t)) => ("observedTimeUnixNano", Value::String(t.to_string())),
-            (2, Wire::Varint(s)) => ("severityNumber", json!(s as i64)),
-            (3, Wire::Bytes(s)) => ("severityText", text(s)),
-            (5, w) => ("body", any_value(message("body", w)?)?),
-            (6, w) => {
-                push(m, "attributes", key_value(message("attribute", w)?)?);
-                return Ok(());
-            }
-            (9, Wire::Bytes(id)) => ("traceId", hex(id)),
-            (10, Wire::Bytes(id)) => ("spanId", hex(id)),
-            (12, Wire::Bytes(s)) => ("eventName", text(s)),
-            _ => return Ok(()),
-        };
-        m.insert(key.into(), v);
-        Ok(())
-    })
-}
-
-/// `KeyValue { string key = 1; AnyValue value = 2; }`
-fn key_value(b: &[u8]) -> Result<Value, String> {
-    object(b, |m, n, w| {
+fn log_record(b: &[u8]) -> Result<LogFields, String> {
+    let mut f = LogFields::default();
+    let (mut time, mut observed) = (None, None);
+    fields(b, |n, w| {
         match (n, w) {
-            (1, Wire::Bytes(k)) => {
-                m.insert("key".into(), text(k));
-            }
-            (2, w) => {
-                m.insert("value".into(), any_value(message("value", w)?)?);
-            }
+            (1, Wire::Fixed64(t)) => time = i64::try_from(t).ok(),
+            (11, Wire::Fixed64(t)) => observed = i64::try_from(t).ok(),
+            (2, Wire::Varint(s)) => f.severity_number = Some(s as i64),
+            (3, Wire::Bytes(s)) => f.severity_text = Some(text(s)),
+            (5, w) => f.body = Some(any_value(message("body", w)?)?),
+            (6, w) => f.attributes.extend(key_value(message("attribute", w)?)?),
+            (9, Wire::Bytes(id)) => f.trace_id = Some(crate::record::canonical::hex(id)),
+            (10, Wire::Bytes(id)) => f.span_id = Some(crate::record::canonical::hex(id)),
+            (12, Wire::Bytes(s)) => f.event_name = Some(text(s)),
             _ => {}
         }
         Ok(())
-    })
+    })?;
+    f.time_ns = [time, observed].into_iter().flatten().find(|&n| n > 0);
+    Ok(f)
+}
+
+/// The `KeyValue`s under field `field` of message `b`.
+fn attributes(b: &[u8], field: u32) -> Result<Rendered, String> {
+    let mut out = Rendered::new();
+    fields(b, |n, w| {
+        if n == field {
+            out.extend(key_value(message("attribute", w)?)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// `KeyValue { string key = 1; AnyValue value = 2; }`; `None` without a key.
+fn key_value(b: &[u8]) -> Result<Option<(String, String)>, String> {
+    let (mut key, mut value) = (None, None);
+    fields(b, |n, w| {
+        match (n, w) {
+            (1, Wire::Bytes(k)) => key = Some(text(k)),
+            (2, w) => value = Some(any_value(message("value", w)?)?),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(key.map(|k| (k, value.unwrap_or_else(|| "null".into()))))
 }
 
 /// `AnyValue { oneof value { string 1; bool 2; int64 3; double 4; ArrayValue 5;
-/// KeyValueList 6; bytes 7; } }`, the two lists each holding `values = 1`.
-fn any_value(b: &[u8]) -> Result<Value, String> {
-    object(b, |out, n, w| {
-        let (key, v) = match (n, w) {
-            (1, Wire::Bytes(s)) => ("stringValue", text(s)),
-            (2, Wire::Varint(v)) => ("boolValue", Value::Bool(v != 0)),
-            (3, Wire::Varint(v)) => ("intValue", Value::String((v as i64).to_string())),
+/// KeyValueList 6; bytes 7; } }` as JSON text, the two lists each holding
+/// `values = 1`. Of a oneof the last field set wins; none is null.
+fn any_value(b: &[u8]) -> Result<String, String> {
+    let mut v = None;
+    fields(b, |n, w| {
+        let json = match (n, w) {
+            (1, Wire::Bytes(s)) => json_string(&String::from_utf8_lossy(s)),
+            (2, Wire::Varint(x)) => (x != 0).to_string(),
+            (3, Wire::Varint(x)) => (x as i64).to_string(),
             (4, Wire::Fixed64(bits)) => {
                 // JSON has no NaN or infinity: those stay text, as OTLP/JSON writes them.
                 let f = f64::from_bits(bits);
-                let v = serde_json::Number::from_f64(f)
-                    .map_or_else(|| Value::String(f.to_string()), Value::Number);
-                ("doubleValue", v)
+                serde_json::Number::from_f64(f)
+                    .map_or_else(|| json_string(&f.to_string()), |n| n.to_string())
             }
-            (5 | 6, Wire::Bytes(list)) => {
-                let mut values = Vec::new();
-                object(list, |_, ln, lw| {
+            (5, Wire::Bytes(list)) => {
+                let mut items = Vec::new();
+                fields(list, |ln, lw| {
                     if ln == 1 {
-                        let item = message("list item", lw)?;
-                        values.push(if n == 5 {
-                            any_value(item)?
-                        } else {
-                            key_value(item)?
-                        });
+                        items.push(any_value(message("list item", lw)?)?);
                     }
                     Ok(())
                 })?;
-                let key = if n == 5 { "arrayValue" } else { "kvlistValue" };
-                (key, json!({ "values": values }))
+                format!("[{}]", items.join(","))
+            }
+            (6, Wire::Bytes(list)) => {
+                let kvs = attributes(list, 1)?;
+                let mut obj = FlatObject::default();
+                obj.extend(&kvs);
+                obj.into_json()
             }
             (7, Wire::Bytes(bytes)) => {
                 use base64::Engine;
-                let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-                ("bytesValue", Value::String(b64))
+                json_string(&base64::engine::general_purpose::STANDARD.encode(bytes))
             }
             _ => return Ok(()),
         };
-        // A oneof: the last one set wins.
-        out.clear();
-        out.insert(key.into(), v);
+        v = Some(json);
         Ok(())
-    })
+    })?;
+    Ok(v.unwrap_or_else(|| "null".into()))
 }
