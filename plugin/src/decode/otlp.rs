@@ -253,9 +253,10 @@ pub(crate) fn scope_fields(name: Option<&str>, version: Option<&str>) -> Rendere
 /// The flat record of a Fluent Bit event in a group that `in_opentelemetry` made
 /// (group metadata `schema: otlp`), or `None` for any other event. The input puts the
 /// resource and scope in the group's attributes (`{resource: {attributes}, scope:
-/// {name, version}}`), the record's fields in its metadata under `otlp` (`timestamp`,
-/// `severity_text`, `attributes`, `trace_id` as bytes...) and the body in the event's
-/// body: a map body as it is, any other wrapped as `{"log": body}`.
+/// {name, version}}`), the record's fields in its metadata under `otlp` or the key
+/// `logs_metadata_key` names (`timestamp`, `severity_text`, `attributes`, `trace_id` as
+/// bytes...), and the body in the event's body: a map body as it is, any other wrapped
+/// as `{"log": body}`.
 pub fn fluent_bit_record(
     group_meta: ValRef<'_, '_>,
     group_attributes: ValRef<'_, '_>,
@@ -266,7 +267,13 @@ pub fn fluent_bit_record(
     if group_meta.get("schema")?.as_str()? != "otlp" {
         return None;
     }
-    let otlp = meta.get("otlp").filter(|m| m.kind() == Kind::Map);
+    // Under `otlp`, or the input's `logs_metadata_key` when it was renamed: then the
+    // metadata's only entry.
+    let only = (meta.len() == 1).then(|| meta.entries().next().map(|(_, v)| v));
+    let otlp = meta
+        .get("otlp")
+        .or(only.flatten())
+        .filter(|m| m.kind() == Kind::Map);
     let field = |name: &str| otlp.and_then(|m| m.get(name));
     let text = |name: &str| field(name).and_then(|v| v.as_str()).map(String::from);
     let number = |name: &str| match field(name).map(|v| v.node()) {
@@ -552,8 +559,9 @@ mod tests {
         w::str(&mut mp, "lib");
         w::str(&mut mp, "version");
         w::str(&mut mp, "1.2");
+        // in_opentelemetry with `logs_metadata_key otel`.
         w::map(&mut mp, 1);
-        w::str(&mut mp, "otlp");
+        w::str(&mut mp, "otel");
         w::map(&mut mp, 3);
         w::str(&mut mp, "span_id");
         w::bin(&mut mp, &[0xab, 0x01]);
