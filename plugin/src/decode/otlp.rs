@@ -640,4 +640,156 @@ mod tests {
             "an empty request"
         );
     }
+
+    /// A protobuf request with a resource, a scope and records of every AnyValue kind.
+    fn protobuf_request() -> Vec<u8> {
+        use super::super::protobuf::{put_bytes_field as bytes, put_varint_field as varint};
+        let mut string = Vec::new();
+        bytes(&mut string, 1, b"v");
+        let mut kv = Vec::new();
+        bytes(&mut kv, 1, b"k");
+        bytes(&mut kv, 2, &string);
+        let mut list = Vec::new();
+        bytes(&mut list, 1, &kv);
+        let mut kvlist = Vec::new();
+        bytes(&mut kvlist, 6, &list);
+        let mut nested = Vec::new();
+        bytes(&mut nested, 1, b"ctx");
+        bytes(&mut nested, 2, &kvlist);
+        let mut record = Vec::new();
+        varint(&mut record, 2, 9);
+        bytes(&mut record, 5, &string);
+        bytes(&mut record, 6, &kv);
+        bytes(&mut record, 6, &nested);
+        bytes(&mut record, 9, &[7; 16]);
+        let mut scope = Vec::new();
+        bytes(&mut scope, 1, b"lib");
+        let mut sl = Vec::new();
+        bytes(&mut sl, 1, &scope);
+        bytes(&mut sl, 2, &record);
+        bytes(&mut sl, 2, &record);
+        let mut res = Vec::new();
+        bytes(&mut res, 1, &kv);
+        let mut rl = Vec::new();
+        bytes(&mut rl, 1, &res);
+        bytes(&mut rl, 2, &sl);
+        let mut req = Vec::new();
+        bytes(&mut req, 1, &rl);
+        req
+    }
+
+    /// A Fluent Bit chunk as in_opentelemetry writes it: a group start, two events and
+    /// a group end.
+    fn otlp_chunk() -> Vec<u8> {
+        use crate::decode::msgpack::write as w;
+        let mut c = Vec::new();
+        w::array(&mut c, 2);
+        w::array(&mut c, 2);
+        w::event_time(&mut c, 0xFFFF_FFFF, 0);
+        w::map(&mut c, 1);
+        w::str(&mut c, "schema");
+        w::str(&mut c, "otlp");
+        w::map(&mut c, 1);
+        w::str(&mut c, "resource");
+        w::map(&mut c, 1);
+        w::str(&mut c, "attributes");
+        w::map(&mut c, 1);
+        w::str(&mut c, "service.name");
+        w::str(&mut c, "svc");
+        for i in 0..2 {
+            w::array(&mut c, 2);
+            w::array(&mut c, 2);
+            w::event_time(&mut c, 1_700_000_000 + i, 0);
+            w::map(&mut c, 1);
+            w::str(&mut c, "otlp");
+            w::map(&mut c, 2);
+            w::str(&mut c, "trace_id");
+            w::bin(&mut c, &[1; 16]);
+            w::str(&mut c, "attributes");
+            w::map(&mut c, 1);
+            w::str(&mut c, "n");
+            w::int(&mut c, 5);
+            w::map(&mut c, 1);
+            w::str(&mut c, "log");
+            w::str(&mut c, "hello");
+        }
+        w::array(&mut c, 2);
+        w::array(&mut c, 2);
+        w::event_time(&mut c, 0xFFFF_FFFE, 0);
+        w::map(&mut c, 0);
+        w::map(&mut c, 0);
+        c
+    }
+
+    #[test]
+    fn the_proptests_inputs_are_valid() {
+        let recs = log_records(&protobuf_request(), Encoding::Protobuf).unwrap();
+        assert_eq!(recs.len(), 2);
+        let mut doc = crate::value::Doc::new();
+        let mut mapped = Vec::new();
+        crate::decode::flb::walk(&otlp_chunk(), &mut doc, |it| {
+            if let crate::decode::flb::Item::Event(e) = it {
+                let g = e.group.expect("in the group");
+                mapped.push(fluent_bit_record(
+                    g.meta,
+                    g.attributes,
+                    e.meta,
+                    e.body,
+                    e.time_ns,
+                ));
+            }
+        });
+        assert_eq!(mapped.len(), 2);
+        let first: Value = serde_json::from_str(mapped[0].as_deref().unwrap()).unwrap();
+        assert_eq!(first["service.name"], "svc");
+        assert_eq!(first["message"], "hello");
+    }
+
+    proptest::proptest! {
+        /// Corrupted protobuf is an error or some records, never a panic, and every
+        /// record it yields is valid JSON.
+        #[test]
+        fn mutated_protobuf_requests_never_panic(
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8),
+            cut in 0usize..400,
+        ) {
+            let mut req = protobuf_request();
+            for (at, b) in flips {
+                let at = at % req.len();
+                req[at] = b;
+            }
+            req.truncate(req.len() - cut % req.len());
+            if let Ok(recs) = log_records(&req, Encoding::Protobuf) {
+                for r in recs {
+                    let json = r.json.unwrap();
+                    proptest::prop_assert!(serde_json::from_str::<Value>(&json).is_ok(), "{json}");
+                }
+            }
+        }
+
+        /// Corrupted in_opentelemetry chunks: group markers of any shape, events in and
+        /// out of groups; every mapped record is valid JSON.
+        #[test]
+        fn mutated_otlp_chunks_never_panic(
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let mut chunk = otlp_chunk();
+            for (at, b) in flips {
+                let at = at % chunk.len();
+                chunk[at] = b;
+            }
+            let mut doc = crate::value::Doc::new();
+            let mut out = Vec::new();
+            crate::decode::flb::walk(&chunk, &mut doc, |it| {
+                if let crate::decode::flb::Item::Event(e) = it
+                    && let Some(g) = e.group
+                {
+                    out.extend(fluent_bit_record(g.meta, g.attributes, e.meta, e.body, e.time_ns));
+                }
+            });
+            for json in out {
+                proptest::prop_assert!(serde_json::from_str::<Value>(&json).is_ok(), "{json}");
+            }
+        }
+    }
 }
