@@ -218,3 +218,42 @@ fn file_writer_examples_run_in_the_host() {
         }
     }
 }
+
+/// The OpenTelemetry example does what its comment says with what `in_opentelemetry`
+/// hands it: one row per log record, with the resource's `service.name`, in a folder
+/// per service and hour.
+#[test]
+fn the_opentelemetry_example_partitions_by_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (classic, _) = outputs_of(&conf_dir().join("opentelemetry-dynamic-file"));
+    let mut props: serde_json::Map<String, Value> = plugin_props(&classic[0])
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    let out = tmp.path().join("out");
+    props.insert("WriterFilePath".into(), json!(out));
+    let req = otlp_request_json(&["checkout", "payments"], 3, None);
+    let chunk = write_chunk(tmp.path(), "otel.chunk", &in_opentelemetry_chunk(&req));
+    let r = run_host(
+        &json!({"plugin": plugin_path(), "instances": [{"props": props}],
+                "steps": [{"flush": {"instance": 0, "chunks": [&chunk], "tag": "otel"}}]}),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [1], "{r}");
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 6);
+    for (file, row) in &rows {
+        let rel = file
+            .strip_prefix(&out)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let svc = row["service.name"].as_str().unwrap();
+        // The records' times are 2025-11-27T05:20:0N, so one hour folder each.
+        let want = format!("service={svc}/dt=2025-11-27/hour=05/");
+        assert!(rel.starts_with(&want), "{rel} vs {want}");
+        assert_eq!(row["otel.scope.name"], "app");
+        assert!(row["trace_id"].as_str().unwrap().len() == 32);
+    }
+}
