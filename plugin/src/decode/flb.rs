@@ -163,7 +163,8 @@ pub fn walk<'a>(
     let mut stats = ChunkStats::default();
     let mut r = Reader::new(chunk);
     let mut index = 0;
-    // The open group's marker, decoded on its own so that it outlives the events'.
+    // The open group's marker, kept in a document of its own so that it outlives the
+    // events decoded after it.
     let mut group_doc: Doc<'a> = Doc::new();
     let mut group: Option<(usize, usize)> = None;
     while !r.is_empty() {
@@ -171,15 +172,12 @@ pub fn walk<'a>(
         doc.clear();
         let res = event(&mut r, doc);
         let bad_reason = match res {
-            Ok(Ok(Shape::GroupStart { .. })) => {
+            Ok(Ok(Shape::GroupStart { meta, attributes })) => {
                 stats.group_markers += 1;
-                // Decoded again into the group's own document: `doc` is the events'.
-                group_doc.clear();
-                let mut again = Reader::new(&chunk[start..r.pos()]);
-                group = match event(&mut again, &mut group_doc) {
-                    Ok(Ok(Shape::GroupStart { meta, attributes })) => Some((meta, attributes)),
-                    _ => None,
-                };
+                // The marker was decoded into `doc`; it becomes the group's document, and
+                // the next event is decoded into the previous group's (cleared) one.
+                std::mem::swap(doc, &mut group_doc);
+                group = Some((meta, attributes));
                 None
             }
             Ok(Ok(Shape::GroupEnd)) => {

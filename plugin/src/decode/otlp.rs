@@ -15,7 +15,7 @@
 //! markers and event metadata; [`fluent_bit_record`] maps those to the same flat record.
 
 use crate::timeutil::format_rfc3339_nanos;
-use crate::value::{Kind, Node, ValRef};
+use crate::value::{Kind, Node, ValRef, write_json_str};
 use serde_json::{Map, Value};
 
 /// One log record of a request: where it was (`resourceLogs[0].scopeLogs[1].logRecords[2]`)
@@ -163,7 +163,7 @@ impl<'f> FlatObject<'f> {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&json_string(n));
+            write_json_str(n, &mut out);
             out.push(':');
             out.push_str(v);
         }
@@ -174,7 +174,9 @@ impl<'f> FlatObject<'f> {
 
 /// `s` as a JSON string.
 pub(crate) fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "null".into())
+    let mut out = String::new();
+    write_json_str(s, &mut out);
+    out
 }
 
 /// A log record's own fields, read from an OTLP request (JSON or protobuf) or from a
@@ -269,10 +271,9 @@ pub fn fluent_bit_record(
     }
     // Under `otlp`, or the input's `logs_metadata_key` when it was renamed: then the
     // metadata's only entry.
-    let only = (meta.len() == 1).then(|| meta.entries().next().map(|(_, v)| v));
     let otlp = meta
         .get("otlp")
-        .or(only.flatten())
+        .or_else(|| (meta.len() == 1).then(|| meta.entries().next().map(|(_, v)| v))?)
         .filter(|m| m.kind() == Kind::Map);
     let field = |name: &str| otlp.and_then(|m| m.get(name));
     let text = |name: &str| field(name).and_then(|v| v.as_str()).map(String::from);

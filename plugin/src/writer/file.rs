@@ -51,10 +51,7 @@ pub fn sweep_tmp(dir: &Path, recurse: bool, now: SystemTime, age: Duration, out:
                 .and_then(|at| now.duration_since(at).ok())
                 .is_some_and(|waited| waited > age);
         if stale {
-            match fs::remove_file(&path) {
-                Ok(()) => out.removed.push(path.display().to_string()),
-                Err(err) => out.failed.push(format!("remove {}: {err}", path.display())),
-            }
+            out.remove_file(&path);
         }
     }
 }

@@ -52,6 +52,14 @@ impl Swept {
             ..Swept::default()
         }
     }
+
+    /// Deletes the local file `path`, noting it as removed or failed.
+    pub fn remove_file(&mut self, path: &std::path::Path) {
+        match std::fs::remove_file(path) {
+            Ok(()) => self.removed.push(path.display().to_string()),
+            Err(e) => self.failed.push(format!("remove {}: {e}", path.display())),
+        }
+    }
 }
 
 /// How often [`Writer::sweep_leftovers`] runs after the sweep at start.

@@ -101,12 +101,7 @@ impl RecoveryStore {
                 .and_then(|u| now.duration_since(u.datetime()).ok())
                 .is_some_and(|age| age > TMP_LEFTOVER_AGE);
             if old && !self.dir.join(format!("{id}.parquet")).exists() {
-                match fs::remove_file(e.path()) {
-                    Ok(()) => swept.removed.push(e.path().display().to_string()),
-                    Err(err) => swept
-                        .failed
-                        .push(format!("remove {}: {err}", e.path().display())),
-                }
+                swept.remove_file(&e.path());
             }
         }
         swept
