@@ -231,6 +231,69 @@ fn single_file_from_every_layout_keeps_order() {
     assert_eq!(data2parquet::readback::file_rows(&out).unwrap(), expected);
 }
 
+/// A backfill names folders: every file under them is read in path order, gzip and
+/// zstd (several frames) found by their first bytes whatever their names, while hidden
+/// and `_` names, Parquet files and this run's own DLQ file are left alone.
+#[test]
+fn folders_of_compressed_archives_are_read_in_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(14, 300);
+    let lines: Vec<&str> = text.lines().collect();
+    let part = |r: std::ops::Range<usize>| lines[r].join("\n") + "\n";
+    let input = dir.path().join("archive");
+    std::fs::create_dir_all(input.join("2025/11/28")).unwrap();
+    std::fs::create_dir_all(input.join("_dlq")).unwrap();
+    // 2025/11/27-a: plain; 2025/11/28/object: zstd in two frames; 2025/11/29.gz: gzip
+    write(&input.join("2025/11/27-a"), part(0..100));
+    let mut zst = zstd::encode_all(part(100..150).as_bytes(), 3).unwrap();
+    zst.extend(zstd::encode_all(part(150..200).as_bytes(), 3).unwrap());
+    write(&input.join("2025/11/28/object"), zst);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(part(200..300).as_bytes()).unwrap();
+    write(&input.join("2025/11/29.gz"), gz.finish().unwrap());
+    // Records that must not be read: they would add rows.
+    for junk in [
+        ".object.tmp",
+        "_SUCCESS",
+        "_dlq/old.ndjson",
+        "2025/.partial",
+    ] {
+        write(&input.join(junk), part(0..5));
+    }
+    write(&input.join("2025/old.parquet"), b"PAR1 not really");
+    let dlq = input.join("run.dlq.ndjson");
+    write(&dlq, part(0..5));
+
+    let out = dir.path().join("out.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--dlq")
+        .arg(&dlq)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("300 records read"), "{}", stderr(&o));
+    let expected: Vec<_> = expected_records(&Config::default(), &text)
+        .into_iter()
+        .map(|(_, r)| expected_row(&r))
+        .collect();
+    assert_eq!(data2parquet::readback::file_rows(&out).unwrap(), expected);
+
+    // A folder with nothing to read is an error that names it.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("_temporary")).unwrap();
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-o")
+        .arg(dir.path().join("none.parquet"))
+        .arg(&empty));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("no input files under {}", empty.display())),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// The bad-input corpus: each case and the DLQ entry it must produce.
 #[test]
 fn bad_input_corpus() {

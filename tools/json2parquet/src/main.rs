@@ -1,7 +1,7 @@
 //! json2parquet: backfill JSON log records into Parquet.
 //!
 //! Inputs are NDJSON, a JSON array, or the upstream `{"logs": [...]}` document, from
-//! files or stdin, gzip-compressed or not. Records flow through the same library as the
+//! files, folders or stdin, gzip- or zstd-compressed or not. Records flow through the same library as the
 //! Fluent Bit plugin: a reader thread cuts the input into blocks of whole records,
 //! worker threads decode and map them, and the main thread either writes one Parquet
 //! file (`-o`) or submits them to the partitioned pipeline (`--out-dir`). Bad records go
@@ -33,12 +33,14 @@ use std::time::Instant;
 #[command(
     name = "json2parquet",
     version,
-    about = "Convert JSON log records (NDJSON, JSON array or {\"logs\": [...]}, optionally .gz) to Parquet",
+    about = "Convert JSON log records (NDJSON, JSON array or {\"logs\": [...]}, optionally gzip or zstd) to Parquet",
     after_help = "Configuration keys (see README) come from --config, then D2P_* environment variables, then these options.\n\
                   Exit status: 0 on success; 1 when nothing could be read; 2 with --fail-on-error when any record was rejected, or when data could not be written."
 )]
 struct Args {
-    /// Input files; none or `-` reads stdin. `.gz` input is detected and decompressed.
+    /// Input files or folders (every file under them, in path order, skipping names
+    /// that start with `.` or `_` and Parquet files); none or `-` reads stdin. Gzip and
+    /// zstd input is detected by its first bytes and decompressed.
     inputs: Vec<PathBuf>,
     /// JSON config file (snake_case keys).
     #[arg(short, long, value_name = "FILE")]
@@ -168,7 +170,18 @@ fn run() -> Result<i32> {
     // written again with the widened schema. Stdin is kept in a temporary file, since
     // it may be read more than once.
     let mut spool = None;
-    let mut inputs = input::list(&args.inputs);
+    let own: Vec<PathBuf> = std::iter::once(dlq_file.clone())
+        .chain(args.output.clone())
+        .collect();
+    let mut inputs = input::list(&args.inputs, &own)?;
+    if inputs.is_empty() {
+        let given: Vec<String> = args
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        bail!("no input files under {}", given.join(", "));
+    }
     let inferred = dynamic && args.output.is_some() && cfg.json_schema.is_none();
     if inferred && inputs.iter().any(|i| i.path.is_none()) {
         let dir = args
@@ -207,7 +220,7 @@ fn run() -> Result<i32> {
         )),
         _ => None,
     };
-    let total_input = input::total_size(&args.inputs);
+    let total_input = input::total_size(&inputs);
     let mut bar = progress::Progress::new(!args.quiet, total_input);
     let mut dlq_written = false;
     let (sink, totals, read_errors, write_error) = loop {
