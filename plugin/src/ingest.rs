@@ -509,8 +509,6 @@ impl<'s> Decoder<'s> {
         }
     }
 
-    /// Decodes msgpack records: a stream of maps, or arrays of maps (HTTP bodies).
-    /// A malformed tail is one rejected entry.
     /// The log records of an OTLP `ExportLogsServiceRequest`, each flattened (see
     /// [`crate::decode::otlp`]) and then taken as one JSON record. A record that cannot
     /// be read is rejected under its place in the request; a body that is not an OTLP
@@ -524,7 +522,33 @@ impl<'s> Decoder<'s> {
         origin: impl Fn(&str) -> String,
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
-        for r in crate::decode::otlp::log_records(body, encoding)? {
+        let records = crate::decode::otlp::log_records(body, encoding)?;
+        self.flat_records(records, origin, out);
+        Ok(())
+    }
+
+    /// Decodes a Splunk HEC event body (see [`crate::decode::hec`]): each event becomes
+    /// a record, a bad one a DLQ entry named by `origin` of its place (`event[3]`).
+    /// `Err` when the body holds no event at all.
+    pub fn hec_events(
+        &mut self,
+        body: &[u8],
+        origin: impl Fn(&str) -> String,
+        out: &mut KeyedBatch,
+    ) -> Result<(), String> {
+        let records = crate::decode::hec::events(body)?;
+        self.flat_records(records, origin, out);
+        Ok(())
+    }
+
+    /// Flat records mapped from another format: each takes the JSON path.
+    fn flat_records(
+        &mut self,
+        records: Vec<crate::decode::FlatRecord>,
+        origin: impl Fn(&str) -> String,
+        out: &mut KeyedBatch,
+    ) {
+        for r in records {
             match r.json {
                 Ok(json) => {
                     let mut bytes = json.into_bytes();
@@ -537,9 +561,10 @@ impl<'s> Decoder<'s> {
                 )),
             }
         }
-        Ok(())
     }
 
+    /// Decodes msgpack records: a stream of maps, or arrays of maps (HTTP bodies).
+    /// A malformed tail is one rejected entry.
     pub fn msgpack_records(&mut self, bytes: &[u8], out: &mut KeyedBatch) {
         let mut r = crate::decode::msgpack::Reader::new(bytes);
         let mut doc = std::mem::take(&mut self.doc).recycle();

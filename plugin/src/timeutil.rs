@@ -235,14 +235,21 @@ fn parse_epoch(s: &str) -> Option<i64> {
             1
         }
     };
-    if !digits.contains('.') {
-        // Integers stay exact.
-        let v: i64 = s.parse().ok()?;
-        return v.checked_mul(scale(v.unsigned_abs() as f64));
+    // Read as decimal, not through f64: a float has about 16 significant digits, so
+    // `1700000000.123456` seconds would come out some hundred nanoseconds off.
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
+        return None;
     }
-    let f: f64 = s.parse().ok()?;
-    let ns = f * scale(f.abs()) as f64;
-    (ns.is_finite() && ns.abs() < 9.2e18).then_some(ns as i64)
+    let whole: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let unit = scale(whole as f64);
+    let mut ns = whole.checked_mul(unit)?;
+    let mut place = unit;
+    for c in frac.bytes() {
+        place /= 10;
+        ns = ns.checked_add(i64::from(c - b'0') * place)?;
+    }
+    Some(if s.starts_with('-') { -ns } else { ns })
 }
 
 #[cfg(test)]
@@ -316,6 +323,20 @@ mod tests {
             parse_timestamp_ns("1700000000123"),
             Some(1_700_000_000_123_000_000)
         );
+        // Fractions are exact to the nanosecond (an f64 would be ~100 ns off here).
+        assert_eq!(
+            parse_timestamp_ns("1700000000.123456789"),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(
+            parse_timestamp_ns("1700000000123.5"),
+            Some(1_700_000_000_123_500_000)
+        );
+        assert_eq!(parse_timestamp_ns("-1.5"), Some(-1_500_000_000));
+        assert_eq!(parse_timestamp_ns(".5"), Some(500_000_000));
+        assert_eq!(parse_timestamp_ns("1.2.3"), None);
+        assert_eq!(parse_timestamp_ns("."), None);
+        assert_eq!(parse_timestamp_ns("99999999999999999999"), None);
         assert_eq!(parse_timestamp_ns("yesterday"), None);
         assert_eq!(parse_timestamp_ns("2023-13-01"), None);
         assert_eq!(parse_timestamp_ns("2023-11-14T22:13:20Zjunk"), None);

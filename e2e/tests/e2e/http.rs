@@ -159,6 +159,8 @@ fn every_route_and_content_type() {
         "/record/",
         "/records",
         "/v1/logs",
+        "/services/collector/event",
+        "/services/collector/health",
         "/flush/",
         "/healthcheck/",
         "/health",
@@ -852,6 +854,141 @@ fn otlp_json_logs_become_rows() {
         dlq.iter().any(
             |e| e["source"] == "resourceLogs[1].scopeLogs[0].logRecords[1]" && e["raw"] == "42"
         )
+    );
+}
+
+/// Splunk HEC, as Docker's splunk logging driver sends it (`Authorization: Splunk`,
+/// gzip, events back to back): each event is a row with its metadata, a bad one is
+/// dead-lettered under its place while the others are stored, and the answers have
+/// HEC's shape.
+#[test]
+fn splunk_hec_events_become_rows() {
+    let s = HttpServer::start(json!({
+        "record_type": "dynamic", "flush_interval": 3600, "buffer_size": 100000,
+        "http_auth_token": "s3cret", "partition_fields": "host", "partition_path": "host={host}"
+    }));
+    let url = s.url("/services/collector/event");
+    let auth = ("Authorization", "Splunk s3cret");
+    let body = br#"{"event":{"line":"GET / 200","source":"stdout","tag":"web"},"time":"1700000000.123456","host":"node-1","source":"docker","sourcetype":"httpevent","index":"main"}{"time":1,"host":"node-9"}
+{"event":"plain text","fields":{"env":"prod"},"time":1700000001,"host":"node-2"}"#;
+    let r = http(
+        "POST",
+        &url,
+        &[auth, ("Content-Encoding", "gzip")],
+        Some(&gzip(body)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"text": "Success", "code": 0, "rejected": 1,
+               "errors": [{"source": "event[1]", "reason": "`event` is required"}]})
+    );
+    // The other paths of the route, and what HEC clients are told otherwise.
+    let ok = http(
+        "POST",
+        &s.url("/services/collector"),
+        &[auth],
+        Some(br#"{"event":"x","host":"node-3"}"#),
+    );
+    assert_eq!(
+        (ok.status, ok.json()),
+        (200, json!({"text": "Success", "code": 0}))
+    );
+    let wrong = ("Authorization", "Splunk nope");
+    assert_eq!(http("POST", &url, &[wrong], Some(body)).status, 401);
+    let r = http("POST", &url, &[auth], Some(b" \n"));
+    assert_eq!(
+        (r.status, &r.json()["code"]),
+        (400, &json!(5)),
+        "{}",
+        r.text()
+    );
+    let r = http("POST", &url, &[auth], Some(br#"{"event":""} 7"#));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        (
+            &r.json()["code"],
+            &r.json()["invalid-event-number"],
+            &r.json()["rejected"]
+        ),
+        (&json!(6), &json!(0), &json!(2))
+    );
+    for path in [
+        "/services/collector/health",
+        "/services/collector/health/1.0",
+    ] {
+        let r = http("GET", &s.url(path), &[], None);
+        assert_eq!(
+            (r.status, r.json()),
+            (200, json!({"text": "HEC is healthy", "code": 17})),
+            "{path} needs no token"
+        );
+    }
+
+    let r = http(
+        "POST",
+        &s.url("/flush/"),
+        &[("Authorization", "Bearer s3cret")],
+        None,
+    );
+    assert_eq!(r.json()["rows"], 3, "{}", r.text());
+    let mut rows: Vec<Value> = read_dir_rows(&s.out())
+        .into_iter()
+        .map(|(f, r)| {
+            let folder = f.parent().unwrap().file_name().unwrap().to_str().unwrap();
+            assert_eq!(folder, format!("host={}", r["host"].as_str().unwrap()));
+            Value::Object(r)
+        })
+        .collect();
+    rows.sort_by_key(|r| r["host"].as_str().unwrap().to_string());
+    // An event without a time is stamped with its arrival.
+    let arrival = rows[2]
+        .as_object_mut()
+        .unwrap()
+        .remove("_event_time")
+        .unwrap();
+    let arrival_ns = data2parquet::timeutil::parse_timestamp_ns(arrival.as_str().unwrap());
+    let now_ns = data2parquet::timeutil::now_ns();
+    assert!(
+        arrival_ns.is_some_and(|t| (now_ns - 600_000_000_000..=now_ns).contains(&t)),
+        "{arrival}"
+    );
+    assert_eq!(
+        rows,
+        [
+            json!({"_event_time": "2023-11-14T22:13:20.123456000Z",
+                   "time": "2023-11-14T22:13:20.123456000Z",
+                   "line": "GET / 200", "source": "stdout", "tag": "web",
+                   "host": "node-1", "sourcetype": "httpevent", "index": "main"}),
+            json!({"_event_time": "2023-11-14T22:13:21.000000000Z",
+                   "time": "2023-11-14T22:13:21.000000000Z",
+                   "message": "plain text", "env": "prod", "host": "node-2"}),
+            json!({"message": "x", "host": "node-3"}),
+        ]
+    );
+    let dlq = dlq_entries(&s.out());
+    let mut got: Vec<(&str, &str, &str)> = dlq
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+                e["raw"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("event[0]", "`event` is empty", r#"{"event":""}"#),
+            (
+                "event[1]",
+                "`event` is required",
+                r#"{"time":1,"host":"node-9"}"#
+            ),
+            ("event[1]", "an event is not a JSON object", "7"),
+        ]
     );
 }
 

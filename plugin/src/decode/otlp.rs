@@ -14,24 +14,10 @@
 //! Fluent Bit's `in_opentelemetry` hands the plugin the same records split over group
 //! markers and event metadata; [`fluent_bit_record`] maps those to the same flat record.
 
+use super::{FlatRecord, Unreadable};
 use crate::timeutil::format_rfc3339_nanos;
 use crate::value::{Kind, Node, ValRef, write_json_str};
 use serde_json::{Map, Value};
-
-/// One log record of a request: where it was (`resourceLogs[0].scopeLogs[1].logRecords[2]`)
-/// and its flat JSON text, or why it could not be read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OtlpRecord {
-    pub source: String,
-    pub json: Result<String, Unreadable>,
-}
-
-/// A log record that could not be read: why, and the record as sent (for the DLQ).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unreadable {
-    pub reason: String,
-    pub raw: String,
-}
 
 /// How a request's body is encoded (its Content-Type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +31,7 @@ pub enum Encoding {
 /// The log records of an `ExportLogsServiceRequest`, or why the body is not one (then
 /// nothing of it is taken). Both encodings fill the same `LogFields`, so a record
 /// maps the same way whichever way it came.
-pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, String> {
+pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<FlatRecord>, String> {
     let req: Value = match encoding {
         Encoding::Json => {
             serde_json::from_slice(body).map_err(|e| format!("not OTLP/JSON: {e}"))?
@@ -85,7 +71,7 @@ pub fn log_records(body: &[u8], encoding: Encoding) -> Result<Vec<OtlpRecord>, S
                         raw: lr.to_string(),
                     }),
                 };
-                out.push(OtlpRecord { source, json });
+                out.push(FlatRecord { source, json });
             }
         }
     }

@@ -8,7 +8,8 @@
 //! Field numbers are those of `opentelemetry/proto/logs/v1/logs.proto`,
 //! `common/v1/common.proto` and `collector/logs/v1/logs_service.proto`.
 
-use super::otlp::{FlatObject, LogFields, OtlpRecord, Rendered, json_string, scope_fields};
+use super::FlatRecord;
+use super::otlp::{FlatObject, LogFields, Rendered, json_string, scope_fields};
 use super::protobuf::{Reader, Wire};
 
 fn text(b: &[u8]) -> String {
@@ -38,7 +39,7 @@ fn fields<'a>(
 
 /// `ExportLogsServiceRequest { repeated ResourceLogs resource_logs = 1; }`: every log
 /// record, flat, named by its place in the request.
-pub(super) fn log_records(b: &[u8]) -> Result<Vec<OtlpRecord>, String> {
+pub(super) fn log_records(b: &[u8]) -> Result<Vec<FlatRecord>, String> {
     let mut out = Vec::new();
     let mut ri = 0;
     fields(b, |n, w| {
@@ -54,7 +55,7 @@ pub(super) fn log_records(b: &[u8]) -> Result<Vec<OtlpRecord>, String> {
 /// `ResourceLogs { Resource resource = 1; repeated ScopeLogs scope_logs = 2; }` with
 /// `Resource { repeated KeyValue attributes = 1; }`. The resource is read first,
 /// wherever it is in the message, as its records need it.
-fn resource_logs(b: &[u8], ri: usize, out: &mut Vec<OtlpRecord>) -> Result<(), String> {
+fn resource_logs(b: &[u8], ri: usize, out: &mut Vec<FlatRecord>) -> Result<(), String> {
     let mut resource = Rendered::new();
     fields(b, |n, w| {
         if n == 1 {
@@ -79,7 +80,7 @@ fn scope_logs(
     b: &[u8],
     resource: &Rendered,
     at: &str,
-    out: &mut Vec<OtlpRecord>,
+    out: &mut Vec<FlatRecord>,
 ) -> Result<(), String> {
     let (mut name, mut version) = (None, None);
     fields(b, |n, w| {
@@ -101,7 +102,7 @@ fn scope_logs(
     fields(b, |n, w| {
         if n == 2 {
             let rec = log_record(message("log_records", w)?)?;
-            out.push(OtlpRecord {
+            out.push(FlatRecord {
                 source: format!("{at}.logRecords[{li}]"),
                 json: Ok(rec.assemble(&scope, resource)),
             });

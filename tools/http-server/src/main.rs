@@ -7,6 +7,7 @@
 //! every pending record.
 
 mod encoding;
+mod hec;
 mod idempotent;
 mod otlp;
 mod probe;

@@ -1,6 +1,7 @@
 //! Routes. Upstream's `/record/`, `/flush/`, `/healthcheck/` keep their shapes; `/records`
 //! takes batches (NDJSON, JSON array or msgpack), `/v1/logs` OpenTelemetry logs
-//! (OTLP/JSON), and `/health`, `/ready`, `/metrics` and `/openapi.json` are new.
+//! (OTLP), `/services/collector/...` Splunk HEC events, and `/health`, `/ready`,
+//! `/metrics` and `/openapi.json` are new.
 //! Decoding and buffering are blocking, so they run on the runtime's blocking pool; the
 //! async workers only move bytes. The ingest routes honour an `Idempotency-Key` header
 //! (see [`crate::idempotent`]) and take gzip, zstd or deflate bodies (see
@@ -91,6 +92,11 @@ pub fn router(state: Shared) -> Router {
         .route("/records", post(records))
         .route("/records/", post(records))
         .route("/v1/logs", post(crate::otlp::logs))
+        .route("/services/collector/event", post(crate::hec::event))
+        .route("/services/collector/event/1.0", post(crate::hec::event))
+        .route("/services/collector", post(crate::hec::event))
+        .route("/services/collector/health", get(crate::hec::health))
+        .route("/services/collector/health/1.0", get(crate::hec::health))
         .route("/flush/", post(flush))
         .route("/flush", post(flush))
         .route("/healthcheck/", get(healthcheck))
@@ -188,12 +194,16 @@ fn retry_after(mut r: Response, secs: u64) -> Response {
     r
 }
 
-/// Equal-time comparison of the bearer token.
+/// Equal-time comparison of the token, sent as `Bearer <token>` or, as HEC clients
+/// send theirs, `Splunk <token>`.
 fn token_ok(headers: &HeaderMap, want: &str) -> bool {
     let got = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("Splunk "))
+        })
         .unwrap_or("");
     let (a, b) = (got.as_bytes(), want.as_bytes());
     let mut diff = a.len() ^ b.len();
@@ -208,7 +218,12 @@ async fn guard(St(s): St<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let open = matches!(
         path,
-        "/health" | "/ready" | "/healthcheck" | "/healthcheck/"
+        "/health"
+            | "/ready"
+            | "/healthcheck"
+            | "/healthcheck/"
+            | "/services/collector/health"
+            | "/services/collector/health/1.0"
     );
     let token = s.cfg.http_auth_token.expose();
     let resp = if !open && !token.is_empty() && !token_ok(req.headers(), token) {
@@ -487,7 +502,7 @@ async fn flush(St(s): St<Shared>) -> Response {
     }
 }
 
-async fn readiness(s: &Shared) -> Result<(), String> {
+pub(crate) async fn readiness(s: &Shared) -> Result<(), String> {
     let st = s.clone();
     match tokio::task::spawn_blocking(move || st.probe.check()).await {
         Ok(r) => r,

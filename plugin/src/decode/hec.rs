@@ -1,0 +1,198 @@
+//! Splunk HTTP Event Collector (HEC) event bodies to flat JSON records, one per event,
+//! which then take the JSON path like any other input.
+//!
+//! HEC is what Docker's `splunk` logging driver, Vector's `splunk_hec_logs` sink, the
+//! OpenTelemetry collector's `splunk_hec` exporter, Fluentd, Logstash and many logging
+//! libraries send, so all of them can feed Parquet files with no agent in between.
+//!
+//! A body is one or more JSON event objects one after another (whitespace between
+//! them is optional, as HEC allows). An event's record holds, in this order of
+//! precedence:
+//! - the fields of `event` when it is an object, else `event` itself as `message`;
+//! - the indexed `fields` (`{"fields": {"env": "prod"}}`);
+//! - the metadata: `time` (epoch seconds, a number or a string, to RFC 3339 UTC),
+//!   `host`, `source`, `sourcetype` and `index`.
+//!
+//! The event's own fields come first, as they are what the sender logged, and the rest
+//! only fills in what is absent: Docker's driver, for one, sends `event.source`
+//! (`stdout`) besides the metadata `source`.
+
+use super::{FlatRecord, Unreadable};
+use crate::timeutil::{format_rfc3339_nanos, parse_timestamp_ns};
+use serde_json::{Map, Value};
+
+/// The metadata names copied into the record, besides `time`.
+const METADATA: [&str; 4] = ["host", "source", "sourcetype", "index"];
+
+/// The events of a body, or why it has none (then nothing of it is taken). An event
+/// that is not valid is rejected alone, under its place (`event[3]`, counted from 0 as
+/// HEC's `invalid-event-number` is); a body that stops being JSON rejects what is left
+/// of it as one entry, since the events after a syntax error cannot be told apart.
+pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("no data".into());
+    }
+    let mut out = Vec::new();
+    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
+    let mut start = 0;
+    loop {
+        let source = format!("event[{}]", out.len());
+        match stream.next() {
+            None => break,
+            Some(Ok(v)) => {
+                let end = stream.byte_offset();
+                let raw = || {
+                    String::from_utf8_lossy(body.get(start..end).unwrap_or_default())
+                        .trim()
+                        .to_string()
+                };
+                let json = record(v).map_err(|reason| Unreadable { reason, raw: raw() });
+                out.push(FlatRecord { source, json });
+                start = end;
+            }
+            Some(Err(e)) => {
+                let rest = String::from_utf8_lossy(body.get(start..).unwrap_or_default());
+                out.push(FlatRecord {
+                    source,
+                    json: Err(Unreadable {
+                        reason: format!("invalid JSON: {e}"),
+                        raw: rest.trim().to_string(),
+                    }),
+                });
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One event as a flat record's JSON text, or why it is not a HEC event.
+fn record(v: Value) -> Result<String, String> {
+    let Value::Object(mut ev) = v else {
+        return Err("an event is not a JSON object".into());
+    };
+    let mut rec = match ev.remove("event") {
+        None | Some(Value::Null) => return Err("`event` is required".into()),
+        Some(Value::String(s)) if s.is_empty() => return Err("`event` is empty".into()),
+        Some(Value::Object(m)) => m,
+        Some(other) => Map::from_iter([("message".to_string(), other)]),
+    };
+    match ev.remove("fields") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(fields)) => fill(&mut rec, fields),
+        Some(_) => return Err("`fields` is not an object".into()),
+    }
+    match ev.remove("time") {
+        None | Some(Value::Null) => {}
+        Some(t) => {
+            let text = match &t {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => String::new(),
+            };
+            let ns = parse_timestamp_ns(&text)
+                .ok_or_else(|| format!("`time` is not epoch seconds: {t}"))?;
+            fill(
+                &mut rec,
+                [("time".to_string(), Value::String(format_rfc3339_nanos(ns)))],
+            );
+        }
+    }
+    fill(
+        &mut rec,
+        METADATA
+            .iter()
+            .filter_map(|k| ev.remove(*k).map(|v| (k.to_string(), v)))
+            .filter(|(_, v)| !v.is_null()),
+    );
+    Ok(Value::Object(rec).to_string())
+}
+
+/// Adds the fields `rec` does not have yet.
+fn fill(rec: &mut Map<String, Value>, fields: impl IntoIterator<Item = (String, Value)>) {
+    for (k, v) in fields {
+        rec.entry(k).or_insert(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parsed(body: &str) -> Vec<(String, Result<Value, String>)> {
+        events(body.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let json = r
+                    .json
+                    .map(|j| serde_json::from_str(&j).unwrap())
+                    .map_err(|u| format!("{} | {}", u.reason, u.raw));
+                (r.source, json)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_map_to_flat_records() {
+        // As Docker's splunk driver sends them (inline format), back to back.
+        let body = r#"{"event":{"line":"GET / 200","source":"stdout","tag":"web"},"time":"1700000000.123456","host":"node-1","source":"docker","sourcetype":"httpevent","index":"main"}{"event":"plain text","fields":{"env":"prod","host":"from-fields"},"time":1700000001,"host":"node-2"}
+{"event":{"message":"own time","time":"2025-01-01T00:00:00Z"},"time":5}"#;
+        let got = parsed(body);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].0, "event[0]");
+        assert_eq!(
+            got[0].1,
+            Ok(
+                json!({"line": "GET / 200", "source": "stdout", "tag": "web",
+                      "time": "2023-11-14T22:13:20.123456000Z", "host": "node-1",
+                      "sourcetype": "httpevent", "index": "main"})
+            ),
+            "the event's own `source` wins over the metadata's"
+        );
+        assert_eq!(
+            got[1].1,
+            Ok(
+                json!({"message": "plain text", "env": "prod", "host": "from-fields",
+                      "time": "2023-11-14T22:13:21.000000000Z"})
+            ),
+            "indexed fields come before the metadata"
+        );
+        assert_eq!(
+            got[2].1,
+            Ok(json!({"message": "own time", "time": "2025-01-01T00:00:00Z"}))
+        );
+    }
+
+    #[test]
+    fn a_bad_event_is_rejected_alone_with_its_place() {
+        let body = r#"{"event":"a"} {"time":1} {"event":""} [1] {"event":"b","fields":[1]} {"event":"c","time":"noon"} {"event":{"n":1},"time":null} {"event":"d"} {"event": tru"#;
+        let got = parsed(body);
+        let reasons: Vec<_> = got
+            .iter()
+            .map(|(s, r)| format!("{s}: {}", r.as_ref().err().map_or("ok", |e| e.as_str())))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "event[0]: ok",
+                r#"event[1]: `event` is required | {"time":1}"#,
+                r#"event[2]: `event` is empty | {"event":""}"#,
+                "event[3]: an event is not a JSON object | [1]",
+                r#"event[4]: `fields` is not an object | {"event":"b","fields":[1]}"#,
+                r#"event[5]: `time` is not epoch seconds: "noon" | {"event":"c","time":"noon"}"#,
+                "event[6]: ok",
+                "event[7]: ok",
+                r#"event[8]: invalid JSON: EOF while parsing a value at line 1 column 154 | {"event": tru"#,
+            ]
+        );
+        assert_eq!(got[6].1, Ok(json!({"n": 1})));
+    }
+
+    #[test]
+    fn an_empty_body_has_no_data() {
+        assert_eq!(events(b" \n"), Err("no data".to_string()));
+        assert_eq!(events(b""), Err("no data".to_string()));
+    }
+}

@@ -1,0 +1,119 @@
+//! Splunk HTTP Event Collector routes, for the senders that speak HEC (Docker's `splunk`
+//! logging driver, Vector, the OpenTelemetry collector, Fluentd, Logstash, logging
+//! libraries): `POST /services/collector/event` (also `/services/collector` and
+//! `/services/collector/event/1.0`) takes one or more JSON events, each becoming one
+//! record (see `data2parquet::decode::hec`), and `GET /services/collector/health`
+//! says whether events can be taken.
+//!
+//! Answers have HEC's shape (`{"text": "Success", "code": 0}`), which is what HEC
+//! clients read. Unlike Splunk, which refuses a whole request for one bad event after
+//! indexing the events before it (so a client that resends duplicates them, and one
+//! that does not loses the rest), a bad event is dead-lettered under its place and the
+//! others are stored: the answer is then still 200, with the rejected count and the
+//! first reasons. Only a request with no good event is refused (400, code 6, or code 5
+//! for an empty body). A full buffer answers 429 (503 when the buffer is away) with
+//! Retry-After and code 9 ("Server is busy"), which HEC clients retry.
+
+use crate::routes::{Shared, ingest, json_response, readiness};
+use axum::body::Bytes;
+use axum::extract::State as St;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use data2parquet::ingest::KeyedBatch;
+use serde_json::{Value, json};
+
+/// HEC's status codes (in the body; the HTTP status says the same to other clients).
+const SUCCESS: u64 = 0;
+const INVALID_AUTHORIZATION: u64 = 3;
+const NO_DATA: u64 = 5;
+const INVALID_DATA_FORMAT: u64 = 6;
+const SERVER_BUSY: u64 = 9;
+const HEALTHY: u64 = 17;
+const UNHEALTHY: u64 = 18;
+
+/// How many rejected events an answer names.
+const NAMED: usize = 3;
+
+/// The answer to a body whose events were read.
+fn answer_for(batch: &KeyedBatch) -> (StatusCode, Value) {
+    let rejected = batch.rejected.len();
+    if rejected == 0 {
+        return (StatusCode::OK, json!({"text": "Success", "code": SUCCESS}));
+    }
+    let errors: Vec<Value> = batch
+        .rejected
+        .iter()
+        .take(NAMED)
+        .map(|e| json!({"source": e.source, "reason": e.reason}))
+        .collect();
+    if batch.is_empty() {
+        // The first event is bad when none is good: HEC's index of it is 0.
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"text": "Invalid data format", "code": INVALID_DATA_FORMAT,
+                   "invalid-event-number": 0, "rejected": rejected, "errors": errors}),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            json!({"text": "Success", "code": SUCCESS, "rejected": rejected, "errors": errors}),
+        )
+    }
+}
+
+/// `POST /services/collector/event`: HEC events.
+pub async fn event(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let res = ingest(
+        s,
+        "/services/collector/event",
+        &headers,
+        body,
+        |st, body, batch| match st.with_decoder(|d| d.hec_events(&body, str::to_string, batch)) {
+            Err(e) => (
+                StatusCode::BAD_REQUEST,
+                json!({"text": "No data", "code": NO_DATA, "reason": e}),
+            ),
+            Ok(()) => answer_for(batch),
+        },
+    )
+    .await;
+    match res {
+        Ok(reply) => reply.into_response_as(as_hec),
+        Err(r) => r.into_response_as(as_hec),
+    }
+}
+
+/// A JSON answer in HEC's shape: answers of this route already are; a refusal of
+/// ours (`{"error": ...}`: full buffer, Idempotency-Key, body too large) becomes
+/// `{"text": ..., "code": ...}` with the HEC code of its status.
+fn as_hec(status: StatusCode, body: &str) -> (Vec<u8>, &'static str) {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let out = match v.get("error").and_then(Value::as_str) {
+        Some(e) if v.get("code").is_none() => {
+            let code = match status.as_u16() {
+                429 | 503 => SERVER_BUSY,
+                401 => INVALID_AUTHORIZATION,
+                _ => INVALID_DATA_FORMAT,
+            };
+            json!({"text": e, "code": code}).to_string()
+        }
+        _ => body.to_string(),
+    };
+    (out.into_bytes(), "application/json")
+}
+
+/// `GET /services/collector/health`: 200 when events can be taken (the buffer and the
+/// writer are reachable), else 503.
+pub async fn health(St(s): St<Shared>) -> Response {
+    match readiness(&s).await {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            json!({"text": "HEC is healthy", "code": HEALTHY}),
+        ),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"text": format!("HEC is unhealthy: {e}"), "code": UNHEALTHY}),
+        ),
+    }
+    .into_response()
+}
