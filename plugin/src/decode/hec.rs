@@ -21,6 +21,10 @@ use super::{FlatRecord, Unreadable};
 use crate::timeutil::{format_rfc3339_nanos, parse_timestamp_ns};
 use serde_json::{Map, Value};
 
+/// What JSON counts as whitespace between events (`str::trim` would also take bytes
+/// that are not, and leave a rejected event's raw text empty).
+const JSON_WHITESPACE: [char; 4] = [' ', '\n', '\r', '\t'];
+
 /// The metadata names copied into the record, besides `time`.
 const METADATA: [&str; 4] = ["host", "source", "sourcetype", "index"];
 
@@ -43,7 +47,7 @@ pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
                 let end = stream.byte_offset();
                 let raw = || {
                     String::from_utf8_lossy(body.get(start..end).unwrap_or_default())
-                        .trim()
+                        .trim_matches(JSON_WHITESPACE)
                         .to_string()
                 };
                 let json = record(v).map_err(|reason| Unreadable { reason, raw: raw() });
@@ -56,7 +60,7 @@ pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
                     source,
                     json: Err(Unreadable {
                         reason: format!("invalid JSON: {e}"),
-                        raw: rest.trim().to_string(),
+                        raw: rest.trim_matches(JSON_WHITESPACE).to_string(),
                     }),
                 });
                 break;
@@ -188,6 +192,36 @@ mod tests {
             ]
         );
         assert_eq!(got[6].1, Ok(json!({"n": 1})));
+    }
+
+    proptest::proptest! {
+        /// Corrupted bodies are "no data" or some events, never a panic; every record
+        /// is a JSON object and every rejection keeps its bytes for the DLQ.
+        #[test]
+        fn mutated_bodies_never_panic(
+            flips in proptest::collection::vec((0usize..300, proptest::prelude::any::<u8>()), 1..8),
+            cut in 0usize..300,
+        ) {
+            let mut body = br#"{"event":{"a":1,"b":[true,null]},"time":1700000000.5,"host":"h","fields":{"f":"v"}} {"event":"text","source":"s"}
+    {"event":2}"#.to_vec();
+            for (at, b) in flips {
+                let at = at % body.len();
+                body[at] = b;
+            }
+            body.truncate(body.len() - cut % body.len());
+            if let Ok(recs) = events(&body) {
+                for (i, r) in recs.iter().enumerate() {
+                    proptest::prop_assert_eq!(&r.source, &format!("event[{i}]"));
+                    match &r.json {
+                        Ok(json) => proptest::prop_assert!(
+                            serde_json::from_str::<Value>(json).is_ok_and(|v| v.is_object()),
+                            "{}", json
+                        ),
+                        Err(u) => proptest::prop_assert!(!u.raw.is_empty() || body.is_empty()),
+                    }
+                }
+            }
+        }
     }
 
     #[test]
