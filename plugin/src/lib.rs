@@ -24,6 +24,7 @@ pub mod readback;
 pub mod receiver;
 pub mod record;
 pub mod redis_conn;
+pub mod s3_source;
 pub mod standalone;
 pub mod timeutil;
 pub mod timezone;

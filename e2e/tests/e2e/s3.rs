@@ -496,3 +496,76 @@ fn a_start_aborts_the_uploads_a_crash_left() {
     }
     assert_eq!(n, 300, "the run's records, once each");
 }
+
+/// A backfill straight from an S3 archive: `json2parquet s3://bucket/prefix/` reads
+/// every object under the prefix in key order, plain, gzip and zstd alike whatever
+/// their names, leaves out `_` and `.` names and Parquet objects, and names a bad
+/// line by its object for the DLQ.
+#[test]
+fn json2parquet_backfills_from_an_s3_prefix() {
+    use data2parquet::writer::Writer;
+    use std::io::Write;
+    let (moto, mut c) = moto_with_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(31, 300);
+    let lines: Vec<&str> = text.lines().collect();
+    let part = |r: std::ops::Range<usize>| lines[r].join("\n") + "\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(part(200..300).as_bytes()).unwrap();
+    let objects: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "archive/2025/11/27/a",
+            (part(0..100) + "{\"message\": broken\n").into_bytes(),
+        ),
+        (
+            "archive/2025/11/28/b",
+            zstd::encode_all(part(100..200).as_bytes(), 3).unwrap(),
+        ),
+        ("archive/2025/11/29.gz", gz.finish().unwrap()),
+        // Not to be read: they would add rows.
+        ("archive/_SUCCESS", part(0..3).into_bytes()),
+        ("archive/2025/.partial", part(0..3).into_bytes()),
+        ("archive/_temporary/0/x", part(0..3).into_bytes()),
+        ("archive/old.parquet", b"PAR1".to_vec()),
+        ("other/x", part(0..3).into_bytes()),
+    ];
+    for (name, bytes) in &objects {
+        c.put(name, bytes).unwrap();
+    }
+    let props = s3_props(&moto.endpoint(), BUCKET, &[]);
+    let out = dir.path().join("out.parquet");
+    let dlq = dir.path().join("out.dlq.ndjson");
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(json_config(dir.path(), &props))
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("s3://{BUCKET}/d2p/archive/")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("300 records read"), "{}", stderr(&o));
+    let expected: Vec<_> = expected_records(&Config::default(), &text)
+        .into_iter()
+        .map(|(_, r)| expected_row(&r))
+        .collect();
+    assert_eq!(data2parquet::readback::file_rows(&out).unwrap(), expected);
+    let dead = read_dlq(&dlq);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0]["source"],
+        format!("s3://{BUCKET}/d2p/archive/2025/11/27/a:line 101")
+    );
+
+    // A bucket that is not there is an error that names it.
+    let o = run(Command::new(bin("json2parquet"))
+        .arg("-c")
+        .arg(json_config(dir.path(), &props))
+        .arg("-o")
+        .arg(dir.path().join("none.parquet"))
+        .arg("s3://no-such-bucket/x/"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("listing s3://no-such-bucket/x/"),
+        "{}",
+        stderr(&o)
+    );
+}

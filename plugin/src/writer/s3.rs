@@ -82,7 +82,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> WriteError {
 
 /// The full text of an SDK error, including its source chain (the top level often only
 /// says "service error" or "dispatch failure").
-fn describe<E: std::error::Error>(e: &E) -> String {
+pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {
@@ -188,7 +188,10 @@ impl S3Writer {
     }
 }
 
-async fn build_client(s3: &S3Config) -> Result<Client, WriteError> {
+/// A client with the configured credentials, region, endpoint and role (the bucket and
+/// prefix are not its business): the writer's, and the one json2parquet reads `s3://`
+/// inputs with.
+pub(crate) async fn build_client(s3: &S3Config) -> Result<Client, WriteError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
     if !s3.access_key.is_empty() {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(

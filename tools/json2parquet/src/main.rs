@@ -1,7 +1,7 @@
 //! json2parquet: backfill JSON log records into Parquet.
 //!
 //! Inputs are NDJSON, a JSON array, or the upstream `{"logs": [...]}` document, from
-//! files, folders or stdin, gzip- or zstd-compressed or not. Records flow through the same library as the
+//! files, folders, S3 prefixes or stdin, gzip- or zstd-compressed or not. Records flow through the same library as the
 //! Fluent Bit plugin: a reader thread cuts the input into blocks of whole records,
 //! worker threads decode and map them, and the main thread either writes one Parquet
 //! file (`-o`) or submits them to the partitioned pipeline (`--out-dir`). Bad records go
@@ -38,9 +38,11 @@ use std::time::Instant;
                   Exit status: 0 on success; 1 when nothing could be read; 2 with --fail-on-error when any record was rejected, or when data could not be written."
 )]
 struct Args {
-    /// Input files or folders (every file under them, in path order, skipping names
-    /// that start with `.` or `_` and Parquet files); none or `-` reads stdin. Gzip and
-    /// zstd input is detected by its first bytes and decompressed.
+    /// Input files, folders (every file under them, in path order, skipping names
+    /// that start with `.` or `_` and Parquet files) or `s3://bucket/prefix` (every
+    /// object under it, skipped the same way; S3Endpoint, S3Region and the credential
+    /// keys apply); none or `-` reads stdin. Gzip and zstd input is detected by its
+    /// first bytes and decompressed.
     inputs: Vec<PathBuf>,
     /// JSON config file (snake_case keys).
     #[arg(short, long, value_name = "FILE")]
@@ -173,7 +175,7 @@ fn run() -> Result<i32> {
     let own: Vec<PathBuf> = std::iter::once(dlq_file.clone())
         .chain(args.output.clone())
         .collect();
-    let mut inputs = input::list(&args.inputs, &own)?;
+    let mut inputs = input::list(&args.inputs, &own, &cfg.s3)?;
     if inputs.is_empty() {
         let given: Vec<String> = args
             .inputs
@@ -183,7 +185,8 @@ fn run() -> Result<i32> {
         bail!("no input files under {}", given.join(", "));
     }
     let inferred = dynamic && args.output.is_some() && cfg.json_schema.is_none();
-    if inferred && inputs.iter().any(|i| i.path.is_none()) {
+    let stdin = |i: &input::Input| matches!(i.origin, input::Origin::Stdin);
+    if inferred && inputs.iter().any(stdin) {
         let dir = args
             .output
             .as_ref()
@@ -191,8 +194,8 @@ fn run() -> Result<i32> {
             .filter(|d| !d.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let s = input::Spool::stdin(&dir)?;
-        for i in inputs.iter_mut().filter(|i| i.path.is_none()) {
-            i.path = Some(s.path().to_path_buf());
+        for i in inputs.iter_mut().filter(|i| stdin(i)) {
+            i.origin = input::Origin::File(s.path().to_path_buf());
         }
         spool = Some(s);
     }

@@ -2,6 +2,7 @@
 //! parse threads decode each block into what the [`Mode`] asks for, and the caller gets
 //! the results back in input order.
 
+use crate::input::Input;
 use anyhow::Result;
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -12,15 +13,7 @@ use data2parquet::dlq::DlqEntry;
 use data2parquet::ingest::{Decoder, IngestSpec, KeyedBatch};
 use data2parquet::record::{LogRecord, Record};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// One input: a file, or stdin (`None`), with the name used in messages.
-#[derive(Clone)]
-pub struct Input {
-    pub path: Option<PathBuf>,
-    pub name: Arc<str>,
-}
 
 /// What parse threads make of a block.
 #[derive(Clone)]
@@ -157,7 +150,7 @@ fn read(
         if seq >= limit {
             break;
         }
-        let reader = match crate::input::open(input.path.as_deref()) {
+        let reader = match input.open() {
             Ok(r) => r,
             Err(e) => {
                 let _ = errors.send(format!("{}: {e:#}", input.name));
