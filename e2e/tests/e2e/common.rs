@@ -330,12 +330,22 @@ pub fn logs_text(report: &Value) -> Vec<(i64, String)> {
         .unwrap_or_default()
 }
 
-/// A free TCP port on the loopback interface.
+/// A free TCP port on the loopback interface, never the same twice in this test
+/// binary: the kernel may hand a released port out again, and two tests' servers
+/// would then race for it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A real redis-server on a free loopback port, with AOF (fsync always) in its own folder
@@ -347,14 +357,21 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts a server on a free port. One that could not bind it (the port handed out
+    /// twice, to another test's server too) is started again on another.
     pub fn start() -> RedisServer {
         let mut s = RedisServer {
-            port: free_port(),
+            port: 0,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
         };
-        s.restart();
-        s
+        for _ in 0..5 {
+            s.port = free_port();
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!("redis-server did not start");
     }
 
     pub fn addr(&self) -> String {
@@ -379,6 +396,12 @@ impl RedisServer {
 
     /// (Re)starts the server on the same port and data folder.
     pub fn restart(&mut self) {
+        assert!(self.spawn(), "redis-server did not start again");
+    }
+
+    /// Starts the server; true once it answers as itself: a PING alone could be
+    /// answered by another test's server on the same port.
+    fn spawn(&mut self) -> bool {
         self.stop();
         let child = Command::new("redis-server")
             .args([
@@ -404,12 +427,25 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (ci/setup installs it)");
         self.child = Some(child);
+        let ours = self.dir.path().canonicalize().ok();
         let t = std::time::Instant::now();
         loop {
             if let Ok(mut c) = self.conn()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+                && let Ok(dir) = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("dir")
+                    .query::<Vec<String>>(&mut c)
+                && dir.get(1).map(std::path::PathBuf::from) == ours
             {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return false;
             }
             assert!(t.elapsed().as_secs() < 20, "redis-server did not start");
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -622,39 +658,53 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Starts the server on a free port. It counts as up once its own log says it
+    /// listens: a connection alone could reach another test's server, should the
+    /// port have been handed out twice. A server that could not bind its port is
+    /// started again on another.
     pub fn start(mut config: Value) -> HttpServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        config["port"] = serde_json::json!(port);
-        config["address"] = serde_json::json!("127.0.0.1");
         if config.get("writer_file_path").is_none() {
             config["writer_file_path"] = serde_json::json!(dir.path().join("out"));
         }
+        config["address"] = serde_json::json!("127.0.0.1");
         config["writer_fsync"] = serde_json::json!(false);
         config["log_formatter"] = serde_json::json!("text");
-        let cfg = dir.path().join("config.json");
-        std::fs::write(&cfg, serde_json::to_vec(&config).expect("json")).expect("write config");
-        let child = Command::new(bin("http-server"))
-            .arg(&cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("log file"))
-            .spawn()
-            .expect("start http-server");
-        let s = HttpServer {
-            port,
+        let mut s = HttpServer {
+            port: 0,
             dir,
-            child: Some(child),
+            child: None,
         };
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed().as_secs() < 20,
-                "http-server did not start: {}",
-                s.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        for _ in 0..5 {
+            s.port = free_port();
+            config["port"] = serde_json::json!(s.port);
+            let cfg = s.dir.path().join("config.json");
+            std::fs::write(&cfg, serde_json::to_vec(&config).expect("json")).expect("write config");
+            let mut child = Command::new(bin("http-server"))
+                .arg(&cfg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(s.dir.path().join("server.log")).expect("log file"))
+                .spawn()
+                .expect("start http-server");
+            let listening = format!("listening on http://127.0.0.1:{}", s.port);
+            let t = std::time::Instant::now();
+            loop {
+                if s.log().contains(&listening) {
+                    s.child = Some(child);
+                    return s;
+                }
+                if child.try_wait().expect("child status").is_some() {
+                    break; // most likely the port was taken meanwhile: another one
+                }
+                assert!(
+                    t.elapsed().as_secs() < 20,
+                    "http-server did not start: {}",
+                    s.log()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
-        s
+        panic!("http-server did not start: {}", s.log());
     }
 
     pub fn url(&self, path: &str) -> String {
