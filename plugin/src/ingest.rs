@@ -541,6 +541,21 @@ impl<'s> Decoder<'s> {
         Ok(())
     }
 
+    /// Decodes a Splunk HEC raw body: each line becomes a record (`message`, with the
+    /// request's `meta`), a line that is not UTF-8 a DLQ entry. `Err` when the body
+    /// holds no line at all.
+    pub fn hec_raw(
+        &mut self,
+        body: &[u8],
+        meta: &[(String, String)],
+        origin: impl Fn(&str) -> String,
+        out: &mut KeyedBatch,
+    ) -> Result<(), String> {
+        let records = crate::decode::hec::raw_lines(body, meta)?;
+        self.flat_records(records, origin, out);
+        Ok(())
+    }
+
     /// Flat records mapped from another format: each takes the JSON path.
     fn flat_records(
         &mut self,

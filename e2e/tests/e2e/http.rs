@@ -860,7 +860,7 @@ fn otlp_json_logs_become_rows() {
 /// Splunk HEC, as Docker's splunk logging driver sends it (`Authorization: Splunk`,
 /// gzip, events back to back): each event is a row with its metadata, a bad one is
 /// dead-lettered under its place while the others are stored, and the answers have
-/// HEC's shape.
+/// HEC's shape. Raw bodies: each line a row, with the query's metadata.
 #[test]
 fn splunk_hec_events_become_rows() {
     let s = HttpServer::start(json!({
@@ -913,6 +913,18 @@ fn splunk_hec_events_become_rows() {
         ),
         (&json!(6), &json!(0), &json!(2))
     );
+    // Raw: each line a record, with the query's metadata (`channel` is not kept).
+    let r = http(
+        "POST",
+        &s.url("/services/collector/raw?host=web-1&sourcetype=nginx%20access&channel=c1"),
+        &[auth],
+        Some(b"GET /a 200\r\n\nGET /b \xff 404\nGET /c 500"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (&r.json()["rejected"], &r.json()["errors"][0]["source"]),
+        (&json!(1), &json!("line 3"))
+    );
     for path in [
         "/services/collector/health",
         "/services/collector/health/1.0",
@@ -931,7 +943,7 @@ fn splunk_hec_events_become_rows() {
         &[("Authorization", "Bearer s3cret")],
         None,
     );
-    assert_eq!(r.json()["rows"], 3, "{}", r.text());
+    assert_eq!(r.json()["rows"], 5, "{}", r.text());
     let mut rows: Vec<Value> = read_dir_rows(&s.out())
         .into_iter()
         .map(|(f, r)| {
@@ -940,19 +952,17 @@ fn splunk_hec_events_become_rows() {
             Value::Object(r)
         })
         .collect();
-    rows.sort_by_key(|r| r["host"].as_str().unwrap().to_string());
+    rows.sort_by_key(|r| r["host"].to_string() + &r["message"].to_string());
     // An event without a time is stamped with its arrival.
-    let arrival = rows[2]
-        .as_object_mut()
-        .unwrap()
-        .remove("_event_time")
-        .unwrap();
-    let arrival_ns = data2parquet::timeutil::parse_timestamp_ns(arrival.as_str().unwrap());
     let now_ns = data2parquet::timeutil::now_ns();
-    assert!(
-        arrival_ns.is_some_and(|t| (now_ns - 600_000_000_000..=now_ns).contains(&t)),
-        "{arrival}"
-    );
+    for r in rows.iter_mut().filter(|r| r.get("time").is_none()) {
+        let arrival = r.as_object_mut().unwrap().remove("_event_time").unwrap();
+        let arrival_ns = data2parquet::timeutil::parse_timestamp_ns(arrival.as_str().unwrap());
+        assert!(
+            arrival_ns.is_some_and(|t| (now_ns - 600_000_000_000..=now_ns).contains(&t)),
+            "{arrival}"
+        );
+    }
     assert_eq!(
         rows,
         [
@@ -964,6 +974,8 @@ fn splunk_hec_events_become_rows() {
                    "time": "2023-11-14T22:13:21.000000000Z",
                    "message": "plain text", "env": "prod", "host": "node-2"}),
             json!({"message": "x", "host": "node-3"}),
+            json!({"message": "GET /a 200", "host": "web-1", "sourcetype": "nginx access"}),
+            json!({"message": "GET /c 500", "host": "web-1", "sourcetype": "nginx access"}),
         ]
     );
     let dlq = dlq_entries(&s.out());
@@ -988,6 +1000,11 @@ fn splunk_hec_events_become_rows() {
                 r#"{"time":1,"host":"node-9"}"#
             ),
             ("event[1]", "an event is not a JSON object", "7"),
+            (
+                "line 3",
+                "not UTF-8: invalid utf-8 sequence of 1 bytes from index 7",
+                "GET /b \u{fffd} 404"
+            ),
         ]
     );
 }

@@ -1,5 +1,5 @@
-//! Splunk HTTP Event Collector (HEC) event bodies to flat JSON records, one per event,
-//! which then take the JSON path like any other input.
+//! Splunk HTTP Event Collector (HEC) bodies to flat JSON records, one per event (or per
+//! line of a raw body), which then take the JSON path like any other input.
 //!
 //! HEC is what Docker's `splunk` logging driver, Vector's `splunk_hec_logs` sink, the
 //! OpenTelemetry collector's `splunk_hec` exporter, Fluentd, Logstash and many logging
@@ -112,6 +112,48 @@ fn record(v: Value) -> Result<String, String> {
     Ok(Value::Object(rec).to_string())
 }
 
+/// The lines of a raw body (`POST /services/collector/raw`), each a record whose
+/// `message` is the line, with `meta` (the request's `host`, `source`, `sourcetype`
+/// and `index`) besides. Empty lines are skipped; a line that is not UTF-8 is
+/// rejected under its number (`line 3`), as files' lines are.
+pub fn raw_lines(body: &[u8], meta: &[(String, String)]) -> Result<Vec<FlatRecord>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("no data".into());
+    }
+    let mut out = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let json = match std::str::from_utf8(line) {
+            Ok(text) => {
+                let mut rec = Map::from_iter([("message".to_string(), Value::from(text))]);
+                fill(
+                    &mut rec,
+                    meta.iter()
+                        .map(|(k, v)| (k.clone(), Value::from(v.as_str()))),
+                );
+                Ok(Value::Object(rec).to_string())
+            }
+            Err(e) => Err(Unreadable {
+                reason: format!("not UTF-8: {e}"),
+                raw: String::from_utf8_lossy(line).into_owned(),
+            }),
+        };
+        out.push(FlatRecord {
+            source: format!("line {}", i + 1),
+            json,
+        });
+    }
+    Ok(out)
+}
+
+/// The names of [`METADATA`] that a raw request may set (as query parameters).
+pub fn is_metadata(name: &str) -> bool {
+    METADATA.contains(&name)
+}
+
 /// Adds the fields `rec` does not have yet.
 fn fill(rec: &mut Map<String, Value>, fields: impl IntoIterator<Item = (String, Value)>) {
     for (k, v) in fields {
@@ -222,6 +264,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn raw_lines_are_messages_with_the_request_metadata() {
+        let meta = [
+            ("host".to_string(), "web-1".to_string()),
+            ("sourcetype".to_string(), "nginx".to_string()),
+        ];
+        let body = b"GET / 200\r\n\n  \nPOST /x 500 \xff\nlast line without end";
+        let got: Vec<_> = raw_lines(body, &meta)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.source,
+                    r.json
+                        .map(|j| serde_json::from_str::<Value>(&j).unwrap())
+                        .map_err(|u| u.reason),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "line 1".to_string(),
+                    Ok(json!({"message": "GET / 200", "host": "web-1", "sourcetype": "nginx"}))
+                ),
+                (
+                    "line 4".to_string(),
+                    Err("not UTF-8: invalid utf-8 sequence of 1 bytes from index 12".to_string())
+                ),
+                (
+                    "line 5".to_string(),
+                    Ok(
+                        json!({"message": "last line without end", "host": "web-1", "sourcetype": "nginx"})
+                    )
+                ),
+            ]
+        );
+        assert_eq!(raw_lines(b"\n\n", &meta), Err("no data".to_string()));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! logging driver, Vector, the OpenTelemetry collector, Fluentd, Logstash, logging
 //! libraries): `POST /services/collector/event` (also `/services/collector` and
 //! `/services/collector/event/1.0`) takes one or more JSON events, each becoming one
-//! record (see `data2parquet::decode::hec`), and `GET /services/collector/health`
-//! says whether events can be taken.
+//! record (see `data2parquet::decode::hec`), `POST /services/collector/raw` takes text
+//! lines, and `GET /services/collector/health` says whether events can be taken.
 //!
 //! Answers have HEC's shape (`{"text": "Success", "code": 0}`), which is what HEC
 //! clients read. Unlike Splunk, which refuses a whole request for one bad event after
@@ -14,11 +14,13 @@
 //! for an empty body). A full buffer answers 429 (503 when the buffer is away) with
 //! Retry-After and code 9 ("Server is busy"), which HEC clients retry.
 
-use crate::routes::{Shared, ingest, json_response, readiness};
+use crate::idempotent::Reply;
+use crate::routes::{Refusal, Shared, ingest, json_response, readiness};
 use axum::body::Bytes;
-use axum::extract::State as St;
+use axum::extract::{RawQuery, State as St};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use data2parquet::decode::hec;
 use data2parquet::ingest::KeyedBatch;
 use serde_json::{Value, json};
 
@@ -63,20 +65,63 @@ fn answer_for(batch: &KeyedBatch) -> (StatusCode, Value) {
 
 /// `POST /services/collector/event`: HEC events.
 pub async fn event(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let res = ingest(
-        s,
-        "/services/collector/event",
-        &headers,
-        body,
-        |st, body, batch| match st.with_decoder(|d| d.hec_events(&body, str::to_string, batch)) {
-            Err(e) => (
-                StatusCode::BAD_REQUEST,
-                json!({"text": "No data", "code": NO_DATA, "reason": e}),
-            ),
-            Ok(()) => answer_for(batch),
-        },
+    respond(
+        ingest(
+            s,
+            "/services/collector/event",
+            &headers,
+            body,
+            |st, body, batch| {
+                let read = st.with_decoder(|d| d.hec_events(&body, str::to_string, batch));
+                answer(read, batch)
+            },
+        )
+        .await,
     )
-    .await;
+}
+
+/// `POST /services/collector/raw`: text lines, each a record whose `message` is the
+/// line, with the `host`, `source`, `sourcetype` and `index` of the query string (HEC
+/// raw's parameters; `channel` and others are ignored). So a script or a cron job can
+/// ship a log file with curl: `curl --data-binary @app.log
+/// 'http://host:8080/services/collector/raw?sourcetype=app'`.
+pub async fn raw(
+    St(s): St<Shared>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let meta: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| hec::is_metadata(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    respond(
+        ingest(
+            s,
+            "/services/collector/raw",
+            &headers,
+            body,
+            move |st, body, batch| {
+                let read = st.with_decoder(|d| d.hec_raw(&body, &meta, str::to_string, batch));
+                answer(read, batch)
+            },
+        )
+        .await,
+    )
+}
+
+/// The answer to a body that was read (`Err`: it held nothing).
+fn answer(read: Result<(), String>, batch: &KeyedBatch) -> (StatusCode, Value) {
+    match read {
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            json!({"text": "No data", "code": NO_DATA, "reason": e}),
+        ),
+        Ok(()) => answer_for(batch),
+    }
+}
+
+fn respond(res: Result<Reply, Refusal>) -> Response {
     match res {
         Ok(reply) => reply.into_response_as(as_hec),
         Err(r) => r.into_response_as(as_hec),

@@ -95,6 +95,8 @@ pub fn router(state: Shared) -> Router {
         .route("/services/collector/event", post(crate::hec::event))
         .route("/services/collector/event/1.0", post(crate::hec::event))
         .route("/services/collector", post(crate::hec::event))
+        .route("/services/collector/raw", post(crate::hec::raw))
+        .route("/services/collector/raw/1.0", post(crate::hec::raw))
         .route("/services/collector/health", get(crate::hec::health))
         .route("/services/collector/health/1.0", get(crate::hec::health))
         .route("/flush/", post(flush))
