@@ -149,7 +149,8 @@ pub fn raw_lines(body: &[u8], meta: &[(String, String)]) -> Result<Vec<FlatRecor
     Ok(out)
 }
 
-/// The names of [`METADATA`] that a raw request may set (as query parameters).
+/// Whether `name` is one of the metadata a raw request may set as query parameters:
+/// `host`, `source`, `sourcetype` or `index`.
 pub fn is_metadata(name: &str) -> bool {
     METADATA.contains(&name)
 }
