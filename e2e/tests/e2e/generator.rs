@@ -313,6 +313,30 @@ fn http_at_a_fixed_rate_for_a_fixed_time() {
     assert!(ok, "{v}");
 }
 
+/// HEC events with a token: every record arrives once, as the verifier reads it back.
+#[test]
+fn http_as_splunk_hec_events_arrives_whole() {
+    let s = HttpServer::start(
+        json!({"flush_interval": 3600, "buffer_size": 100000, "http_auth_token": "t0k"}),
+    );
+    let o = run(Command::new(bin("data-generator"))
+        .args(["http", "--hec", "--token", "t0k", "--count", "1500"])
+        .args(["--batch", "400", "--concurrency", "2", "--seed", "14"])
+        .arg("--url")
+        .arg(s.url("")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&o);
+    assert_eq!(
+        (r["acknowledged"].as_u64(), r["hec"].as_bool()),
+        (Some(1500), Some(true)),
+        "{r}"
+    );
+    let auth = [("Authorization", "Bearer t0k")];
+    assert_eq!(http("POST", &s.url("/flush"), &auth, None).status, 200);
+    let (ok, v) = verify(&s.out(), 14, 1500);
+    assert!(ok, "{v}");
+}
+
 #[test]
 fn http_with_gzip_bodies_arrives_whole() {
     let s = HttpServer::start(json!({"flush_interval": 3600, "buffer_size": 100000}));

@@ -86,7 +86,7 @@ enum Cmd {
         #[arg(long, default_value = "2000000")]
         chunk_bytes: usize,
     },
-    /// POST NDJSON batches to http-server's /records.
+    /// POST NDJSON batches to http-server's /records (or HEC events, with --hec).
     Http {
         /// Base URL, e.g. http://127.0.0.1:8080
         #[arg(long)]
@@ -105,6 +105,10 @@ enum Cmd {
         /// Send every body gzip-compressed (Content-Encoding: gzip), as log shippers do.
         #[arg(long)]
         gzip: bool,
+        /// Send Splunk HEC events to /services/collector/event (each record an event's
+        /// `event` object, the token as `Splunk <token>`) instead of NDJSON.
+        #[arg(long)]
+        hec: bool,
     },
     /// Send over the Fluent forward protocol (Fluent Bit's in_forward, Fluentd).
     Forward {
@@ -222,6 +226,7 @@ fn main() -> Result<()> {
             token,
             pregenerate,
             gzip,
+            hec,
         }) => send::http(
             &cli.args,
             &send::HttpOptions {
@@ -231,6 +236,7 @@ fn main() -> Result<()> {
                 token: token.as_deref(),
                 pregenerate,
                 gzip,
+                hec,
             },
         ),
         Some(Cmd::Forward {

@@ -116,7 +116,6 @@ impl Latencies {
     }
 }
 
-/// POSTs NDJSON batches to `/records` on `concurrency` connections.
 /// How `http` sends: where, in what batches, over how many connections.
 pub struct HttpOptions<'a> {
     pub url: &'a str,
@@ -128,6 +127,9 @@ pub struct HttpOptions<'a> {
     pub pregenerate: bool,
     /// Send bodies gzip-compressed, as log shippers do.
     pub gzip: bool,
+    /// Send Splunk HEC events to `/services/collector/event` (each record as an
+    /// event's `event` object) instead of NDJSON to `/records`.
+    pub hec: bool,
 }
 
 /// A batch ready to send: its record count and its body, compressed or not.
@@ -145,14 +147,26 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
+/// POSTs batches (NDJSON to `/records`, or HEC events) on `concurrency` connections.
 pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
     let (batch, concurrency, token) = (o.batch, o.concurrency, o.token);
-    let url = format!("{}/records", o.url.trim_end_matches('/'));
+    let (route, content_type, scheme) = if o.hec {
+        ("/services/collector/event", "application/json", "Splunk")
+    } else {
+        ("/records", "application/x-ndjson", "Bearer")
+    };
+    let url = format!("{}{route}", o.url.trim_end_matches('/'));
     let gen_ = Mutex::new(Generator::new(g.seed));
     let make = |gen_: &mut Generator, n: usize| {
         let mut s = String::with_capacity(n * 1100);
         for _ in 0..n {
-            gen_.write_json(&mut s);
+            if o.hec {
+                s.push_str(r#"{"event":"#);
+                gen_.write_json(&mut s);
+                s.push_str(r#","sourcetype":"data-generator"}"#);
+            } else {
+                gen_.write_json(&mut s);
+            }
             s.push('\n');
         }
         Prepared {
@@ -231,13 +245,13 @@ pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
                         let t = Instant::now();
                         let mut req = agent
                             .post(&url)
-                            .header("Content-Type", "application/x-ndjson")
+                            .header("Content-Type", content_type)
                             .header("Idempotency-Key", &key);
                         if o.gzip {
                             req = req.header("Content-Encoding", "gzip");
                         }
                         if let Some(tok) = token {
-                            req = req.header("Authorization", &format!("Bearer {tok}"));
+                            req = req.header("Authorization", &format!("{scheme} {tok}"));
                         }
                         bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                         match req.send(&body[..]) {
@@ -245,10 +259,15 @@ pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
                                 lat.add(t.elapsed());
                                 let v: serde_json::Value =
                                     r.body_mut().read_json().unwrap_or_default();
-                                acked.fetch_add(
-                                    v["accepted"].as_u64().unwrap_or(0),
-                                    Ordering::Relaxed,
-                                );
+                                // /records counts what it accepted; HEC what it rejected.
+                                let accepted = match v["accepted"].as_u64() {
+                                    Some(a) => a,
+                                    None if o.hec => {
+                                        n.saturating_sub(v["rejected"].as_u64().unwrap_or(0))
+                                    }
+                                    None => 0,
+                                };
+                                acked.fetch_add(accepted, Ordering::Relaxed);
                                 break;
                             }
                             Ok(r) if matches!(r.status().as_u16(), 409 | 429 | 503) => {
@@ -288,7 +307,7 @@ pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
             "failed": f, "seconds": secs, "records_per_second": a as f64 / secs,
             "mb_per_second": bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs,
             "p50_ms": lat.percentile(0.5).as_secs_f64() * 1e3, "p99_ms": lat.percentile(0.99).as_secs_f64() * 1e3,
-            "batch": batch, "concurrency": concurrency, "gzip": o.gzip,
+            "batch": batch, "concurrency": concurrency, "gzip": o.gzip, "hec": o.hec,
         })
     );
     if f > 0 {
