@@ -288,6 +288,8 @@ pub struct Decoder<'s> {
     keyed: bool,
     scratch: Vec<u8>,
     dyn_out: DynOut,
+    /// The HEC reader's buffers, made on the first HEC body.
+    hec: Option<Box<crate::decode::hec::HecReader>>,
 }
 
 impl<'s> Decoder<'s> {
@@ -303,6 +305,7 @@ impl<'s> Decoder<'s> {
             keyed: true,
             scratch: Vec::new(),
             dyn_out: DynOut::default(),
+            hec: None,
         }
     }
 
@@ -536,7 +539,11 @@ impl<'s> Decoder<'s> {
         origin: impl Fn(&str) -> String,
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
-        let records = crate::decode::hec::events(body)?;
+        let mut hec = self.hec.take().unwrap_or_default();
+        let mut records = Vec::new();
+        let read = hec.events(body, |r| records.push(r));
+        self.hec = Some(hec);
+        read?;
         self.flat_records(records, origin, out);
         Ok(())
     }

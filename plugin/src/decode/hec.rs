@@ -17,99 +17,187 @@
 //! only fills in what is absent: Docker's driver, for one, sends `event.source`
 //! (`stdout`) besides the metadata `source`.
 
+use super::json::JsonParser;
 use super::{FlatRecord, Unreadable};
 use crate::timeutil::{format_rfc3339_nanos, parse_timestamp_ns};
+use crate::value::{Doc, Kind, ValRef, write_json_str};
 use serde_json::{Map, Value};
 
-/// What JSON counts as whitespace between events (`str::trim` would also take bytes
-/// that are not, and leave a rejected event's raw text empty).
-const JSON_WHITESPACE: [char; 4] = [' ', '\n', '\r', '\t'];
+/// What JSON counts as whitespace between events.
+fn json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
 
 /// The metadata names copied into the record, besides `time`.
 const METADATA: [&str; 4] = ["host", "source", "sourcetype", "index"];
 
-/// The events of a body, or why it has none (then nothing of it is taken). An event
-/// that is not valid is rejected alone, under its place (`event[3]`, counted from 0 as
-/// HEC's `invalid-event-number` is); a body that stops being JSON rejects what is left
-/// of it as one entry, since the events after a syntax error cannot be told apart.
-pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err("no data".into());
-    }
-    let mut out = Vec::new();
-    let mut stream = serde_json::Deserializer::from_slice(body).into_iter::<Value>();
-    let mut start = 0;
-    loop {
-        let source = format!("event[{}]", out.len());
-        match stream.next() {
-            None => break,
-            Some(Ok(v)) => {
-                let end = stream.byte_offset();
-                let raw = || {
-                    String::from_utf8_lossy(body.get(start..end).unwrap_or_default())
-                        .trim_matches(JSON_WHITESPACE)
-                        .to_string()
-                };
-                let json = record(v).map_err(|reason| Unreadable { reason, raw: raw() });
-                out.push(FlatRecord { source, json });
-                start = end;
-            }
-            Some(Err(e)) => {
-                let rest = String::from_utf8_lossy(body.get(start..).unwrap_or_default());
-                out.push(FlatRecord {
-                    source,
-                    json: Err(Unreadable {
-                        reason: format!("invalid JSON: {e}"),
-                        raw: rest.trim_matches(JSON_WHITESPACE).to_string(),
-                    }),
-                });
-                break;
-            }
+/// Reads HEC event bodies with the project's JSON parser (simd-json), keeping its
+/// buffers from one body to the next: a serde document per event, with a map
+/// allocated for every object, made this route half as fast as `/records`.
+#[derive(Default)]
+pub struct HecReader {
+    parser: JsonParser,
+    doc: Doc<'static>,
+    scratch: Vec<u8>,
+    names: Vec<String>,
+}
+
+impl HecReader {
+    /// Hands each event of `body` to `each` as a flat record, or why it is not one;
+    /// `Err` when the body holds nothing (then nothing of it is taken). A bad event is
+    /// rejected alone, under its place (`event[3]`, counted from 0 as HEC's
+    /// `invalid-event-number` is). Events are cut apart by their brackets and quotes
+    /// before parsing, so one that is not valid JSON spoils only itself, unless its
+    /// brackets do not close: then it runs to the end of the body.
+    pub fn events(&mut self, body: &[u8], mut each: impl FnMut(FlatRecord)) -> Result<(), String> {
+        if body.iter().all(|&b| json_space(b)) {
+            return Err("no data".into());
         }
+        for (i, span) in split(body).into_iter().enumerate() {
+            let text = &body[span];
+            self.scratch.clear();
+            self.scratch.extend_from_slice(text);
+            let mut doc = std::mem::take(&mut self.doc).recycle();
+            let read = match self.parser.parse_into(&mut self.scratch, &mut doc) {
+                Err(e) => Err(format!("invalid JSON: {}", e.refine(text).0)),
+                Ok(()) => match doc.root() {
+                    Some(root) => record(root, &mut self.names),
+                    None => Err("invalid JSON: no value".into()),
+                },
+            };
+            self.doc = doc.recycle();
+            each(FlatRecord {
+                source: format!("event[{i}]"),
+                json: read.map_err(|reason| Unreadable {
+                    reason,
+                    raw: String::from_utf8_lossy(text).into_owned(),
+                }),
+            });
+        }
+        Ok(())
     }
+}
+
+/// [`HecReader::events`] into a vector, with a reader of its own.
+pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
+    let mut out = Vec::new();
+    HecReader::default().events(body, |r| out.push(r))?;
     Ok(out)
 }
 
-/// One event as a flat record's JSON text, or why it is not a HEC event.
-fn record(v: Value) -> Result<String, String> {
-    let Value::Object(mut ev) = v else {
+/// The byte ranges of the top-level JSON values of `b`, found by their brackets and
+/// string quotes; whitespace between them is left out.
+fn split(b: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if json_space(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let (mut depth, mut in_str) = (0usize, false);
+        while i < b.len() {
+            let c = b[i];
+            i += 1;
+            if in_str {
+                match c {
+                    b'\\' => i += 1,
+                    b'"' => {
+                        in_str = false;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_str = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                c if depth == 0 && json_space(c) => {
+                    i -= 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        i = i.min(b.len());
+        out.push(start..i);
+    }
+    out
+}
+
+/// One event as a flat record's JSON text, or why it is not a HEC event. `names`
+/// holds the names written so far (a scratch list: events have tens of fields, where a
+/// scan beats hashing).
+fn record(v: ValRef<'_, '_>, names: &mut Vec<String>) -> Result<String, String> {
+    if v.kind() != Kind::Map {
         return Err("an event is not a JSON object".into());
-    };
-    let mut rec = match ev.remove("event") {
-        None | Some(Value::Null) => return Err("`event` is required".into()),
-        Some(Value::String(s)) if s.is_empty() => return Err("`event` is empty".into()),
-        Some(Value::Object(m)) => m,
-        Some(other) => Map::from_iter([("message".to_string(), other)]),
-    };
-    match ev.remove("fields") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(fields)) => fill(&mut rec, fields),
+    }
+    names.clear();
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    /// Writes `k` with the value `val` writes, unless a field of that name came first.
+    fn put(out: &mut String, names: &mut Vec<String>, k: &str, val: impl FnOnce(&mut String)) {
+        if names.iter().any(|n| n == k) {
+            return;
+        }
+        if !names.is_empty() {
+            out.push(',');
+        }
+        write_json_str(k, out);
+        out.push(':');
+        val(out);
+        names.push(k.to_string());
+    }
+    match v.get("event") {
+        None => return Err("`event` is required".into()),
+        Some(e) if e.is_null() => return Err("`event` is required".into()),
+        Some(e) if e.as_str() == Some("") => return Err("`event` is empty".into()),
+        Some(e) if e.kind() == Kind::Map => {
+            for (k, val) in e.entries() {
+                put(&mut out, names, k, |o| val.write_json(o));
+            }
+        }
+        Some(e) => put(&mut out, names, "message", |o| e.write_json(o)),
+    }
+    match v.get("fields") {
+        None => {}
+        Some(f) if f.is_null() => {}
+        Some(f) if f.kind() == Kind::Map => {
+            for (k, val) in f.entries() {
+                put(&mut out, names, k, |o| val.write_json(o));
+            }
+        }
         Some(_) => return Err("`fields` is not an object".into()),
     }
-    match ev.remove("time") {
-        None | Some(Value::Null) => {}
-        Some(t) => {
-            let text = match &t {
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => s.clone(),
-                _ => String::new(),
-            };
-            let ns = parse_timestamp_ns(&text)
-                .ok_or_else(|| format!("`time` is not epoch seconds: {t}"))?;
-            fill(
-                &mut rec,
-                [("time".to_string(), Value::String(format_rfc3339_nanos(ns)))],
-            );
+    if let Some(t) = v.get("time").filter(|t| !t.is_null()) {
+        let mut text = String::new();
+        let text = match t.kind() {
+            Kind::Str | Kind::Int | Kind::Float => t.text_in(&mut text),
+            _ => "",
+        };
+        let ns = parse_timestamp_ns(text)
+            .ok_or_else(|| format!("`time` is not epoch seconds: {}", t.to_json()))?;
+        put(&mut out, names, "time", |o| {
+            write_json_str(&format_rfc3339_nanos(ns), o)
+        });
+    }
+    for k in METADATA {
+        if let Some(m) = v.get(k).filter(|m| !m.is_null()) {
+            put(&mut out, names, k, |o| m.write_json(o));
         }
     }
-    fill(
-        &mut rec,
-        METADATA
-            .iter()
-            .filter_map(|k| ev.remove(*k).map(|v| (k.to_string(), v)))
-            .filter(|(_, v)| !v.is_null()),
-    );
-    Ok(Value::Object(rec).to_string())
+    out.push('}');
+    Ok(out)
 }
 
 /// The lines of a raw body (`POST /services/collector/raw`), each a record whose
@@ -231,10 +319,19 @@ mod tests {
                 r#"event[5]: `time` is not epoch seconds: "noon" | {"event":"c","time":"noon"}"#,
                 "event[6]: ok",
                 "event[7]: ok",
-                r#"event[8]: invalid JSON: EOF while parsing a value at line 1 column 154 | {"event": tru"#,
+                r#"event[8]: invalid JSON: unexpected end of input (truncated JSON?) | {"event": tru"#,
             ]
         );
         assert_eq!(got[6].1, Ok(json!({"n": 1})));
+        // Brackets that close keep a broken event to itself.
+        let got = parsed(r#"{"event": nope}{"event":"after", "s": "{[\"]"}"#);
+        assert!(
+            got[0]
+                .1
+                .as_ref()
+                .is_err_and(|e| e.ends_with(r#"| {"event": nope}"#))
+        );
+        assert_eq!(got[1].1, Ok(json!({"message": "after"})), "{got:?}");
     }
 
     proptest::proptest! {
