@@ -540,12 +540,29 @@ impl<'s> Decoder<'s> {
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
         let mut hec = self.hec.take().unwrap_or_default();
-        let mut records = Vec::new();
-        let read = hec.events(body, |r| records.push(r));
+        let max = self.spec.max_record_bytes;
+        let read = hec.read(body, |i, text, rec| {
+            let source = || origin(&format!("event[{i}]"));
+            let taken = match rec {
+                _ if text.len() > max => Err(format!(
+                    "record is larger than the limit of {max} bytes ({} bytes)",
+                    text.len()
+                )),
+                Ok(root) => self.value(root, &Context::default(), None, out),
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = taken {
+                // As for JSON records: an oversized one keeps only its start.
+                let keep = if text.len() > max { 4096 } else { text.len() };
+                out.reject(DlqEntry::new(
+                    source(),
+                    reason,
+                    &text[..keep.min(text.len())],
+                ));
+            }
+        });
         self.hec = Some(hec);
-        read?;
-        self.flat_records(records, origin, out);
-        Ok(())
+        read
     }
 
     /// Decodes a Splunk HEC raw body: each line becomes a record (`message`, with the
@@ -689,6 +706,42 @@ mod tests {
         let mut input = line.as_bytes().to_vec();
         assert!(d.json(&mut input, || "line 1".into(), &mut batch));
         batch.groups[0].0.as_str().to_string()
+    }
+
+    /// HEC events take the same checks as JSON records: the size limit, the mapping
+    /// (here the dynamic time key), and a bad one is dead-lettered by its place with its
+    /// text while the others are kept.
+    #[test]
+    fn hec_events_are_checked_like_json_records() {
+        let mut b = ConfigBuilder::new();
+        b.set("RecordType", "dynamic").unwrap();
+        b.set("MaxRecordBytes", "1024").unwrap();
+        let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
+        let mut d = Decoder::new(&spec);
+        let mut batch = KeyedBatch::new();
+        let big = format!(r#"{{"event":"{}"}}"#, "x".repeat(2000));
+        let body = format!(
+            r#"{{"event":{{"a":1}},"time":1.5}} {big} {{"event":{{"_event_time":"never"}}}} {{"event":"ok"}}"#
+        );
+        d.hec_events(body.as_bytes(), |at| format!("req {at}"), &mut batch)
+            .unwrap();
+        assert_eq!(batch.len(), 2);
+        let dead: Vec<(&str, &str, usize)> = batch
+            .rejected
+            .iter()
+            .map(|e| (e.source.as_str(), e.reason.as_str(), e.raw.len()))
+            .collect();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert_eq!(dead[0].0, "req event[1]");
+        assert!(
+            dead[0]
+                .1
+                .starts_with("record is larger than the limit of 1024 bytes")
+        );
+        assert_eq!(dead[0].2, big.len(), "under 4 KiB: kept whole");
+        assert_eq!(dead[1].0, "req event[2]");
+        assert!(dead[1].1.contains("_event_time"), "{}", dead[1].1);
+        assert_eq!(dead[1].2, r#"{"event":{"_event_time":"never"}}"#.len());
     }
 
     #[test]

@@ -131,6 +131,23 @@ impl<'a> Doc<'a> {
         debug_assert!(!self.nodes[start..].iter().any(Node::owns_heap));
     }
 
+    /// Appends a copy of `v`: its node and every node below it. A record can so be
+    /// assembled from parts of another document without rendering it as JSON and
+    /// parsing that again.
+    pub(crate) fn push_copy(&mut self, v: ValRef<'_, 'a>) {
+        for n in &v.nodes[v.idx..v.idx + v.width()] {
+            self.push(n.clone());
+        }
+    }
+
+    /// Sets a container's element count and span once its children are in place.
+    pub(crate) fn close_with_len(&mut self, at: usize, count: u32) {
+        if let Node::Array { len, .. } | Node::Map { len, .. } = &mut self.nodes[at] {
+            *len = count;
+        }
+        self.close(at);
+    }
+
     /// Fixes up a container's span once its children are in place.
     pub(crate) fn close(&mut self, at: usize) {
         let span = (self.nodes.len() - at - 1) as u32;
