@@ -43,7 +43,6 @@ pub struct HecReader {
     doc: Doc<'static>,
     record: Doc<'static>,
     scratch: Vec<u8>,
-    names: Vec<String>,
 }
 
 impl HecReader {
@@ -69,7 +68,7 @@ impl HecReader {
             let built = match self.parser.parse_into(&mut self.scratch, &mut doc) {
                 Err(e) => Err(format!("invalid JSON: {}", e.refine(text).0)),
                 Ok(()) => match doc.root() {
-                    Some(root) => record(root, &mut rec, &mut self.names),
+                    Some(root) => record(root, &mut rec),
                     None => Err("invalid JSON: no value".into()),
                 },
             };
@@ -125,7 +124,12 @@ fn split(b: &[u8]) -> Vec<std::ops::Range<usize>> {
                             break;
                         }
                     }
-                    _ => {}
+                    // Jump to the next quote or backslash: strings are most of an
+                    // event's bytes.
+                    _ => match memchr::memchr2(b'"', b'\\', &b[i.min(b.len())..]) {
+                        Some(n) => i += n,
+                        None => i = b.len(),
+                    },
                 }
                 continue;
             }
@@ -152,27 +156,28 @@ fn split(b: &[u8]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Assembles one event's record into `rec` (a map of copies of the event's nodes),
-/// or says why it is not a HEC event. `names` holds the names written so far (a
-/// scratch list: events have tens of fields, where a scan beats hashing).
-fn record<'d>(v: ValRef<'d, '_>, rec: &mut Doc<'d>, names: &mut Vec<String>) -> Result<(), String> {
+/// or says why it is not a HEC event.
+fn record<'d>(v: ValRef<'d, '_>, rec: &mut Doc<'d>) -> Result<(), String> {
     if v.kind() != Kind::Map {
         return Err("an event is not a JSON object".into());
     }
-    names.clear();
+    // The names written so far: events have tens of fields, where a scan beats
+    // hashing, and borrowed names cost one allocation per event.
+    let mut names: Vec<&'d str> = Vec::with_capacity(48);
     let at = rec.push(Node::Map { len: 0, span: 0 });
     /// Adds `k` with the value `val`, unless a field of that name came first.
     fn put<'d>(
         rec: &mut Doc<'d>,
-        names: &mut Vec<String>,
+        names: &mut Vec<&'d str>,
         k: &'d str,
         val: impl FnOnce(&mut Doc<'d>),
     ) {
-        if names.iter().any(|n| n == k) {
+        if names.contains(&k) {
             return;
         }
         rec.push(Node::Str(Cow::Borrowed(k)));
         val(rec);
-        names.push(k.to_string());
+        names.push(k);
     }
     match v.get("event") {
         None => return Err("`event` is required".into()),
@@ -180,17 +185,17 @@ fn record<'d>(v: ValRef<'d, '_>, rec: &mut Doc<'d>, names: &mut Vec<String>) -> 
         Some(e) if e.as_str() == Some("") => return Err("`event` is empty".into()),
         Some(e) if e.kind() == Kind::Map => {
             for (k, val) in e.entries() {
-                put(rec, names, k, |r| r.push_copy(val));
+                put(rec, &mut names, k, |r| r.push_copy(val));
             }
         }
-        Some(e) => put(rec, names, "message", |r| r.push_copy(e)),
+        Some(e) => put(rec, &mut names, "message", |r| r.push_copy(e)),
     }
     match v.get("fields") {
         None => {}
         Some(f) if f.is_null() => {}
         Some(f) if f.kind() == Kind::Map => {
             for (k, val) in f.entries() {
-                put(rec, names, k, |r| r.push_copy(val));
+                put(rec, &mut names, k, |r| r.push_copy(val));
             }
         }
         Some(_) => return Err("`fields` is not an object".into()),
@@ -203,13 +208,13 @@ fn record<'d>(v: ValRef<'d, '_>, rec: &mut Doc<'d>, names: &mut Vec<String>) -> 
         };
         let ns = parse_timestamp_ns(text)
             .ok_or_else(|| format!("`time` is not epoch seconds: {}", t.to_json()))?;
-        put(rec, names, "time", |r| {
+        put(rec, &mut names, "time", |r| {
             r.push(Node::Str(Cow::Owned(format_rfc3339_nanos(ns))));
         });
     }
     for k in METADATA {
         if let Some(m) = v.get(k).filter(|m| !m.is_null()) {
-            put(rec, names, k, |r| r.push_copy(m));
+            put(rec, &mut names, k, |r| r.push_copy(m));
         }
     }
     rec.close_with_len(at, names.len() as u32);

@@ -1,6 +1,6 @@
-//! Inputs: files, folders of files, or stdin; gzip and zstd detected by their magic
-//! bytes (not the name), as archives of shipped logs (Fluent Bit's `out_s3`, S3
-//! exports, rotated files) are often named without an extension.
+//! Inputs: files, folders of files, S3 prefixes or stdin; gzip and zstd detected by
+//! their magic bytes (not the name), as archives of shipped logs (Fluent Bit's
+//! `out_s3`, S3 exports, rotated files) are often named without an extension.
 
 use anyhow::{Context, Result};
 use data2parquet::config::S3Config;
@@ -39,6 +39,7 @@ pub struct Input {
     pub name: Arc<str>,
 }
 
+/// Where an input's bytes come from.
 #[derive(Clone)]
 pub enum Origin {
     Stdin,
