@@ -532,16 +532,18 @@ impl<'s> Decoder<'s> {
 
     /// Decodes a Splunk HEC event body (see [`crate::decode::hec`]): each event becomes
     /// a record, a bad one a DLQ entry named by `origin` of its place (`event[3]`).
+    /// `defaults` are the request's metadata, for events that do not set their own.
     /// `Err` when the body holds no event at all.
     pub fn hec_events(
         &mut self,
         body: &[u8],
+        defaults: &[(String, String)],
         origin: impl Fn(&str) -> String,
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
         let mut hec = self.hec.take().unwrap_or_default();
         let max = self.spec.max_record_bytes;
-        let read = hec.read(body, |i, text, rec| {
+        let read = hec.read(body, defaults, |i, text, rec| {
             let source = || origin(&format!("event[{i}]"));
             let taken = match rec {
                 _ if text.len() > max => Err(format!(
@@ -723,7 +725,7 @@ mod tests {
         let body = format!(
             r#"{{"event":{{"a":1}},"time":1.5}} {big} {{"event":{{"_event_time":"never"}}}} {{"event":"ok"}}"#
         );
-        d.hec_events(body.as_bytes(), |at| format!("req {at}"), &mut batch)
+        d.hec_events(body.as_bytes(), &[], |at| format!("req {at}"), &mut batch)
             .unwrap();
         assert_eq!(batch.len(), 2);
         let dead: Vec<(&str, &str, usize)> = batch

@@ -871,9 +871,10 @@ fn splunk_hec_events_become_rows() {
     let auth = ("Authorization", "Splunk s3cret");
     let body = br#"{"event":{"line":"GET / 200","source":"stdout","tag":"web"},"time":"1700000000.123456","host":"node-1","source":"docker","sourcetype":"httpevent","index":"main"}{"time":1,"host":"node-9"}
 {"event":"plain text","fields":{"env":"prod"},"time":1700000001,"host":"node-2"}"#;
+    // The query's metadata fills in what an event does not set itself.
     let r = http(
         "POST",
-        &url,
+        &format!("{url}?sourcetype=from-query&index=q&channel=c1"),
         &[auth, ("Content-Encoding", "gzip")],
         Some(&gzip(body)),
     );
@@ -972,7 +973,8 @@ fn splunk_hec_events_become_rows() {
                    "host": "node-1", "sourcetype": "httpevent", "index": "main"}),
             json!({"_event_time": "2023-11-14T22:13:21.000000000Z",
                    "time": "2023-11-14T22:13:21.000000000Z",
-                   "message": "plain text", "env": "prod", "host": "node-2"}),
+                   "message": "plain text", "env": "prod", "host": "node-2",
+                   "sourcetype": "from-query", "index": "q"}),
             json!({"message": "x", "host": "node-3"}),
             json!({"message": "GET /a 200", "host": "web-1", "sourcetype": "nginx access"}),
             json!({"message": "GET /c 500", "host": "web-1", "sourcetype": "nginx access"}),

@@ -47,13 +47,16 @@ pub struct HecReader {
 
 impl HecReader {
     /// Hands each event of `body` to `each`: its index, its text, and its record or
-    /// why it is not one. `Err` when the body holds nothing (then nothing of it is
+    /// why it is not one. `defaults` (the request's `host`, `source`, `sourcetype`,
+    /// `index` query parameters, as Splunk takes them) fill in what an event does not
+    /// set itself. `Err` when the body holds nothing (then nothing of it is
     /// taken). Events are cut apart by their brackets and quotes before parsing, so
     /// one that is not valid JSON spoils only itself, unless its brackets do not
     /// close: then it runs to the end of the body.
     pub fn read(
         &mut self,
         body: &[u8],
+        defaults: &[(String, String)],
         mut each: impl FnMut(usize, &[u8], Result<ValRef<'_, '_>, String>),
     ) -> Result<(), String> {
         if body.iter().all(|&b| json_space(b)) {
@@ -68,7 +71,7 @@ impl HecReader {
             let built = match self.parser.parse_into(&mut self.scratch, &mut doc) {
                 Err(e) => Err(format!("invalid JSON: {}", e.refine(text).0)),
                 Ok(()) => match doc.root() {
-                    Some(root) => record(root, &mut rec),
+                    Some(root) => record(root, defaults, &mut rec),
                     None => Err("invalid JSON: no value".into()),
                 },
             };
@@ -88,7 +91,7 @@ impl HecReader {
 /// from 0 as HEC's `invalid-event-number` is) and keeps its text.
 pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
     let mut out = Vec::new();
-    HecReader::default().read(body, |i, text, rec| {
+    HecReader::default().read(body, &[], |i, text, rec| {
         out.push(FlatRecord {
             source: format!("event[{i}]"),
             json: rec.map(|r| r.to_json()).map_err(|reason| Unreadable {
@@ -157,7 +160,11 @@ fn split(b: &[u8]) -> Vec<std::ops::Range<usize>> {
 
 /// Assembles one event's record into `rec` (a map of copies of the event's nodes),
 /// or says why it is not a HEC event.
-fn record<'d>(v: ValRef<'d, '_>, rec: &mut Doc<'d>) -> Result<(), String> {
+fn record<'d>(
+    v: ValRef<'d, '_>,
+    defaults: &'d [(String, String)],
+    rec: &mut Doc<'d>,
+) -> Result<(), String> {
     if v.kind() != Kind::Map {
         return Err("an event is not a JSON object".into());
     }
@@ -216,6 +223,11 @@ fn record<'d>(v: ValRef<'d, '_>, rec: &mut Doc<'d>) -> Result<(), String> {
         if let Some(m) = v.get(k).filter(|m| !m.is_null()) {
             put(rec, &mut names, k, |r| r.push_copy(m));
         }
+    }
+    for (k, d) in defaults {
+        put(rec, &mut names, k, |r| {
+            r.push(Node::Str(Cow::Borrowed(d)));
+        });
     }
     rec.close_with_len(at, names.len() as u32);
     Ok(())

@@ -63,21 +63,38 @@ fn answer_for(batch: &KeyedBatch) -> (StatusCode, Value) {
     }
 }
 
-/// `POST /services/collector/event`: HEC events.
-pub async fn event(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /services/collector/event`: HEC events; the query's `host`, `source`,
+/// `sourcetype` and `index`, as Splunk takes them, fill in what an event does not set.
+pub async fn event(
+    St(s): St<Shared>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let defaults = metadata(query);
     respond(
         ingest(
             s,
             "/services/collector/event",
             &headers,
             body,
-            |st, body, batch| {
-                let read = st.with_decoder(|d| d.hec_events(&body, str::to_string, batch));
+            move |st, body, batch| {
+                let read =
+                    st.with_decoder(|d| d.hec_events(&body, &defaults, str::to_string, batch));
                 answer(read, batch)
             },
         )
         .await,
     )
+}
+
+/// The HEC metadata among a request's query parameters (`channel` and others are not
+/// kept).
+fn metadata(query: Option<String>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| hec::is_metadata(k))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// `POST /services/collector/raw`: text lines, each a record whose `message` is the
@@ -91,10 +108,7 @@ pub async fn raw(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let meta: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .filter(|(k, _)| hec::is_metadata(k))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let meta = metadata(query);
     respond(
         ingest(
             s,
