@@ -542,26 +542,8 @@ impl<'s> Decoder<'s> {
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
         let mut hec = self.hec.take().unwrap_or_default();
-        let max = self.spec.max_record_bytes;
-        let read = hec.read(body, defaults, |i, text, rec| {
-            let source = || origin(&format!("event[{i}]"));
-            let taken = match rec {
-                _ if text.len() > max => Err(format!(
-                    "record is larger than the limit of {max} bytes ({} bytes)",
-                    text.len()
-                )),
-                Ok(root) => self.value(root, &Context::default(), None, out),
-                Err(reason) => Err(reason),
-            };
-            if let Err(reason) = taken {
-                // As for JSON records: an oversized one keeps only its start.
-                let keep = if text.len() > max { 4096 } else { text.len() };
-                out.reject(DlqEntry::new(
-                    source(),
-                    reason,
-                    &text[..keep.min(text.len())],
-                ));
-            }
+        let read = hec.read(body, defaults, |name, text, rec| {
+            self.hec_record(origin(name), text, rec, out)
         });
         self.hec = Some(hec);
         read
@@ -577,9 +559,39 @@ impl<'s> Decoder<'s> {
         origin: impl Fn(&str) -> String,
         out: &mut KeyedBatch,
     ) -> Result<(), String> {
-        let records = crate::decode::hec::raw_lines(body, meta)?;
-        self.flat_records(records, origin, out);
-        Ok(())
+        crate::decode::hec::read_raw(body, meta, |name, text, rec| {
+            // A line that is not UTF-8 is dead-lettered as text, its bad bytes replaced.
+            let lossy = rec
+                .is_err()
+                .then(|| String::from_utf8_lossy(text).into_owned());
+            let text = lossy.as_deref().map_or(text, str::as_bytes);
+            self.hec_record(origin(name), text, rec, out)
+        })
+    }
+
+    /// Takes one HEC record (an event or a raw line) in as any JSON record is taken:
+    /// the size limit, the mapping, and the DLQ with its text for a bad one.
+    fn hec_record(
+        &mut self,
+        source: String,
+        text: &[u8],
+        rec: Result<ValRef<'_, '_>, String>,
+        out: &mut KeyedBatch,
+    ) {
+        let max = self.spec.max_record_bytes;
+        let taken = match rec {
+            _ if text.len() > max => Err(format!(
+                "record is larger than the limit of {max} bytes ({} bytes)",
+                text.len()
+            )),
+            Ok(root) => self.value(root, &Context::default(), None, out),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = taken {
+            // As for JSON records: an oversized one keeps only its start.
+            let keep = if text.len() > max { 4096 } else { text.len() };
+            out.reject(DlqEntry::new(source, reason, &text[..keep.min(text.len())]));
+        }
     }
 
     /// Flat records mapped from another format: each takes the JSON path.

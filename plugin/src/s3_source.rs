@@ -7,7 +7,7 @@
 //! object is read as the records are converted, never held whole.
 
 use crate::config::S3Config;
-use crate::writer::s3::{build_client, describe};
+use crate::writer::s3::{describe, list_objects, runtime_and_client};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -53,13 +53,7 @@ pub struct S3Source {
 
 impl S3Source {
     pub fn new(s3: &S3Config) -> Result<S3Source, S3SourceError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| error("runtime", e))?;
-        let client = rt
-            .block_on(build_client(s3))
-            .map_err(|e| error("client", e))?;
+        let (rt, client) = runtime_and_client(s3).map_err(|e| error("client", e))?;
         Ok(S3Source {
             rt: Arc::new(rt),
             client,
@@ -68,32 +62,14 @@ impl S3Source {
 
     /// Every object under `prefix`, in key order (as S3 lists them).
     pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, S3SourceError> {
-        self.rt.block_on(async {
-            let mut out = Vec::new();
-            let mut token = None;
-            loop {
-                let r = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(prefix)
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| error(format!("listing s3://{bucket}/{prefix}"), describe(&e)))?;
-                out.extend(r.contents().iter().filter_map(|o| {
-                    Some(ObjectInfo {
-                        key: o.key()?.to_string(),
-                        size: o.size().map_or(0, |s| s.max(0) as u64),
-                    })
-                }));
-                match r.next_continuation_token() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => break,
-                }
-            }
-            Ok(out)
-        })
+        let found = self
+            .rt
+            .block_on(list_objects(&self.client, bucket, prefix))
+            .map_err(|e| error(format!("listing s3://{bucket}/{prefix}"), e))?;
+        Ok(found
+            .into_iter()
+            .map(|(key, size)| ObjectInfo { key, size })
+            .collect())
     }
 
     /// The object's bytes as a stream.

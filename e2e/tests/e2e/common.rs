@@ -97,6 +97,15 @@ pub fn expected_rows_by_id(
         .collect()
 }
 
+/// The rows the NDJSON `text` must become with the default configuration, in input
+/// order (one file's rows).
+pub fn expected_rows_in_order(text: &str) -> Vec<Map<String, Value>> {
+    expected_records(&Config::default(), text)
+        .into_iter()
+        .map(|(_, r)| expected_row(&r))
+        .collect()
+}
+
 pub fn expected_records(cfg: &Config, ndjson: &str) -> Vec<(String, LogRecord)> {
     let spec = IngestSpec::from_config(cfg).expect("spec");
     let mut d = Decoder::new(&spec);

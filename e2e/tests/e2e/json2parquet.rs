@@ -181,10 +181,7 @@ fn single_file_from_every_layout_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
     let text = generate(12, 500);
     let lines: Vec<&str> = text.lines().collect();
-    let expected: Vec<_> = expected_records(&Config::default(), &text)
-        .into_iter()
-        .map(|(_, r)| expected_row(&r))
-        .collect();
+    let expected = expected_rows_in_order(&text);
     // NDJSON, gzip-compressed
     let gz = dir.path().join("in.ndjson.gz");
     let mut enc = flate2::write::GzEncoder::new(
@@ -273,10 +270,7 @@ fn folders_of_compressed_archives_are_read_in_path_order() {
         .arg(&input));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("300 records read"), "{}", stderr(&o));
-    let expected: Vec<_> = expected_records(&Config::default(), &text)
-        .into_iter()
-        .map(|(_, r)| expected_row(&r))
-        .collect();
+    let expected = expected_rows_in_order(&text);
     assert_eq!(data2parquet::readback::file_rows(&out).unwrap(), expected);
 
     // A folder with nothing to read is an error that names it.
@@ -687,10 +681,7 @@ fn excluded_columns_read_back_the_same_in_duckdb() {
         .arg(&out)
         .arg(&input));
     assert!(o.status.success(), "{}", stderr(&o));
-    let expected: Vec<_> = expected_records(&Config::default(), &text)
-        .into_iter()
-        .map(|(_, r)| expected_row(&r))
-        .collect();
+    let expected = expected_rows_in_order(&text);
     assert_eq!(
         data2parquet::readback::file_rows(&out).unwrap(),
         expected,

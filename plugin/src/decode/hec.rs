@@ -21,7 +21,6 @@ use super::json::JsonParser;
 use super::{FlatRecord, Unreadable};
 use crate::timeutil::{format_rfc3339_nanos, parse_timestamp_ns};
 use crate::value::{Doc, Kind, Node, ValRef};
-use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 /// What JSON counts as whitespace between events.
@@ -46,7 +45,8 @@ pub struct HecReader {
 }
 
 impl HecReader {
-    /// Hands each event of `body` to `each`: its index, its text, and its record or
+    /// Hands each event of `body` to `each`: its place (`event[3]`), its text, and its
+    /// record or
     /// why it is not one. `defaults` (the request's `host`, `source`, `sourcetype`,
     /// `index` query parameters, as Splunk takes them) fill in what an event does not
     /// set itself. `Err` when the body holds nothing (then nothing of it is
@@ -57,7 +57,7 @@ impl HecReader {
         &mut self,
         body: &[u8],
         defaults: &[(String, String)],
-        mut each: impl FnMut(usize, &[u8], Result<ValRef<'_, '_>, String>),
+        mut each: impl FnMut(&str, &[u8], Result<ValRef<'_, '_>, String>),
     ) -> Result<(), String> {
         if body.iter().all(|&b| json_space(b)) {
             return Err("no data".into());
@@ -75,9 +75,10 @@ impl HecReader {
                     None => Err("invalid JSON: no value".into()),
                 },
             };
+            let name = format!("event[{i}]");
             match built.and_then(|()| rec.root().ok_or_else(|| "empty record".to_string())) {
-                Ok(root) => each(i, text, Ok(root)),
-                Err(reason) => each(i, text, Err(reason)),
+                Ok(root) => each(&name, text, Ok(root)),
+                Err(reason) => each(&name, text, Err(reason)),
             }
             self.record = rec.recycle();
             self.doc = doc.recycle();
@@ -91,15 +92,7 @@ impl HecReader {
 /// from 0 as HEC's `invalid-event-number` is) and keeps its text.
 pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
     let mut out = Vec::new();
-    HecReader::default().read(body, &[], |i, text, rec| {
-        out.push(FlatRecord {
-            source: format!("event[{i}]"),
-            json: rec.map(|r| r.to_json()).map_err(|reason| Unreadable {
-                reason,
-                raw: String::from_utf8_lossy(text).into_owned(),
-            }),
-        })
-    })?;
+    HecReader::default().read(body, &[], |name, text, rec| out.push(flat(name, text, rec)))?;
     Ok(out)
 }
 
@@ -233,41 +226,68 @@ fn record<'d>(
     Ok(())
 }
 
-/// The lines of a raw body (`POST /services/collector/raw`), each a record whose
-/// `message` is the line, with `meta` (the request's `host`, `source`, `sourcetype`
-/// and `index`) besides. Empty lines are skipped; a line that is not UTF-8 is
-/// rejected under its number (`line 3`), as files' lines are.
-pub fn raw_lines(body: &[u8], meta: &[(String, String)]) -> Result<Vec<FlatRecord>, String> {
+/// Hands each line of a raw body (`POST /services/collector/raw`) to `each`: its name
+/// (`line 3`), its text, and its record (`message`, the line, with `meta`, the
+/// request's `host`, `source`, `sourcetype` and `index`) or why it is not one (a line
+/// that is not UTF-8). Empty lines are skipped; `Err` when the body holds nothing.
+pub fn read_raw(
+    body: &[u8],
+    meta: &[(String, String)],
+    mut each: impl FnMut(&str, &[u8], Result<ValRef<'_, '_>, String>),
+) -> Result<(), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("no data".into());
     }
-    let mut out = Vec::new();
+    let mut spare = Doc::new();
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let json = match std::str::from_utf8(line) {
+        let name = format!("line {}", i + 1);
+        match std::str::from_utf8(line) {
             Ok(text) => {
-                let mut rec = Map::from_iter([("message".to_string(), Value::from(text))]);
-                fill(
-                    &mut rec,
-                    meta.iter()
-                        .map(|(k, v)| (k.clone(), Value::from(v.as_str()))),
-                );
-                Ok(Value::Object(rec).to_string())
+                let mut rec = std::mem::take(&mut spare).recycle();
+                let at = rec.push(Node::Map { len: 0, span: 0 });
+                let mut fields = 0;
+                let message = std::iter::once(("message", text));
+                let meta = meta.iter().filter(|(k, _)| k != "message");
+                for (k, v) in message.chain(meta.map(|(k, v)| (k.as_str(), v.as_str()))) {
+                    rec.push(Node::Str(Cow::Borrowed(k)));
+                    rec.push(Node::Str(Cow::Borrowed(v)));
+                    fields += 1;
+                }
+                rec.close_with_len(at, fields);
+                match rec.root() {
+                    Some(root) => each(&name, line, Ok(root)),
+                    None => each(&name, line, Err("empty record".into())),
+                }
+                spare = rec.recycle();
             }
-            Err(e) => Err(Unreadable {
-                reason: format!("not UTF-8: {e}"),
-                raw: String::from_utf8_lossy(line).into_owned(),
-            }),
-        };
-        out.push(FlatRecord {
-            source: format!("line {}", i + 1),
-            json,
-        });
+            Err(e) => each(&name, line, Err(format!("not UTF-8: {e}"))),
+        }
     }
+    Ok(())
+}
+
+/// [`read_raw`] into flat records (JSON text).
+pub fn raw_lines(body: &[u8], meta: &[(String, String)]) -> Result<Vec<FlatRecord>, String> {
+    let mut out = Vec::new();
+    read_raw(body, meta, |name, text, rec| {
+        out.push(flat(name, text, rec))
+    })?;
     Ok(out)
+}
+
+/// A record handed out by [`HecReader::read`] or [`read_raw`] as a flat record.
+fn flat(name: &str, text: &[u8], rec: Result<ValRef<'_, '_>, String>) -> FlatRecord {
+    FlatRecord {
+        source: name.to_string(),
+        json: rec.map(|r| r.to_json()).map_err(|reason| Unreadable {
+            reason,
+            raw: String::from_utf8_lossy(text).into_owned(),
+        }),
+    }
 }
 
 /// Whether `name` is one of the metadata a raw request may set as query parameters:
@@ -276,16 +296,10 @@ pub fn is_metadata(name: &str) -> bool {
     METADATA.contains(&name)
 }
 
-/// Adds the fields `rec` does not have yet.
-fn fill(rec: &mut Map<String, Value>, fields: impl IntoIterator<Item = (String, Value)>) {
-    for (k, v) in fields {
-        rec.entry(k).or_insert(v);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn parsed(body: &str) -> Vec<(String, Result<Value, String>)> {

@@ -95,12 +95,8 @@ pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
 
 impl S3Writer {
     pub fn new(cfg: &Config) -> Result<S3Writer, WriteError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| err("runtime", e))?;
         let s3 = cfg.s3.clone();
-        let client = rt.block_on(build_client(&s3))?;
+        let (rt, client) = runtime_and_client(&s3)?;
         Ok(S3Writer {
             rt,
             client,
@@ -188,10 +184,52 @@ impl S3Writer {
     }
 }
 
+/// The runtime a blocking user of the SDK runs its requests on (its own thread's), and
+/// a client built on it: the writer's and the `s3://` input reader's.
+pub(crate) fn runtime_and_client(s3: &S3Config) -> Result<(Runtime, Client), WriteError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err("runtime", e))?;
+    let client = rt.block_on(build_client(s3))?;
+    Ok((rt, client))
+}
+
+/// Every object under `prefix` (key and size), in key order, through all pages of
+/// ListObjectsV2.
+pub(crate) async fn list_objects(
+    c: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, u64)>, WriteError> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let r = c
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| err("ListObjectsV2", describe(&e)))?;
+        out.extend(r.contents().iter().filter_map(|o| {
+            Some((
+                o.key()?.to_string(),
+                o.size().map_or(0, |s| s.max(0) as u64),
+            ))
+        }));
+        match r.next_continuation_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
 /// A client with the configured credentials, region, endpoint and role (the bucket and
-/// prefix are not its business): the writer's, and the one json2parquet reads `s3://`
-/// inputs with.
-pub(crate) async fn build_client(s3: &S3Config) -> Result<Client, WriteError> {
+/// prefix are not its business).
+async fn build_client(s3: &S3Config) -> Result<Client, WriteError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
     if !s3.access_key.is_empty() {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -397,35 +435,12 @@ pub struct StoredWith {
 impl S3Writer {
     /// Every object key under `prefix`.
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
-        let (c, bucket, prefix) = (
-            self.client.clone(),
-            self.cfg.bucket.clone(),
-            self.key(prefix),
-        );
-        self.rt.block_on(async move {
-            let mut out = Vec::new();
-            let mut token = None;
-            loop {
-                let r = c
-                    .list_objects_v2()
-                    .bucket(&bucket)
-                    .prefix(&prefix)
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| err("ListObjectsV2", describe(&e)))?;
-                out.extend(
-                    r.contents()
-                        .iter()
-                        .filter_map(|o| o.key().map(str::to_string)),
-                );
-                match r.next_continuation_token() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => break,
-                }
-            }
-            Ok(out)
-        })
+        let keys = self.rt.block_on(list_objects(
+            &self.client,
+            &self.cfg.bucket,
+            &self.key(prefix),
+        ))?;
+        Ok(keys.into_iter().map(|(k, _)| k).collect())
     }
 
     /// The incomplete multipart uploads under S3KeyPrefix, whoever began them.
