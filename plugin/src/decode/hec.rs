@@ -18,6 +18,7 @@
 //! (`stdout`) besides the metadata `source`.
 
 use super::json::JsonParser;
+#[cfg(test)]
 use super::{FlatRecord, Unreadable};
 use crate::timeutil::{format_rfc3339_nanos, parse_timestamp_ns};
 use crate::value::{Doc, Kind, Node, ValRef};
@@ -85,15 +86,6 @@ impl HecReader {
         }
         Ok(())
     }
-}
-
-/// The events of `body` as flat records (JSON text), or why it has none; see
-/// [`HecReader::read`]. A rejected event is named by its place (`event[3]`, counted
-/// from 0 as HEC's `invalid-event-number` is) and keeps its text.
-pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
-    let mut out = Vec::new();
-    HecReader::default().read(body, &[], |name, text, rec| out.push(flat(name, text, rec)))?;
-    Ok(out)
 }
 
 /// The byte ranges of the top-level JSON values of `b`, found by their brackets and
@@ -270,26 +262,6 @@ pub fn read_raw(
     Ok(())
 }
 
-/// [`read_raw`] into flat records (JSON text).
-pub fn raw_lines(body: &[u8], meta: &[(String, String)]) -> Result<Vec<FlatRecord>, String> {
-    let mut out = Vec::new();
-    read_raw(body, meta, |name, text, rec| {
-        out.push(flat(name, text, rec))
-    })?;
-    Ok(out)
-}
-
-/// A record handed out by [`HecReader::read`] or [`read_raw`] as a flat record.
-fn flat(name: &str, text: &[u8], rec: Result<ValRef<'_, '_>, String>) -> FlatRecord {
-    FlatRecord {
-        source: name.to_string(),
-        json: rec.map(|r| r.to_json()).map_err(|reason| Unreadable {
-            reason,
-            raw: String::from_utf8_lossy(text).into_owned(),
-        }),
-    }
-}
-
 /// Whether `name` is one of the metadata a raw request may set as query parameters:
 /// `host`, `source`, `sourcetype` or `index`.
 pub fn is_metadata(name: &str) -> bool {
@@ -300,6 +272,36 @@ pub fn is_metadata(name: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// The events of `body` as flat records (JSON text), or why it has none; see
+    /// [`HecReader::read`]. A rejected event is named by its place (`event[3]`, counted
+    /// from 0 as HEC's `invalid-event-number` is) and keeps its text.
+    pub fn events(body: &[u8]) -> Result<Vec<FlatRecord>, String> {
+        let mut out = Vec::new();
+        HecReader::default().read(body, &[], |name, text, rec| out.push(flat(name, text, rec)))?;
+        Ok(out)
+    }
+
+    /// [`read_raw`] into flat records (JSON text).
+    pub fn raw_lines(body: &[u8], meta: &[(String, String)]) -> Result<Vec<FlatRecord>, String> {
+        let mut out = Vec::new();
+        read_raw(body, meta, |name, text, rec| {
+            out.push(flat(name, text, rec))
+        })?;
+        Ok(out)
+    }
+
+    /// A record handed out by [`HecReader::read`] or [`read_raw`] as a flat record.
+    fn flat(name: &str, text: &[u8], rec: Result<ValRef<'_, '_>, String>) -> FlatRecord {
+        FlatRecord {
+            source: name.to_string(),
+            json: rec.map(|r| r.to_json()).map_err(|reason| Unreadable {
+                reason,
+                raw: String::from_utf8_lossy(text).into_owned(),
+            }),
+        }
+    }
+
     use serde_json::json;
 
     fn parsed(body: &str) -> Vec<(String, Result<Value, String>)> {

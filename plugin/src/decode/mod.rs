@@ -12,9 +12,9 @@ mod otlp_protobuf;
 pub mod protobuf;
 
 /// One record of a request whose format is mapped to flat JSON records before the
-/// JSON path (OTLP logs, HEC raw lines): where it was in the request
-/// (`resourceLogs[0].scopeLogs[1].logRecords[2]`, `line 3`) and its flat JSON text,
-/// or why it could not be read.
+/// JSON path (OTLP logs): where it was in the request
+/// (`resourceLogs[0].scopeLogs[1].logRecords[2]`) and its flat JSON text, or why it
+/// could not be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatRecord {
     pub source: String,
