@@ -10,6 +10,7 @@
 //! otherwise fill the disk (or Redis) with copies of it. Entries past the limit are not
 //! kept; the sink says how many it kept, and the caller counts and logs the rest.
 
+use crate::writer::file::create_dir_durable;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,8 @@ pub struct FileDlq {
     /// plugin or the HTTP server makes a new file there, and without this every
     /// restart would add a whole `DLQMaxBytes` to the disk.
     folder: bool,
+    /// Sync appends, the file's entry and new folders (`WriterFsync`).
+    fsync: bool,
     file: Mutex<Option<OpenFile>>,
 }
 
@@ -141,8 +144,15 @@ impl FileDlq {
             path: path.into(),
             max_bytes: 0,
             folder: false,
+            fsync: false,
             file: Mutex::new(None),
         }
+    }
+
+    /// Syncs every append and the folders made for the file (`WriterFsync`).
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
     }
 
     /// At most `max_bytes` in the file, counting what it held before (0: no limit).
@@ -210,14 +220,22 @@ impl DlqSink for FileDlq {
         let f = match guard.as_mut() {
             Some(f) => f,
             None => {
-                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(err)?;
+                if let Some(dir) = self.path.parent() {
+                    create_dir_durable(dir, self.fsync).map_err(err)?;
                 }
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&self.path)
                     .map_err(err)?;
+                if self.fsync {
+                    // The file's name is an entry in its folder, durable once the
+                    // folder is synced (once per open: later appends only grow it).
+                    let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
+                    File::open(dir.unwrap_or(Path::new(".")))
+                        .and_then(|d| d.sync_all())
+                        .map_err(err)?;
+                }
                 let len = file.metadata().map_err(err)?.len();
                 let (others, counted) = (self.others(), Instant::now());
                 guard.insert(OpenFile {
@@ -251,6 +269,12 @@ impl DlqSink for FileDlq {
         }
         f.file.write_all(text.as_bytes()).map_err(err)?;
         f.file.flush().map_err(err)?;
+        if self.fsync {
+            // A dead-lettered record's line is its only copy once its batch is
+            // acknowledged. Appends keep the file's size changing, so `sync_data`
+            // still writes that metadata; only timestamps are left to the kernel.
+            f.file.sync_data().map_err(err)?;
+        }
         f.len += text.len() as u64;
         Ok(kept)
     }
@@ -280,7 +304,7 @@ mod tests {
     #[test]
     fn writes_ndjson_entries_lazily() {
         let dir = tempfile::tempdir().unwrap();
-        let d = FileDlq::at_file(dir.path().join("sub/x.dlq.ndjson"));
+        let d = FileDlq::at_file(dir.path().join("sub/x.dlq.ndjson")).with_fsync(true);
         d.push(&[]).unwrap();
         assert!(!d.path().exists(), "no empty files");
         let mut e = DlqEntry::new("line 3", "invalid JSON: syntax error", b"{bad");

@@ -81,7 +81,7 @@ keys! {
     // --- new keys ---
     HmacKey, "HmacKey", "hmac_key", New, "\"\"", "Secret key of UseHMAC (required with it; never logged).";
     WriterCompressionLevel, "WriterCompressionLevel", "writer_compression_level", New, "codec default", "Level for gzip (0-10), zstd (1-22) or brotli (0-11).";
-    WriterFsync, "WriterFsync", "writer_fsync", New, "true", "fsync files and their folder before a batch counts as written.";
+    WriterFsync, "WriterFsync", "writer_fsync", New, "true", "fsync files, their folder and the folders made for them before a batch counts as written; also DLQ appends.";
     WriterMapValuesUtf8, "WriterMapValuesUtf8", "writer_map_values_utf8", New, "false", "Annotate `args`/`extra-fields` values as UTF8 (upstream leaves them plain binary).";
     WriterStatisticsExclude, "WriterStatisticsExclude", "writer_statistics_exclude", New, "\"\"", "Columns written without statistics (min/max, null count) or page index: free text and random ids, where min/max prune nothing, e.g. `message,stack-trace,correlation-id`. A name covers the columns nested under it (`args`, `extra-fields`). Same list syntax as IgnoredFields; names that match no column are ignored. On 200k bench records, leaving out the nine free-text and id columns of the log schema saved about 3 % of json2parquet's CPU (all statistics off: 7-12 %).";
     WriterDictionaryExclude, "WriterDictionaryExclude", "writer_dictionary_exclude", New, "\"\"", "Columns written without dictionary encoding, for values that rarely repeat (`correlation-id`, `session-id`): the writer no longer hashes every value into a dictionary it would abandon (on the bench data, four id columns without one made the file 0.9 % smaller). Same syntax as WriterStatisticsExclude.";

@@ -237,9 +237,11 @@ impl Parts {
         }
         let dlq: Arc<dyn DlqSink> = match (cfg.use_dlq, cfg.buffer_type) {
             (false, _) => Arc::new(NoDlq),
-            (true, crate::config::BufferType::Mem) => {
-                Arc::new(FileDlq::in_dir(&cfg.dlq_path).with_limit(cfg.dlq_max_bytes))
-            }
+            (true, crate::config::BufferType::Mem) => Arc::new(
+                FileDlq::in_dir(&cfg.dlq_path)
+                    .with_limit(cfg.dlq_max_bytes)
+                    .with_fsync(cfg.writer_fsync),
+            ),
             (true, crate::config::BufferType::Redis) => Arc::new(
                 crate::buffer::redis::RedisDlq::new(&cfg.redis, cfg.dlq_max_bytes)
                     .map_err(|e| ReceiverError::Other(e.to_string()))?,

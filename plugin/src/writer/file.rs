@@ -5,7 +5,7 @@
 use super::{Swept, WriteError, Writer};
 use crate::partition::join_under;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -74,10 +74,43 @@ impl FileWriter {
     }
 }
 
+/// Creates `dir` and its missing parents, like `create_dir_all`. With `fsync`, also
+/// syncs the parent of every folder it created: a file's own fsync and its folder's
+/// make the file durable, but a partition folder made for it is only an entry in *its*
+/// parent, and a crash before that parent reaches the disk loses the new folder with
+/// every file already acknowledged in it.
+pub fn create_dir_durable(dir: &Path, fsync: bool) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    // The missing folders, deepest first, up to the first one that exists.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        missing.push(d);
+        at = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            // Another writer made it in the meantime (concurrent flushes of two keys
+            // under one new folder). Its parent is synced here all the same: the other
+            // writer may not have got that far yet.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        if fsync {
+            let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
+            File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a hidden temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| WriteError::io("create folder", dir, e))?;
+    create_dir_durable(dir, fsync).map_err(|e| WriteError::io("create folder", dir, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -165,6 +198,32 @@ mod tests {
             Err(WriteError::Path(_))
         ));
         w.check().unwrap();
+    }
+
+    #[test]
+    fn new_folders_are_made_top_down_and_races_between_makers_are_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("y=2026/m=11/d=27");
+        create_dir_durable(&deep, true).unwrap();
+        assert!(deep.is_dir());
+        // Existing folders, an empty path and a relative one are all fine.
+        create_dir_durable(&deep, true).unwrap();
+        create_dir_durable(Path::new(""), true).unwrap();
+        // A file where a folder should be is an error, not a silent success.
+        let blocker = dir.path().join("blocked");
+        fs::write(&blocker, b"x").unwrap();
+        let err = create_dir_durable(&blocker.join("sub"), true).unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(!blocker.join("sub").exists());
+        // Flushes of several keys making one new folder tree at once all succeed.
+        let shared = dir.path().join("h=17/svc");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let leaf = shared.join(format!("k{}", i % 2));
+                s.spawn(move || create_dir_durable(&leaf, true).unwrap());
+            }
+        });
+        assert!(shared.join("k0").is_dir() && shared.join("k1").is_dir());
     }
 
     #[test]
