@@ -10,7 +10,7 @@
 //! otherwise fill the disk (or Redis) with copies of it. Entries past the limit are not
 //! kept; the sink says how many it kept, and the caller counts and logs the rest.
 
-use crate::writer::file::create_dir_durable;
+use crate::writer::file::{create_dir_durable, folder_of, sync_dir};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -231,10 +231,7 @@ impl DlqSink for FileDlq {
                 if self.fsync {
                     // The file's name is an entry in its folder, durable once the
                     // folder is synced (once per open: later appends only grow it).
-                    let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
-                    File::open(dir.unwrap_or(Path::new(".")))
-                        .and_then(|d| d.sync_all())
-                        .map_err(err)?;
+                    sync_dir(folder_of(&self.path)).map_err(err)?;
                 }
                 let len = file.metadata().map_err(err)?.len();
                 let (others, counted) = (self.others(), Instant::now());

@@ -74,6 +74,22 @@ impl FileWriter {
     }
 }
 
+/// Syncs the folder `dir` (the current folder for an empty path): what makes the
+/// names of files created or renamed in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// The folder `path` is in, for [`sync_dir`].
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
 /// Creates `dir` and its missing parents, like `create_dir_all`. With `fsync`, also
 /// syncs the parent of every folder it created: a file's own fsync and its folder's
 /// make the file durable, but a partition folder made for it is only an entry in *its*
@@ -100,8 +116,7 @@ pub fn create_dir_durable(dir: &Path, fsync: bool) -> io::Result<()> {
             Err(e) => return Err(e),
         }
         if fsync {
-            let parent = d.parent().filter(|p| !p.as_os_str().is_empty());
-            File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
+            sync_dir(folder_of(d))?;
         }
     }
     Ok(())
@@ -109,7 +124,7 @@ pub fn create_dir_durable(dir: &Path, fsync: bool) -> io::Result<()> {
 
 /// Writes `bytes` to `path` through a hidden temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     create_dir_durable(dir, fsync).map_err(|e| WriteError::io("create folder", dir, e))?;
     let name = path
         .file_name()
@@ -126,9 +141,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteE
         drop(f);
         fs::rename(&tmp, path).map_err(|e| WriteError::io("rename", path, e))?;
         if fsync {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| WriteError::io("fsync folder", dir, e))?;
+            sync_dir(dir).map_err(|e| WriteError::io("fsync folder", dir, e))?;
         }
         Ok(())
     })();

@@ -23,6 +23,7 @@ use data2parquet::ingest::IngestSpec;
 use data2parquet::logging::{Level, Logger, StderrLogger};
 use data2parquet::metrics::Metrics;
 use data2parquet::receiver::Receiver as Pipeline;
+use data2parquet::writer::file::{create_dir_durable, folder_of, sync_dir};
 use pipeline::{Mode, Parsed, Pass, Payload};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -295,6 +296,9 @@ fn run() -> Result<i32> {
                 drop(f);
                 std::fs::rename(&tmp, &dest)
                     .with_context(|| format!("renaming to {}", dest.display()))?;
+                // The new name is an entry in the folder: durable once the folder is.
+                sync_dir(folder_of(&dest))
+                    .with_context(|| format!("syncing the folder of {}", dest.display()))?;
                 let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
                 (1, rows, size, 0)
             } else {
@@ -378,8 +382,8 @@ fn infer_schema(pass: Pass<'_>) -> Result<DType> {
 
 /// Creates the single output file (under a temporary name until it is complete).
 fn open_file(out: &Path, schema: Option<(&DType, bool)>, opts: &ParquetOptions) -> Result<Sink> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(dir) = out.parent() {
+        create_dir_durable(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = out.with_file_name(format!(
         ".{}.{}.tmp",
