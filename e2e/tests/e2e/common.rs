@@ -695,10 +695,14 @@ impl HttpServer {
                 .stderr(std::fs::File::create(s.dir.path().join("server.log")).expect("log file"))
                 .spawn()
                 .expect("start http-server");
-            let listening = format!("listening on http://127.0.0.1:{}", s.port);
+            // `http://` or, with HttpTlsCertFile, `https://`.
+            let listening = format!("://127.0.0.1:{} (", s.port);
             let t = std::time::Instant::now();
             loop {
-                if s.log().contains(&listening) {
+                if s.log()
+                    .lines()
+                    .any(|l| l.contains("listening on http") && l.contains(&listening))
+                {
                     s.child = Some(child);
                     return s;
                 }

@@ -1165,3 +1165,128 @@ provider.shutdown()
     want.sort_by_key(|v| v[1].as_str().unwrap().to_string());
     assert_eq!(got, want);
 }
+
+/// POSTs `body` as NDJSON over HTTPS with Python's `ssl`, trusting only `ca` (so the
+/// request succeeds only if the server presents that certificate). Returns the exit
+/// status's success and what the script printed (the answer, or the error).
+fn https_post(url: &str, ca: &std::path::Path, body: &[u8]) -> (bool, String) {
+    use std::io::Write;
+    let script = r#"
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+req = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(), method="POST",
+                             headers={"Content-Type": "application/x-ndjson"})
+try:
+    with urllib.request.urlopen(req, context=ctx, timeout=20) as r:
+        print(r.status, r.read().decode())
+except Exception as e:
+    print(type(e).__name__, e)
+    sys.exit(1)
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, url])
+        .arg(ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("body");
+    let o = child.wait_with_output().expect("python3 output");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+    )
+}
+
+#[test]
+fn https_serves_the_certificate_and_its_rotation_and_stores_every_record() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let tls = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
+    std::fs::copy(fixtures.join("a.crt"), &cert).expect("cert");
+    std::fs::copy(fixtures.join("a.key"), &key).expect("key");
+    let mut s = HttpServer::start(json!({
+        "flush_interval": 3600, "buffer_size": 1000000,
+        "http_tls_cert_file": cert, "http_tls_key_file": key
+    }));
+    let url = format!("https://127.0.0.1:{}/records", s.port);
+    // A client that connects and never says hello holds only its own handshake.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    let first = generate(71, 300);
+    let (ok, said) = https_post(&url, &fixtures.join("a.crt"), first.as_bytes());
+    assert!(
+        ok && said.starts_with("200 ") && said.contains("\"accepted\":300"),
+        "{said}"
+    );
+    // Plain HTTP to the TLS port gets no answer, and leaves the server serving.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let plain = agent
+        .post(&format!("http://127.0.0.1:{}/records", s.port))
+        .send(first.as_bytes());
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    drop(idle);
+
+    // Rotation: new files in place; once the check interval has passed, the next
+    // handshake reads them, and the old certificate is no longer presented.
+    std::fs::copy(fixtures.join("b.crt"), &cert).expect("cert");
+    std::fs::copy(fixtures.join("b.key"), &key).expect("key");
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    let second = generate(72, 200);
+    let (ok, said) = https_post(&url, &fixtures.join("b.crt"), second.as_bytes());
+    assert!(
+        ok && said.contains("\"accepted\":200"),
+        "{said}: {}",
+        s.log()
+    );
+    let (ok, said) = https_post(&url, &fixtures.join("a.crt"), b"{}\n");
+    assert!(!ok && said.contains("CERTIFICATE_VERIFY_FAILED"), "{said}");
+    assert!(
+        s.log().contains("read again after it changed"),
+        "{}",
+        s.log()
+    );
+
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}: {}", s.log());
+    let got = ids_written(&s.out());
+    let mut want = expected_by_id(&first);
+    want.extend(expected_by_id(&second));
+    assert_eq!(got.len(), 500);
+    for (id, row) in want {
+        assert_eq!(got.get(&id), Some(&row), "{id}");
+    }
+}
+
+#[test]
+fn https_refuses_to_start_without_a_usable_certificate() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |cert: std::path::PathBuf, key: std::path::PathBuf| {
+        let cfg = dir.path().join("config.json");
+        let config = json!({"address": "127.0.0.1", "port": free_port(),
+            "writer_file_path": dir.path().join("out"),
+            "http_tls_cert_file": cert, "http_tls_key_file": key});
+        std::fs::write(&cfg, config.to_string()).expect("config");
+        let o = run(std::process::Command::new(bin("http-server")).arg(&cfg));
+        assert!(!o.status.success(), "started: {}", stderr(&o));
+        stderr(&o)
+    };
+    let err = start(fixtures.join("a.crt"), fixtures.join("b.key"));
+    assert!(err.contains("does not fit the certificate"), "{err}");
+    let err = start(dir.path().join("missing.crt"), fixtures.join("a.key"));
+    assert!(err.contains("missing.crt"), "{err}");
+    // A key file holding a certificate only.
+    let err = start(fixtures.join("a.crt"), fixtures.join("a.crt"));
+    assert!(
+        err.contains("private key") && err.contains("a.crt"),
+        "{err}"
+    );
+}

@@ -117,6 +117,8 @@ keys! {
     HttpMaxBodyBytes, "HttpMaxBodyBytes", "http_max_body_bytes", New, "16MiB", "http-server: largest request body, as sent and once unpacked (gzip, zstd, deflate); larger ones get 413.";
     HttpAuthToken, "HttpAuthToken", "http_auth_token", New, "\"\"", "http-server: when set, requests need `Authorization: Bearer <token>` (401 otherwise; /health and /ready stay open).";
     HttpRequestTimeout, "HttpRequestTimeout", "http_request_timeout", New, "30", "http-server: seconds a request may take before it is answered 503.";
+    HttpTlsCertFile, "HttpTlsCertFile", "http_tls_cert_file", New, "\"\"", "http-server: serve HTTPS with this PEM certificate chain (leaf first); needs HttpTlsKeyFile. Both files are read again when they change (checked at most every 2 s, when clients connect), so a rotated certificate is served without a restart.";
+    HttpTlsKeyFile, "HttpTlsKeyFile", "http_tls_key_file", New, "\"\"", "http-server: the PEM private key (PKCS#8, PKCS#1 or SEC1) of HttpTlsCertFile.";
     HttpIdempotencyTtl, "HttpIdempotencyTtl", "http_idempotency_ttl", New, "24h", "http-server: how long the answer to a request with an `Idempotency-Key` header is kept, so a resend within it is answered again instead of stored twice (in Redis with BufferType=redis, shared by every node).";
     FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
     DynamicNested, "DynamicNested", "dynamic_nested", New, "struct", "RecordType=dynamic: nested objects become Parquet `struct` columns, or `json` text columns.";

@@ -277,6 +277,15 @@ pub struct Config {
     pub http_request_timeout: Duration,
     /// How long an `Idempotency-Key`'s answer is kept.
     pub http_idempotency_ttl: Duration,
+    /// HTTPS for http-server: both files or neither (checked when the config is built).
+    pub http_tls: Option<TlsFiles>,
+}
+
+/// The PEM files of http-server's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -298,6 +307,9 @@ pub struct ConfigBuilder {
     lock_name_set: bool,
     partition_fields_set: bool,
     partition_path_set: bool,
+    /// `HttpTlsCertFile` and `HttpTlsKeyFile` as given, paired up in `build`.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Default for ConfigBuilder {
@@ -517,6 +529,7 @@ impl ConfigBuilder {
                 http_auth_token: Secret::default(),
                 http_request_timeout: Duration::from_secs(30),
                 http_idempotency_ttl: Duration::from_secs(24 * 3600),
+                http_tls: None,
                 metrics_file: None,
                 metrics_keys: crate::metrics::per_key::DEFAULT_CAP,
             },
@@ -526,6 +539,8 @@ impl ConfigBuilder {
             lock_name_set: false,
             partition_fields_set: false,
             partition_path_set: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 
@@ -776,6 +791,12 @@ impl ConfigBuilder {
             Key::HttpAuthToken => c.http_auth_token = Secret::new(v.trim()),
             Key::HttpRequestTimeout => c.http_request_timeout = parse_duration(k, v)?,
             Key::HttpIdempotencyTtl => c.http_idempotency_ttl = parse_duration(k, v)?,
+            Key::HttpTlsCertFile => {
+                self.tls_cert = Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
+            }
+            Key::HttpTlsKeyFile => {
+                self.tls_key = Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
+            }
             Key::MetricsFile => {
                 let v = v.trim();
                 c.metrics_file = (!v.is_empty()).then(|| PathBuf::from(v));
@@ -915,6 +936,21 @@ impl ConfigBuilder {
         if !self.recovery_path_set {
             c.recovery_path = c.writer_file_path.join("_recovery");
         }
+        c.http_tls = match (self.tls_cert.take(), self.tls_key.take()) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                let (key, other) = if cert.is_some() {
+                    ("HttpTlsCertFile", "HttpTlsKeyFile")
+                } else {
+                    ("HttpTlsKeyFile", "HttpTlsCertFile")
+                };
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!("{key} needs {other}: HTTPS takes a certificate and its key"),
+                });
+            }
+        };
         if c.use_hmac && c.hmac_key.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "UseHMAC".into(),
@@ -1142,6 +1178,39 @@ mod tests {
         assert_eq!(c.codec, Codec::Zstd);
         assert_eq!(c.writer_type, WriterType::S3);
         assert!(c.ignored_fields.contains("a-b"));
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_in_either_spelling() {
+        let build = |pairs: &[(&str, &str)]| {
+            let mut b = ConfigBuilder::new();
+            for (k, v) in pairs {
+                b.set(k, v).unwrap();
+            }
+            b.build()
+        };
+        let c = build(&[
+            ("HttpTlsCertFile", " /etc/d2p/tls.crt "),
+            ("http_tls_key_file", "/etc/d2p/tls.key"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.http_tls,
+            Some(TlsFiles {
+                cert: "/etc/d2p/tls.crt".into(),
+                key: "/etc/d2p/tls.key".into()
+            })
+        );
+        assert_eq!(Config::default().http_tls, None);
+        // Empty values are "not set", as for the other path keys.
+        assert_eq!(build(&[("HttpTlsCertFile", "")]).unwrap().http_tls, None);
+        for (given, missing) in [
+            ("HttpTlsCertFile", "HttpTlsKeyFile"),
+            ("HttpTlsKeyFile", "HttpTlsCertFile"),
+        ] {
+            let e = build(&[(given, "/x.pem")]).unwrap_err().to_string();
+            assert!(e.contains(given) && e.contains(missing), "{e}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod idempotent;
 mod otlp;
 mod probe;
 mod routes;
+mod tls;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -85,6 +86,11 @@ fn run() -> Result<()> {
                 .ok_or_else(|| std::io::Error::other("no address"))
         })
         .with_context(|| format!("bad listen address {host}:{}", cfg.port))?;
+    // Read before serving, so that a missing or mismatched certificate stops the start.
+    let tls = match &cfg.http_tls {
+        Some(files) => Some(tls::acceptor(files, log.clone()).context("setting up HTTPS")?),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("d2p-http")
@@ -97,15 +103,27 @@ fn run() -> Result<()> {
         log.log(
             Level::Info,
             &format!(
-                "listening on http://{local} ({} buffer, {})",
+                "listening on {}://{local} ({} buffer, {})",
+                if tls.is_some() { "https" } else { "http" },
                 format!("{:?}", cfg.buffer_type).to_lowercase(),
                 receiver.writer_description()
             ),
         );
-        axum::serve(listener, routes::router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving")
+        let app = routes::router(state);
+        match tls {
+            Some(acceptor) => {
+                let listener = tls::TlsListener::start(listener, acceptor, log.clone())?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+            }
+        }
+        .context("serving")
     })?;
     log.log(Level::Info, "shutting down: writing every pending record");
     let report = receiver.close();
