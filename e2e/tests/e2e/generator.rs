@@ -337,6 +337,48 @@ fn http_as_splunk_hec_events_arrives_whole() {
     assert!(ok, "{v}");
 }
 
+/// Over HTTPS, trusting the server's private CA with `--ca-file`: every
+/// record arrives once. Without it, the public roots refuse the certificate.
+#[test]
+fn http_over_https_arrives_whole() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let mut s = HttpServer::start(json!({
+        "flush_interval": 3600, "buffer_size": 100000,
+        "http_tls_cert_file": tls.join("a.crt"), "http_tls_key_file": tls.join("a.key")
+    }));
+    let url = format!("https://127.0.0.1:{}", s.port);
+    let send = |ca: Option<&std::path::Path>| {
+        let mut c = Command::new(bin("data-generator"));
+        c.args([
+            "http",
+            "--count",
+            "1200",
+            "--batch",
+            "300",
+            "--concurrency",
+            "3",
+        ])
+        .args(["--seed", "15", "--url", &url]);
+        if let Some(ca) = ca {
+            c.arg("--ca-file").arg(ca);
+        }
+        run(&mut c)
+    };
+    let refused = send(None);
+    assert!(!refused.status.success(), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&refused)
+    );
+    let o = send(Some(&tls.join("ca-a.crt")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(report(&o)["acknowledged"], 1200);
+    assert!(s.terminate().success(), "{}", s.log());
+    let (ok, v) = verify(&s.out(), 15, 1200);
+    assert!(ok, "{v}");
+}
+
 #[test]
 fn http_with_gzip_bodies_arrives_whole() {
     let s = HttpServer::start(json!({"flush_interval": 3600, "buffer_size": 100000}));

@@ -1218,7 +1218,7 @@ fn https_serves_the_certificate_and_its_rotation_and_stores_every_record() {
     // A client that connects and never says hello holds only its own handshake.
     let idle = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
     let first = generate(71, 300);
-    let (ok, said) = https_post(&url, &fixtures.join("a.crt"), first.as_bytes());
+    let (ok, said) = https_post(&url, &fixtures.join("ca-a.crt"), first.as_bytes());
     assert!(
         ok && said.starts_with("200 ") && said.contains("\"accepted\":300"),
         "{said}"
@@ -1240,13 +1240,13 @@ fn https_serves_the_certificate_and_its_rotation_and_stores_every_record() {
     std::fs::copy(fixtures.join("b.key"), &key).expect("key");
     std::thread::sleep(std::time::Duration::from_millis(2300));
     let second = generate(72, 200);
-    let (ok, said) = https_post(&url, &fixtures.join("b.crt"), second.as_bytes());
+    let (ok, said) = https_post(&url, &fixtures.join("ca-b.crt"), second.as_bytes());
     assert!(
         ok && said.contains("\"accepted\":200"),
         "{said}: {}",
         s.log()
     );
-    let (ok, said) = https_post(&url, &fixtures.join("a.crt"), b"{}\n");
+    let (ok, said) = https_post(&url, &fixtures.join("ca-a.crt"), b"{}\n");
     assert!(!ok && said.contains("CERTIFICATE_VERIFY_FAILED"), "{said}");
     assert!(
         s.log().contains("read again after it changed"),

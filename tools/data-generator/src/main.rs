@@ -4,7 +4,7 @@
 //! ```text
 //! data-generator [--count N] [--seed S] [-o FILE]            NDJSON (stdout by default)
 //! data-generator chunks --out-dir DIR [--chunk-bytes 2MB]     Fluent Bit msgpack chunk files
-//! data-generator http --url URL [--batch 1000] [--concurrency 8]
+//! data-generator http --url URL [--batch 1000] [--concurrency 8] [--ca-file PEM]
 //! data-generator forward --addr HOST:PORT [--ack] [--packed]  Fluent forward protocol
 //! data-generator host --plugin libdata2parquet.so --prop K=V  the plugin, loaded directly
 //! data-generator verify (--dir DIR | --s3 -c CONFIG) --seed S --count N
@@ -88,9 +88,13 @@ enum Cmd {
     },
     /// POST NDJSON batches to http-server's /records (or HEC events, with --hec).
     Http {
-        /// Base URL, e.g. http://127.0.0.1:8080
+        /// Base URL, e.g. http://127.0.0.1:8080 or https://logs.example:8443
         #[arg(long)]
         url: String,
+        /// With https://, trust only the CA certificates in this PEM file (a private
+        /// CA) instead of the public roots.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         #[arg(long, default_value_t = 1000)]
         batch: usize,
         #[arg(long, default_value_t = 8)]
@@ -221,6 +225,7 @@ fn main() -> Result<()> {
         }) => send::chunks(&cli.args, &out_dir, chunk_bytes),
         Some(Cmd::Http {
             url,
+            ca_file,
             batch,
             concurrency,
             token,
@@ -231,6 +236,7 @@ fn main() -> Result<()> {
             &cli.args,
             &send::HttpOptions {
                 url: &url,
+                ca_file: ca_file.as_deref(),
                 batch,
                 concurrency,
                 token: token.as_deref(),

@@ -119,6 +119,8 @@ impl Latencies {
 /// How `http` sends: where, in what batches, over how many connections.
 pub struct HttpOptions<'a> {
     pub url: &'a str,
+    /// With `https://`, the only certificates trusted (PEM); else the public roots.
+    pub ca_file: Option<&'a Path>,
     pub batch: usize,
     pub concurrency: usize,
     /// Bearer token (HttpAuthToken).
@@ -148,6 +150,30 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// POSTs batches (NDJSON to `/records`, or HEC events) on `concurrency` connections.
+/// The client's TLS settings: the certificates of `ca_file` as the only roots, or the
+/// public (webpki) roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
+    let mut b = ureq::tls::TlsConfig::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let certs = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading certificates from {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "no PEM certificate in {}",
+            path.display()
+        );
+        b = b.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)));
+    }
+    Ok(b.build())
+}
+
 pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
     let (batch, concurrency, token) = (o.batch, o.concurrency, o.token);
     let (route, content_type, scheme) = if o.hec {
@@ -156,6 +182,7 @@ pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
         ("/records", "application/x-ndjson", "Bearer")
     };
     let url = format!("{}{route}", o.url.trim_end_matches('/'));
+    let tls = tls_config(o.ca_file)?;
     let gen_ = Mutex::new(Generator::new(g.seed));
     let make = |gen_: &mut Generator, n: usize| {
         let mut s = String::with_capacity(n * 1100);
@@ -210,6 +237,7 @@ pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
                     .timeout_global(Some(Duration::from_secs(120)))
+                    .tls_config(tls.clone())
                     .build()
                     .into();
                 loop {
@@ -277,6 +305,16 @@ pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
                             Ok(r) => {
                                 eprintln!("data-generator: {} answered {}", url, r.status());
                                 failed.fetch_add(n, Ordering::Relaxed);
+                                break;
+                            }
+                            // A TLS failure (an untrusted certificate, a wrong name) is
+                            // the same for every batch: stop rather than resend them all.
+                            Err(ureq::Error::Io(e))
+                                if e.kind() == std::io::ErrorKind::InvalidData =>
+                            {
+                                eprintln!("data-generator: {url}: {e}");
+                                failed.fetch_add(n, Ordering::Relaxed);
+                                stop.store(true, Ordering::SeqCst);
                                 break;
                             }
                             Err(e) => {
