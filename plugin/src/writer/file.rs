@@ -219,7 +219,7 @@ mod tests {
         let deep = dir.path().join("y=2026/m=11/d=27");
         create_dir_durable(&deep, true).unwrap();
         assert!(deep.is_dir());
-        // Existing folders, an empty path and a relative one are all fine.
+        // An existing folder and an empty path are fine.
         create_dir_durable(&deep, true).unwrap();
         create_dir_durable(Path::new(""), true).unwrap();
         // A file where a folder should be is an error, not a silent success.

@@ -149,7 +149,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-/// POSTs batches (NDJSON to `/records`, or HEC events) on `concurrency` connections.
 /// The client's TLS settings: the certificates of `ca_file` as the only roots, or the
 /// public (webpki) roots.
 fn tls_config(ca_file: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
@@ -174,6 +173,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
     Ok(b.build())
 }
 
+/// POSTs batches (NDJSON to `/records`, or HEC events) on `concurrency` connections.
 pub fn http(g: &GenArgs, o: &HttpOptions<'_>) -> Result<()> {
     let (batch, concurrency, token) = (o.batch, o.concurrency, o.token);
     let (route, content_type, scheme) = if o.hec {

@@ -56,16 +56,24 @@ fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>
     Ok(Arc::new(certified))
 }
 
-/// When the two files were last changed (`None` for one that cannot be read: a
-/// rotation that removes and then writes a file shows as a change too).
-fn stamp(files: &TlsFiles) -> [Option<SystemTime>; 2] {
-    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    [modified(&files.cert), modified(&files.key)]
+/// What tells that a file changed: its time, size and inode, so that a copy that
+/// keeps the old time (`cp -p`) is still seen. Links are followed, as Kubernetes
+/// swaps a secret's `..data` link to new files. `None` for a file that cannot be
+/// read, so a rotation that removes and then writes a file shows as a change too.
+type Stamp = [Option<(SystemTime, u64, u64)>; 2];
+
+fn stamp(files: &TlsFiles) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let of = |p: &std::path::Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len(), m.ino()))
+    };
+    [of(&files.cert), of(&files.key)]
 }
 
 struct Current {
     key: Arc<CertifiedKey>,
-    stamp: [Option<SystemTime>; 2],
+    stamp: Stamp,
     checked: Instant,
 }
 
