@@ -477,13 +477,27 @@ impl Drop for RedisServer {
 pub struct MotoServer {
     pub port: u16,
     child: std::process::Child,
+    tls: bool,
 }
 
 impl MotoServer {
     pub fn start() -> MotoServer {
+        Self::launch(None)
+    }
+
+    /// Serves HTTPS with the certificate and key given (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> MotoServer {
+        Self::launch(Some((cert, key)))
+    }
+
+    fn launch(tls: Option<(&Path, &Path)>) -> MotoServer {
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((cert, key)) = tls {
+            cmd.arg("-s").arg("-c").arg(cert).arg("-k").arg(key);
+        }
+        let child = cmd
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -492,6 +506,11 @@ impl MotoServer {
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 use std::io::{Read, Write};
+                // With TLS, a listening socket is enough (the clients retry); a plain
+                // request would only fail the handshake.
+                if tls.is_some() {
+                    break;
+                }
                 let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
                 let mut b = [0u8; 12];
                 if s.read(&mut b).is_ok_and(|n| n > 0) {
@@ -501,11 +520,16 @@ impl MotoServer {
             assert!(t.elapsed().as_secs() < 30, "moto_server did not start");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        MotoServer { port, child }
+        MotoServer {
+            port,
+            child,
+            tls: tls.is_some(),
+        }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 

@@ -566,3 +566,75 @@ fn json2parquet_backfills_from_an_s3_prefix() {
         stderr(&o)
     );
 }
+
+/// An endpoint whose certificate comes from a private CA (on-premises MinIO or Ceph):
+/// trusted with `S3CaFile`, refused without it, every row read back.
+#[test]
+fn a_private_ca_endpoint_is_trusted_with_s3_ca_file() {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let moto = MotoServer::start_tls(&tls.join("a.crt"), &tls.join("a.key"));
+    let ca = tls.join("ca-a.crt");
+    let ca = ca.to_str().unwrap();
+    let c = S3Writer::new(&config(&s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[("S3CaFile", ca)],
+    )))
+    .unwrap();
+    // moto is up once it answers: the TLS helper only waited for its socket.
+    let t = std::time::Instant::now();
+    while let Err(e) = c.create_bucket() {
+        assert!(t.elapsed().as_secs() < 30, "moto over HTTPS: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(53, 600);
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[
+            ("BufferSize", "250"),
+            ("S3CaFile", ca),
+            ("WriterFilePath", dir.path().join("local").to_str().unwrap()),
+        ],
+    );
+    let o = json2parquet_s3(dir.path(), &props, &text);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = rows_by_id(&props, &text);
+    let mut n = 0;
+    for (_, _, rows) in objects(&c) {
+        for r in rows {
+            let id = extra(&r, "id").unwrap();
+            assert_eq!(Some(&r), want.get(id), "{id}");
+            n += 1;
+        }
+    }
+    assert_eq!(n, 600, "every record once");
+
+    // Without the CA, the plugin's start fails and says why.
+    let props: Map<String, Value> = s3_props(&moto.endpoint(), BUCKET, &[])
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    let r = run_host(
+        &json!({"plugin": plugin_path(), "instances": [{"props": props}], "steps": []}),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], false);
+    let logs = logs_text(&r);
+    assert!(
+        logs.iter()
+            .any(|(_, m)| m.to_lowercase().contains("certificate")),
+        "{logs:?}"
+    );
+    // A CA file that is not there is named.
+    let e = S3Writer::new(&config(&s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[("S3CaFile", "/no/such/ca.pem")],
+    )))
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("/no/such/ca.pem"), "{e}");
+}

@@ -67,6 +67,7 @@ keys! {
     S3BucketName, "S3BucketName", "s3_bucket_name", Upstream, "\"\"", "Target bucket (required with WriterType=aws-s3).";
     S3Region, "S3Region", "s3_region", Upstream, "\"\"", "Region; empty uses the AWS default chain (`AWS_REGION`, profile).";
     S3Endpoint, "S3Endpoint", "s3_endpoint", Upstream, "\"\"", "Custom endpoint (MinIO, Ceph, R2, moto...). Uses path-style addressing.";
+    S3CaFile, "S3CaFile", "s3_ca_file", New, "\"\"", "PEM file of CA certificates trusted for the S3 (and STS) endpoints besides the system's roots: an on-premises MinIO or Ceph whose certificate comes from a private CA.";
     S3RoleARN, "S3RoleARN", "s3_role_arn", Upstream, "\"\"", "Role to assume with STS (optional).";
     S3STSEndpoint, "S3STSEndpoint", "s3_sts_endpoint", Upstream, "\"\"", "Custom STS endpoint for S3RoleARN (optional).";
     S3DefaultCapability, "S3DefaultCapability", "s3_default_capability", Upstream, "undefined", "Accepted for compatibility; upstream never used it.";

@@ -186,6 +186,8 @@ pub struct S3Config {
     pub bucket: String,
     pub region: String,
     pub endpoint: String,
+    /// S3CaFile: extra CA certificates (PEM) for the endpoints, besides the system's.
+    pub ca_file: Option<PathBuf>,
     pub role_arn: String,
     pub sts_endpoint: String,
     pub default_capability: String,
@@ -480,6 +482,7 @@ impl ConfigBuilder {
                     bucket: String::new(),
                     region: String::new(),
                     endpoint: String::new(),
+                    ca_file: None,
                     role_arn: String::new(),
                     sts_endpoint: String::new(),
                     default_capability: "undefined".into(),
@@ -628,6 +631,9 @@ impl ConfigBuilder {
             Key::S3BucketName => c.s3.bucket = v.trim().to_string(),
             Key::S3Region => c.s3.region = v.trim().to_string(),
             Key::S3Endpoint => c.s3.endpoint = v.trim().to_string(),
+            Key::S3CaFile => {
+                c.s3.ca_file = Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
+            }
             Key::S3RoleARN => c.s3.role_arn = v.trim().to_string(),
             Key::S3STSEndpoint => c.s3.sts_endpoint = v.trim().to_string(),
             Key::S3DefaultCapability => c.s3.default_capability = v.trim().to_string(),

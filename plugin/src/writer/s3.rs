@@ -67,13 +67,36 @@ macro_rules! with_upload_settings {
     };
 }
 
-fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+/// The HTTPS client: rustls on ring, trusting the system's roots and, with `S3CaFile`,
+/// the CA certificates of that file (an on-premises endpoint with a private CA).
+fn http_client(s3: &S3Config) -> Result<aws_sdk_s3::config::SharedHttpClient, WriteError> {
     use aws_smithy_http_client::tls;
-    aws_smithy_http_client::Builder::new()
+    let mut trust = tls::TrustStore::default();
+    if let Some(path) = &s3.ca_file {
+        let what = format!("S3CaFile {}", path.display());
+        let pem = std::fs::read(path).map_err(|e| err(&what, e))?;
+        // The SDK parses the file only at the first connection, and a file with no
+        // certificate in it would then just fail every request as untrusted.
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let n = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(&what, e))?
+            .len();
+        if n == 0 {
+            return Err(err(&what, "no PEM certificate in it"));
+        }
+        trust = trust.with_pem_certificate(pem);
+    }
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| err("TLS settings", e))?;
+    Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https()
+        .tls_context(ctx)
+        .build_https())
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> WriteError {
@@ -230,7 +253,7 @@ pub(crate) async fn list_objects(
 /// A client with the configured credentials, region, endpoint and role (the bucket and
 /// prefix are not its business).
 async fn build_client(s3: &S3Config) -> Result<Client, WriteError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client(s3)?);
     if !s3.access_key.is_empty() {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
             &s3.access_key,
