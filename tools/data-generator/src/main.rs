@@ -88,7 +88,7 @@ enum Cmd {
     },
     /// POST NDJSON batches to http-server's /records (or HEC events, with --hec).
     Http {
-        /// Base URL, e.g. http://127.0.0.1:8080 or https://logs.example:8443
+        /// Base URL, e.g. `http://127.0.0.1:8080` or `https://logs.example:8443`
         #[arg(long)]
         url: String,
         /// With https://, trust only the CA certificates in this PEM file (a private
