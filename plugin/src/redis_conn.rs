@@ -9,7 +9,7 @@ use redis::{Client, Connection, RedisError};
 use std::time::Duration;
 
 /// Builds the connection URL from RedisHost (`host:port` or a `redis://`/`rediss://`
-/// URL), RedisPassword and RedisDB.
+/// URL), RedisPassword and RedisDB. A `host:port` uses TLS when a TLS file is set.
 pub fn url(cfg: &RedisConfig) -> String {
     let h = cfg.host.trim();
     if h.starts_with("redis://")
@@ -24,7 +24,39 @@ pub fn url(cfg: &RedisConfig) -> String {
     } else {
         format!(":{}@", percent(cfg.password.expose()))
     };
-    format!("redis://{auth}{h}/{}", cfg.db)
+    let scheme = if cfg.tls_files() { "rediss" } else { "redis" };
+    format!("{scheme}://{auth}{h}/{}", cfg.db)
+}
+
+/// A client for `cfg`: with RedisCaFile or a client certificate, TLS with those.
+fn client(cfg: &RedisConfig) -> Result<Client, RedisError> {
+    if !cfg.tls_files() {
+        return Client::open(url(cfg));
+    }
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "cannot read a TLS file",
+                format!("{}: {e}", p.display()),
+            ))
+        })
+    };
+    let client_tls = match &cfg.client_tls {
+        Some(f) => Some(redis::ClientTlsConfig {
+            client_cert: read(&f.cert)?,
+            client_key: read(&f.key)?,
+        }),
+        None => None,
+    };
+    let root_cert = cfg.ca_file.as_deref().map(read).transpose()?;
+    Client::build_with_tls(
+        url(cfg),
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
 }
 
 fn percent(s: &str) -> String {
@@ -101,7 +133,7 @@ pub struct RedisConn {
 
 impl RedisConn {
     pub fn new(cfg: &RedisConfig) -> Result<RedisConn, RedisError> {
-        let client = Client::open(url(cfg))?;
+        let client = client(cfg)?;
         Ok(RedisConn {
             client,
             conn: None,
@@ -173,6 +205,43 @@ mod tests {
             })
         );
         assert_eq!(ClientIdentity::parse("laddr=x addr=y"), None);
+    }
+
+    #[test]
+    fn tls_files_turn_tls_on_and_go_together() {
+        let build = |pairs: &[(&str, &str)]| {
+            let mut b = ConfigBuilder::new();
+            b.set("BufferType", "redis").unwrap();
+            for (k, v) in pairs {
+                b.set(k, v).unwrap();
+            }
+            b.build()
+        };
+        let c = build(&[("RedisHost", "10.0.0.1:6380"), ("RedisCaFile", "/ca.pem")]).unwrap();
+        assert_eq!(url(&c.redis), "rediss://10.0.0.1:6380/0");
+        let c = build(&[
+            ("RedisHost", "rediss://h:6380"),
+            ("redis_tls_cert_file", "/c.pem"),
+            ("redis_tls_key_file", "/k.pem"),
+        ])
+        .unwrap();
+        let files = c.redis.client_tls.unwrap();
+        assert_eq!(
+            (files.cert.to_str(), files.key.to_str()),
+            (Some("/c.pem"), Some("/k.pem"))
+        );
+        let e = build(&[("RedisHost", "h:1"), ("RedisTlsKeyFile", "/k.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RedisTlsKeyFile needs RedisTlsCertFile"), "{e}");
+        let e = build(&[("RedisHost", "redis://h:1"), ("RedisCaFile", "/ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rediss://"), "{e}");
+        // A file that cannot be read is named when the client is made.
+        let c = build(&[("RedisHost", "h:1"), ("RedisCaFile", "/no/such/ca.pem")]).unwrap();
+        let e = RedisConn::new(&c.redis).err().expect("refused").to_string();
+        assert!(e.contains("/no/such/ca.pem"), "{e}");
     }
 
     #[test]

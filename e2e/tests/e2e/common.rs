@@ -363,19 +363,40 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    /// With TLS: the TLS port, and the server's certificate, key and the CA its
+    /// clients' certificates must come from. The plain port stays open for the
+    /// test's own checks.
+    tls: Option<(u16, [PathBuf; 3])>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port. One that could not bind it (the port handed out
     /// twice, to another test's server too) is started again on another.
     pub fn start() -> RedisServer {
+        Self::launch(None)
+    }
+
+    /// Also serves TLS on a second port, with `cert` and `key`, asking clients for a
+    /// certificate from `client_ca` (Redis's default, `tls-auth-clients yes`).
+    pub fn start_tls(cert: &Path, key: &Path, client_ca: &Path) -> RedisServer {
+        Self::launch(Some([cert.into(), key.into(), client_ca.into()]))
+    }
+
+    /// The TLS port ([`RedisServer::start_tls`]).
+    pub fn tls_port(&self) -> u16 {
+        self.tls.as_ref().map_or(0, |(p, _)| *p)
+    }
+
+    fn launch(tls: Option<[PathBuf; 3]>) -> RedisServer {
         let mut s = RedisServer {
             port: 0,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            tls: None,
         };
         for _ in 0..5 {
             s.port = free_port();
+            s.tls = tls.clone().map(|files| (free_port(), files));
             if s.spawn() {
                 return s;
             }
@@ -429,6 +450,20 @@ impl RedisServer {
                 "--protected-mode",
                 "no",
             ])
+            .args(self.tls.iter().flat_map(|(port, [cert, key, ca])| {
+                [
+                    "--tls-port".into(),
+                    port.to_string().into(),
+                    "--tls-cert-file".into(),
+                    cert.clone().into_os_string(),
+                    "--tls-key-file".into(),
+                    key.clone().into_os_string(),
+                    "--tls-ca-cert-file".into(),
+                    ca.clone().into_os_string(),
+                ]
+                .into_iter()
+                .collect::<Vec<std::ffi::OsString>>()
+            }))
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(std::process::Stdio::null())

@@ -54,6 +54,9 @@ keys! {
     RecoveryAttempts, "RecoveryAttempts", "recovery_attempts", Upstream, "0", "Extra write attempts, with exponential backoff, before a batch goes to the recovery store.";
     RedisHost, "RedisHost", "redis_host", Upstream, "\"\"", "Redis `host:port`, or a `redis://` / `rediss://` (TLS) URL. Required with BufferType=redis.";
     RedisPassword, "RedisPassword", "redis_password", Upstream, "\"\"", "Redis password (never logged).";
+    RedisCaFile, "RedisCaFile", "redis_ca_file", New, "\"\"", "PEM file of the CA certificates that signed the Redis server's certificate, trusted instead of the system's roots (a self-managed Redis with TLS). Turns TLS on for a `host:port` RedisHost.";
+    RedisTlsCertFile, "RedisTlsCertFile", "redis_tls_cert_file", New, "\"\"", "Client certificate (PEM) shown to Redis, which asks for one by default when its TLS is on (`tls-auth-clients yes`); needs RedisTlsKeyFile. Turns TLS on for a `host:port` RedisHost.";
+    RedisTlsKeyFile, "RedisTlsKeyFile", "redis_tls_key_file", New, "\"\"", "The PEM private key of RedisTlsCertFile.";
     RedisDB, "RedisDB", "redis_db", Upstream, "0", "Redis database number (>= 0).";
     RedisTimeout, "RedisTimeout", "redis_timeout", Upstream, "0", "Redis command timeout in milliseconds; 0 means 3000 ms, -1 means none.";
     RedisKeys, "RedisKeys", "redis_keys", Upstream, "keys", "Name of the Redis set that lists every buffered key.";

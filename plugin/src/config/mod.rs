@@ -178,6 +178,18 @@ pub struct RedisConfig {
     pub dlq_prefix: String,
     pub recovery_key: String,
     pub skip_flush: bool,
+    /// RedisCaFile: the CA certificates (PEM) trusted for the server, instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// RedisTlsCertFile and RedisTlsKeyFile: the client certificate (both or neither).
+    pub client_tls: Option<TlsFiles>,
+}
+
+impl RedisConfig {
+    /// Whether any TLS file is set, which makes a `host:port` RedisHost use TLS.
+    pub fn tls_files(&self) -> bool {
+        self.ca_file.is_some() || self.client_tls.is_some()
+    }
 }
 
 /// S3 settings.
@@ -312,6 +324,37 @@ pub struct ConfigBuilder {
     /// `HttpTlsCertFile` and `HttpTlsKeyFile` as given, paired up in `build`.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    /// `RedisTlsCertFile` and `RedisTlsKeyFile` as given, paired up in `build`.
+    redis_cert: Option<PathBuf>,
+    redis_key: Option<PathBuf>,
+}
+
+/// A non-empty path value, or `None` ("not set", as for the other path keys).
+fn path_value(v: &str) -> Option<PathBuf> {
+    Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
+}
+
+/// A certificate and its key, given as two keys that go together.
+fn pair_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    names: (&str, &str),
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (cert, _) => {
+            let (given, other) = if cert.is_some() {
+                names
+            } else {
+                (names.1, names.0)
+            };
+            Err(ConfigError::Invalid {
+                key: given.into(),
+                reason: format!("{given} needs {other}: TLS takes a certificate and its key"),
+            })
+        }
+    }
 }
 
 impl Default for ConfigBuilder {
@@ -477,6 +520,8 @@ impl ConfigBuilder {
                     dlq_prefix: "dlq".into(),
                     recovery_key: "recovery".into(),
                     skip_flush: false,
+                    ca_file: None,
+                    client_tls: None,
                 },
                 s3: S3Config {
                     bucket: String::new(),
@@ -544,6 +589,8 @@ impl ConfigBuilder {
             partition_path_set: false,
             tls_cert: None,
             tls_key: None,
+            redis_cert: None,
+            redis_key: None,
         }
     }
 
@@ -631,9 +678,7 @@ impl ConfigBuilder {
             Key::S3BucketName => c.s3.bucket = v.trim().to_string(),
             Key::S3Region => c.s3.region = v.trim().to_string(),
             Key::S3Endpoint => c.s3.endpoint = v.trim().to_string(),
-            Key::S3CaFile => {
-                c.s3.ca_file = Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
-            }
+            Key::S3CaFile => c.s3.ca_file = path_value(v),
             Key::S3RoleARN => c.s3.role_arn = v.trim().to_string(),
             Key::S3STSEndpoint => c.s3.sts_endpoint = v.trim().to_string(),
             Key::S3DefaultCapability => c.s3.default_capability = v.trim().to_string(),
@@ -797,12 +842,11 @@ impl ConfigBuilder {
             Key::HttpAuthToken => c.http_auth_token = Secret::new(v.trim()),
             Key::HttpRequestTimeout => c.http_request_timeout = parse_duration(k, v)?,
             Key::HttpIdempotencyTtl => c.http_idempotency_ttl = parse_duration(k, v)?,
-            Key::HttpTlsCertFile => {
-                self.tls_cert = Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
-            }
-            Key::HttpTlsKeyFile => {
-                self.tls_key = Some(v.trim()).filter(|p| !p.is_empty()).map(PathBuf::from)
-            }
+            Key::HttpTlsCertFile => self.tls_cert = path_value(v),
+            Key::HttpTlsKeyFile => self.tls_key = path_value(v),
+            Key::RedisCaFile => c.redis.ca_file = path_value(v),
+            Key::RedisTlsCertFile => self.redis_cert = path_value(v),
+            Key::RedisTlsKeyFile => self.redis_key = path_value(v),
             Key::MetricsFile => {
                 let v = v.trim();
                 c.metrics_file = (!v.is_empty()).then(|| PathBuf::from(v));
@@ -942,21 +986,23 @@ impl ConfigBuilder {
         if !self.recovery_path_set {
             c.recovery_path = c.writer_file_path.join("_recovery");
         }
-        c.http_tls = match (self.tls_cert.take(), self.tls_key.take()) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            (None, None) => None,
-            (cert, _) => {
-                let (key, other) = if cert.is_some() {
-                    ("HttpTlsCertFile", "HttpTlsKeyFile")
-                } else {
-                    ("HttpTlsKeyFile", "HttpTlsCertFile")
-                };
-                return Err(ConfigError::Invalid {
-                    key: key.into(),
-                    reason: format!("{key} needs {other}: HTTPS takes a certificate and its key"),
-                });
-            }
-        };
+        c.http_tls = pair_tls(
+            self.tls_cert.take(),
+            self.tls_key.take(),
+            ("HttpTlsCertFile", "HttpTlsKeyFile"),
+        )?;
+        c.redis.client_tls = pair_tls(
+            self.redis_cert.take(),
+            self.redis_key.take(),
+            ("RedisTlsCertFile", "RedisTlsKeyFile"),
+        )?;
+        let host = c.redis.host.trim();
+        if c.redis.tls_files() && host.contains("://") && !host.starts_with("rediss://") {
+            return Err(ConfigError::Invalid {
+                key: "RedisHost".into(),
+                reason: "RedisCaFile and RedisTlsCertFile are for TLS: give RedisHost as host:port or a rediss:// URL".into(),
+            });
+        }
         if c.use_hmac && c.hmac_key.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "UseHMAC".into(),
