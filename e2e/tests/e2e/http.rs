@@ -1167,13 +1167,21 @@ provider.shutdown()
 }
 
 /// POSTs `body` as NDJSON over HTTPS with Python's `ssl`, trusting only `ca` (so the
-/// request succeeds only if the server presents that certificate). Returns the exit
-/// status's success and what the script printed (the answer, or the error).
-fn https_post(url: &str, ca: &std::path::Path, body: &[u8]) -> (bool, String) {
+/// request succeeds only if the server presents that certificate), showing the client
+/// certificate `client` (certificate, key) if given. Returns the exit status's success
+/// and what the script printed (the answer, or the error).
+fn https_post(
+    url: &str,
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    body: &[u8],
+) -> (bool, String) {
     use std::io::Write;
     let script = r#"
 import ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[2])
+if len(sys.argv) > 4:
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
 req = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(), method="POST",
                              headers={"Content-Type": "application/x-ndjson"})
 try:
@@ -1186,6 +1194,7 @@ except Exception as e:
     let mut child = std::process::Command::new("python3")
         .args(["-c", script, url])
         .arg(ca)
+        .args(client.iter().flat_map(|(c, k)| [c, k]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -1218,7 +1227,7 @@ fn https_serves_the_certificate_and_its_rotation_and_stores_every_record() {
     // A client that connects and never says hello holds only its own handshake.
     let idle = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
     let first = generate(71, 300);
-    let (ok, said) = https_post(&url, &fixtures.join("ca-a.crt"), first.as_bytes());
+    let (ok, said) = https_post(&url, &fixtures.join("ca-a.crt"), None, first.as_bytes());
     assert!(
         ok && said.starts_with("200 ") && said.contains("\"accepted\":300"),
         "{said}"
@@ -1240,13 +1249,13 @@ fn https_serves_the_certificate_and_its_rotation_and_stores_every_record() {
     std::fs::copy(fixtures.join("b.key"), &key).expect("key");
     std::thread::sleep(std::time::Duration::from_millis(2300));
     let second = generate(72, 200);
-    let (ok, said) = https_post(&url, &fixtures.join("ca-b.crt"), second.as_bytes());
+    let (ok, said) = https_post(&url, &fixtures.join("ca-b.crt"), None, second.as_bytes());
     assert!(
         ok && said.contains("\"accepted\":200"),
         "{said}: {}",
         s.log()
     );
-    let (ok, said) = https_post(&url, &fixtures.join("ca-a.crt"), b"{}\n");
+    let (ok, said) = https_post(&url, &fixtures.join("ca-a.crt"), None, b"{}\n");
     assert!(!ok && said.contains("CERTIFICATE_VERIFY_FAILED"), "{said}");
     assert!(
         s.log().contains("read again after it changed"),
@@ -1289,4 +1298,46 @@ fn https_refuses_to_start_without_a_usable_certificate() {
         err.contains("private key") && err.contains("a.crt"),
         "{err}"
     );
+}
+
+/// Mutual TLS: only a client with a certificate from the client CA is served; its
+/// records are read back.
+#[test]
+fn mutual_tls_serves_only_clients_with_a_certificate() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let mut s = HttpServer::start(json!({
+        "flush_interval": 3600, "buffer_size": 1000000,
+        "http_tls_cert_file": tls.join("a.crt"), "http_tls_key_file": tls.join("a.key"),
+        "http_tls_client_ca_file": tls.join("ca-c.crt")
+    }));
+    let url = format!("https://127.0.0.1:{}/records", s.port);
+    let ca = tls.join("ca-a.crt");
+    let text = generate(73, 150);
+    let (ok, said) = https_post(&url, &ca, None, text.as_bytes());
+    assert!(!ok, "served without a client certificate: {said}");
+    // A certificate from another CA (the server's own) is refused as well.
+    let (ok, said) = https_post(
+        &url,
+        &ca,
+        Some((&tls.join("b.crt"), &tls.join("b.key"))),
+        text.as_bytes(),
+    );
+    assert!(!ok, "served with a certificate of another CA: {said}");
+    let (ok, said) = https_post(
+        &url,
+        &ca,
+        Some((&tls.join("client.crt"), &tls.join("client.key"))),
+        text.as_bytes(),
+    );
+    assert!(
+        ok && said.contains("\"accepted\":150"),
+        "{said}: {}",
+        s.log()
+    );
+    assert!(s.terminate().success(), "{}", s.log());
+    let got = ids_written(&s.out());
+    assert_eq!(got.len(), 150);
+    for (id, row) in expected_by_id(&text) {
+        assert_eq!(got.get(&id), Some(&row), "{id}");
+    }
 }

@@ -123,6 +123,7 @@ keys! {
     HttpRequestTimeout, "HttpRequestTimeout", "http_request_timeout", New, "30", "http-server: seconds a request may take before it is answered 503.";
     HttpTlsCertFile, "HttpTlsCertFile", "http_tls_cert_file", New, "\"\"", "http-server: serve HTTPS with this PEM certificate chain (leaf first); needs HttpTlsKeyFile. Both files are read again when they change (checked at most every 2 s, when clients connect), so a rotated certificate is served without a restart.";
     HttpTlsKeyFile, "HttpTlsKeyFile", "http_tls_key_file", New, "\"\"", "http-server: the PEM private key (PKCS#8, PKCS#1 or SEC1) of HttpTlsCertFile.";
+    HttpTlsClientCaFile, "HttpTlsClientCaFile", "http_tls_client_ca_file", New, "\"\"", "http-server: mutual TLS. Every client must show a certificate signed by a CA in this PEM file, or its handshake is refused (HttpAuthToken, if set, is still asked for). Needs HttpTlsCertFile; read at start.";
     HttpIdempotencyTtl, "HttpIdempotencyTtl", "http_idempotency_ttl", New, "24h", "http-server: how long the answer to a request with an `Idempotency-Key` header is kept, so a resend within it is answered again instead of stored twice (in Redis with BufferType=redis, shared by every node).";
     FluentMetadata, "FluentMetadata", "fluent_metadata", New, "args", "Fluent Bit event metadata: `args` (flattened as `meta-<key>`) or `drop`.";
     DynamicNested, "DynamicNested", "dynamic_nested", New, "struct", "RecordType=dynamic: nested objects become Parquet `struct` columns, or `json` text columns.";

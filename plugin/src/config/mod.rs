@@ -293,6 +293,9 @@ pub struct Config {
     pub http_idempotency_ttl: Duration,
     /// HTTPS for http-server: both files or neither (checked when the config is built).
     pub http_tls: Option<TlsFiles>,
+    /// HttpTlsClientCaFile: clients need a certificate from these CAs (only with
+    /// `http_tls`, checked when the config is built).
+    pub http_tls_client_ca: Option<PathBuf>,
 }
 
 /// The PEM files of http-server's TLS certificate.
@@ -578,6 +581,7 @@ impl ConfigBuilder {
                 http_request_timeout: Duration::from_secs(30),
                 http_idempotency_ttl: Duration::from_secs(24 * 3600),
                 http_tls: None,
+                http_tls_client_ca: None,
                 metrics_file: None,
                 metrics_keys: crate::metrics::per_key::DEFAULT_CAP,
             },
@@ -844,6 +848,7 @@ impl ConfigBuilder {
             Key::HttpIdempotencyTtl => c.http_idempotency_ttl = parse_duration(k, v)?,
             Key::HttpTlsCertFile => self.tls_cert = path_value(v),
             Key::HttpTlsKeyFile => self.tls_key = path_value(v),
+            Key::HttpTlsClientCaFile => c.http_tls_client_ca = path_value(v),
             Key::RedisCaFile => c.redis.ca_file = path_value(v),
             Key::RedisTlsCertFile => self.redis_cert = path_value(v),
             Key::RedisTlsKeyFile => self.redis_key = path_value(v),
@@ -991,6 +996,12 @@ impl ConfigBuilder {
             self.tls_key.take(),
             ("HttpTlsCertFile", "HttpTlsKeyFile"),
         )?;
+        if c.http_tls_client_ca.is_some() && c.http_tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "HttpTlsClientCaFile".into(),
+                reason: "HttpTlsClientCaFile needs HttpTlsCertFile and HttpTlsKeyFile: client certificates are asked for in a TLS handshake".into(),
+            });
+        }
         c.redis.client_tls = pair_tls(
             self.redis_cert.take(),
             self.redis_key.take(),
@@ -1256,6 +1267,13 @@ mod tests {
         assert_eq!(Config::default().http_tls, None);
         // Empty values are "not set", as for the other path keys.
         assert_eq!(build(&[("HttpTlsCertFile", "")]).unwrap().http_tls, None);
+        let e = build(&[("HttpTlsClientCaFile", "/ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("HttpTlsClientCaFile needs HttpTlsCertFile"),
+            "{e}"
+        );
         for (given, missing) in [
             ("HttpTlsCertFile", "HttpTlsKeyFile"),
             ("HttpTlsKeyFile", "HttpTlsCertFile"),

@@ -88,7 +88,10 @@ fn run() -> Result<()> {
         .with_context(|| format!("bad listen address {host}:{}", cfg.port))?;
     // Read before serving, so that a missing or mismatched certificate stops the start.
     let tls = match &cfg.http_tls {
-        Some(files) => Some(tls::acceptor(files, log.clone()).context("setting up HTTPS")?),
+        Some(files) => Some(
+            tls::acceptor(files, cfg.http_tls_client_ca.as_deref(), log.clone())
+                .context("setting up HTTPS")?,
+        ),
         None => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -125,8 +125,36 @@ impl ResolvesServerCert for Reloading {
     }
 }
 
-/// The TLS settings: HTTP/1.1 only (the server speaks nothing else), TLS 1.2 and 1.3.
-pub fn acceptor(files: &TlsFiles, log: SharedLogger) -> Result<TlsAcceptor> {
+/// The verifier of client certificates for mutual TLS: those signed by a CA of `path`.
+fn client_verifier(
+    path: &std::path::Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("reading client CA certificates from {}", path.display()))?;
+    for c in certs {
+        roots
+            .add(c)
+            .with_context(|| format!("a client CA certificate in {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no PEM certificate in {}", path.display());
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .with_context(|| format!("client CA certificates of {}", path.display()))
+}
+
+/// The TLS settings: HTTP/1.1 only (the server speaks nothing else), TLS 1.2 and 1.3;
+/// with `client_ca`, only clients with a certificate from it.
+pub fn acceptor(
+    files: &TlsFiles,
+    client_ca: Option<&std::path::Path>,
+    log: SharedLogger,
+) -> Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = load(files, &provider)?;
     let resolver = Reloading {
@@ -139,11 +167,14 @@ pub fn acceptor(files: &TlsFiles, log: SharedLogger) -> Result<TlsAcceptor> {
         }),
         log,
     };
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let versions = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .context("TLS protocol versions")?;
+    let clients = match client_ca {
+        Some(path) => versions.with_client_cert_verifier(client_verifier(path, provider)?),
+        None => versions.with_no_client_auth(),
+    };
+    let mut cfg = clients.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
