@@ -59,6 +59,18 @@ fn objects(c: &S3Writer) -> Vec<Object> {
         .collect()
 }
 
+/// Starts the plugin with `props` through the test host, asserts that its init was
+/// refused, and returns what it logged.
+fn init_refused_logs(props: Vec<(String, String)>) -> Vec<(i64, String)> {
+    let props: Map<String, Value> = props.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    let r = run_host(
+        &json!({"plugin": plugin_path(), "instances": [{"props": props}], "steps": []}),
+        &[],
+    );
+    assert_eq!(r["init"][0]["ok"], false);
+    logs_text(&r)
+}
+
 /// A moto server holding the test bucket, and a client for the test's own requests.
 fn moto_with_bucket() -> (MotoServer, S3Writer) {
     let moto = MotoServer::start();
@@ -277,16 +289,7 @@ fn assume_role_through_sts() {
 fn missing_bucket_is_a_clear_error() {
     let moto = MotoServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let props: Map<String, Value> = s3_props(&moto.endpoint(), "no-such-bucket", &[])
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    let r = run_host(
-        &json!({"plugin": plugin_path(), "instances": [{"props": props}], "steps": []}),
-        &[],
-    );
-    assert_eq!(r["init"][0]["ok"], false);
-    let logs = logs_text(&r);
+    let logs = init_refused_logs(s3_props(&moto.endpoint(), "no-such-bucket", &[]));
     assert!(
         logs.iter()
             .any(|(l, m)| *l == 1 && m.contains("`no-such-bucket` does not exist")),
@@ -613,16 +616,7 @@ fn a_private_ca_endpoint_is_trusted_with_s3_ca_file() {
     assert_eq!(n, 600, "every record once");
 
     // Without the CA, the plugin's start fails and says why.
-    let props: Map<String, Value> = s3_props(&moto.endpoint(), BUCKET, &[])
-        .into_iter()
-        .map(|(k, v)| (k, json!(v)))
-        .collect();
-    let r = run_host(
-        &json!({"plugin": plugin_path(), "instances": [{"props": props}], "steps": []}),
-        &[],
-    );
-    assert_eq!(r["init"][0]["ok"], false);
-    let logs = logs_text(&r);
+    let logs = init_refused_logs(s3_props(&moto.endpoint(), BUCKET, &[]));
     assert!(
         logs.iter()
             .any(|(_, m)| m.to_lowercase().contains("certificate")),

@@ -34,15 +34,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// most this often, and only at a handshake, so an idle server does no work for it.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
-/// Reads the certificate chain and its key, checking that they belong together.
-fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>> {
-    let certs = CertificateDer::pem_file_iter(&files.cert)
+/// The PEM certificates of `path` (at least one).
+fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("reading certificates from {}", files.cert.display()))?;
+        .with_context(|| format!("reading certificates from {}", path.display()))?;
     if certs.is_empty() {
-        anyhow::bail!("no PEM certificate in {}", files.cert.display());
+        anyhow::bail!("no PEM certificate in {}", path.display());
     }
+    Ok(certs)
+}
+
+/// Reads the certificate chain and its key, checking that they belong together.
+fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>> {
+    let certs = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| anyhow!("{e}"))
         .with_context(|| format!("reading the private key from {}", files.key.display()))?;
@@ -131,17 +137,10 @@ fn client_verifier(
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("reading client CA certificates from {}", path.display()))?;
-    for c in certs {
+    for c in read_certs(path).context("the client CA file")? {
         roots
             .add(c)
             .with_context(|| format!("a client CA certificate in {}", path.display()))?;
-    }
-    if roots.is_empty() {
-        anyhow::bail!("no PEM certificate in {}", path.display());
     }
     rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
