@@ -138,7 +138,7 @@ fn describe(e: &simd_json::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::value::Kind;
 
@@ -182,5 +182,132 @@ mod tests {
         let mut deep = "[".repeat(MAX_DEPTH + 5).into_bytes();
         deep.extend(std::iter::repeat_n(b']', MAX_DEPTH + 5));
         assert!(p.parse(&mut deep).is_err());
+    }
+
+    /// Numbers at the edges of the 64-bit and float ranges read as serde_json reads
+    /// them: an integer past 64 bits is a float rather than a rejected record, and a
+    /// float keeps every bit. (`-0` differs: an integer 0 here, a float for serde_json.)
+    #[test]
+    fn big_and_odd_numbers_match_serde_json() {
+        let mut p = JsonParser::new();
+        for text in [
+            "18446744073709551615",
+            "-9223372036854775808",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "1e308",
+            "-0.0",
+            "0.1",
+            "2.2250738585072014e-308",
+            "4.9e-324",
+            "1.7976931348623157e308",
+            "9007199254740993",
+            "1.0000000000000002",
+            "123.456e-7",
+            // serde_json's default float reading takes these one bit off.
+            "3.4095045037942146e174",
+            "123456.78901234567",
+        ] {
+            let want: serde_json::Value = serde_json::from_str(text).unwrap();
+            let mut b = text.as_bytes().to_vec();
+            let got = p
+                .parse(&mut b)
+                .unwrap_or_else(|e| panic!("{text}: {e}"))
+                .root()
+                .unwrap()
+                .to_json();
+            let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+            assert_eq!(got, want, "{text}");
+        }
+    }
+
+    /// Any JSON value: scalars of every kind, strings with escapes and non-ASCII text,
+    /// nested arrays and objects.
+    pub(crate) fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-70_000i64..70_000).prop_map(Value::from),
+            // Either side of each power of two, where encodings change width.
+            (0u32..64, -1i128..=1, any::<bool>()).prop_map(|(bit, d, neg)| {
+                let x = (1i128 << bit) + d;
+                let x = if neg { -x } else { x };
+                match (i64::try_from(x), u64::try_from(x)) {
+                    (Ok(i), _) => Value::from(i),
+                    (_, Ok(u)) => Value::from(u),
+                    _ => Value::from(i64::MIN),
+                }
+            }),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::String),
+            "[\\\"/\u{0}-\u{1f}a-z\u{e9}\u{1f600}]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The parser agrees with serde_json on every JSON text: compact or pretty, one
+        /// parser reused across texts (its tape and buffers are kept between calls).
+        #[test]
+        fn agrees_with_serde_json(values in proptest::collection::vec(any_json(), 1..4), pretty: bool) {
+            let mut p = JsonParser::new();
+            for v in values {
+                let text = match pretty {
+                    true => serde_json::to_string_pretty(&v).unwrap(),
+                    false => serde_json::to_string(&v).unwrap(),
+                };
+                let mut b = text.clone().into_bytes();
+                let doc = p.parse(&mut b);
+                proptest::prop_assert!(doc.is_ok(), "{text}: {:?}", doc.err());
+                let back = doc.unwrap().root().unwrap().to_json();
+                let back: serde_json::Value = serde_json::from_str(&back).unwrap();
+                proptest::prop_assert_eq!(back, v, "{}", text);
+            }
+        }
+
+        /// Damaged JSON is an error or a value, never a panic; a value it yields prints
+        /// as valid JSON, and serde_json accepted the same text.
+        #[test]
+        fn damaged_json_never_panics(
+            v in any_json(),
+            flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..6),
+            cut in 0usize..4096,
+        ) {
+            let mut b = serde_json::to_vec(&v).unwrap();
+            for (at, byte) in flips {
+                let at = at % b.len();
+                b[at] = byte;
+            }
+            b.truncate(b.len() - cut % b.len());
+            let input = b.clone();
+            let mut p = JsonParser::new();
+            match p.parse(&mut b) {
+                Ok(doc) => {
+                    let json = doc.root().unwrap().to_json();
+                    proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
+                    proptest::prop_assert!(
+                        serde_json::from_slice::<serde_json::Value>(&input).is_ok(),
+                        "accepted what serde_json rejects: {:?}",
+                        String::from_utf8_lossy(&input)
+                    );
+                }
+                Err(e) => {
+                    let _ = e.refine(&input);
+                }
+            }
+        }
     }
 }
