@@ -39,6 +39,16 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days in `month` (1-12) of `year` in the proleptic Gregorian calendar.
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
 /// A UTC civil time broken into parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Civil {
@@ -161,7 +171,9 @@ pub fn parse_timestamp_ns(s: &str) -> Option<i64> {
     }
     let month = digits(b, 5, 2)?;
     let day = digits(b, 8, 2)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    // A day past its month's end (`2023-02-30`) is refused, not carried into the next
+    // month: a time that does not exist is not a time to file a record under.
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
     let mut secs = days_from_civil(year, month, day) * 86_400;
@@ -210,6 +222,9 @@ pub fn parse_timestamp_ns(s: &str) -> Option<i64> {
                     2 => digits(b, i + 3, 2)?,
                     _ => return None,
                 };
+                if oh > 23 || om > 59 {
+                    return None;
+                }
                 let off = (oh * 3600 + om * 60) as i64;
                 secs += if sign == b'+' { -off } else { off };
             }
@@ -255,6 +270,104 @@ fn parse_epoch(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 3339 text for the given parts, in one of the accepted spellings.
+    #[derive(Debug)]
+    struct Stamp {
+        date: (i16, i8, i8),
+        time: (i8, i8, i8),
+        /// Fraction digits as written (0 to 12 of them).
+        frac: String,
+        /// Offset in minutes east of UTC; `None` writes `Z`.
+        offset: Option<i32>,
+        /// `T` or a space between date and time; `:` in the offset or not.
+        spelling: (bool, bool),
+    }
+
+    impl Stamp {
+        fn text(&self) -> String {
+            let (y, mo, d) = self.date;
+            let (h, mi, sec) = self.time;
+            let sep = if self.spelling.0 { 'T' } else { ' ' };
+            let mut t = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{sec:02}");
+            if !self.frac.is_empty() {
+                t.push('.');
+                t.push_str(&self.frac);
+            }
+            match self.offset {
+                None => t.push('Z'),
+                Some(o) => {
+                    let sign = if o < 0 { '-' } else { '+' };
+                    let (oh, om) = (o.abs() / 60, o.abs() % 60);
+                    let colon = if self.spelling.1 { ":" } else { "" };
+                    t.push_str(&format!("{sign}{oh:02}{colon}{om:02}"));
+                }
+            }
+            t
+        }
+
+        /// What jiff makes of the same parts, in nanoseconds (the fraction cut to 9
+        /// digits).
+        fn expected_ns(&self) -> Option<i64> {
+            let (y, mo, d) = self.date;
+            let (h, mi, sec) = self.time;
+            let mut digits = self.frac.clone();
+            digits.truncate(9);
+            while digits.len() < 9 {
+                digits.push('0');
+            }
+            let nanos: i32 = digits.parse().ok()?;
+            let civil = jiff::civil::DateTime::new(y, mo, d, h, mi, sec, nanos).ok()?;
+            let offset = jiff::tz::Offset::from_seconds(self.offset.unwrap_or(0) * 60).ok()?;
+            let ts = offset.to_timestamp(civil).ok()?;
+            i64::try_from(ts.as_nanosecond()).ok()
+        }
+    }
+
+    fn any_stamp() -> impl proptest::strategy::Strategy<Value = Stamp> {
+        use proptest::prelude::*;
+        (
+            (1678i16..=2261, 1i8..=12, 1i8..=31),
+            (0i8..=23, 0i8..=59, 0i8..=59),
+            "[0-9]{0,12}",
+            proptest::option::of(-(23 * 60 + 59)..=(23 * 60 + 59)),
+            (any::<bool>(), any::<bool>()),
+        )
+            .prop_map(|(date, time, frac, offset, spelling)| Stamp {
+                date,
+                time,
+                frac,
+                offset,
+                spelling,
+            })
+    }
+
+    proptest::proptest! {
+        /// Every RFC 3339 spelling reads as jiff reads it; a date that does not exist
+        /// (a day past its month's end) reads as no time at all.
+        #[test]
+        fn rfc3339_agrees_with_jiff(stamp in any_stamp()) {
+            let text = stamp.text();
+            proptest::prop_assert_eq!(parse_timestamp_ns(&text), stamp.expected_ns(), "{}", text);
+        }
+    }
+
+    #[test]
+    fn impossible_dates_and_offsets_are_refused() {
+        for t in [
+            "2023-02-29T00:00:00Z",
+            "2024-02-30T00:00:00Z",
+            "2023-04-31T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2023-01-01T00:00:00+24:00",
+            "2023-01-01T00:00:00-05:60",
+            "2023-01-01T00:00:00+9999",
+        ] {
+            assert_eq!(parse_timestamp_ns(t), None, "{t}");
+        }
+        assert!(parse_timestamp_ns("2024-02-29T00:00:00Z").is_some());
+        assert!(parse_timestamp_ns("2000-02-29T00:00:00Z").is_some());
+    }
 
     #[test]
     fn formats_utc_with_nanos() {
