@@ -633,6 +633,70 @@ mod tests {
         }
     }
 
+    /// 1-based line of each byte offset's line in `text`.
+    fn line_at(text: &str, at: usize) -> u64 {
+        1 + text.as_bytes()[..at]
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count() as u64
+    }
+
+    proptest::proptest! {
+        /// Any JSON values, one per line with any line ends and blank lines between
+        /// them, come out as exactly those texts, numbered, with their lines.
+        #[test]
+        fn ndjson_yields_each_value_with_its_line(
+            values in proptest::collection::vec(crate::decode::json::tests::any_json(), 0..24),
+            seps in proptest::collection::vec(0usize..4, 24),
+            trailing_newline: bool,
+        ) {
+            let mut input = String::new();
+            let mut want = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    input.push_str(["\n", "\r\n", "\n\n", "\n  \r\n\t\n"][seps[i]]);
+                }
+                let text = serde_json::to_string(v).unwrap();
+                want.push(Ok((text.clone(), line_at(&input, input.len()), i as u64 + 1)));
+                input.push_str(&text);
+            }
+            if trailing_newline {
+                input.push('\n');
+            }
+            proptest::prop_assert_eq!(records(&input, Layout::Ndjson, 1024, 1 << 20), want.clone());
+            let mut got = Vec::new();
+            framed(frame_body(input.clone().into_bytes(), Layout::Ndjson, 1 << 20), &mut got);
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        /// Any JSON values as a pretty-printed array, or in upstream's `{"logs": [...]}`,
+        /// come out as exactly their texts: brackets, commas and quotes inside strings
+        /// never cut a record.
+        #[test]
+        fn arrays_yield_each_element(
+            values in proptest::collection::vec(crate::decode::json::tests::any_json(), 0..16),
+            logs: bool,
+        ) {
+            let mut input = String::from(if logs { "{\"logs\": [\n  " } else { "[\n  " });
+            let mut want = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    input.push_str(" ,\n  ");
+                }
+                let text = serde_json::to_string_pretty(v).unwrap();
+                want.push(Ok((text.clone(), line_at(&input, input.len()), i as u64 + 1)));
+                input.push_str(&text);
+            }
+            input.push_str(if logs { "\n]}\n" } else { "\n]\n" });
+            let layout = if logs { Layout::Logs } else { Layout::Array };
+            proptest::prop_assert_eq!(records(&input, layout, 1024, 1 << 20), want.clone());
+            // Auto knows the logs document only by its first record (`{"logs": [{`).
+            if !logs {
+                proptest::prop_assert_eq!(records(&input, Layout::Auto, 1024, 1 << 20), want);
+            }
+        }
+    }
+
     #[test]
     fn frame_body_frames_like_the_stream() {
         let long = format!("{{\"a\":\"{}\"}}", "x".repeat(300));

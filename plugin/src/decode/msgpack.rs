@@ -643,7 +643,122 @@ mod tests {
         assert_eq!((e.offset, e.reason.as_str()), (1, "reserved marker 0xc1"));
     }
 
+    /// A msgpack form of an integer or a length: its marker, the smallest and largest
+    /// value it holds, and the bytes that follow it (0: the value is in the marker).
+    type Form = (u8, i128, i128, usize);
+
+    const INTS: [Form; 10] = [
+        (0x00, 0, 127, 0),
+        (0xe0, -32, -1, 0),
+        (0xcc, 0, u8::MAX as i128, 1),
+        (0xcd, 0, u16::MAX as i128, 2),
+        (0xce, 0, u32::MAX as i128, 4),
+        (0xcf, 0, u64::MAX as i128, 8),
+        (0xd0, i8::MIN as i128, i8::MAX as i128, 1),
+        (0xd1, i16::MIN as i128, i16::MAX as i128, 2),
+        (0xd2, i32::MIN as i128, i32::MAX as i128, 4),
+        (0xd3, i64::MIN as i128, i64::MAX as i128, 8),
+    ];
+    const STRS: [Form; 4] = [
+        (0xa0, 0, 31, 0),
+        (0xd9, 0, u8::MAX as i128, 1),
+        (0xda, 0, u16::MAX as i128, 2),
+        (0xdb, 0, u32::MAX as i128, 4),
+    ];
+    const ARRAYS: [Form; 3] = [
+        (0x90, 0, 15, 0),
+        (0xdc, 0, u16::MAX as i128, 2),
+        (0xdd, 0, u32::MAX as i128, 4),
+    ];
+    const MAPS: [Form; 3] = [
+        (0x80, 0, 15, 0),
+        (0xde, 0, u16::MAX as i128, 2),
+        (0xdf, 0, u32::MAX as i128, 4),
+    ];
+
+    /// Writes `x` in one of the `forms` that can hold it, as `pick` chooses.
+    fn put(out: &mut Vec<u8>, forms: &[Form], x: i128, pick: &mut impl FnMut(usize) -> usize) {
+        let fits: Vec<&Form> = forms.iter().filter(|f| (f.1..=f.2).contains(&x)).collect();
+        let &(m, _, _, len) = fits[pick(fits.len())];
+        match len {
+            0 => out.push(m | x as u8),
+            _ => {
+                out.push(m);
+                out.extend(&(x as u64).to_be_bytes()[8 - len..]);
+            }
+        }
+    }
+
+    /// Encodes `v` as msgpack with each length and integer in a form picked by `pick`
+    /// from those that can hold it (not only the shortest, as encoders differ), and
+    /// floats as float 32 where that is exact.
+    fn encode_any_width(
+        v: &serde_json::Value,
+        pick: &mut impl FnMut(usize) -> usize,
+        out: &mut Vec<u8>,
+    ) {
+        use serde_json::Value;
+        match v {
+            Value::Null => out.push(0xc0),
+            Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+            Value::Number(n) => match n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)) {
+                Some(x) => put(out, &INTS, x, pick),
+                None => {
+                    let f = n.as_f64().unwrap();
+                    if (f as f32) as f64 == f && pick(2) == 0 {
+                        out.push(0xca);
+                        out.extend((f as f32).to_be_bytes());
+                    } else {
+                        out.push(0xcb);
+                        out.extend(f.to_be_bytes());
+                    }
+                }
+            },
+            Value::String(t) => {
+                put(out, &STRS, t.len() as i128, pick);
+                out.extend(t.as_bytes());
+            }
+            Value::Array(items) => {
+                put(out, &ARRAYS, items.len() as i128, pick);
+                for it in items {
+                    encode_any_width(it, pick, out);
+                }
+            }
+            Value::Object(m) => {
+                put(out, &MAPS, m.len() as i128, pick);
+                for (key, it) in m {
+                    encode_any_width(&Value::String(key.clone()), pick, out);
+                    encode_any_width(it, pick, out);
+                }
+            }
+        }
+    }
+
     proptest! {
+        /// Any JSON value, encoded with every integer and length in any form that holds
+        /// it, decodes to the same value.
+        #[test]
+        fn every_encoding_width_decodes_to_the_same_value(
+            v in crate::decode::json::tests::any_json(),
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed | 1;
+            let mut pick = |n: usize| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % n as u64) as usize
+            };
+            let mut b = Vec::new();
+            encode_any_width(&v, &mut pick, &mut b);
+            let mut r = Reader::new(&b);
+            let mut d = Doc::new();
+            r.value(Some(&mut d)).unwrap();
+            prop_assert!(r.is_empty());
+            let back: serde_json::Value = serde_json::from_str(&d.root().unwrap().to_json()).unwrap();
+            prop_assert_eq!(back, v);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut r = Reader::new(&bytes);
