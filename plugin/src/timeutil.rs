@@ -342,7 +342,67 @@ mod tests {
             })
     }
 
+    /// jiff's text for an instant, as [`format_rfc3339_nanos`] writes it.
+    fn jiff_text(ns: i64) -> String {
+        let ts = jiff::Timestamp::from_nanosecond(i128::from(ns)).unwrap();
+        format!("{}", ts.strftime("%Y-%m-%dT%H:%M:%S.%NZ"))
+    }
+
     proptest::proptest! {
+        /// Any run of instants, near each other (the formatter keeps the digits of the
+        /// last second) or far apart, before the epoch or after, is written as jiff
+        /// writes it, and reads back as the same instant.
+        #[test]
+        fn written_times_agree_with_jiff_and_read_back(
+            start in proptest::prelude::any::<i64>(),
+            steps in proptest::collection::vec(-3_000_000_000i64..3_000_000_000, 0..20),
+        ) {
+            let mut f = TimeFormatter::default();
+            let mut ns = start;
+            for step in std::iter::once(0).chain(steps) {
+                ns = ns.saturating_add(step);
+                let mut text = String::new();
+                f.write(ns, &mut text);
+                proptest::prop_assert_eq!(&text, &jiff_text(ns));
+                proptest::prop_assert_eq!(parse_timestamp_ns(&text), Some(ns), "{}", text);
+            }
+        }
+
+        /// Epoch numbers, with a fraction or not, in the unit their magnitude implies
+        /// (seconds below 1e11, then ms, µs, ns), read as exact nanoseconds.
+        #[test]
+        fn epoch_numbers_read_exactly(
+            unit in 0usize..4,
+            whole_frac in proptest::prelude::any::<u64>(),
+            frac_digits in 0usize..10,
+            negative: bool,
+        ) {
+            let (lo, hi, scale) = [
+                (0i128, 100_000_000_000i128, 1_000_000_000i128),
+                (100_000_000_000, 100_000_000_000_000, 1_000_000),
+                (100_000_000_000_000, 100_000_000_000_000_000, 1_000),
+                (100_000_000_000_000_000, i64::MAX as i128, 1),
+            ][unit];
+            let whole = lo + i128::from(whole_frac) % (hi - lo);
+            // Fraction digits past the unit's nanosecond are cut.
+            let frac = i128::from(whole_frac >> 7) % 10i128.pow(frac_digits as u32);
+            let mut text = whole.to_string();
+            if frac_digits > 0 {
+                text.push_str(&format!(".{frac:0width$}", width = frac_digits));
+            }
+            let mut ns = whole * scale;
+            let mut place = scale;
+            for d in text.split_once('.').map(|(_, f)| f).unwrap_or("").bytes() {
+                place /= 10;
+                ns += i128::from(d - b'0') * place;
+            }
+            if negative {
+                text.insert(0, '-');
+                ns = -ns;
+            }
+            proptest::prop_assert_eq!(parse_timestamp_ns(&text), i64::try_from(ns).ok(), "{}", text);
+        }
+
         /// Every RFC 3339 spelling reads as jiff reads it; a date that does not exist
         /// (a day past its month's end) reads as no time at all.
         #[test]
