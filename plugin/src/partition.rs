@@ -588,6 +588,36 @@ pub fn is_object_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any values make a key that gives them back exactly (`:` and `%` in them
+        /// included), and each escaped value, made a path component, is one component
+        /// that cannot climb out of the output folder.
+        #[test]
+        fn keys_give_their_values_back_and_stay_one_component(
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<String>(),
+                    "[.:%/\\\\\u{0}\n a-z]{0,8}",
+                    "[a-z]{190,230}",
+                ],
+                1..5,
+            ),
+        ) {
+            let key = PartitionKey::from_values(&values);
+            proptest::prop_assert_eq!(key.values(), values.clone());
+            for v in &values {
+                let c = safe_component(&escape(v));
+                proptest::prop_assert!(!c.is_empty() && c != "." && c != "..", "{:?}", c);
+                proptest::prop_assert!(c.len() <= MAX_COMPONENT, "{} bytes", c.len());
+                proptest::prop_assert!(
+                    !c.contains(['/', '\\', ':']) && !c.chars().any(char::is_control),
+                    "{:?}",
+                    c
+                );
+            }
+        }
+    }
+
     fn fields() -> Vec<String> {
         [
             "business-capability",
