@@ -798,6 +798,129 @@ mod tests {
         assert_eq!(with, ["trace", "user.id", "user.n"]);
     }
 
+    /// A record field's value for the property test below: scalars of each type, and
+    /// objects and arrays whose keys repeat, so that types meet and widen at every level.
+    fn any_field() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-1000i64..1000).prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (i64::MAX as u64..=u64::MAX).prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z0-9 ]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-c]", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Checks a value read back from Parquet against the value that went in, under the
+    /// column type the batch widened it to (README, "Dynamic records").
+    fn check(
+        got: &serde_json::Value,
+        put: Option<&serde_json::Value>,
+        t: &DType,
+    ) -> Result<(), String> {
+        use serde_json::Value;
+        let bad = || Err(format!("{t:?}: put {put:?}, got {got}"));
+        let put = match put {
+            None | Some(Value::Null) => return if got.is_null() { Ok(()) } else { bad() },
+            Some(v) => v,
+        };
+        let as_f64 = |v: &Value| match v {
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            v => v.as_f64(),
+        };
+        let ok = match t {
+            DType::Null => false,
+            DType::Bool => got == put,
+            DType::Int => match put {
+                Value::Bool(b) => got.as_i64() == Some(i64::from(*b)),
+                v => got.as_i64().is_some() && got.as_i64() == v.as_i64(),
+            },
+            DType::Float => got.as_f64().is_some_and(|g| Some(g) == as_f64(put)),
+            DType::Str => match (put, got.as_str()) {
+                (Value::String(p), Some(g)) => p == g,
+                (p, Some(g)) => serde_json::from_str::<Value>(g).is_ok_and(|g| &g == p),
+                _ => false,
+            },
+            DType::Struct { fields } if fields.is_empty() => got.as_str() == Some("{}"),
+            DType::Struct { fields } => {
+                let (Value::Object(p), Value::Object(_)) = (put, got) else {
+                    return bad();
+                };
+                for (name, ft) in fields {
+                    check(&got[name], p.get(name), ft)?;
+                }
+                true
+            }
+            DType::List { item } => {
+                let (Value::Array(p), Value::Array(g)) = (put, got) else {
+                    return bad();
+                };
+                if p.len() != g.len() {
+                    return bad();
+                }
+                for (pv, gv) in p.iter().zip(g) {
+                    check(gv, Some(pv), item)?;
+                }
+                true
+            }
+            DType::Timestamp => false,
+        };
+        if ok { Ok(()) } else { bad() }
+    }
+
+    proptest::proptest! {
+        /// Any records, whose fields change type from record to record at any depth,
+        /// are written and read back with every value kept under the widened type, and
+        /// each record's event time to the microsecond.
+        #[test]
+        fn any_records_read_back_under_the_widened_schema(
+            fields in proptest::collection::vec(
+                proptest::collection::btree_map("[a-d]", any_field(), 0..4),
+                1..10,
+            ),
+            nested_json: bool,
+        ) {
+            let lines: Vec<String> = fields
+                .iter()
+                .map(|m| serde_json::Value::Object(m.clone().into_iter().collect()).to_string())
+                .collect();
+            let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let rs = recs(&line_refs);
+            let refs: Vec<_> = rs.iter().collect();
+            let t = infer(&refs, None, nested_json).unwrap();
+            let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+            let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
+            proptest::prop_assert_eq!(rows.len(), fields.len());
+            let DType::Struct { fields: cols } = &t else {
+                panic!("not a struct: {t:?}");
+            };
+            for (i, (row, put)) in rows.iter().zip(&fields).enumerate() {
+                let ns = 1_700_000_000_000_000_000 + i as i64 * 1_000_000;
+                let when = crate::timeutil::format_rfc3339_nanos(ns);
+                proptest::prop_assert_eq!(row[EVENT_TIME].as_str(), Some(when.as_str()));
+                for (name, ct) in cols {
+                    let got = row.get(name).cloned().unwrap_or_default();
+                    if let Err(e) = check(&got, put.get(name), ct) {
+                        proptest::prop_assert!(false, "record {i} field {name}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_value_survives_widening() {
         let rs = recs(&[
