@@ -425,7 +425,116 @@ mod tests {
         assert_eq!(raws, [(keep, chunk.len() - keep)]);
     }
 
+    /// How the property test below writes an event's timestamp.
+    #[derive(Debug, Clone, Copy)]
+    enum Stamp {
+        EventTime(u32, u32),
+        Int(u32),
+        /// Seconds and milliseconds, written as a float.
+        Float(u32, u16),
+    }
+
+    impl Stamp {
+        fn write(self, out: &mut Vec<u8>) {
+            match self {
+                Stamp::EventTime(s, n) => w::event_time(out, s, n),
+                Stamp::Int(s) => w::uint(out, u64::from(s)),
+                Stamp::Float(s, ms) => w::float(out, f64::from(s) + f64::from(ms) / 1000.0),
+            }
+        }
+
+        fn ns(self) -> i64 {
+            match self {
+                Stamp::EventTime(s, n) => i64::from(s) * 1_000_000_000 + i64::from(n),
+                Stamp::Int(s) => i64::from(s) * 1_000_000_000,
+                Stamp::Float(s, ms) => {
+                    ((f64::from(s) + f64::from(ms) / 1000.0) * 1e9).round() as i64
+                }
+            }
+        }
+    }
+
+    fn any_stamp() -> impl Strategy<Value = Stamp> {
+        prop_oneof![
+            (0u32..GROUP_END, 0u32..1_000_000_000).prop_map(|(s, n)| Stamp::EventTime(s, n)),
+            (0u32..u32::MAX).prop_map(Stamp::Int),
+            (0u32..2_000_000_000, 0u16..1000).prop_map(|(s, ms)| Stamp::Float(s, ms)),
+        ]
+    }
+
+    /// A JSON object for an event's body or metadata.
+    fn any_map() -> impl Strategy<Value = serde_json::Value> {
+        proptest::collection::btree_map("[a-z]{1,6}", crate::decode::json::tests::any_json(), 0..4)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+    }
+
     proptest! {
+        /// Any run of events, each in the v2 form with metadata or the legacy form, with
+        /// any timestamp form and any msgpack widths, some inside groups, comes out as
+        /// those events: their index, time, metadata, body and group, and nothing bad.
+        #[test]
+        fn any_events_decode_to_what_was_written(
+            events in proptest::collection::vec(
+                (any_stamp(), proptest::option::of(any_map()), any_map(), proptest::option::of(any_map())),
+                1..8,
+            ),
+            seed in any::<u64>(),
+        ) {
+            let mut pick = crate::decode::msgpack::tests::picker(seed);
+            let enc = crate::decode::msgpack::tests::encode_any_width;
+            let mut chunk = Vec::new();
+            // (index, ns, metadata, body, group attributes) of each event written.
+            let mut want = Vec::new();
+            let mut index = 0;
+            for (stamp, meta, body, group) in &events {
+                if let Some(attrs) = group {
+                    w::array(&mut chunk, 2);
+                    w::array(&mut chunk, 2);
+                    w::event_time(&mut chunk, GROUP_START, 0);
+                    w::map(&mut chunk, 0);
+                    enc(attrs, &mut pick, &mut chunk);
+                    index += 1;
+                }
+                w::array(&mut chunk, 2);
+                match meta {
+                    Some(m) => {
+                        w::array(&mut chunk, 2);
+                        stamp.write(&mut chunk);
+                        enc(m, &mut pick, &mut chunk);
+                    }
+                    None => stamp.write(&mut chunk),
+                }
+                enc(body, &mut pick, &mut chunk);
+                let meta = meta.clone().unwrap_or_else(|| serde_json::json!({}));
+                want.push((index, stamp.ns(), meta, body.clone(), group.clone()));
+                index += 1;
+                if group.is_some() {
+                    w::array(&mut chunk, 2);
+                    w::array(&mut chunk, 2);
+                    w::event_time(&mut chunk, GROUP_END, 0);
+                    w::map(&mut chunk, 0);
+                    w::map(&mut chunk, 0);
+                    index += 1;
+                }
+            }
+            let json = |v: ValRef<'_, '_>| serde_json::from_str::<serde_json::Value>(&v.to_json()).unwrap();
+            let mut got = Vec::new();
+            let mut bad = Vec::new();
+            let mut doc = Doc::new();
+            walk(&chunk, &mut doc, |it| match it {
+                Item::Event(e) => got.push((
+                    e.index,
+                    e.time_ns,
+                    json(e.meta),
+                    json(e.body),
+                    e.group.map(|g| json(g.attributes)),
+                )),
+                Item::Bad { reason, .. } => bad.push(reason),
+            });
+            prop_assert!(bad.is_empty(), "{bad:?}");
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn arbitrary_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let mut doc = Doc::new();

@@ -549,7 +549,7 @@ pub mod write {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -689,10 +689,22 @@ mod tests {
         }
     }
 
+    /// A source of choices (`pick(n)` is below `n`) from a seed, for encoders that
+    /// vary their output.
+    pub(crate) fn picker(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut state = seed | 1;
+        move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        }
+    }
+
     /// Encodes `v` as msgpack with each length and integer in a form picked by `pick`
     /// from those that can hold it (not only the shortest, as encoders differ), and
     /// floats as float 32 where that is exact.
-    fn encode_any_width(
+    pub(crate) fn encode_any_width(
         v: &serde_json::Value,
         pick: &mut impl FnMut(usize) -> usize,
         out: &mut Vec<u8>,
@@ -742,13 +754,7 @@ mod tests {
             v in crate::decode::json::tests::any_json(),
             seed in any::<u64>(),
         ) {
-            let mut state = seed | 1;
-            let mut pick = |n: usize| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % n as u64) as usize
-            };
+            let mut pick = picker(seed);
             let mut b = Vec::new();
             encode_any_width(&v, &mut pick, &mut b);
             let mut r = Reader::new(&b);
