@@ -651,6 +651,82 @@ mod tests {
         m.map_object(doc.root().unwrap(), Some(0)).unwrap()
     }
 
+    /// Every text a log record holds: its columns, args, extra fields, tags and
+    /// trace IPs, keys included.
+    fn everything(r: &LogRecord) -> String {
+        let mut all: Vec<String> = Str::ALL
+            .iter()
+            .filter_map(|&c| r.get(c))
+            .map(String::from)
+            .collect();
+        all.extend(
+            r.args()
+                .chain(r.extra_fields())
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+        all.extend(r.tags().chain(r.trace_ip()).map(String::from));
+        all.join("\n")
+    }
+
+    /// A key a source might send: every name the mapping knows, in the spellings it
+    /// folds (`_` for `-`, upper case, a `tags-` prefix), and unknown ones.
+    fn any_key() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let known: Vec<String> = PLAIN
+            .iter()
+            .chain(STRIPPED)
+            .map(|(k, _)| k.to_string())
+            .chain(
+                ALIASES
+                    .iter()
+                    .flat_map(|(_, a)| a.iter().map(|k| k.to_string())),
+            )
+            .collect();
+        prop_oneof![
+            (proptest::sample::select(known), 0usize..4).prop_map(|(k, how)| match how {
+                0 => k,
+                1 => k.replace('-', "_"),
+                2 => k.to_uppercase(),
+                _ => format!("tags-{k}"),
+            }),
+            "[a-z]{1,5}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Nothing a record holds is dropped: whatever its keys (aliases competing for
+        /// one column, names in any spelling, nested objects to flatten, lists), every
+        /// text value it holds is somewhere in the mapped record.
+        #[test]
+        fn no_value_is_dropped(
+            fields in proptest::collection::vec((any_key(), 0usize..4), 1..12),
+        ) {
+            use serde_json::{Value, json};
+            let mut rec = serde_json::Map::new();
+            let mut markers = Vec::new();
+            for (i, (key, shape)) in fields.into_iter().enumerate() {
+                if rec.contains_key(&key) {
+                    continue;
+                }
+                let m = format!("zq{i}x");
+                let value = match shape {
+                    0 => Value::String(m.clone()),
+                    1 => json!([m.clone(), format!("{m}y")]),
+                    2 => json!({"inner": m.clone(), "deep": {"leaf": format!("{m}y")}}),
+                    _ => json!(m.clone()),
+                };
+                rec.insert(key, value);
+                markers.push(m);
+            }
+            let text = Value::Object(rec).to_string();
+            let r = map(&text, &LogRules::default());
+            let all = everything(&r);
+            for m in markers {
+                proptest::prop_assert!(all.contains(&m), "{m} of {text} is missing from:\n{all}");
+            }
+        }
+    }
+
     #[test]
     fn aliases_and_precedence_are_deterministic() {
         let r = map(
