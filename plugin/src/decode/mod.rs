@@ -8,6 +8,8 @@ pub mod hec;
 pub mod json;
 pub mod msgpack;
 pub mod otlp;
+#[cfg(test)]
+mod otlp_encodings;
 mod otlp_protobuf;
 pub mod protobuf;
 

@@ -352,9 +352,13 @@ fn any_value(v: &Value) -> Value {
             inner.clone()
         }
         ("intValue", _) => int(inner).map_or(Value::Null, Value::from),
-        ("doubleValue", Value::Number(_)) => inner.clone(),
-        // Non-finite doubles arrive as strings: they stay text, as JSON has no NaN.
-        ("doubleValue", Value::String(s)) => Value::String(s.clone()),
+        // A double stays a double when written without a fraction (`5`, as Go's protojson
+        // writes 5.0), so it types as the protobuf encoding's does.
+        ("doubleValue", Value::Number(n)) => n.as_f64().map_or(Value::Null, double),
+        // proto3 JSON may quote any double, and must quote the non-finite ones.
+        ("doubleValue", Value::String(s)) => s
+            .parse::<f64>()
+            .map_or_else(|_| Value::String(s.clone()), double),
         ("arrayValue", Value::Object(a)) => Value::Array(match a.get("values") {
             Some(Value::Array(vs)) => vs.iter().map(any_value).collect(),
             _ => Vec::new(),
@@ -367,6 +371,17 @@ fn any_value(v: &Value) -> Value {
             Value::Object(out)
         }
         _ => Value::Null,
+    }
+}
+
+/// A double as plain JSON: a number, or the text proto3 JSON gives the values JSON has no
+/// number for (`NaN`, `Infinity`, `-Infinity`), so they are kept rather than nulled.
+pub(crate) fn double(f: f64) -> Value {
+    match serde_json::Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None if f.is_nan() => Value::from("NaN"),
+        None if f > 0.0 => Value::from("Infinity"),
+        None => Value::from("-Infinity"),
     }
 }
 

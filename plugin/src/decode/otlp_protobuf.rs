@@ -124,7 +124,7 @@ fn log_record(b: &[u8]) -> Result<LogFields, String> {
             (2, Wire::Varint(s)) => f.severity_number = Some(s as i64),
             (3, Wire::Bytes(s)) => f.severity_text = Some(text(s)),
             (5, w) => f.body = Some(any_value(message("body", w)?)?),
-            (6, w) => f.attributes.extend(key_value(message("attribute", w)?)?),
+            (6, w) => f.attributes.push(key_value(message("attribute", w)?)?),
             (9, Wire::Bytes(id)) => f.trace_id = Some(crate::record::canonical::hex(id)),
             (10, Wire::Bytes(id)) => f.span_id = Some(crate::record::canonical::hex(id)),
             (12, Wire::Bytes(s)) => f.event_name = Some(text(s)),
@@ -141,15 +141,16 @@ fn attributes(b: &[u8], field: u32) -> Result<Rendered, String> {
     let mut out = Rendered::new();
     fields(b, |n, w| {
         if n == field {
-            out.extend(key_value(message("attribute", w)?)?);
+            out.push(key_value(message("attribute", w)?)?);
         }
         Ok(())
     })?;
     Ok(out)
 }
 
-/// `KeyValue { string key = 1; AnyValue value = 2; }`; `None` without a key.
-fn key_value(b: &[u8]) -> Result<Option<(String, String)>, String> {
+/// `KeyValue { string key = 1; AnyValue value = 2; }`. A key not written is `""`, the
+/// proto3 default (encoders leave an empty key out), as OTLP/JSON would spell it.
+fn key_value(b: &[u8]) -> Result<(String, String), String> {
     let (mut key, mut value) = (None, None);
     fields(b, |n, w| {
         match (n, w) {
@@ -159,7 +160,10 @@ fn key_value(b: &[u8]) -> Result<Option<(String, String)>, String> {
         }
         Ok(())
     })?;
-    Ok(key.map(|k| (k, value.unwrap_or_else(|| "null".into()))))
+    Ok((
+        key.unwrap_or_default(),
+        value.unwrap_or_else(|| "null".into()),
+    ))
 }
 
 /// `AnyValue { oneof value { string 1; bool 2; int64 3; double 4; ArrayValue 5;
@@ -172,12 +176,8 @@ fn any_value(b: &[u8]) -> Result<String, String> {
             (1, Wire::Bytes(s)) => json_string(&String::from_utf8_lossy(s)),
             (2, Wire::Varint(x)) => (x != 0).to_string(),
             (3, Wire::Varint(x)) => (x as i64).to_string(),
-            (4, Wire::Fixed64(bits)) => {
-                // JSON has no NaN or infinity: those stay text, as OTLP/JSON writes them.
-                let f = f64::from_bits(bits);
-                serde_json::Number::from_f64(f)
-                    .map_or_else(|| json_string(&f.to_string()), |n| n.to_string())
-            }
+            // JSON has no NaN or infinity: those stay text, as OTLP/JSON writes them.
+            (4, Wire::Fixed64(bits)) => super::otlp::double(f64::from_bits(bits)).to_string(),
             (5, Wire::Bytes(list)) => {
                 let mut items = Vec::new();
                 fields(list, |ln, lw| {
