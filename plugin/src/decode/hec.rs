@@ -413,6 +413,175 @@ mod tests {
         }
     }
 
+    /// One generated HEC event: what it holds, and how its `time` is written.
+    #[derive(Debug, Clone)]
+    struct Event {
+        event: Value,
+        fields: Option<Value>,
+        /// Exact nanoseconds and the JSON text that says them.
+        time: Option<(i64, String)>,
+        metadata: Vec<(&'static str, Value)>,
+    }
+
+    /// Names that collide between an event, its fields and the metadata.
+    fn name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => proptest::sample::select(vec!["host", "source", "time", "message", "index", "env", "a"])
+                .prop_map(String::from),
+            1 => any::<String>(),
+        ]
+    }
+
+    fn object() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        proptest::collection::btree_map(name(), crate::decode::json::tests::any_json(), 0..5)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    /// Epoch seconds as HEC senders write them: an integer, a number with up to three
+    /// decimals, or a string with up to nine.
+    fn time() -> impl proptest::strategy::Strategy<Value = (i64, String)> {
+        use proptest::prelude::*;
+        (
+            1_000_000_000i64..4_000_000_000,
+            0u32..1_000_000_000,
+            0usize..4,
+        )
+            .prop_map(|(secs, nanos, form)| match form {
+                0 => (secs * 1_000_000_000, secs.to_string()),
+                1 => {
+                    let ms = nanos / 1_000_000;
+                    let ns = secs * 1_000_000_000 + i64::from(ms) * 1_000_000;
+                    (ns, format!("{secs}.{ms:03}"))
+                }
+                2 => (secs * 1_000_000_000, format!("\"{secs}\"")),
+                _ => (
+                    secs * 1_000_000_000 + i64::from(nanos),
+                    format!("\"{secs}.{nanos:09}\""),
+                ),
+            })
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        let scalar = crate::decode::json::tests::any_json()
+            .prop_filter("an event holds something", |v| {
+                !v.is_null() && v.as_str() != Some("")
+            });
+        let meta = proptest::collection::vec(
+            (
+                proptest::sample::select(METADATA.to_vec()),
+                crate::decode::json::tests::any_json(),
+            ),
+            0..4,
+        );
+        (
+            prop_oneof![object(), scalar],
+            proptest::option::of(prop_oneof![object(), Just(Value::Null)]),
+            proptest::option::of(time()),
+            meta,
+        )
+            .prop_map(|(event, fields, time, mut metadata)| {
+                let mut seen = Vec::new();
+                metadata.retain(|(k, _)| {
+                    !seen.contains(k) && {
+                        seen.push(*k);
+                        true
+                    }
+                });
+                Event {
+                    event,
+                    fields,
+                    time,
+                    metadata,
+                }
+            })
+    }
+
+    /// The event as a sender writes it, keys in a fixed order.
+    fn text(e: &Event) -> String {
+        let mut parts = vec![format!("\"event\":{}", e.event)];
+        if let Some(f) = &e.fields {
+            parts.push(format!("\"fields\":{f}"));
+        }
+        if let Some((_, t)) = &e.time {
+            parts.push(format!("\"time\":{t}"));
+        }
+        for (k, v) in &e.metadata {
+            parts.push(format!("\"{k}\":{v}"));
+        }
+        format!("{{{}}}", parts.join(","))
+    }
+
+    /// The record HEC's rules make of `e`, built independently: the event's fields (or
+    /// the event as `message`), then the indexed fields, `time`, the metadata and the
+    /// request's defaults, each name taken by the first that has it.
+    fn expected(e: &Event, defaults: &[(String, String)]) -> Vec<(String, Value)> {
+        let mut rec: Vec<(String, Value)> = Vec::new();
+        let mut put = |k: &str, v: Value| {
+            if !rec.iter().any(|(n, _)| n == k) {
+                rec.push((k.to_string(), v));
+            }
+        };
+        match &e.event {
+            Value::Object(m) => m.iter().for_each(|(k, v)| put(k, v.clone())),
+            v => put("message", v.clone()),
+        }
+        if let Some(Value::Object(m)) = &e.fields {
+            m.iter().for_each(|(k, v)| put(k, v.clone()));
+        }
+        if let Some((ns, _)) = e.time {
+            put("time", Value::from(format_rfc3339_nanos(ns)));
+        }
+        // In HEC's order, whatever the event's.
+        for k in METADATA {
+            if let Some((_, v)) = e.metadata.iter().find(|(n, v)| *n == k && !v.is_null()) {
+                put(k, v.clone());
+            }
+        }
+        for (k, v) in defaults {
+            put(k, Value::from(v.as_str()));
+        }
+        rec
+    }
+
+    proptest::proptest! {
+        /// Any run of events, back to back or apart, becomes exactly the records HEC's
+        /// rules make of them, fields in order.
+        #[test]
+        fn events_become_the_records_their_rules_make(
+            evs in proptest::collection::vec(event(), 1..5),
+            seps in proptest::collection::vec(proptest::sample::select(vec!["", " ", "\n", "\r\n\t "]), 5),
+            defaults in proptest::collection::vec(
+                (proptest::sample::select(METADATA.to_vec()), "[a-z]{1,4}"), 0..3),
+        ) {
+            let defaults: Vec<(String, String)> =
+                defaults.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let body: String = evs
+                .iter()
+                .zip(&seps)
+                .map(|(e, sep)| format!("{}{sep}", text(e)))
+                .collect();
+            let mut got = Vec::new();
+            HecReader::default()
+                .read(body.as_bytes(), &defaults, |name, _, rec| {
+                    got.push((name.to_string(), rec.map(|r| r.to_json())))
+                })
+                .map_err(proptest::test_runner::TestCaseError::fail)?;
+            proptest::prop_assert_eq!(got.len(), evs.len());
+            for (i, ((name, rec), e)) in got.into_iter().zip(&evs).enumerate() {
+                proptest::prop_assert_eq!(name, format!("event[{i}]"));
+                let rec = rec.map_err(proptest::test_runner::TestCaseError::fail)?;
+                let Ok(Value::Object(rec)) = serde_json::from_str::<Value>(&rec) else {
+                    return Err(proptest::test_runner::TestCaseError::fail(rec));
+                };
+                let rec: Vec<(String, Value)> = rec.into_iter().collect();
+                proptest::prop_assert_eq!(rec, expected(e, &defaults), "{}", text(e));
+            }
+        }
+    }
+
     #[test]
     fn raw_lines_are_messages_with_the_request_metadata() {
         let meta = [
