@@ -18,6 +18,7 @@ use crate::dlq::{DlqEntry, DlqSink};
 use crate::log_at;
 use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
+use crate::open_files::{Finished, OpenFiles, Slot};
 use crate::partition::{PathTemplate, object_name};
 use crate::record::{DynRecord, LogRecord, Record};
 use crate::writer::Writer;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub use_dlq: bool,
     /// Per-key schemas of dynamic records.
     pub schemas: SchemaRegistry,
+    /// Files kept open across flushes (FileMaxAge), shared by the writer threads.
+    pub open_files: Option<OpenFiles>,
 }
 
 impl Shared {
@@ -104,6 +107,9 @@ pub struct Written {
     pub dead_lettered: usize,
     /// The key's schema after this batch (dynamic records), for the buffer to keep.
     pub schema: Option<Arc<str>>,
+    /// Rows of open files (FileMaxAge) that could be neither written nor kept in the
+    /// recovery store: their records had left the buffer.
+    pub lost: usize,
 }
 
 /// The bytes of a Parquet file that are not column data: the footer (its length is
@@ -127,6 +133,14 @@ pub struct FlushFailure {
     /// What did get written before the failure (boxed: it is the large part, and a
     /// `Result` carries the failure on every flush's return).
     pub partial: Box<Written>,
+}
+
+/// What a caught panic said.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Test hook: `D2P_FAULT=convert-panic` makes conversion panic, to prove that a panic in
@@ -230,14 +244,7 @@ impl Flusher {
         })) {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(e)) => Err(format!("conversion failed: {e}")),
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(format!("conversion panicked: {msg}"))
-            }
+            Err(p) => Err(format!("conversion panicked: {}", panic_text(&*p))),
         }
     }
 
@@ -319,6 +326,18 @@ impl Flusher {
             out.schema = Some(t.to_json().into());
         }
         for (gi, (folder, is_log, idx)) in self.plan(batch, now_ns).into_iter().enumerate() {
+            let id = ulid::Ulid(batch.id.0.wrapping_add(gi as u128));
+            if self.shared.open_files.is_some() {
+                let slot = Slot {
+                    key: batch.key.clone(),
+                    folder,
+                    is_log,
+                };
+                if let Err(reason) = self.append(batch, &slot, id, &idx, &dynamic, &mut out) {
+                    self.dead_letter(batch, &idx, &reason, &mut out, &mut unwritten, &mut error);
+                }
+                continue;
+            }
             let encoded = if is_log {
                 let recs: Vec<&LogRecord> = idx
                     .iter()
@@ -338,92 +357,18 @@ impl Flusher {
                     Err(reason) => Err(reason.clone()),
                 }
             };
-            let recs: Vec<&Record> = idx.iter().map(|&i| &batch.records[i]).collect();
             let bytes = match encoded {
                 Ok(b) => b,
                 Err(reason) => {
                     // Conversion can never succeed for these records: dead-letter them.
-                    log_at!(
-                        self.shared.log,
-                        Level::Error,
-                        "batch {} ({}): {reason}",
-                        batch.id,
-                        batch.key
-                    );
-                    let entries: Vec<DlqEntry> = recs
-                        .iter()
-                        .map(|r| {
-                            let mut e = DlqEntry::new(
-                                format!("batch {} of key {}", batch.id, batch.key),
-                                &reason,
-                                r.to_json().as_bytes(),
-                            );
-                            e.key = Some(batch.key.to_string());
-                            e
-                        })
-                        .collect();
-                    match self.shared.reject(&entries) {
-                        Ok(()) => out.dead_lettered += entries.len(),
-                        Err(e) => {
-                            error = format!("{reason}; and the DLQ failed: {e}");
-                            unwritten.extend(idx);
-                        }
-                    }
+                    self.dead_letter(batch, &idx, &reason, &mut out, &mut unwritten, &mut error);
                     continue;
                 }
             };
-            let id = ulid::Ulid(batch.id.0.wrapping_add(gi as u128)).to_string();
-            let md5 = self.use_hash.then(|| {
-                use md5::{Digest, Md5};
-                crate::record::canonical::hex(&Md5::digest(&bytes))
-            });
-            let name = object_name(&folder, &id, &batch.key, md5.as_deref());
-            match self.put_with_retries(&name, &bytes) {
-                Ok(()) => {
-                    out.files.push(name);
-                    out.rows += recs.len();
-                    out.bytes += bytes.len() as u64;
-                    out.footer_bytes += footer_len(&bytes);
-                    let m = &self.shared.metrics;
-                    Metrics::add(&m.files_written, 1);
-                    Metrics::add(&m.bytes_written, bytes.len() as u64);
-                    m.file_size.observe(bytes.len() as f64);
-                    m.file_rows.observe(recs.len() as f64);
-                    Metrics::add(&m.records_out, recs.len() as u64);
-                    m.per_key.file_written(
-                        &batch.key,
-                        recs.len(),
-                        bytes.len(),
-                        std::time::SystemTime::now(),
-                    );
-                }
-                Err(e) => match self
-                    .recovery
-                    .as_ref()
-                    .map(|r| (r.store(&name, &bytes), r.dir().display().to_string()))
-                {
-                    Some((Ok(()), dir)) => {
-                        log_at!(
-                            self.shared.log,
-                            Level::Error,
-                            "could not write {name} ({e}); kept in {dir} for retry"
-                        );
-                        Metrics::add(&self.shared.metrics.recovery_stored, 1);
-                        out.recovered += 1;
-                    }
-                    Some((Err(re), _)) => {
-                        error =
-                            format!("write of {name} failed: {e}; recovery store failed too: {re}");
-                        log_at!(self.shared.log, Level::Error, "{error}");
-                        unwritten.extend(idx);
-                    }
-                    None => {
-                        error =
-                            format!("write of {name} failed: {e}; the batch stays in the buffer");
-                        log_at!(self.shared.log, Level::Error, "{error}");
-                        unwritten.extend(idx);
-                    }
-                },
+            let file = (folder.as_str(), id, &batch.key);
+            if let Err(e) = self.deliver(file, &bytes, idx.len(), &mut out) {
+                error = e;
+                unwritten.extend(idx);
             }
         }
         self.shared
@@ -440,6 +385,202 @@ impl Flusher {
                 partial: Box::new(out),
             })
         }
+    }
+
+    /// Sends records that can never be converted to the DLQ; if even that fails, they
+    /// stay unwritten (in the buffer) with the reason.
+    fn dead_letter(
+        &self,
+        batch: &Batch,
+        idx: &[usize],
+        reason: &str,
+        out: &mut Written,
+        unwritten: &mut Vec<usize>,
+        error: &mut String,
+    ) {
+        log_at!(
+            self.shared.log,
+            Level::Error,
+            "batch {} ({}): {reason}",
+            batch.id,
+            batch.key
+        );
+        let entries: Vec<DlqEntry> = idx
+            .iter()
+            .map(|&i| {
+                let mut e = DlqEntry::new(
+                    format!("batch {} of key {}", batch.id, batch.key),
+                    reason,
+                    batch.records[i].to_json().as_bytes(),
+                );
+                e.key = Some(batch.key.to_string());
+                e
+            })
+            .collect();
+        match self.shared.reject(&entries) {
+            Ok(()) => out.dead_lettered += entries.len(),
+            Err(e) => {
+                *error = format!("{reason}; and the DLQ failed: {e}");
+                unwritten.extend_from_slice(idx);
+            }
+        }
+    }
+
+    /// Writes one finished file, `(folder, id, key)` naming it, with retries; when
+    /// every attempt fails, keeps it in the recovery store. `Err` when it is in
+    /// neither place.
+    fn deliver(
+        &mut self,
+        (folder, id, key): (&str, ulid::Ulid, &crate::partition::PartitionKey),
+        bytes: &[u8],
+        rows: usize,
+        out: &mut Written,
+    ) -> Result<(), String> {
+        let md5 = self.use_hash.then(|| {
+            use md5::{Digest, Md5};
+            crate::record::canonical::hex(&Md5::digest(bytes))
+        });
+        let name = object_name(folder, &id.to_string(), key, md5.as_deref());
+        let e = match self.put_with_retries(&name, bytes) {
+            Ok(()) => {
+                out.files.push(name);
+                out.rows += rows;
+                out.bytes += bytes.len() as u64;
+                out.footer_bytes += footer_len(bytes);
+                let m = &self.shared.metrics;
+                Metrics::add(&m.files_written, 1);
+                Metrics::add(&m.bytes_written, bytes.len() as u64);
+                m.file_size.observe(bytes.len() as f64);
+                m.file_rows.observe(rows as f64);
+                Metrics::add(&m.records_out, rows as u64);
+                m.per_key
+                    .file_written(key, rows, bytes.len(), std::time::SystemTime::now());
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let error = match self
+            .recovery
+            .as_ref()
+            .map(|r| (r.store(&name, bytes), r.dir().display().to_string()))
+        {
+            Some((Ok(()), dir)) => {
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "could not write {name} ({e}); kept in {dir} for retry"
+                );
+                Metrics::add(&self.shared.metrics.recovery_stored, 1);
+                out.recovered += 1;
+                return Ok(());
+            }
+            Some((Err(re), _)) => {
+                format!("write of {name} failed: {e}; recovery store failed too: {re}")
+            }
+            None => format!("write of {name} failed: {e}; the batch stays in the buffer"),
+        };
+        log_at!(self.shared.log, Level::Error, "{error}");
+        Err(error)
+    }
+
+    /// Appends a group of the batch to its slot's open file (FileMaxAge), and writes
+    /// the files finished on the way. `Err` holds why the group's records could not be
+    /// converted (they go to the DLQ, as in a file of their own).
+    fn append(
+        &mut self,
+        batch: &Batch,
+        slot: &Slot,
+        id: ulid::Ulid,
+        idx: &[usize],
+        dynamic: &Result<Option<(DType, bool)>, String>,
+        out: &mut Written,
+    ) -> Result<(), String> {
+        let Some(open) = &self.shared.open_files else {
+            return Err("internal: no open files".into());
+        };
+        let inject = self.inject_panic;
+        let appended = catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("injected fault: conversion panic (D2P_FAULT=convert-panic)");
+            }
+            if slot.is_log {
+                let recs: Vec<&LogRecord> = idx
+                    .iter()
+                    .filter_map(|&i| batch.records[i].as_log())
+                    .collect();
+                Ok(open.append_log(slot, id, &recs, &self.log_layout))
+            } else {
+                let recs: Vec<&DynRecord> = idx
+                    .iter()
+                    .filter_map(|&i| batch.records[i].as_dynamic())
+                    .collect();
+                match dynamic {
+                    Ok(Some((t, fixed))) => {
+                        Ok(open.append_dynamic(slot, id, &recs, (t, *fixed), &self.opts))
+                    }
+                    Ok(None) => Err("internal: no schema for dynamic records".to_string()),
+                    Err(reason) => Err(reason.clone()),
+                }
+            }
+        }));
+        let (finished, result) = match appended {
+            Ok(Ok(r)) => r,
+            Ok(Err(reason)) => return Err(reason),
+            Err(p) => return Err(format!("conversion panicked: {}", panic_text(&*p))),
+        };
+        self.deliver_finished(finished, out);
+        result.map_err(|e| format!("conversion failed: {e}"))
+    }
+
+    /// Writes files taken out of their slots. One that cannot be written or kept is
+    /// lost, its records having left the buffer: counted and logged as such.
+    fn deliver_finished(&mut self, files: Vec<Finished>, out: &mut Written) {
+        for f in files {
+            let delivered = match &f.bytes {
+                Ok(bytes) => self.deliver((&f.slot.folder, f.id, &f.slot.key), bytes, f.rows, out),
+                Err(e) => Err(format!("finishing the file failed: {e}")),
+            };
+            if let Err(e) = delivered {
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "{} rows of key {} lost: {e}",
+                    f.rows,
+                    f.slot.key
+                );
+                out.lost += f.rows;
+            }
+        }
+    }
+
+    /// Finishes and writes the open files (FileMaxAge) that are due, or all of them
+    /// (an explicit flush, exit).
+    pub fn finish_open(&mut self, all: bool) -> Written {
+        let mut out = Written::default();
+        let shared = self.shared.clone();
+        let Some(open) = &shared.open_files else {
+            return out;
+        };
+        let files = match catch_unwind(AssertUnwindSafe(|| match all {
+            true => open.take_all(),
+            false => open.take_due(),
+        })) {
+            Ok(files) => files,
+            Err(p) => {
+                log_at!(
+                    self.shared.log,
+                    Level::Error,
+                    "finishing open files panicked: {}",
+                    panic_text(&*p)
+                );
+                return out;
+            }
+        };
+        self.deliver_finished(files, &mut out);
+        let m = &shared.metrics;
+        m.open_files.store(open.len() as u64, Ordering::Relaxed);
+        m.open_file_bytes.store(open.bytes(), Ordering::Relaxed);
+        out
     }
 
     /// Removes what interrupted writes left at the destination (see

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod open_files;
 pub mod partition;
 pub mod readback;
 pub mod receiver;

@@ -232,6 +232,9 @@ pub struct Config {
     pub buffer_max_keys: Option<std::num::NonZeroUsize>,
     /// FileTargetSize: the encoded size a key's files aim for (None: BufferSize alone).
     pub file_target_size: Option<std::num::NonZeroU64>,
+    /// FileMaxAge: how long a key's file stays open across flushes (None: a file per
+    /// flush).
+    pub file_max_age: Option<Duration>,
     pub queue_capacity: usize,
     /// How long [`crate::receiver::Receiver::submit`] waits for room in a full buffer.
     pub buffer_full_wait: Duration,
@@ -494,6 +497,7 @@ impl ConfigBuilder {
                 buffer_max_bytes: 64 * 1024 * 1024,
                 buffer_max_keys: std::num::NonZeroUsize::new(10_000),
                 file_target_size: None,
+                file_max_age: None,
                 queue_capacity: 64,
                 buffer_full_wait: Duration::from_secs(1),
                 flush_workers: 1,
@@ -629,6 +633,12 @@ impl ConfigBuilder {
             }
             Key::Debug => c.debug = parse_bool(k, v)?,
             Key::FlushInterval => c.flush_interval = parse_duration(k, v)?,
+            Key::FileMaxAge => {
+                c.file_max_age = match v.trim() {
+                    "0" => None,
+                    _ => Some(parse_duration(k, v)?),
+                };
+            }
             Key::IgnoredFields => c.ignored_fields = FieldSet::parse(v),
             Key::MaskFields => c.mask_fields = FieldSet::parse(v),
             Key::JsonSchemaPath => {
@@ -1020,6 +1030,12 @@ impl ConfigBuilder {
                 reason: "UseHMAC=true needs HmacKey (the HMAC-SHA256 secret)".into(),
             });
         }
+        if c.buffer_type == BufferType::Redis && c.file_max_age.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "FileMaxAge".into(),
+                reason: "FileMaxAge keeps records in open files after they leave the buffer, which only the mem buffer allows: with BufferType=redis, records must stay in Redis until their file is written (use FileTargetSize with a larger BufferMaxBytes there)".into(),
+            });
+        }
         if c.buffer_type == BufferType::Redis && c.redis.host.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "RedisHost".into(),
@@ -1373,6 +1389,34 @@ mod tests {
         let e = target("1000").unwrap_err().to_string();
         assert!(e.contains("FileTargetSize") && e.contains("64KiB"), "{e}");
         assert!(target("big").is_err());
+    }
+
+    #[test]
+    fn file_max_age_is_off_at_zero_and_refused_with_redis() {
+        let age = |kv: &[(&str, &str)]| {
+            let mut b = ConfigBuilder::new();
+            for (k, v) in kv {
+                b.set(k, v)?;
+            }
+            b.build().map(|c| c.file_max_age)
+        };
+        assert_eq!(Config::default().file_max_age, None);
+        assert_eq!(age(&[("FileMaxAge", "0")]).unwrap(), None);
+        assert_eq!(
+            age(&[("file_max_age", "5m")]).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            age(&[("FILEMAXAGE", "300")]).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        let redis = [
+            ("BufferType", "redis"),
+            ("RedisHost", "127.0.0.1:6379"),
+            ("FileMaxAge", "60"),
+        ];
+        let e = age(&redis).unwrap_err().to_string();
+        assert!(e.contains("FileMaxAge") && e.contains("mem buffer"), "{e}");
     }
 
     #[test]

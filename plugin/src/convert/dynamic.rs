@@ -700,6 +700,20 @@ pub fn encode_dynamic(
     sink.finish()
 }
 
+/// Records of schema `t` as Arrow batches of at most [`BATCH_ROWS`] rows, all built
+/// before any is written: a file kept open across flushes must not take part of a
+/// batch whose conversion then fails (those records go to the DLQ).
+pub fn dynamic_batches(
+    records: &[&DynRecord],
+    t: &DType,
+    fixed: bool,
+) -> Result<Vec<RecordBatch>, ConvertError> {
+    records
+        .chunks(BATCH_ROWS)
+        .map(|chunk| dynamic_batch(chunk, t, fixed))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

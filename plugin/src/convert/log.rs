@@ -275,6 +275,20 @@ impl LogLayout {
         })
     }
 
+    /// A new log file written to `out`, fed Arrow batches (see [`LogLayout::batches`]).
+    pub fn sink<W: std::io::Write + Send>(&self, out: W) -> Result<ParquetSink<W>, ConvertError> {
+        self.file.sink(out)
+    }
+
+    /// Log records as Arrow batches of at most [`BATCH_ROWS`] rows, all built before
+    /// any is written: a file kept open across flushes must not take part of a batch
+    /// whose conversion then fails (those records go to the DLQ).
+    pub fn batches(&self, recs: &[&LogRecord]) -> Result<Vec<RecordBatch>, ConvertError> {
+        recs.chunks(BATCH_ROWS)
+            .map(|c| log_batch(c, self.utf8))
+            .collect()
+    }
+
     /// Encodes log records as one in-memory Parquet file.
     pub fn encode<'r, I>(&self, recs: I) -> Result<Vec<u8>, ConvertError>
     where

@@ -191,6 +191,9 @@ pub struct Metrics {
     pub buffer_records: AtomicU64,
     pub buffer_bytes: AtomicU64,
     pub buffer_keys: AtomicU64,
+    /// Files kept open across flushes (FileMaxAge), and the memory they hold.
+    pub open_files: AtomicU64,
+    pub open_file_bytes: AtomicU64,
     /// How long the longest-waiting pending record has waited, in milliseconds.
     pub buffer_oldest_ms: AtomicU64,
     pub flush_latency: Histogram<FlushLatency>,
@@ -328,6 +331,16 @@ impl Metrics {
                 "d2p_buffer_keys",
                 "Partition keys with pending records: each is at least one file at the next flush.",
                 &self.buffer_keys,
+            ),
+            (
+                "d2p_open_files",
+                "Files kept open across flushes (FileMaxAge), not yet written.",
+                &self.open_files,
+            ),
+            (
+                "d2p_open_file_bytes",
+                "Memory held by the files kept open across flushes (their encoded row groups).",
+                &self.open_file_bytes,
             ),
         ] {
             let _ = writeln!(

@@ -4,7 +4,9 @@
 //! makes the buffer need no lock, and what orders every decision about one key.
 
 use super::file_size::FileSizing;
-use super::{ABANDONED, CLAIMED, Done, FlushReport, Job, Msg, PARKED, PENDING, Push, SubmitError};
+use super::{
+    ABANDONED, CLAIMED, Done, FlushReport, Job, Msg, PARKED, PENDING, Push, Report, SubmitError,
+};
 use crate::buffer::{Batch, Buffer, BufferError, Reason, Refused};
 use crate::config::Config;
 use crate::flush::Shared;
@@ -23,6 +25,9 @@ struct Waiter {
     done: Tx<FlushReport>,
     ids: HashSet<ulid::Ulid>,
     report: FlushReport,
+    /// Its request to finish the open files (FileMaxAge) was made: it is answered
+    /// once that is done too.
+    finishing: bool,
 }
 
 struct Closing {
@@ -51,6 +56,10 @@ pub(super) struct BufferThread {
     closing: Option<Closing>,
     workers: Vec<JoinHandle<()>>,
     parked: VecDeque<Push>,
+    /// Files are kept open across flushes (FileMaxAge): a flush finishes them too.
+    open_files: bool,
+    /// Requests to finish the open files, not yet handed to a writer thread.
+    finish_requests: VecDeque<ulid::Ulid>,
 }
 
 impl BufferThread {
@@ -64,7 +73,12 @@ impl BufferThread {
         BufferThread {
             buffer,
             shared,
-            sizing: FileSizing::new(cfg.file_target_size, cfg.buffer_size),
+            // With files kept open, FileTargetSize is where a file is finished, not
+            // how many records a flush takes.
+            sizing: FileSizing::new(
+                cfg.file_target_size.filter(|_| cfg.file_max_age.is_none()),
+                cfg.buffer_size,
+            ),
             interval: cfg.flush_interval,
             job_tx: Some(job_tx),
             capacity: workers.len() * 2,
@@ -74,10 +88,12 @@ impl BufferThread {
             closing: None,
             workers,
             parked: VecDeque::new(),
+            open_files: cfg.file_max_age.is_some(),
+            finish_requests: VecDeque::new(),
         }
     }
 
-    pub(super) fn run(mut self, rx: Rx<Msg>, done_rx: Rx<Done>) {
+    pub(super) fn run(mut self, rx: Rx<Msg>, done_rx: Rx<Report>) {
         let tick =
             (self.interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
         let mut next_tick = Instant::now() + tick;
@@ -97,7 +113,11 @@ impl BufferThread {
                         }
                     }
                 },
-                recv(done_rx) -> d => if let Ok(d) = d { self.on_done(d) },
+                recv(done_rx) -> d => match d {
+                    Ok(Report::Batch(d)) => self.on_done(d),
+                    Ok(Report::Finished(id, w)) => self.on_finished(id, w),
+                    Err(_) => {}
+                },
                 default(timeout) => {}
             }
             if Instant::now() >= next_tick {
@@ -108,11 +128,15 @@ impl BufferThread {
                 }
             }
             self.dispatch();
-            if self.closing.is_some() && self.queue.is_empty() && self.in_flight.is_empty() {
+            if self.closing.is_some()
+                && self.queue.is_empty()
+                && self.in_flight.is_empty()
+                && self.finish_requests.is_empty()
+            {
                 if self.redrain() {
                     continue;
                 }
-                self.finish_close();
+                self.finish_close(&done_rx);
                 return;
             }
         }
@@ -171,15 +195,13 @@ impl BufferThread {
                     .map(|b| b.id)
                     .chain(self.in_flight.iter().copied())
                     .collect();
-                if ids.is_empty() {
-                    let _ = done.send(FlushReport::default());
-                } else {
-                    self.waiters.push(Waiter {
-                        done,
-                        ids,
-                        report: FlushReport::default(),
-                    });
-                }
+                self.waiters.push(Waiter {
+                    done,
+                    ids,
+                    report: FlushReport::default(),
+                    finishing: false,
+                });
+                self.answer_waiters();
             }
             Msg::Close { done } => self.start_close(Some(done)),
         }
@@ -347,22 +369,69 @@ impl BufferThread {
 
     fn dispatch(&mut self) {
         while self.in_flight.len() < self.capacity {
-            let Some(batch) = self.queue.pop_front() else {
-                break;
-            };
             let Some(tx) = &self.job_tx else {
-                self.queue.push_front(batch);
                 break;
             };
-            let id = batch.id;
-            match tx.try_send(Job { batch }) {
+            // A finish request goes first: the batches it waited for are written, and
+            // the queue holds only later ones.
+            let job = match self.finish_requests.pop_front() {
+                Some(id) => Job::FinishOpen(id),
+                None => match self.queue.pop_front() {
+                    Some(batch) => Job::Write(batch),
+                    None => break,
+                },
+            };
+            let id = job.id();
+            match tx.try_send(job) {
                 Ok(()) => {
                     self.in_flight.insert(id);
                 }
                 Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
-                    self.queue.push_front(j.batch);
+                    match j {
+                        Job::Write(batch) => self.queue.push_front(batch),
+                        Job::FinishOpen(id) => self.finish_requests.push_front(id),
+                    }
                     break;
                 }
+            }
+        }
+    }
+
+    /// Open files finished: on a waiter's request (`id`), or by a writer thread
+    /// stopping at close (`None`; see [`BufferThread::finish_close`]).
+    fn on_finished(&mut self, id: Option<ulid::Ulid>, w: super::Written) {
+        if let Some(id) = id {
+            self.in_flight.remove(&id);
+        }
+        for waiter in &mut self.waiters {
+            if id.is_some_and(|id| waiter.ids.remove(&id)) {
+                waiter.report.add(&w);
+            }
+        }
+        if let Some(c) = &mut self.closing {
+            c.report.add(&w);
+        }
+        self.answer_waiters();
+    }
+
+    /// Answers the flushes whose batches are all written. With files kept open
+    /// (FileMaxAge) a flush first asks for them to be finished, and is answered when
+    /// that is done.
+    fn answer_waiters(&mut self) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &mut self.waiters[i];
+            if !w.ids.is_empty() {
+                i += 1;
+            } else if self.open_files && !w.finishing && self.closing.is_none() {
+                let id = ulid::Ulid::generate();
+                w.finishing = true;
+                w.ids.insert(id);
+                self.finish_requests.push_back(id);
+                i += 1;
+            } else {
+                let w = self.waiters.swap_remove(i);
+                let _ = w.done.send(w.report);
             }
         }
     }
@@ -452,15 +521,7 @@ impl BufferThread {
         // The gauges first: a caller whose flush is answered may read them at once, and
         // must not see the records of the batch it just waited for.
         self.publish_usage();
-        let mut i = 0;
-        while i < self.waiters.len() {
-            if self.waiters[i].ids.is_empty() {
-                let w = self.waiters.swap_remove(i);
-                let _ = w.done.send(w.report);
-            } else {
-                i += 1;
-            }
-        }
+        self.answer_waiters();
         self.unpark(error.is_none());
     }
 
@@ -530,8 +591,15 @@ impl BufferThread {
         true
     }
 
-    fn finish_close(&mut self) {
+    fn finish_close(&mut self, done_rx: &Rx<Report>) {
+        // Dropping the job channel stops the writer threads, which first finish the
+        // files kept open across flushes (FileMaxAge) and report them here.
         self.job_tx = None;
+        while let Ok(r) = done_rx.recv() {
+            if let Report::Finished(None, w) = r {
+                self.on_finished(None, w);
+            }
+        }
         for w in self.workers.drain(..) {
             let _ = w.join();
         }

@@ -33,6 +33,7 @@ use crate::log_at;
 use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
 use crate::metrics::file::MetricsFile;
+use crate::open_files::OpenFiles;
 use crate::partition::PartitionKey;
 use crate::writer::Writer;
 use buffer_thread::BufferThread;
@@ -116,6 +117,7 @@ impl FlushReport {
         self.bytes += w.bytes;
         self.recovered += w.recovered;
         self.dead_lettered += w.dead_lettered;
+        self.lost += w.lost;
     }
 }
 
@@ -175,8 +177,20 @@ struct Push {
     waited: bool,
 }
 
-struct Job {
-    batch: Batch,
+enum Job {
+    Write(Batch),
+    /// Finish and write every file kept open across flushes (FileMaxAge): an explicit
+    /// flush, once the batches it took are in them.
+    FinishOpen(ulid::Ulid),
+}
+
+impl Job {
+    fn id(&self) -> ulid::Ulid {
+        match self {
+            Job::Write(b) => b.id,
+            Job::FinishOpen(id) => *id,
+        }
+    }
 }
 
 /// A finished job. On success the writer thread keeps (and frees) the records; on
@@ -186,6 +200,14 @@ struct Done {
     /// The part that was written (or dead-lettered): to be acknowledged.
     written: BatchInfo,
     result: Result<Written, (FlushFailure, Batch)>,
+}
+
+/// What a writer thread reports.
+enum Report {
+    Batch(Done),
+    /// Open files finished: on request (the job's id), or when the writer stops at
+    /// close (`None`).
+    Finished(Option<ulid::Ulid>, Written),
 }
 
 /// Idle direct pushers, one per producer thread that has pushed.
@@ -274,6 +296,13 @@ impl Receiver {
             dlq: parts.dlq,
             use_dlq: cfg.use_dlq,
             schemas: Default::default(),
+            open_files: cfg.file_max_age.map(|age| {
+                OpenFiles::new(
+                    age,
+                    cfg.file_target_size.map(|n| n.get()),
+                    cfg.buffer_max_bytes,
+                )
+            }),
         });
         let mut flushers = Vec::new();
         let writer_description = parts
@@ -299,7 +328,7 @@ impl Receiver {
             .map(|f| (f, Mutex::new(Vec::new())));
         let (tx, rx) = bounded::<Msg>(cfg.queue_capacity);
         let (job_tx, job_rx) = bounded::<Job>(flushers.len() * 2);
-        let (done_tx, done_rx) = bounded::<Done>(flushers.len() * 2 + 1);
+        let (done_tx, done_rx) = bounded::<Report>(flushers.len() * 2 + 1);
         let mut workers = Vec::new();
         for (i, f) in flushers.into_iter().enumerate() {
             let jr = job_rx.clone();
@@ -638,6 +667,7 @@ mod tests {
     use crate::logging::NullLogger;
     use crate::readback::{file_rows, parquet_files};
     use crate::writer::recovery::Pass;
+    use serde_json::Value;
     use std::path::Path;
     use std::time::Instant;
 
@@ -840,6 +870,167 @@ mod tests {
         assert_eq!(r.flush().unwrap(), FlushReport::default());
     }
 
+    /// The rows of each written file, in file order, by file name.
+    fn files_rows(dir: &Path) -> Vec<Vec<String>> {
+        parquet_files(&dir.join("out"))
+            .iter()
+            .map(|p| {
+                file_rows(p)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["message"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// FileMaxAge: a key's flushes append to one open file, which a flush writes
+    /// whole (and nothing of it is on disk before); the next flushes start the next.
+    #[test]
+    fn files_kept_open_grow_across_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferSize", "10"),
+                ("FlushInterval", "3600"),
+                ("FileMaxAge", "3600"),
+                ("FlushWorkers", "2"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        for from in (0..95).step_by(19) {
+            r.submit(batch(&c, from, 19, 1)).unwrap();
+        }
+        wait_until("nine flushes of ten records", || {
+            Metrics::get(&r.metrics().buffer_records) == 5
+        });
+        assert!(parquet_files(&dir.path().join("out")).is_empty());
+        let rep = r.flush().unwrap();
+        assert_eq!((rep.files, rep.rows, rep.lost), (1, 95, 0));
+        let mut rows = files_rows(dir.path()).concat();
+        rows.sort_by_key(|m| m[1..].parse::<usize>().unwrap());
+        assert_eq!(rows, expect(0, 95));
+        assert_eq!(Metrics::get(&r.metrics().records_out), 95);
+        r.submit(batch(&c, 95, 30, 2)).unwrap();
+        let rep = r.close();
+        assert_eq!(
+            (rep.files, rep.rows, rep.lost),
+            (2, 30, 0),
+            "a file per key"
+        );
+        assert_eq!(written(dir.path()), expect(0, 125));
+    }
+
+    /// With one writer thread the rows of a file are in the order they came, and a
+    /// file is written once it is FileMaxAge old, without a flush.
+    #[test]
+    fn a_file_kept_open_is_written_at_file_max_age_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferSize", "10"),
+                ("FlushInterval", "3600"),
+                ("FileMaxAge", "1s"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 25, 1)).unwrap();
+        wait_until("the aged file", || {
+            parquet_files(&dir.path().join("out")).len() == 1
+        });
+        assert_eq!(files_rows(dir.path()), [expect(0, 20)]);
+        let rep = r.close();
+        assert_eq!((rep.files, rep.rows), (1, 5));
+        assert_eq!(written(dir.path()), expect(0, 25));
+    }
+
+    /// FileTargetSize finishes an open file once it is that big.
+    #[test]
+    fn files_kept_open_are_finished_at_the_target_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferSize", "500"),
+                ("FlushInterval", "3600"),
+                ("FileMaxAge", "3600"),
+                ("FileTargetSize", "64KiB"),
+                ("WriterRowGroupSize", "16KiB"),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        for from in (0..30_000).step_by(1000) {
+            r.submit_wait(batch(&c, from, 1000, 1)).unwrap();
+        }
+        let rep = r.close();
+        assert_eq!((rep.rows > 0, rep.lost), (true, 0));
+        assert_eq!(written(dir.path()), expect(0, 30_000));
+        let sizes: Vec<u64> = parquet_files(&dir.path().join("out"))
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .collect();
+        assert!(sizes.len() >= 3, "{sizes:?}");
+        let full = sizes.iter().filter(|&&n| n >= 48 * 1024).count();
+        assert!(
+            full >= sizes.len() - 1,
+            "all but the last near 64KiB: {sizes:?}"
+        );
+        assert!(sizes.iter().all(|&n| n < 128 * 1024), "{sizes:?}");
+    }
+
+    /// A dynamic key whose schema widens finishes its open file and opens one of the
+    /// new schema: a file has one schema.
+    #[test]
+    fn a_schema_change_finishes_the_open_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("RecordType", "dynamic"),
+                ("BufferSize", "2"),
+                ("FlushInterval", "3600"),
+                ("FileMaxAge", "3600"),
+            ],
+        );
+        let spec = IngestSpec::from_config(&c).unwrap();
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        for lines in [
+            [r#"{"n": 1, "message": "a"}"#, r#"{"n": 2, "message": "b"}"#],
+            [r#"{"n": 3, "message": "c"}"#, r#"{"n": 4, "message": "d"}"#],
+            [
+                r#"{"n": "x", "message": "e"}"#,
+                r#"{"n": 5, "message": "f"}"#,
+            ],
+        ] {
+            let mut d = Decoder::new(&spec);
+            let mut out = KeyedBatch::new();
+            for l in lines {
+                assert!(d.json(&mut l.as_bytes().to_vec(), || "line".into(), &mut out));
+            }
+            r.submit_wait(out).unwrap();
+        }
+        assert_eq!(r.close().lost, 0);
+        let m = r.metrics();
+        let written = (Metrics::get(&m.files_written), Metrics::get(&m.records_out));
+        assert_eq!(written, (2, 6));
+        let mut files: Vec<Vec<Value>> = parquet_files(&dir.path().join("out"))
+            .iter()
+            .map(|p| {
+                file_rows(p)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["n"].clone())
+                    .collect()
+            })
+            .collect();
+        files.sort_by_key(|f| f.len());
+        assert_eq!(files[0], [Value::from("x"), Value::from("5")]);
+        assert_eq!(files[1].len(), 4);
+        assert!(files[1].iter().all(Value::is_i64), "{:?}", files[1]);
+    }
+
     #[test]
     fn full_buffer_refuses_and_recovers() {
         let dir = tempfile::tempdir().unwrap();
@@ -1020,6 +1211,7 @@ mod tests {
             dlq: Arc::new(NoDlq),
             use_dlq: false,
             schemas: Default::default(),
+            open_files: None,
         });
         let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared, true).unwrap();
         assert_eq!(f.resend_recovery(Pass::Periodic), (1, 0));

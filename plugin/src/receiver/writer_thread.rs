@@ -2,7 +2,7 @@
 //! reports each result back. Writes run here, off the buffer thread, so that a slow
 //! destination (S3) never delays the acknowledgement of new records.
 
-use super::{Done, Job};
+use super::{Done, Job, Report};
 use crate::buffer::BatchInfo;
 use crate::flush::{FlushFailure, Flusher, Shared};
 use crate::log_at;
@@ -28,10 +28,13 @@ pub(super) struct Chores {
     pub sweep: bool,
 }
 
+/// How often a writer thread looks for open files that reached FileMaxAge.
+const AGE_CHECK_EVERY: Duration = Duration::from_millis(200);
+
 pub(super) fn writer_loop(
     mut f: Flusher,
     jobs: Rx<Job>,
-    done: Tx<Done>,
+    done: Tx<Report>,
     chores: Chores,
     shared: Arc<Shared>,
 ) {
@@ -44,7 +47,14 @@ pub(super) fn writer_loop(
         f.resend_recovery(Pass::Periodic);
     }
     let (mut last_resend, mut last_sweep) = (Instant::now(), Instant::now());
+    let mut last_age_check = Instant::now();
     loop {
+        // Files kept open across flushes are written once they are FileMaxAge old,
+        // whether or not batches keep coming (metrics and the log tell of them).
+        if last_age_check.elapsed() >= AGE_CHECK_EVERY {
+            f.finish_open(false);
+            last_age_check = Instant::now();
+        }
         // Checked on every turn, not only when idle: a steady stream of batches must not
         // keep the store waiting until the next restart.
         if auto_recover && last_resend.elapsed() >= every {
@@ -55,17 +65,29 @@ pub(super) fn writer_loop(
             f.sweep_leftovers();
             last_sweep = Instant::now();
         }
-        let job = match jobs.recv_timeout(Duration::from_secs(1)) {
+        let job = match jobs.recv_timeout(AGE_CHECK_EVERY) {
             Ok(j) => j,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                // The receiver is closing: every batch is written; now the open files.
+                let last = f.finish_open(true);
+                let _ = done.send(Report::Finished(None, last));
                 if auto_recover {
                     f.resend_recovery(Pass::UntilFailure);
                 }
                 break;
             }
         };
-        let mut batch = job.batch;
+        let mut batch = match job {
+            Job::Write(b) => b,
+            Job::FinishOpen(id) => {
+                let w = f.finish_open(true);
+                if done.send(Report::Finished(Some(id), w)).is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
         let id = batch.id;
         let result = match catch_unwind(AssertUnwindSafe(|| f.flush(&batch))) {
             Ok(r) => r,
@@ -103,7 +125,7 @@ pub(super) fn writer_loop(
                 }
             }
         };
-        if done.send(msg).is_err() {
+        if done.send(Report::Batch(msg)).is_err() {
             break;
         }
         // The written records are freed here, off the buffer thread.

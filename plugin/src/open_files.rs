@@ -1,0 +1,395 @@
+//! Files kept open across flushes (`FileMaxAge`), so a file's size is not bounded by
+//! what the buffer holds.
+//!
+//! Without it, each flush of a key is one file, so an analytics-sized file (64–512 MB)
+//! needs that many bytes of *records* in the buffer first: several times the file,
+//! as records take several times more memory than their Parquet encoding. With it,
+//! every flush appends its records to the key's open file as Arrow batches; the
+//! Parquet writer closes row groups by encoded size (`WriterRowGroupSize`), so an open
+//! file holds its finished, compressed row groups and one row group in progress. The
+//! file is finished (footer written) and handed back for writing once it reaches
+//! `FileTargetSize`, once it has been open `FileMaxAge`, when open files together pass
+//! their memory budget (the largest first), and on an explicit flush or at exit.
+//!
+//! One slot per key, output folder and record type, shared by every writer thread:
+//! batches of a key written by two threads still land in one file (the slot's lock
+//! orders them). Records in an open file have left the buffer, so this is for the
+//! mem buffer only, which loses them in a crash either way; the configuration refuses
+//! it with Redis.
+
+use crate::convert::dynamic::{DType, arrow_schema, dynamic_batches};
+use crate::convert::log::LogLayout;
+use crate::convert::{ConvertError, FileLayout, ParquetOptions, ParquetSink};
+use crate::partition::PartitionKey;
+use crate::record::{DynRecord, LogRecord};
+use arrow_array::RecordBatch;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Where an open file's rows belong: its key, its folder and its record type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Slot {
+    pub key: PartitionKey,
+    pub folder: String,
+    pub is_log: bool,
+}
+
+struct OpenFile {
+    sink: ParquetSink<Vec<u8>>,
+    /// A dynamic file's schema (a file has one; a change opens the next file).
+    schema: Option<(DType, bool)>,
+    /// The id of the batch that opened it: the file is named after it.
+    id: ulid::Ulid,
+    opened: Instant,
+    rows: usize,
+}
+
+impl OpenFile {
+    /// The file's size so far: its finished row groups plus the one in progress.
+    fn size(&self) -> u64 {
+        (self.sink.bytes_written() + self.sink.in_progress_size()) as u64
+    }
+}
+
+/// A file taken out of its slot and finished: to be written under the name its slot
+/// and id make, or, when finishing failed, the rows it held and why.
+#[derive(Debug)]
+pub struct Finished {
+    pub slot: Slot,
+    pub id: ulid::Ulid,
+    pub rows: usize,
+    pub bytes: Result<Vec<u8>, String>,
+}
+
+type Entry = Arc<Mutex<Option<OpenFile>>>;
+
+/// Locks, taking over a lock whose holder panicked: the holder's file is then dropped
+/// by [`OpenFiles::append`] (it may be half-written), never reused.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The open files of every slot, and when to finish them.
+pub struct OpenFiles {
+    slots: Mutex<HashMap<Slot, Entry>>,
+    max_age: Duration,
+    target: Option<u64>,
+    budget: u64,
+}
+
+impl OpenFiles {
+    /// Files finished at `target` bytes (if any) or `max_age`, open files together
+    /// holding at most `budget` bytes.
+    pub fn new(max_age: Duration, target: Option<u64>, budget: u64) -> OpenFiles {
+        OpenFiles {
+            slots: Mutex::new(HashMap::new()),
+            max_age,
+            target,
+            budget,
+        }
+    }
+
+    fn entry(&self, slot: &Slot) -> Entry {
+        lock(&self.slots).entry(slot.clone()).or_default().clone()
+    }
+
+    /// Appends log records to the slot's file (opening it under `id` if none is open).
+    /// Returns the files finished on the way (this one, once it reached the target)
+    /// and whether the records were taken.
+    pub fn append_log(
+        &self,
+        slot: &Slot,
+        id: ulid::Ulid,
+        recs: &[&LogRecord],
+        layout: &LogLayout,
+    ) -> (Vec<Finished>, Result<(), ConvertError>) {
+        let batches = match layout.batches(recs) {
+            Ok(b) => b,
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        self.append(slot, id, None, || layout.sink(Vec::new()), &batches)
+    }
+
+    /// Appends dynamic records of schema `t` to the slot's file; a file opened with
+    /// another schema is finished first, and a new one opened.
+    pub fn append_dynamic(
+        &self,
+        slot: &Slot,
+        id: ulid::Ulid,
+        recs: &[&DynRecord],
+        (t, fixed): (&DType, bool),
+        opts: &ParquetOptions,
+    ) -> (Vec<Finished>, Result<(), ConvertError>) {
+        let batches = match dynamic_batches(recs, t, fixed) {
+            Ok(b) => b,
+            Err(e) => return (Vec::new(), Err(e)),
+        };
+        let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(Vec::new());
+        self.append(slot, id, Some((t.clone(), fixed)), open, &batches)
+    }
+
+    /// The common part of the appends: finish an open file of another schema, open
+    /// one with `open` if none is, write the batches, and finish the file at the
+    /// target size. A write that fails (the parquet writer itself failing) leaves the
+    /// file unusable: it is finished as far as it got, and the error goes back for the
+    /// batch's records, so its rows are kept twice rather than lost.
+    fn append(
+        &self,
+        slot: &Slot,
+        id: ulid::Ulid,
+        schema: Option<(DType, bool)>,
+        open: impl FnOnce() -> Result<ParquetSink<Vec<u8>>, ConvertError>,
+        batches: &[RecordBatch],
+    ) -> (Vec<Finished>, Result<(), ConvertError>) {
+        let entry = self.entry(slot);
+        let mut guard = lock(&entry);
+        if entry.is_poisoned() {
+            // A panic while this file was written: its state is unknown.
+            *guard = None;
+            entry.clear_poison();
+        }
+        let mut done = Vec::new();
+        if guard.as_ref().is_some_and(|f| f.schema != schema) {
+            done.extend(finish(slot, guard.take()));
+        }
+        let file = match &mut *guard {
+            Some(f) => f,
+            None => match open() {
+                Ok(sink) => guard.insert(OpenFile {
+                    sink,
+                    schema,
+                    id,
+                    opened: Instant::now(),
+                    rows: 0,
+                }),
+                Err(e) => return (done, Err(e)),
+            },
+        };
+        for b in batches {
+            if let Err(e) = file.sink.write(b) {
+                done.extend(finish(slot, guard.take()));
+                return (done, Err(e));
+            }
+            file.rows += b.num_rows();
+        }
+        if self.target.is_some_and(|t| file.size() >= t) {
+            done.extend(finish(slot, guard.take()));
+        }
+        drop(guard);
+        done.extend(self.over_budget());
+        (done, Ok(()))
+    }
+
+    /// Finishes the files open for `max_age` or longer.
+    pub fn take_due(&self) -> Vec<Finished> {
+        self.take(|f| f.opened.elapsed() >= self.max_age)
+    }
+
+    /// Finishes every open file (an explicit flush, or exit).
+    pub fn take_all(&self) -> Vec<Finished> {
+        self.take(|_| true)
+    }
+
+    /// What the open files hold in memory: their finished row groups and the ones in
+    /// progress.
+    pub fn bytes(&self) -> u64 {
+        self.entries()
+            .iter()
+            .filter_map(|(_, e)| lock(e).as_ref().map(OpenFile::size))
+            .sum()
+    }
+
+    /// How many files are open.
+    pub fn len(&self) -> usize {
+        self.entries()
+            .iter()
+            .filter(|(_, e)| lock(e).is_some())
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entries(&self) -> Vec<(Slot, Entry)> {
+        lock(&self.slots)
+            .iter()
+            .map(|(s, e)| (s.clone(), e.clone()))
+            .collect()
+    }
+
+    fn take(&self, pick: impl Fn(&OpenFile) -> bool) -> Vec<Finished> {
+        let mut out = Vec::new();
+        for (slot, entry) in self.entries() {
+            let mut g = lock(&entry);
+            if g.as_ref().is_some_and(&pick) {
+                out.extend(finish(&slot, g.take()));
+            }
+        }
+        // Slots of keys that went quiet are dropped with their last file.
+        lock(&self.slots).retain(|_, e| Arc::strong_count(e) > 1 || lock(e).is_some());
+        out
+    }
+
+    /// Finishes the largest open files until the rest fit the budget. A file being
+    /// appended to elsewhere is skipped (it is checked again after its append).
+    fn over_budget(&self) -> Vec<Finished> {
+        let mut sizes: Vec<(u64, Slot, Entry)> = self
+            .entries()
+            .into_iter()
+            .filter_map(|(s, e)| {
+                let size = e.try_lock().ok()?.as_ref()?.size();
+                Some((size, s, e))
+            })
+            .collect();
+        let mut total: u64 = sizes.iter().map(|(n, ..)| n).sum();
+        let mut out = Vec::new();
+        sizes.sort_by_key(|(n, ..)| std::cmp::Reverse(*n));
+        for (size, slot, entry) in sizes {
+            if total <= self.budget {
+                break;
+            }
+            let mut g = lock(&entry);
+            out.extend(finish(&slot, g.take()));
+            total = total.saturating_sub(size);
+        }
+        out
+    }
+}
+
+/// A file's footer written, and the file handed back with its slot.
+fn finish(slot: &Slot, f: Option<OpenFile>) -> Option<Finished> {
+    let f = f?;
+    Some(Finished {
+        slot: slot.clone(),
+        id: f.id,
+        rows: f.rows,
+        bytes: f.sink.finish().map_err(|e| e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Codec;
+    use crate::readback::bytes_rows;
+    use crate::record::log::{LogBuilder, Str};
+
+    fn recs(from: usize, n: usize) -> Vec<LogRecord> {
+        (from..from + n)
+            .map(|i| {
+                let mut b = LogBuilder::new();
+                b.set(Str::Message, &format!("m{i}"));
+                b.finish()
+            })
+            .collect()
+    }
+
+    fn slot(key: &str) -> Slot {
+        Slot {
+            key: PartitionKey::from_text(key),
+            folder: "f".into(),
+            is_log: true,
+        }
+    }
+
+    fn layout() -> LogLayout {
+        LogLayout::new(&ParquetOptions {
+            codec: Codec::Snappy,
+            level: None,
+            row_group_bytes: 1 << 20,
+            map_values_utf8: false,
+            statistics_exclude: Default::default(),
+            dictionary_exclude: Default::default(),
+            bloom_filter: Default::default(),
+            bloom_fpp: 0.05,
+        })
+        .unwrap()
+    }
+
+    fn append(open: &OpenFiles, key: &str, from: usize, n: usize) -> Vec<Finished> {
+        let recs = recs(from, n);
+        let refs: Vec<&LogRecord> = recs.iter().collect();
+        let id = ulid::Ulid(from as u128);
+        let (done, res) = open.append_log(&slot(key), id, &refs, &layout());
+        res.unwrap();
+        done
+    }
+
+    fn messages(f: &Finished) -> Vec<String> {
+        let bytes = bytes::Bytes::from(f.bytes.as_ref().unwrap().clone());
+        bytes_rows(bytes)
+            .unwrap()
+            .iter()
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn names(from: usize, n: usize) -> Vec<String> {
+        (from..from + n).map(|i| format!("m{i}")).collect()
+    }
+
+    #[test]
+    fn appends_make_one_file_per_slot_named_after_its_first_batch() {
+        let open = OpenFiles::new(Duration::from_secs(3600), None, u64::MAX);
+        for (key, from) in [("a", 0), ("b", 10), ("a", 20), ("a", 30)] {
+            assert!(append(&open, key, from, 10).is_empty());
+        }
+        assert_eq!(open.len(), 2);
+        assert!(open.take_due().is_empty(), "none is an hour old");
+        let mut done = open.take_all();
+        done.sort_by_key(|f| f.id);
+        assert_eq!(done.len(), 2);
+        assert_eq!(
+            (done[0].slot.key.as_str(), done[0].id.0, done[0].rows),
+            ("a", 0, 30)
+        );
+        let mut want = names(0, 10);
+        want.extend(names(20, 20));
+        assert_eq!(messages(&done[0]), want);
+        assert_eq!(messages(&done[1]), names(10, 10));
+        assert!(open.is_empty() && open.take_all().is_empty());
+    }
+
+    #[test]
+    fn files_past_the_budget_are_finished_largest_first() {
+        let open = OpenFiles::new(Duration::from_secs(3600), None, 1);
+        // Any file is over a budget of one byte: each append finishes its own file.
+        let done = append(&open, "a", 0, 10);
+        assert_eq!(done.len(), 1);
+        assert_eq!(messages(&done[0]), names(0, 10));
+        assert!(open.is_empty());
+        // Of two files over a budget that holds either alone, the larger goes.
+        let sizes = OpenFiles::new(Duration::from_secs(3600), None, u64::MAX);
+        append(&sizes, "s", 100, 2);
+        let small = sizes.bytes();
+        append(&sizes, "b", 200, 300);
+        let both = sizes.bytes();
+        assert!(both > 2 * small, "{small} {both}");
+        let open = OpenFiles::new(Duration::from_secs(3600), None, both - 1);
+        assert!(append(&open, "s", 100, 2).is_empty());
+        let done = append(&open, "b", 200, 300);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].slot.key.as_str(), "b");
+        assert_eq!((open.len(), open.bytes()), (1, small));
+    }
+
+    #[test]
+    fn an_aged_file_is_due() {
+        let open = OpenFiles::new(Duration::ZERO, None, u64::MAX);
+        assert!(append(&open, "a", 0, 3).is_empty());
+        let done = open.take_due();
+        assert_eq!(done.len(), 1);
+        assert_eq!(messages(&done[0]), names(0, 3));
+    }
+
+    #[test]
+    fn a_file_at_the_target_size_is_finished_by_its_append() {
+        let open = OpenFiles::new(Duration::from_secs(3600), Some(1), u64::MAX);
+        let done = append(&open, "a", 0, 5);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].rows, 5);
+        assert!(open.is_empty());
+    }
+}
