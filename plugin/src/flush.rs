@@ -333,8 +333,11 @@ impl Flusher {
                     folder,
                     is_log,
                 };
-                if let Err(reason) = self.append(batch, &slot, id, &idx, &dynamic, &mut out) {
-                    self.dead_letter(batch, &idx, &reason, &mut out, &mut unwritten, &mut error);
+                if let Err((taken, reason)) =
+                    self.append(batch, &slot, id, &idx, &dynamic, &mut out)
+                {
+                    let rest = &idx[taken.min(idx.len())..];
+                    self.dead_letter(batch, rest, &reason, &mut out, &mut unwritten, &mut error);
                 }
                 continue;
             }
@@ -484,8 +487,9 @@ impl Flusher {
     }
 
     /// Appends a group of the batch to its slot's open file (FileMaxAge), and writes
-    /// the files finished on the way. `Err` holds why the group's records could not be
-    /// converted (they go to the DLQ, as in a file of their own).
+    /// the files finished on the way. `Err` holds how many of the group's records were
+    /// taken, and why the rest could not be (they go to the DLQ, as in a file of
+    /// their own).
     fn append(
         &mut self,
         batch: &Batch,
@@ -494,9 +498,9 @@ impl Flusher {
         idx: &[usize],
         dynamic: &Result<Option<(DType, bool)>, String>,
         out: &mut Written,
-    ) -> Result<(), String> {
+    ) -> Result<(), (usize, String)> {
         let Some(open) = &self.shared.open_files else {
-            return Err("internal: no open files".into());
+            return Err((0, "internal: no open files".into()));
         };
         let inject = self.inject_panic;
         let appended = catch_unwind(AssertUnwindSafe(|| {
@@ -523,13 +527,14 @@ impl Flusher {
                 }
             }
         }));
-        let (finished, result) = match appended {
-            Ok(Ok(r)) => r,
-            Ok(Err(reason)) => return Err(reason),
-            Err(p) => return Err(format!("conversion panicked: {}", panic_text(&*p))),
+        let a = match appended {
+            Ok(Ok(a)) => a,
+            Ok(Err(reason)) => return Err((0, reason)),
+            Err(p) => return Err((0, format!("conversion panicked: {}", panic_text(&*p)))),
         };
-        self.deliver_finished(finished, out);
-        result.map_err(|e| format!("conversion failed: {e}"))
+        self.deliver_finished(a.finished, out);
+        a.result
+            .map_err(|e| (a.written, format!("conversion failed: {e}")))
     }
 
     /// Writes files taken out of their slots. One that cannot be written or kept is

@@ -62,6 +62,16 @@ pub struct Finished {
     pub bytes: Result<Vec<u8>, String>,
 }
 
+/// What an append did: the files finished on the way (this one, once it reached the
+/// target, or another slot's over the budget), how many of its records are in the
+/// file, and, if not all, why.
+#[derive(Debug)]
+pub struct Appended {
+    pub finished: Vec<Finished>,
+    pub written: usize,
+    pub result: Result<(), ConvertError>,
+}
+
 type Entry = Arc<Mutex<Option<OpenFile>>>;
 
 /// Locks, taking over a lock whose holder panicked: the holder's file is then dropped
@@ -95,20 +105,20 @@ impl OpenFiles {
     }
 
     /// Appends log records to the slot's file (opening it under `id` if none is open).
-    /// Returns the files finished on the way (this one, once it reached the target)
-    /// and whether the records were taken.
     pub fn append_log(
         &self,
         slot: &Slot,
         id: ulid::Ulid,
         recs: &[&LogRecord],
         layout: &LogLayout,
-    ) -> (Vec<Finished>, Result<(), ConvertError>) {
-        let batches = match layout.batches(recs) {
-            Ok(b) => b,
-            Err(e) => return (Vec::new(), Err(e)),
-        };
-        self.append(slot, id, None, || layout.sink(Vec::new()), &batches)
+    ) -> Appended {
+        self.append(
+            slot,
+            id,
+            None,
+            || layout.sink(Vec::new()),
+            layout.batches(recs),
+        )
     }
 
     /// Appends dynamic records of schema `t` to the slot's file; a file opened with
@@ -120,38 +130,48 @@ impl OpenFiles {
         recs: &[&DynRecord],
         (t, fixed): (&DType, bool),
         opts: &ParquetOptions,
-    ) -> (Vec<Finished>, Result<(), ConvertError>) {
-        let batches = match dynamic_batches(recs, t, fixed) {
-            Ok(b) => b,
-            Err(e) => return (Vec::new(), Err(e)),
-        };
+    ) -> Appended {
         let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(Vec::new());
-        self.append(slot, id, Some((t.clone(), fixed)), open, &batches)
+        let batches = dynamic_batches(recs, t, fixed);
+        self.append(slot, id, Some((t.clone(), fixed)), open, batches)
     }
 
     /// The common part of the appends: finish an open file of another schema, open
-    /// one with `open` if none is, write the batches, and finish the file at the
-    /// target size. A write that fails (the parquet writer itself failing) leaves the
-    /// file unusable: it is finished as far as it got, and the error goes back for the
-    /// batch's records, so its rows are kept twice rather than lost.
+    /// one with `open` if none is, write the batches as they are built, and finish the
+    /// file at the target size. A batch that cannot be built stops the append, and the
+    /// file stays usable. A write that fails (the parquet writer itself failing)
+    /// leaves the file unusable: it is finished as far as it got, which may include
+    /// part of the failed batch (then those rows are also dead-lettered: kept twice
+    /// rather than lost).
     fn append(
         &self,
         slot: &Slot,
         id: ulid::Ulid,
         schema: Option<(DType, bool)>,
         open: impl FnOnce() -> Result<ParquetSink<Vec<u8>>, ConvertError>,
-        batches: &[RecordBatch],
-    ) -> (Vec<Finished>, Result<(), ConvertError>) {
+        batches: impl Iterator<Item = Result<RecordBatch, ConvertError>>,
+    ) -> Appended {
         let entry = self.entry(slot);
         let mut guard = lock(&entry);
+        let mut out = Appended {
+            finished: Vec::new(),
+            written: 0,
+            result: Ok(()),
+        };
         if entry.is_poisoned() {
-            // A panic while this file was written: its state is unknown.
-            *guard = None;
+            // A panic while this file was written: finish it as far as it got, if the
+            // writer still can, rather than drop the rows appended before; it is not
+            // appended to again.
+            let f = guard.take();
             entry.clear_poison();
+            if let Ok(Some(done)) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| finish(slot, f)))
+            {
+                out.finished.push(done);
+            }
         }
-        let mut done = Vec::new();
         if guard.as_ref().is_some_and(|f| f.schema != schema) {
-            done.extend(finish(slot, guard.take()));
+            out.finished.extend(finish(slot, guard.take()));
         }
         let file = match &mut *guard {
             Some(f) => f,
@@ -163,22 +183,36 @@ impl OpenFiles {
                     opened: Instant::now(),
                     rows: 0,
                 }),
-                Err(e) => return (done, Err(e)),
+                Err(e) => {
+                    out.result = Err(e);
+                    return out;
+                }
             },
         };
         for b in batches {
-            if let Err(e) = file.sink.write(b) {
-                done.extend(finish(slot, guard.take()));
-                return (done, Err(e));
+            let written = b.and_then(|b| file.sink.write(&b).map(|()| b.num_rows()));
+            match written {
+                Ok(n) => {
+                    file.rows += n;
+                    out.written += n;
+                }
+                Err(e) => {
+                    if matches!(e, ConvertError::Parquet(_)) {
+                        out.finished.extend(finish(slot, guard.take()));
+                    }
+                    out.result = Err(e);
+                    break;
+                }
             }
-            file.rows += b.num_rows();
         }
-        if self.target.is_some_and(|t| file.size() >= t) {
-            done.extend(finish(slot, guard.take()));
+        if let Some(f) = &*guard
+            && self.target.is_some_and(|t| f.size() >= t)
+        {
+            out.finished.extend(finish(slot, guard.take()));
         }
         drop(guard);
-        done.extend(self.over_budget());
-        (done, Ok(()))
+        out.finished.extend(self.over_budget());
+        out
     }
 
     /// Finishes the files open for `max_age` or longer.
@@ -312,9 +346,10 @@ mod tests {
         let recs = recs(from, n);
         let refs: Vec<&LogRecord> = recs.iter().collect();
         let id = ulid::Ulid(from as u128);
-        let (done, res) = open.append_log(&slot(key), id, &refs, &layout());
-        res.unwrap();
-        done
+        let a = open.append_log(&slot(key), id, &refs, &layout());
+        a.result.unwrap();
+        assert_eq!(a.written, n);
+        a.finished
     }
 
     fn messages(f: &Finished) -> Vec<String> {

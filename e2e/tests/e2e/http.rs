@@ -172,6 +172,41 @@ fn every_route_and_content_type() {
     }
 }
 
+/// `file_max_age`: requests append to their key's open file, and `/flush` writes it
+/// whole, answering with its rows; the next requests start the next file.
+#[test]
+fn flush_writes_the_files_kept_open() {
+    let s = HttpServer::start(json!({
+        "flush_interval": 3600, "buffer_size": 20, "file_max_age": "1h",
+        "partition_path": "capability={business-capability}",
+    }));
+    let text = generate(33, 400);
+    let lines: Vec<&str> = text.lines().collect();
+    for part in lines.chunks(100) {
+        let body = part.join("\n");
+        let r = http("POST", &s.url("/records"), &[NDJSON], Some(body.as_bytes()));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = http("POST", &s.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 400, "{}", r.text());
+    let files = data2parquet::readback::parquet_files(&s.out());
+    let keys: std::collections::HashSet<&str> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap()[27..].trim_end_matches(".parquet"))
+        .collect();
+    assert_eq!(files.len(), keys.len(), "one file per key");
+    let got = ids_written(&s.out());
+    assert_eq!(got, expected_by_id(&text));
+    let more = generate(34, 50);
+    let r = http("POST", &s.url("/records"), &[NDJSON], Some(more.as_bytes()));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        http("POST", &s.url("/flush/"), &[], None).json()["rows"],
+        50
+    );
+    assert_eq!(ids_written(&s.out()).len(), 450);
+}
+
 #[test]
 fn bad_bodies_are_reported_and_dead_lettered() {
     let s = HttpServer::start(json!({"flush_interval": 3600}));

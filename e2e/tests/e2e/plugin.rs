@@ -95,6 +95,86 @@ fn chunks_in_every_encoding_become_rows() {
     );
 }
 
+/// `FileMaxAge`: every flush of a key appends to its open file, so the plugin writes
+/// one file per key at exit however many BufferSize flushes fed it, each file's rows
+/// in the order they came.
+#[test]
+fn files_kept_open_collect_every_flush_of_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(27, 1500);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut chunks = Vec::new();
+    for (i, part) in lines.chunks(500).enumerate() {
+        chunks.push(write_chunk(
+            dir.path(),
+            &format!("c{i}.chunk"),
+            &chunk_from_ndjson(part, ChunkFormat::V5, 1_700_000_000 + i as u32 * 10),
+        ));
+    }
+    let out = dir.path().join("out");
+    let refs: Vec<&Path> = chunks.iter().map(|p| p.as_path()).collect();
+    let r = run_host(
+        &scenario(
+            vec![instance_props(
+                &out,
+                &[
+                    ("BufferSize", "5"),
+                    ("FlushInterval", "3600"),
+                    ("FileMaxAge", "1h"),
+                    // No hour in the path, so a run across an hour still has one
+                    // folder (and so one open file) per key.
+                    ("PartitionPath", "capability={business-capability}"),
+                ],
+            )],
+            vec![flush(0, &refs, "app.gen")],
+        ),
+        &[],
+    );
+    assert_eq!(codes(&r, 0), [FLB_OK; 3]);
+    let got = rows_by_id(&out);
+    assert_eq!(got.len(), 1500);
+    for (i, part) in lines.chunks(500).enumerate() {
+        for want in expected_flb(part, "app.gen", 1_700_000_000 + i as u32 * 10) {
+            let id = extra(&want, "id").unwrap();
+            assert_eq!(got.get(id), Some(&want), "record {id}");
+        }
+    }
+    // One file per key, holding its records in input order.
+    let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let key = [
+            "business-capability",
+            "business-domain",
+            "business-service",
+            "application-service",
+        ]
+        .map(|k| v[k].as_str().unwrap_or("").to_string())
+        .join(":");
+        by_key
+            .entry(key)
+            .or_default()
+            .push(v["id"].as_str().unwrap().to_string());
+    }
+    let files = data2parquet::readback::parquet_files(&out);
+    assert_eq!(files.len(), by_key.len(), "one file per key");
+    assert!(
+        by_key.values().filter(|ids| ids.len() > 10).count() > 3,
+        "keys span several flushes: {:?}",
+        by_key.values().map(Vec::len).collect::<Vec<_>>()
+    );
+    for f in &files {
+        let ids: Vec<String> = data2parquet::readback::file_rows(f)
+            .unwrap()
+            .iter()
+            .map(|r| extra(r, "id").unwrap().to_string())
+            .collect();
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let key = name[27..].strip_suffix(".parquet").unwrap();
+        assert_eq!(by_key.get(key), Some(&ids), "{name}");
+    }
+}
+
 /// Real chunks captured from Fluent Bit 5.1.1 (`tail` of varied.ndjson): the msgpack
 /// path must give exactly what the JSON path gives for the same records.
 #[test]

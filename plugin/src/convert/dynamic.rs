@@ -694,24 +694,22 @@ pub fn encode_dynamic(
 ) -> Result<Vec<u8>, ConvertError> {
     let mut sink =
         FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink_for(Vec::new(), records.len())?;
-    for chunk in records.chunks(BATCH_ROWS) {
-        sink.write(&dynamic_batch(chunk, t, fixed)?)?;
+    for batch in dynamic_batches(records, t, fixed) {
+        sink.write(&batch?)?;
     }
     sink.finish()
 }
 
-/// Records of schema `t` as Arrow batches of at most [`BATCH_ROWS`] rows, all built
-/// before any is written: a file kept open across flushes must not take part of a
-/// batch whose conversion then fails (those records go to the DLQ).
-pub fn dynamic_batches(
-    records: &[&DynRecord],
-    t: &DType,
+/// Records of schema `t` as Arrow batches of at most [`BATCH_ROWS`] rows, built one at
+/// a time as they are written (which bounds the Arrow copy of them in memory).
+pub fn dynamic_batches<'a>(
+    records: &'a [&'a DynRecord],
+    t: &'a DType,
     fixed: bool,
-) -> Result<Vec<RecordBatch>, ConvertError> {
+) -> impl Iterator<Item = Result<RecordBatch, ConvertError>> + 'a {
     records
         .chunks(BATCH_ROWS)
-        .map(|chunk| dynamic_batch(chunk, t, fixed))
-        .collect()
+        .map(move |chunk| dynamic_batch(chunk, t, fixed))
 }
 
 #[cfg(test)]

@@ -280,13 +280,13 @@ impl LogLayout {
         self.file.sink(out)
     }
 
-    /// Log records as Arrow batches of at most [`BATCH_ROWS`] rows, all built before
-    /// any is written: a file kept open across flushes must not take part of a batch
-    /// whose conversion then fails (those records go to the DLQ).
-    pub fn batches(&self, recs: &[&LogRecord]) -> Result<Vec<RecordBatch>, ConvertError> {
-        recs.chunks(BATCH_ROWS)
-            .map(|c| log_batch(c, self.utf8))
-            .collect()
+    /// Log records as Arrow batches of at most [`BATCH_ROWS`] rows, built one at a
+    /// time as they are written (which bounds the Arrow copy of them in memory).
+    pub fn batches<'a>(
+        &'a self,
+        recs: &'a [&'a LogRecord],
+    ) -> impl Iterator<Item = Result<RecordBatch, ConvertError>> + 'a {
+        recs.chunks(BATCH_ROWS).map(|c| log_batch(c, self.utf8))
     }
 
     /// Encodes log records as one in-memory Parquet file.
