@@ -35,8 +35,57 @@ pub struct Slot {
     pub is_log: bool,
 }
 
+/// An open file's bytes, in blocks of [`BLOCK`]: a `Vec` that doubles as it grows
+/// would hold up to twice the file (and copy it at every doubling) for as long as the
+/// file stays open, which is what the budget is meant to bound.
+#[derive(Default)]
+struct Blocks {
+    blocks: Vec<Vec<u8>>,
+    len: usize,
+}
+
+/// The size of a [`Blocks`] block.
+const BLOCK: usize = 1 << 20;
+
+impl std::io::Write for Blocks {
+    fn write(&mut self, mut buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let room = match self.blocks.last() {
+                Some(b) if b.len() < BLOCK => BLOCK - b.len(),
+                _ => {
+                    self.blocks.push(Vec::with_capacity(BLOCK));
+                    BLOCK
+                }
+            };
+            let (now, rest) = buf.split_at(room.min(buf.len()));
+            if let Some(b) = self.blocks.last_mut() {
+                b.extend_from_slice(now);
+            }
+            buf = rest;
+        }
+        self.len += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Blocks {
+    /// The file as one buffer, for the writer (one copy, when the file is done).
+    fn into_vec(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for b in self.blocks {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+}
+
 struct OpenFile {
-    sink: ParquetSink<Vec<u8>>,
+    sink: ParquetSink<Blocks>,
     /// A dynamic file's schema (a file has one; a change opens the next file).
     schema: Option<(DType, bool)>,
     /// The id of the batch that opened it: the file is named after it.
@@ -46,9 +95,17 @@ struct OpenFile {
 }
 
 impl OpenFile {
-    /// The file's size so far: its finished row groups plus the one in progress.
+    /// The file's encoded size so far: its finished row groups plus what the one in
+    /// progress is expected to take. What `FileTargetSize` is compared with.
     fn size(&self) -> u64 {
         (self.sink.bytes_written() + self.sink.in_progress_size()) as u64
+    }
+
+    /// The memory it holds: its finished row groups (the file's bytes so far) and the
+    /// writer's state for the open one, which is more than that row group will take
+    /// once encoded. What the budget is compared with.
+    fn memory(&self) -> u64 {
+        (self.sink.bytes_written() + self.sink.memory_size()) as u64
     }
 }
 
@@ -116,7 +173,7 @@ impl OpenFiles {
             slot,
             id,
             None,
-            || layout.sink(Vec::new()),
+            || layout.sink(Blocks::default()),
             layout.batches(recs),
         )
     }
@@ -131,7 +188,7 @@ impl OpenFiles {
         (t, fixed): (&DType, bool),
         opts: &ParquetOptions,
     ) -> Appended {
-        let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(Vec::new());
+        let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(Blocks::default());
         let batches = dynamic_batches(recs, t, fixed);
         self.append(slot, id, Some((t.clone(), fixed)), open, batches)
     }
@@ -148,7 +205,7 @@ impl OpenFiles {
         slot: &Slot,
         id: ulid::Ulid,
         schema: Option<(DType, bool)>,
-        open: impl FnOnce() -> Result<ParquetSink<Vec<u8>>, ConvertError>,
+        open: impl FnOnce() -> Result<ParquetSink<Blocks>, ConvertError>,
         batches: impl Iterator<Item = Result<RecordBatch, ConvertError>>,
     ) -> Appended {
         let entry = self.entry(slot);
@@ -230,7 +287,7 @@ impl OpenFiles {
     pub fn bytes(&self) -> u64 {
         self.entries()
             .iter()
-            .filter_map(|(_, e)| lock(e).as_ref().map(OpenFile::size))
+            .filter_map(|(_, e)| lock(e).as_ref().map(OpenFile::memory))
             .sum()
     }
 
@@ -273,7 +330,7 @@ impl OpenFiles {
             .entries()
             .into_iter()
             .filter_map(|(s, e)| {
-                let size = e.try_lock().ok()?.as_ref()?.size();
+                let size = e.try_lock().ok()?.as_ref()?.memory();
                 Some((size, s, e))
             })
             .collect();
@@ -299,7 +356,11 @@ fn finish(slot: &Slot, f: Option<OpenFile>) -> Option<Finished> {
         slot: slot.clone(),
         id: f.id,
         rows: f.rows,
-        bytes: f.sink.finish().map_err(|e| e.to_string()),
+        bytes: f
+            .sink
+            .finish()
+            .map(Blocks::into_vec)
+            .map_err(|e| e.to_string()),
     })
 }
 
@@ -408,6 +469,19 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].slot.key.as_str(), "b");
         assert_eq!((open.len(), open.bytes()), (1, small));
+    }
+
+    #[test]
+    fn blocks_keep_the_bytes_in_order_across_block_ends() {
+        use std::io::Write;
+        let mut b = Blocks::default();
+        let data: Vec<u8> = (0..(2 * BLOCK + 77)).map(|i| (i % 251) as u8).collect();
+        for part in data.chunks(BLOCK / 3 + 5) {
+            b.write_all(part).unwrap();
+        }
+        assert_eq!(b.blocks.len(), 3);
+        assert!(b.blocks.iter().all(|x| x.capacity() == BLOCK));
+        assert_eq!(b.into_vec(), data);
     }
 
     #[test]

@@ -301,9 +301,16 @@ impl<W: Write + Send> ParquetSink<W> {
         self.writer.bytes_written()
     }
 
-    /// Memory held by the open row group.
+    /// The encoded size the open row group is expected to take.
     pub fn in_progress_size(&self) -> usize {
         self.writer.in_progress_size()
+    }
+
+    /// Memory the writer holds for the open row group: its encoders' state
+    /// (dictionaries, values not yet in a page) and its finished pages. Several
+    /// times [`ParquetSink::in_progress_size`] while dictionaries are large.
+    pub fn memory_size(&self) -> usize {
+        self.writer.memory_size()
     }
 
     pub fn finish(self) -> Result<W, ConvertError> {
