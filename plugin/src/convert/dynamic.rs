@@ -700,7 +700,7 @@ pub fn encode_dynamic(
     sink.finish()
 }
 
-/// Records of schema `t` as Arrow batches of at most [`BATCH_ROWS`] rows, built one at
+/// Records of schema `t` as Arrow batches of at most `BATCH_ROWS` (8192) rows, built one at
 /// a time as they are written (which bounds the Arrow copy of them in memory).
 pub fn dynamic_batches<'a>(
     records: &'a [&'a DynRecord],

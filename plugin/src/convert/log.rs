@@ -280,7 +280,7 @@ impl LogLayout {
         self.file.sink(out)
     }
 
-    /// Log records as Arrow batches of at most [`BATCH_ROWS`] rows, built one at a
+    /// Log records as Arrow batches of at most `BATCH_ROWS` (8192) rows, built one at a
     /// time as they are written (which bounds the Arrow copy of them in memory).
     pub fn batches<'a>(
         &'a self,
