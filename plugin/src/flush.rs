@@ -585,6 +585,8 @@ impl Flusher {
         let m = &shared.metrics;
         m.open_files.store(open.len() as u64, Ordering::Relaxed);
         m.open_file_bytes.store(open.bytes(), Ordering::Relaxed);
+        let oldest = open.oldest().as_millis().min(u128::from(u64::MAX)) as u64;
+        m.open_file_oldest_ms.store(oldest, Ordering::Relaxed);
         out
     }
 

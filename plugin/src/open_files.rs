@@ -291,6 +291,15 @@ impl OpenFiles {
             .sum()
     }
 
+    /// How long the oldest open file has been open (zero when none is).
+    pub fn oldest(&self) -> Duration {
+        self.entries()
+            .iter()
+            .filter_map(|(_, e)| lock(e).as_ref().map(|f| f.opened.elapsed()))
+            .max()
+            .unwrap_or_default()
+    }
+
     /// How many files are open.
     pub fn len(&self) -> usize {
         self.entries()
@@ -434,6 +443,7 @@ mod tests {
         }
         assert_eq!(open.len(), 2);
         assert!(open.take_due().is_empty(), "none is an hour old");
+        assert!(open.oldest() > Duration::ZERO && open.oldest() < Duration::from_secs(60));
         let mut done = open.take_all();
         done.sort_by_key(|f| f.id);
         assert_eq!(done.len(), 2);
@@ -446,6 +456,7 @@ mod tests {
         assert_eq!(messages(&done[0]), want);
         assert_eq!(messages(&done[1]), names(10, 10));
         assert!(open.is_empty() && open.take_all().is_empty());
+        assert_eq!(open.oldest(), Duration::ZERO);
     }
 
     #[test]

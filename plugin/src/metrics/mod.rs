@@ -194,6 +194,9 @@ pub struct Metrics {
     /// Files kept open across flushes (FileMaxAge), and the memory they hold.
     pub open_files: AtomicU64,
     pub open_file_bytes: AtomicU64,
+    /// How long the oldest open file has been open, in milliseconds: its first
+    /// records have waited that long since they left the buffer.
+    pub open_file_oldest_ms: AtomicU64,
     /// How long the longest-waiting pending record has waited, in milliseconds.
     pub buffer_oldest_ms: AtomicU64,
     pub flush_latency: Histogram<FlushLatency>,
@@ -353,6 +356,11 @@ impl Metrics {
             s,
             "# HELP d2p_buffer_oldest_record_seconds How long the longest-waiting pending record has waited for its key's flush (0 when none waits): the pipeline's lag; far above FlushInterval, writing is stuck or behind.\n# TYPE d2p_buffer_oldest_record_seconds gauge\nd2p_buffer_oldest_record_seconds{l} {:.3}",
             self.buffer_oldest_ms.load(Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(
+            s,
+            "# HELP d2p_open_file_oldest_seconds How long the oldest file kept open across flushes (FileMaxAge) has been open (0 when none is): with FileMaxAge, records wait this long besides the buffer's lag; far above FileMaxAge, writing is stuck.\n# TYPE d2p_open_file_oldest_seconds gauge\nd2p_open_file_oldest_seconds{l} {:.3}",
+            self.open_file_oldest_ms.load(Relaxed) as f64 / 1000.0
         );
         self.flush_latency.render(&mut s, labels);
         self.file_size.render(&mut s, labels);

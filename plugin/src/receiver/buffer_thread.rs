@@ -60,6 +60,10 @@ pub(super) struct BufferThread {
     open_files: bool,
     /// Requests to finish the open files, not yet handed to a writer thread.
     finish_requests: VecDeque<ulid::Ulid>,
+    /// With open files, the keys with a batch at a writer thread: a key's next batch
+    /// waits for it, so its rows are appended in the order they came, whatever the
+    /// number of writer threads.
+    busy: HashSet<PartitionKey>,
 }
 
 impl BufferThread {
@@ -90,6 +94,7 @@ impl BufferThread {
             parked: VecDeque::new(),
             open_files: cfg.file_max_age.is_some(),
             finish_requests: VecDeque::new(),
+            busy: HashSet::new(),
         }
     }
 
@@ -374,17 +379,26 @@ impl BufferThread {
             };
             // A finish request goes first: the batches it waited for are written, and
             // the queue holds only later ones.
+            let next = match self.open_files {
+                true => self.queue.iter().position(|b| !self.busy.contains(&b.key)),
+                false => (!self.queue.is_empty()).then_some(0),
+            };
             let job = match self.finish_requests.pop_front() {
                 Some(id) => Job::FinishOpen(id),
-                None => match self.queue.pop_front() {
+                None => match next.and_then(|i| self.queue.remove(i)) {
                     Some(batch) => Job::Write(batch),
                     None => break,
                 },
             };
             let id = job.id();
+            let key = match (&job, self.open_files) {
+                (Job::Write(b), true) => Some(b.key.clone()),
+                _ => None,
+            };
             match tx.try_send(job) {
                 Ok(()) => {
                     self.in_flight.insert(id);
+                    self.busy.extend(key);
                 }
                 Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
                     match j {
@@ -443,6 +457,7 @@ impl BufferThread {
             result,
         } = d;
         self.in_flight.remove(&id);
+        self.busy.remove(&acked.key);
         let probed = self.sizing.finished(id);
         let mut lost = 0;
         let (written, error) = match result {
