@@ -583,9 +583,10 @@ impl Flusher {
         };
         self.deliver_finished(files, &mut out);
         let m = &shared.metrics;
-        m.open_files.store(open.len() as u64, Ordering::Relaxed);
-        m.open_file_bytes.store(open.bytes(), Ordering::Relaxed);
-        let oldest = open.oldest().as_millis().min(u128::from(u64::MAX)) as u64;
+        let st = open.stats();
+        m.open_files.store(st.files as u64, Ordering::Relaxed);
+        m.open_file_bytes.store(st.bytes, Ordering::Relaxed);
+        let oldest = st.oldest.as_millis().min(u128::from(u64::MAX)) as u64;
         m.open_file_oldest_ms.store(oldest, Ordering::Relaxed);
         out
     }
