@@ -18,7 +18,7 @@ use crate::dlq::{DlqEntry, DlqSink};
 use crate::log_at;
 use crate::logging::{Level, SharedLogger};
 use crate::metrics::Metrics;
-use crate::open_files::{Finished, OpenFiles, Slot};
+use crate::open_files::{Body, Finished, OpenFiles, Slot, Store};
 use crate::partition::{PathTemplate, object_name};
 use crate::record::{DynRecord, LogRecord, Record};
 use crate::writer::Writer;
@@ -112,13 +112,66 @@ pub struct Written {
     pub lost: usize,
 }
 
+/// A finished file to deliver: its bytes, or the spool that holds them (FileMaxAge).
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    Spool(&'a std::path::Path),
+}
+
+impl Content<'_> {
+    /// What [`Flusher::deliver`] needs to know of the file before it goes: its size,
+    /// its footer's ([`footer_len`]), and its MD5 when `UseHash` names files by it. A
+    /// spool is read for these (the MD5 as a stream), never loaded whole.
+    fn facts(self, md5: bool) -> std::io::Result<(u64, u64, Option<String>)> {
+        use md5::{Digest, Md5};
+        match self {
+            Content::Bytes(b) => Ok((
+                b.len() as u64,
+                footer_len(b),
+                md5.then(|| crate::record::canonical::hex(&Md5::digest(b))),
+            )),
+            Content::Spool(path) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut f = std::fs::File::open(path)?;
+                let len = f.metadata()?.len();
+                let mut tail = Vec::with_capacity(8);
+                f.seek(SeekFrom::Start(len.saturating_sub(8)))?;
+                f.by_ref().read_to_end(&mut tail)?;
+                let footer = footer_from_tail(&tail, len);
+                let hash = match md5 {
+                    false => None,
+                    true => {
+                        f.seek(SeekFrom::Start(0))?;
+                        let mut h = Md5::new();
+                        let mut buf = vec![0u8; 1 << 20];
+                        loop {
+                            match f.read(&mut buf)? {
+                                0 => break,
+                                n => h.update(&buf[..n]),
+                            }
+                        }
+                        Some(crate::record::canonical::hex(&h.finalize()))
+                    }
+                };
+                Ok((len, footer, hash))
+            }
+        }
+    }
+}
+
 /// The bytes of a Parquet file that are not column data: the footer (its length is
 /// stored in the 4 bytes before the closing magic) and the two 4-byte magics.
 fn footer_len(file: &[u8]) -> u64 {
     let n = file.len();
-    match file.get(n.saturating_sub(8)..n.saturating_sub(4)) {
-        Some(&[a, b, c, d]) if n >= 12 => {
-            (u64::from(u32::from_le_bytes([a, b, c, d])) + 12).min(n as u64)
+    footer_from_tail(&file[n.saturating_sub(8)..], n as u64)
+}
+
+/// [`footer_len`] from the last (up to) 8 bytes of a file of `len` bytes.
+fn footer_from_tail(tail: &[u8], len: u64) -> u64 {
+    match tail {
+        &[a, b, c, d, _, _, _, _] if len >= 12 => {
+            (u64::from(u32::from_le_bytes([a, b, c, d])) + 12).min(len)
         }
         _ => 0,
     }
@@ -248,7 +301,7 @@ impl Flusher {
         }
     }
 
-    fn put_with_retries(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+    fn put_with_retries(&mut self, name: &str, body: Content<'_>) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {
@@ -257,7 +310,11 @@ impl Flusher {
                     (self.backoff * 2u32.saturating_pow(attempt - 1)).min(Duration::from_secs(5)),
                 );
             }
-            match self.writer.put(name, bytes) {
+            let put = match body {
+                Content::Bytes(bytes) => self.writer.put(name, bytes),
+                Content::Spool(path) => self.writer.put_spooled(name, path),
+            };
+            match put {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     Metrics::add(&self.shared.metrics.write_failures, 1);
@@ -369,7 +426,7 @@ impl Flusher {
                 }
             };
             let file = (folder.as_str(), id, &batch.key);
-            if let Err(e) = self.deliver(file, &bytes, idx.len(), &mut out) {
+            if let Err(e) = self.deliver(file, Content::Bytes(&bytes), idx.len(), &mut out) {
                 error = e;
                 unwritten.extend(idx);
             }
@@ -435,37 +492,46 @@ impl Flusher {
     fn deliver(
         &mut self,
         (folder, id, key): (&str, ulid::Ulid, &crate::partition::PartitionKey),
-        bytes: &[u8],
+        body: Content<'_>,
         rows: usize,
         out: &mut Written,
     ) -> Result<(), String> {
-        let md5 = self.use_hash.then(|| {
-            use md5::{Digest, Md5};
-            crate::record::canonical::hex(&Md5::digest(bytes))
-        });
+        let (len, footer, md5) = body
+            .facts(self.use_hash)
+            .map_err(|e| format!("reading the finished file failed: {e}"))?;
         let name = object_name(folder, &id.to_string(), key, md5.as_deref());
-        let e = match self.put_with_retries(&name, bytes) {
+        let e = match self.put_with_retries(&name, body) {
             Ok(()) => {
                 out.files.push(name);
                 out.rows += rows;
-                out.bytes += bytes.len() as u64;
-                out.footer_bytes += footer_len(bytes);
+                out.bytes += len;
+                out.footer_bytes += footer;
                 let m = &self.shared.metrics;
                 Metrics::add(&m.files_written, 1);
-                Metrics::add(&m.bytes_written, bytes.len() as u64);
-                m.file_size.observe(bytes.len() as f64);
+                Metrics::add(&m.bytes_written, len);
+                m.file_size.observe(len as f64);
                 m.file_rows.observe(rows as f64);
                 Metrics::add(&m.records_out, rows as u64);
                 m.per_key
-                    .file_written(key, rows, bytes.len(), std::time::SystemTime::now());
+                    .file_written(key, rows, len as usize, std::time::SystemTime::now());
                 return Ok(());
             }
             Err(e) => e,
         };
+        // A spool is read back whole only here, to keep it in the recovery store.
+        let keep = |r: &RecoveryStore| match body {
+            Content::Bytes(bytes) => r.store(&name, bytes),
+            Content::Spool(path) => std::fs::read(path)
+                .map_err(|e| crate::writer::WriteError::io("read", path, e))
+                .and_then(|bytes| r.store(&name, &bytes))
+                .map(|()| {
+                    let _ = std::fs::remove_file(path);
+                }),
+        };
         let error = match self
             .recovery
             .as_ref()
-            .map(|r| (r.store(&name, bytes), r.dir().display().to_string()))
+            .map(|r| (keep(r), r.dir().display().to_string()))
         {
             Some((Ok(()), dir)) => {
                 log_at!(
@@ -503,6 +569,22 @@ impl Flusher {
             return Err((0, "internal: no open files".into()));
         };
         let inject = self.inject_panic;
+        let (writer, log) = (&mut self.writer, self.shared.log.clone());
+        // A new open file grows where the writer says (its spool), else in memory; a
+        // spool that cannot be made is logged, and the file kept in memory instead.
+        let store = || match writer.spool_path(&slot.folder).and_then(|p| {
+            p.map(|p| {
+                Store::spool(p.clone()).map_err(|e| crate::writer::WriteError::io("create", &p, e))
+            })
+            .transpose()
+        }) {
+            Ok(Some(s)) => s,
+            Ok(None) => Store::memory(),
+            Err(e) => {
+                log_at!(log, Level::Warn, "open file kept in memory: {e}");
+                Store::memory()
+            }
+        };
         let appended = catch_unwind(AssertUnwindSafe(|| {
             if inject {
                 panic!("injected fault: conversion panic (D2P_FAULT=convert-panic)");
@@ -512,7 +594,7 @@ impl Flusher {
                     .iter()
                     .filter_map(|&i| batch.records[i].as_log())
                     .collect();
-                Ok(open.append_log(slot, id, &recs, &self.log_layout))
+                Ok(open.append_log(slot, id, &recs, &self.log_layout, store))
             } else {
                 let recs: Vec<&DynRecord> = idx
                     .iter()
@@ -520,7 +602,7 @@ impl Flusher {
                     .collect();
                 match dynamic {
                     Ok(Some((t, fixed))) => {
-                        Ok(open.append_dynamic(slot, id, &recs, (t, *fixed), &self.opts))
+                        Ok(open.append_dynamic(slot, id, &recs, (t, *fixed), &self.opts, store))
                     }
                     Ok(None) => Err("internal: no schema for dynamic records".to_string()),
                     Err(reason) => Err(reason.clone()),
@@ -541,10 +623,19 @@ impl Flusher {
     /// lost, its records having left the buffer: counted and logged as such.
     fn deliver_finished(&mut self, files: Vec<Finished>, out: &mut Written) {
         for f in files {
-            let delivered = match &f.bytes {
-                Ok(bytes) => self.deliver((&f.slot.folder, f.id, &f.slot.key), bytes, f.rows, out),
+            let body = match &f.bytes {
+                Ok(Body::Memory(bytes)) => Ok(Content::Bytes(bytes)),
+                Ok(Body::Spooled(path)) => Ok(Content::Spool(path)),
                 Err(e) => Err(format!("finishing the file failed: {e}")),
             };
+            let delivered = body
+                .and_then(|b| self.deliver((&f.slot.folder, f.id, &f.slot.key), b, f.rows, out));
+            if let Ok(Body::Spooled(path)) = &f.bytes
+                && delivered.is_err()
+            {
+                // Neither written nor kept: its rows are counted as lost below.
+                let _ = std::fs::remove_file(path);
+            }
             if let Err(e) = delivered {
                 log_at!(
                     self.shared.log,
@@ -554,6 +645,7 @@ impl Flusher {
                     f.slot.key
                 );
                 out.lost += f.rows;
+                Metrics::add(&self.shared.metrics.records_lost, f.rows as u64);
             }
         }
     }

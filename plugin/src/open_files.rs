@@ -11,6 +11,11 @@
 //! `FileTargetSize`, once it has been open `FileMaxAge`, when open files together pass
 //! their memory budget (the largest first), and on an explicit flush or at exit.
 //!
+//! Where the finished row groups go is the writer's choice ([`Store`]): the file
+//! writer grows the file in its output folder under a hidden name, the S3 writer in
+//! FileSpoolPath, so that memory holds only each file's row group in progress; with
+//! `FileSpoolPath memory` the S3 writer's open files stay in memory, within the budget.
+//!
 //! One slot per key, output folder and record type, shared by every writer thread:
 //! batches of a key written by two threads still land in one file (the slot's lock
 //! orders them). Records in an open file have left the buffer, so this is for the
@@ -24,6 +29,9 @@ use crate::partition::PartitionKey;
 use crate::record::{DynRecord, LogRecord};
 use arrow_array::RecordBatch;
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,7 +47,7 @@ pub struct Slot {
 /// would hold up to twice the file (and copy it at every doubling) for as long as the
 /// file stays open, which is what the budget is meant to bound.
 #[derive(Default)]
-struct Blocks {
+pub struct Blocks {
     blocks: Vec<Vec<u8>>,
     len: usize,
 }
@@ -84,8 +92,75 @@ impl Blocks {
     }
 }
 
+/// Where an open file's bytes go as its row groups are finished.
+pub enum Store {
+    /// In memory: what the budget bounds.
+    Memory(Blocks),
+    /// A local file at a path the writer chose (`Writer::spool_path`), handed back to it
+    /// by that path when finished.
+    Spool {
+        path: PathBuf,
+        file: BufWriter<File>,
+    },
+}
+
+/// The write buffer of a spool: page-sized writes of the Parquet writer go to the
+/// file in large ones.
+const SPOOL_BUFFER: usize = 256 << 10;
+
+impl Store {
+    pub fn memory() -> Store {
+        Store::Memory(Blocks::default())
+    }
+
+    /// A spool created at `path`.
+    pub fn spool(path: PathBuf) -> std::io::Result<Store> {
+        let file = BufWriter::with_capacity(SPOOL_BUFFER, File::create(&path)?);
+        Ok(Store::Spool { path, file })
+    }
+
+    /// The bytes of a finished file, or where they are.
+    fn finish(self) -> Result<Body, String> {
+        match self {
+            Store::Memory(b) => Ok(Body::Memory(b.into_vec())),
+            Store::Spool { path, file } => match file.into_inner() {
+                Ok(_) => Ok(Body::Spooled(path)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    Err(format!("write {}: {}", path.display(), e.error()))
+                }
+            },
+        }
+    }
+}
+
+impl Write for Store {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Store::Memory(b) => b.write(buf),
+            Store::Spool { file, .. } => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Store::Memory(b) => b.flush(),
+            Store::Spool { file, .. } => file.flush(),
+        }
+    }
+}
+
+/// A finished file: its bytes, or the spool that holds them.
+#[derive(Debug)]
+pub enum Body {
+    Memory(Vec<u8>),
+    Spooled(PathBuf),
+}
+
 struct OpenFile {
-    sink: ParquetSink<Blocks>,
+    sink: ParquetSink<Store>,
+    /// Whether its finished row groups are in memory (else in a spool).
+    in_memory: bool,
     /// A dynamic file's schema (a file has one; a change opens the next file).
     schema: Option<(DType, bool)>,
     /// The id of the batch that opened it: the file is named after it.
@@ -101,11 +176,15 @@ impl OpenFile {
         (self.sink.bytes_written() + self.sink.in_progress_size()) as u64
     }
 
-    /// The memory it holds: its finished row groups (the file's bytes so far) and the
-    /// writer's state for the open one, which is more than that row group will take
-    /// once encoded. What the budget is compared with.
+    /// The memory it holds: the writer's state for the row group in progress, which is
+    /// more than that row group will take once encoded, and its finished row groups
+    /// unless they are spooled. What the budget is compared with.
     fn memory(&self) -> u64 {
-        (self.sink.bytes_written() + self.sink.memory_size()) as u64
+        let done = match self.in_memory {
+            true => self.sink.bytes_written(),
+            false => SPOOL_BUFFER,
+        };
+        (done + self.sink.memory_size()) as u64
     }
 }
 
@@ -116,7 +195,7 @@ pub struct Finished {
     pub slot: Slot,
     pub id: ulid::Ulid,
     pub rows: usize,
-    pub bytes: Result<Vec<u8>, String>,
+    pub bytes: Result<Body, String>,
 }
 
 /// What an append did: the files finished on the way (this one, once it reached the
@@ -169,19 +248,21 @@ impl OpenFiles {
         lock(&self.slots).entry(slot.clone()).or_default().clone()
     }
 
-    /// Appends log records to the slot's file (opening it under `id` if none is open).
+    /// Appends log records to the slot's file (opening it under `id`, its bytes going to
+    /// `store()`, if none is open).
     pub fn append_log(
         &self,
         slot: &Slot,
         id: ulid::Ulid,
         recs: &[&LogRecord],
         layout: &LogLayout,
+        store: impl FnOnce() -> Store,
     ) -> Appended {
         self.append(
             slot,
             id,
             None,
-            || layout.sink(Blocks::default()),
+            || layout.sink(store()),
             layout.batches(recs),
         )
     }
@@ -195,8 +276,9 @@ impl OpenFiles {
         recs: &[&DynRecord],
         (t, fixed): (&DType, bool),
         opts: &ParquetOptions,
+        store: impl FnOnce() -> Store,
     ) -> Appended {
-        let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(Blocks::default());
+        let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(store());
         let batches = dynamic_batches(recs, t, fixed);
         self.append(slot, id, Some((t.clone(), fixed)), open, batches)
     }
@@ -213,7 +295,7 @@ impl OpenFiles {
         slot: &Slot,
         id: ulid::Ulid,
         schema: Option<(DType, bool)>,
-        open: impl FnOnce() -> Result<ParquetSink<Blocks>, ConvertError>,
+        open: impl FnOnce() -> Result<ParquetSink<Store>, ConvertError>,
         batches: impl Iterator<Item = Result<RecordBatch, ConvertError>>,
     ) -> Appended {
         let entry = self.entry(slot);
@@ -242,6 +324,7 @@ impl OpenFiles {
             Some(f) => f,
             None => match open() {
                 Ok(sink) => guard.insert(OpenFile {
+                    in_memory: matches!(sink.inner(), Store::Memory(_)),
                     sink,
                     schema,
                     id,
@@ -377,8 +460,8 @@ fn finish(slot: &Slot, f: Option<OpenFile>) -> Option<Finished> {
         bytes: f
             .sink
             .finish()
-            .map(Blocks::into_vec)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| e.to_string())
+            .and_then(Store::finish),
     })
 }
 
@@ -415,14 +498,18 @@ mod tests {
         let recs = recs(from, n);
         let refs: Vec<&LogRecord> = recs.iter().collect();
         let id = ulid::Ulid(from as u128);
-        let a = open.append_log(&slot(key), id, &refs, &layout());
+        let a = open.append_log(&slot(key), id, &refs, &layout(), Store::memory);
         a.result.unwrap();
         assert_eq!(a.written, n);
         a.finished
     }
 
     fn messages(f: &Finished) -> Vec<String> {
-        let bytes = bytes::Bytes::from(f.bytes.as_ref().unwrap().clone());
+        let bytes = match f.bytes.as_ref().unwrap() {
+            Body::Memory(b) => b.clone(),
+            Body::Spooled(p) => std::fs::read(p).unwrap(),
+        };
+        let bytes = bytes::Bytes::from(bytes);
         bytes_rows(bytes)
             .unwrap()
             .iter()
@@ -492,6 +579,60 @@ mod tests {
         assert_eq!(b.blocks.len(), 3);
         assert!(b.blocks.iter().all(|x| x.capacity() == BLOCK));
         assert_eq!(b.into_vec(), data);
+    }
+
+    #[test]
+    fn a_spooled_file_holds_its_row_groups_on_disk_not_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        // A row group per append, finished by the writer as the next one begins.
+        let cfg = crate::config::Config {
+            writer_row_group_size: 1,
+            ..Default::default()
+        };
+        let layout = LogLayout::new(&ParquetOptions::from_config(&cfg)).unwrap();
+        let spooled = OpenFiles::new(Duration::from_secs(3600), None, u64::MAX);
+        let in_memory = OpenFiles::new(Duration::from_secs(3600), None, u64::MAX);
+        let path = dir.path().join("spool");
+        for from in (0..4000).step_by(200) {
+            // Ids that do not compress, so the spool passes its write buffer.
+            let recs: Vec<LogRecord> = (from..from + 200)
+                .map(|i| {
+                    let mut b = LogBuilder::new();
+                    b.set(Str::Message, &format!("m{i}"));
+                    let id: String = (0..8)
+                        .map(|k| {
+                            format!(
+                                "{:016x}",
+                                (i as u64 * 8 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                            )
+                        })
+                        .collect();
+                    b.set(Str::CorrelationId, &id);
+                    b.finish()
+                })
+                .collect();
+            let refs: Vec<&LogRecord> = recs.iter().collect();
+            let id = ulid::Ulid(7);
+            let spool = || Store::spool(path.clone()).unwrap();
+            let a = spooled.append_log(&slot("a"), id, &refs, &layout, spool);
+            assert_eq!(a.written, 200);
+            let b = in_memory.append_log(&slot("a"), id, &refs, &layout, Store::memory);
+            assert_eq!(b.written, 200);
+        }
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        assert!(on_disk > SPOOL_BUFFER as u64, "{on_disk}");
+        // Both hold the row group in progress; the spooled one, its write buffer
+        // besides, where the other holds every finished row group.
+        let (spool_mem, mem) = (spooled.bytes(), in_memory.bytes());
+        assert!(
+            mem + SPOOL_BUFFER as u64 - spool_mem >= on_disk,
+            "{spool_mem} {mem} {on_disk}"
+        );
+        let done = spooled.take_all();
+        assert!(matches!(&done[0].bytes, Ok(Body::Spooled(p)) if p == &path));
+        assert_eq!(done[0].rows, 4000);
+        assert_eq!(messages(&done[0]), names(0, 4000));
+        assert_eq!(messages(&in_memory.take_all()[0]), names(0, 4000));
     }
 
     #[test]

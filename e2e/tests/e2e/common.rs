@@ -943,3 +943,20 @@ pub fn in_opentelemetry_chunk(req: &Value) -> Vec<u8> {
     }
     out
 }
+
+/// Every file under `dir`, hidden ones included (what a test must find gone).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

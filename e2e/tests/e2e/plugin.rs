@@ -158,6 +158,12 @@ fn files_kept_open_collect_every_flush_of_a_key() {
     }
     let files = data2parquet::readback::parquet_files(&out);
     assert_eq!(files.len(), by_key.len(), "one file per key");
+    // The open files grew in their folders under hidden names, renamed when done.
+    let hidden: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
     assert!(
         by_key.values().filter(|ids| ids.len() > 10).count() > 3,
         "keys span several flushes: {:?}",

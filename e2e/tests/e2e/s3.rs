@@ -265,6 +265,54 @@ fn large_files_use_multipart_uploads() {
     );
 }
 
+/// `FileMaxAge` with the S3 writer: each key's open file grows in FileSpoolPath as
+/// small flushes append to it, and goes up from there in parts, one object per key
+/// holding every row; no spool is left behind.
+#[test]
+fn open_files_grow_on_disk_and_upload_in_parts() {
+    let (moto, c) = moto_with_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(53, 16000);
+    let spool = dir.path().join("spool");
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[
+            ("BufferSize", "500"),
+            ("FileMaxAge", "1h"),
+            ("FileSpoolPath", spool.to_str().unwrap()),
+            ("WriterRowGroupSize", "1MiB"),
+            ("PartitionFields", "cloud-provider"),
+            ("PartitionPath", "cloud={cloud-provider}"),
+            ("WriterCompressionType", "none"),
+            ("S3PartSize", "5MiB"),
+            ("S3MultipartThreshold", "5MiB"),
+        ],
+    );
+    let o = json2parquet_s3(dir.path(), &props, &text);
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("wrote 16000 rows to 1 file(s)") && log.contains("0 recovered"),
+        "{log}"
+    );
+    let objs = objects(&c);
+    assert_eq!(objs.len(), 1, "one key, one file from 32 flushes");
+    let (key, etag, rows) = &objs[0];
+    let want = rows_by_id(&props, &text);
+    assert_eq!(rows.len(), want.len());
+    for r in rows {
+        let id = extra(r, "id").unwrap();
+        assert_eq!(want.get(id), Some(r), "record {id}");
+    }
+    let (bytes, _) = c.get(key).unwrap();
+    assert!(bytes.len() > 5 * 1024 * 1024, "{} bytes", bytes.len());
+    assert!(etag.trim_matches('"').contains('-'), "multipart: {etag}");
+    assert!(spool.is_dir(), "the open file grew in FileSpoolPath");
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert!(left.is_empty(), "spools left: {left:?}");
+}
+
 #[test]
 fn assume_role_through_sts() {
     let (moto, c) = moto_with_bucket();

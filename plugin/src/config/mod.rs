@@ -235,6 +235,8 @@ pub struct Config {
     /// FileMaxAge: how long a key's file stays open across flushes (None: a file per
     /// flush).
     pub file_max_age: Option<Duration>,
+    /// FileSpoolPath: where the S3 writer's open files grow (None: in memory).
+    pub file_spool_path: Option<PathBuf>,
     pub queue_capacity: usize,
     /// How long [`crate::receiver::Receiver::submit`] waits for room in a full buffer.
     pub buffer_full_wait: Duration,
@@ -324,6 +326,8 @@ pub struct ConfigBuilder {
     lock_ttl_set: bool,
     dlq_path_set: bool,
     recovery_path_set: bool,
+    /// FileSpoolPath as given (unset: under WriterFilePath, once that is known).
+    file_spool: Option<String>,
     lock_name_set: bool,
     partition_fields_set: bool,
     partition_path_set: bool,
@@ -498,6 +502,7 @@ impl ConfigBuilder {
                 buffer_max_keys: std::num::NonZeroUsize::new(10_000),
                 file_target_size: None,
                 file_max_age: None,
+                file_spool_path: None,
                 queue_capacity: 64,
                 buffer_full_wait: Duration::from_secs(1),
                 flush_workers: 1,
@@ -592,6 +597,7 @@ impl ConfigBuilder {
             lock_ttl_set: false,
             dlq_path_set: false,
             recovery_path_set: false,
+            file_spool: None,
             lock_name_set: false,
             partition_fields_set: false,
             partition_path_set: false,
@@ -639,6 +645,7 @@ impl ConfigBuilder {
                     _ => Some(parse_duration(k, v)?),
                 };
             }
+            Key::FileSpoolPath => self.file_spool = Some(nonempty(k, v)?),
             Key::IgnoredFields => c.ignored_fields = FieldSet::parse(v),
             Key::MaskFields => c.mask_fields = FieldSet::parse(v),
             Key::JsonSchemaPath => {
@@ -1001,6 +1008,11 @@ impl ConfigBuilder {
         if !self.recovery_path_set {
             c.recovery_path = c.writer_file_path.join("_recovery");
         }
+        c.file_spool_path = match self.file_spool.as_deref().map(str::trim) {
+            None => Some(c.writer_file_path.join("_open")),
+            Some(m) if m.eq_ignore_ascii_case("memory") => None,
+            Some(p) => Some(PathBuf::from(p)),
+        };
         c.http_tls = pair_tls(
             self.tls_cert.take(),
             self.tls_key.take(),

@@ -313,6 +313,11 @@ impl<W: Write + Send> ParquetSink<W> {
         self.writer.memory_size()
     }
 
+    /// Where the file goes.
+    pub fn inner(&self) -> &W {
+        self.writer.inner()
+    }
+
     pub fn finish(self) -> Result<W, ConvertError> {
         Ok(self.writer.into_inner()?)
     }

@@ -178,6 +178,9 @@ pub struct Metrics {
     pub upload_retries: AtomicU64,
     pub recovery_stored: AtomicU64,
     pub recovery_resent: AtomicU64,
+    /// Rows of files kept open across flushes (FileMaxAge) that could be neither
+    /// written nor kept in the recovery store: they had left the buffer.
+    pub records_lost: AtomicU64,
     /// What interrupted writes left (incomplete uploads, temporary files), removed by
     /// the writer's sweep.
     pub leftovers_removed: AtomicU64,
@@ -225,7 +228,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 17] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -275,6 +278,11 @@ impl Metrics {
                 "d2p_recovery_stored_total",
                 "Batches kept in the recovery store after failed writes.",
                 &self.recovery_stored,
+            ),
+            (
+                "d2p_records_lost_total",
+                "Rows of open files (FileMaxAge) neither written nor kept in the recovery store.",
+                &self.records_lost,
             ),
             (
                 "d2p_recovery_resent_total",

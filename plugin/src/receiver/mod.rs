@@ -885,7 +885,7 @@ mod tests {
     }
 
     /// FileMaxAge: a key's flushes append to one open file, in order whatever the
-    /// writer threads, which a flush writes whole (and nothing of it is on disk
+    /// writer threads, which a flush writes whole (and nothing of it is visible
     /// before); the next flushes start the next.
     #[test]
     fn files_kept_open_grow_across_flushes() {
@@ -928,6 +928,39 @@ mod tests {
             "a file per key"
         );
         assert_eq!(written(dir.path()), expect(0, 125));
+    }
+
+    /// FileMaxAge: an open file that can be neither written nor kept in the recovery
+    /// store (here its folder, spool and all, was removed, and the store is a file) is
+    /// reported and counted as lost, never dropped silently.
+    #[test]
+    fn an_open_file_neither_written_nor_kept_is_counted_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("rec");
+        std::fs::write(&rec, b"x").unwrap();
+        let c = cfg(
+            dir.path(),
+            &[
+                ("BufferSize", "10"),
+                ("FlushInterval", "3600"),
+                ("FileMaxAge", "3600"),
+                ("RecoveryPath", rec.to_str().unwrap()),
+            ],
+        );
+        let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+        r.submit(batch(&c, 0, 20, 1)).unwrap();
+        let m = r.metrics();
+        wait_until("both flushes appended", || {
+            Metrics::get(&m.buffer_records) == 0 && Metrics::get(&m.open_files) == 1
+        });
+        break_folder(&dir.path().join("out"));
+        let rep = r.close();
+        assert_eq!((rep.files, rep.rows, rep.lost), (0, 0, 20));
+        assert_eq!(Metrics::get(&m.records_lost), 20);
+        assert!(
+            m.render_prometheus()
+                .contains("\nd2p_records_lost_total 20\n")
+        );
     }
 
     /// With one writer thread the rows of a file are in the order they came, and a

@@ -17,15 +17,30 @@ pub const TMP_LEFTOVER_AGE: Duration = Duration::from_secs(600);
 
 /// The hidden temporary name [`write_atomic`] writes `name` under first:
 /// `.<name>.<ULID>.tmp`. The ULID keeps concurrent writes of one name apart and dates
-/// the file for [`tmp_written_at`].
+/// the file for [`written_at`].
 fn tmp_name(name: &str) -> String {
-    format!(".{name}.{}.tmp", ulid::Ulid::generate())
+    format!(".{name}.{}{TMP_SUFFIX}", ulid::Ulid::generate())
 }
 
-/// When the temporary file `name` was begun, if it is one [`tmp_name`] made (read from
-/// its ULID, so other tools' hidden files are never taken for ours).
-fn tmp_written_at(name: &str) -> Option<SystemTime> {
-    let stem = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+/// The suffix of the files kept open across flushes (FileMaxAge) while they grow: a
+/// name of its own, as the sweep of [`TMP_SUFFIX`] files would take an open file older
+/// than [`TMP_LEFTOVER_AGE`] for a leftover.
+pub const SPOOL_SUFFIX: &str = ".open";
+
+/// The suffix of [`tmp_name`]'s files.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// A new hidden name for an open file's spool in its output folder (or the spool
+/// folder): `.d2p.<ULID>.open`, dated by its ULID like [`tmp_name`]'s.
+pub fn spool_name() -> String {
+    format!(".d2p.{}{SPOOL_SUFFIX}", ulid::Ulid::generate())
+}
+
+/// When the hidden file `name` ending in `suffix` was begun, if it is one
+/// [`tmp_name`] or [`spool_name`] made (read from its ULID, so other tools' hidden
+/// files are never taken for ours).
+fn written_at(name: &str, suffix: &str) -> Option<SystemTime> {
+    let stem = name.strip_prefix('.')?.strip_suffix(suffix)?;
     let (_, id) = stem.rsplit_once('.')?;
     ulid::Ulid::from_string(id).ok().map(|u| u.datetime())
 }
@@ -34,6 +49,18 @@ fn tmp_written_at(name: &str) -> Option<SystemTime> {
 /// `recurse`) begun more than `age` before `now`. Symbolic links are not followed, so a
 /// sweep stays inside `dir`.
 pub fn sweep_tmp(dir: &Path, recurse: bool, now: SystemTime, age: Duration, out: &mut Swept) {
+    sweep_hidden(dir, TMP_SUFFIX, recurse, now, age, out);
+}
+
+/// Removes our hidden files ending in `suffix` (see [`sweep_tmp`]).
+pub fn sweep_hidden(
+    dir: &Path,
+    suffix: &str,
+    recurse: bool,
+    now: SystemTime,
+    age: Duration,
+    out: &mut Swept,
+) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -42,12 +69,12 @@ pub fn sweep_tmp(dir: &Path, recurse: bool, now: SystemTime, age: Duration, out:
         let path = e.path();
         if kind.is_dir() {
             if recurse {
-                sweep_tmp(&path, recurse, now, age, out);
+                sweep_hidden(&path, suffix, recurse, now, age, out);
             }
             continue;
         }
         let stale = kind.is_file()
-            && tmp_written_at(&e.file_name().to_string_lossy())
+            && written_at(&e.file_name().to_string_lossy(), suffix)
                 .and_then(|at| now.duration_since(at).ok())
                 .is_some_and(|waited| waited > age);
         if stale {
@@ -59,6 +86,9 @@ pub fn sweep_tmp(dir: &Path, recurse: bool, now: SystemTime, age: Duration, out:
 pub struct FileWriter {
     root: PathBuf,
     fsync: bool,
+    /// With FileMaxAge: the age past which an open file's spool is a crash's leftover
+    /// (no open file lives longer than FileMaxAge).
+    spool_leftover_age: Option<Duration>,
 }
 
 impl FileWriter {
@@ -66,7 +96,15 @@ impl FileWriter {
         FileWriter {
             root: root.to_path_buf(),
             fsync,
+            spool_leftover_age: None,
         }
+    }
+
+    /// Files kept open for up to `max_age` (FileMaxAge) are spooled in their output
+    /// folders; the sweep then also removes the spools a crash left.
+    pub fn with_open_files(mut self, max_age: Duration) -> Self {
+        self.spool_leftover_age = Some(max_age.saturating_add(TMP_LEFTOVER_AGE));
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -157,6 +195,40 @@ impl Writer for FileWriter {
         write_atomic(&path, bytes, self.fsync)
     }
 
+    /// An open file grows in its own output folder, under a hidden name readers skip,
+    /// so that finishing it is a rename: no copy, and never half a file under its name.
+    fn spool_path(&mut self, folder: &str) -> Result<Option<PathBuf>, WriteError> {
+        let dir = match folder {
+            "" => self.root.clone(),
+            f => join_under(&self.root, f)?,
+        };
+        create_dir_durable(&dir, self.fsync)
+            .map_err(|e| WriteError::io("create folder", &dir, e))?;
+        Ok(Some(dir.join(spool_name())))
+    }
+
+    fn put_spooled(&mut self, name: &str, spool: &Path) -> Result<(), WriteError> {
+        let path = join_under(&self.root, name)?;
+        let dir = folder_of(&path);
+        if folder_of(spool) != dir {
+            // A spool made for another folder: copied, as other writers' spools are.
+            let bytes = fs::read(spool).map_err(|e| WriteError::io("read", spool, e))?;
+            write_atomic(&path, &bytes, self.fsync)?;
+            let _ = fs::remove_file(spool);
+            return Ok(());
+        }
+        if self.fsync {
+            File::open(spool)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| WriteError::io("fsync", spool, e))?;
+        }
+        fs::rename(spool, &path).map_err(|e| WriteError::io("rename", &path, e))?;
+        if self.fsync {
+            sync_dir(dir).map_err(|e| WriteError::io("fsync folder", dir, e))?;
+        }
+        Ok(())
+    }
+
     fn check(&mut self) -> Result<(), WriteError> {
         fs::create_dir_all(&self.root)
             .map_err(|e| WriteError::io("create folder", &self.root, e))?;
@@ -179,6 +251,16 @@ impl Writer for FileWriter {
             TMP_LEFTOVER_AGE,
             &mut swept,
         );
+        if let Some(age) = self.spool_leftover_age {
+            sweep_hidden(
+                &self.root,
+                SPOOL_SUFFIX,
+                true,
+                SystemTime::now(),
+                age,
+                &mut swept,
+            );
+        }
         Ok(swept)
     }
 
@@ -262,7 +344,49 @@ mod tests {
             assert!(p.exists(), "{} kept", p.display());
         }
         // The name write_atomic uses is the one the sweep recognises.
-        let at = tmp_written_at(&tmp_name("k.parquet")).unwrap();
+        let at = written_at(&tmp_name("k.parquet"), TMP_SUFFIX).unwrap();
         assert!(SystemTime::now().duration_since(at).unwrap() < Duration::from_secs(5));
+    }
+
+    /// An open file (FileMaxAge) lives up to FileMaxAge: its spool is a leftover only
+    /// past that plus the usual margin, and only a writer with open files sweeps them.
+    #[test]
+    fn open_file_spools_are_swept_only_past_the_longest_an_open_file_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a=1");
+        fs::create_dir_all(&deep).unwrap();
+        let hour = Duration::from_secs(3600);
+        let at = |age: Duration| ulid::Ulid::from_datetime(SystemTime::now() - age);
+        let stale = deep.join(format!(
+            ".d2p.{}{SPOOL_SUFFIX}",
+            at(hour + TMP_LEFTOVER_AGE + hour)
+        ));
+        let open = deep.join(format!(".d2p.{}{SPOOL_SUFFIX}", at(hour)));
+        for p in [&stale, &open] {
+            fs::write(p, b"PAR1").unwrap();
+        }
+        let swept = FileWriter::new(dir.path(), false)
+            .sweep_leftovers()
+            .unwrap();
+        assert!(swept.removed.is_empty(), "no FileMaxAge, no spools of ours");
+        let mut w = FileWriter::new(dir.path(), false).with_open_files(hour);
+        assert_eq!(
+            w.sweep_leftovers().unwrap().removed,
+            vec![stale.display().to_string()]
+        );
+        assert!(open.exists());
+        // The spool a file writer makes lies in the object's folder, and is renamed there.
+        let spool = w.spool_path("a=1").unwrap().unwrap();
+        assert_eq!(spool.parent(), Some(deep.as_path()));
+        assert!(written_at(&spool.file_name().unwrap().to_string_lossy(), SPOOL_SUFFIX).is_some());
+        fs::write(&spool, b"PAR1 data PAR1").unwrap();
+        w.put_spooled("a=1/f.parquet", &spool).unwrap();
+        assert!(!spool.exists());
+        assert_eq!(fs::read(deep.join("f.parquet")).unwrap(), b"PAR1 data PAR1");
+        assert!(
+            w.put_spooled("../f.parquet", &open).is_err(),
+            "never outside the root"
+        );
+        assert!(open.exists());
     }
 }

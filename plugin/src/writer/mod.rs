@@ -69,6 +69,25 @@ pub trait Writer: Send {
     /// Stores `bytes` as `name`, a relative path with `/` separators.
     fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError>;
 
+    /// A local path at which a file kept open across flushes (FileMaxAge) grows, whose
+    /// object name will lie in `folder`; finished, it goes to [`Writer::put_spooled`].
+    /// Its size is then bounded by the disk rather than memory. `None`: it is kept in
+    /// memory and goes to [`Writer::put`].
+    fn spool_path(&mut self, folder: &str) -> Result<Option<std::path::PathBuf>, WriteError> {
+        let _ = folder;
+        Ok(None)
+    }
+
+    /// Stores the finished file at `spool` (from [`Writer::spool_path`]) as `name`, and
+    /// removes it from `spool`. When this fails the file stays at `spool`, for the next
+    /// attempt.
+    fn put_spooled(&mut self, name: &str, spool: &std::path::Path) -> Result<(), WriteError> {
+        let bytes = std::fs::read(spool).map_err(|e| WriteError::io("read", spool, e))?;
+        self.put(name, &bytes)?;
+        let _ = std::fs::remove_file(spool);
+        Ok(())
+    }
+
     /// Whether the destination is reachable and writable (readiness checks).
     fn check(&mut self) -> Result<(), WriteError>;
 
@@ -86,10 +105,13 @@ pub trait Writer: Send {
 /// Opens the configured writer.
 pub fn open(cfg: &Config) -> Result<Box<dyn Writer>, WriteError> {
     match cfg.writer_type {
-        WriterType::File => Ok(Box::new(file::FileWriter::new(
-            &cfg.writer_file_path,
-            cfg.writer_fsync,
-        ))),
+        WriterType::File => {
+            let w = file::FileWriter::new(&cfg.writer_file_path, cfg.writer_fsync);
+            Ok(Box::new(match cfg.file_max_age {
+                Some(age) => w.with_open_files(age),
+                None => w,
+            }))
+        }
         WriterType::S3 => Ok(Box::new(s3::S3Writer::new(cfg)?)),
     }
 }

@@ -14,6 +14,7 @@
 //! - The async SDK runs on a runtime owned by the writer thread (`block_on` there), so
 //!   nothing waits on S3 but that thread.
 
+use super::file::{SPOOL_SUFFIX, TMP_LEFTOVER_AGE, spool_name, sweep_hidden};
 use super::{Swept, WriteError, Writer};
 use crate::config::{Config, S3Config};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -23,6 +24,8 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectCannedAcl,
     ServerSideEncryption, StorageClass,
 };
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
@@ -31,6 +34,33 @@ pub struct S3Writer {
     client: Client,
     cfg: S3Config,
     upload: UploadSettings,
+    /// With FileMaxAge: where open files grow (FileSpoolPath), and the age past which a
+    /// spool there is a crash's leftover.
+    spool: Option<(PathBuf, Duration)>,
+}
+
+/// Where the parts of a multipart upload come from: a buffer, or a spooled file read
+/// one part at a time.
+enum Parts<'a> {
+    Bytes(std::slice::Chunks<'a, u8>),
+    File(std::fs::File, &'a Path),
+}
+
+impl Parts<'_> {
+    /// The next part (at most `size` bytes), or `None` after the last.
+    fn next(&mut self, size: usize) -> Result<Option<Vec<u8>>, WriteError> {
+        match self {
+            Parts::Bytes(c) => Ok(c.next().map(<[u8]>::to_vec)),
+            Parts::File(f, path) => {
+                let mut part = Vec::with_capacity(size);
+                (&mut *f)
+                    .take(size as u64)
+                    .read_to_end(&mut part)
+                    .map_err(|e| WriteError::io("read", path, e))?;
+                Ok((!part.is_empty()).then_some(part))
+            }
+        }
+    }
 }
 
 /// What every new object is stored with (S3ServerSideEncryption, S3KmsKeyId,
@@ -120,11 +150,16 @@ impl S3Writer {
     pub fn new(cfg: &Config) -> Result<S3Writer, WriteError> {
         let s3 = cfg.s3.clone();
         let (rt, client) = runtime_and_client(&s3)?;
+        let spool = match (&cfg.file_spool_path, cfg.file_max_age) {
+            (Some(dir), Some(age)) => Some((dir.clone(), age.saturating_add(TMP_LEFTOVER_AGE))),
+            _ => None,
+        };
         Ok(S3Writer {
             rt,
             client,
             upload: UploadSettings::from_config(&s3),
             cfg: s3,
+            spool,
         })
     }
 
@@ -141,7 +176,7 @@ impl S3Writer {
         }
     }
 
-    async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), WriteError> {
+    async fn put_multipart(&self, key: &str, mut source: Parts<'_>) -> Result<(), WriteError> {
         let c = &self.client;
         let bucket = &self.cfg.bucket;
         let up = with_upload_settings!(c.create_multipart_upload(), self.upload)
@@ -158,8 +193,9 @@ impl S3Writer {
             .to_string();
         let result = async {
             let mut parts = Vec::new();
-            for (i, part) in bytes.chunks(self.cfg.part_size as usize).enumerate() {
-                let n = i as i32 + 1;
+            let size = self.cfg.part_size as usize;
+            while let Some(part) = source.next(size)? {
+                let n = parts.len() as i32 + 1;
                 let r = c
                     .upload_part()
                     .bucket(bucket)
@@ -167,7 +203,7 @@ impl S3Writer {
                     .upload_id(&id)
                     .part_number(n)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32)
-                    .body(ByteStream::from(part.to_vec()))
+                    .body(ByteStream::from(part))
                     .send()
                     .await
                     .map_err(|e| err(&format!("UploadPart {n} of {key}"), describe(&e)))?;
@@ -330,8 +366,40 @@ impl Writer for S3Writer {
                     .map_err(|e| err(&format!("PutObject {key}"), describe(&e)))
             })
         } else {
-            self.rt.block_on(self.put_multipart(&key, bytes))
+            let parts = Parts::Bytes(bytes.chunks(self.cfg.part_size as usize));
+            self.rt.block_on(self.put_multipart(&key, parts))
         }
+    }
+
+    /// Open files grow in FileSpoolPath (when set), flat: their object names are given
+    /// only when they are uploaded.
+    fn spool_path(&mut self, _folder: &str) -> Result<Option<PathBuf>, WriteError> {
+        let Some((dir, _)) = &self.spool else {
+            return Ok(None);
+        };
+        std::fs::create_dir_all(dir).map_err(|e| WriteError::io("create folder", dir, e))?;
+        Ok(Some(dir.join(spool_name())))
+    }
+
+    /// A spooled file is uploaded from the disk a part at a time, so memory holds one
+    /// part whatever the file's size.
+    fn put_spooled(&mut self, name: &str, spool: &Path) -> Result<(), WriteError> {
+        let file = std::fs::File::open(spool).map_err(|e| WriteError::io("open", spool, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| WriteError::io("stat", spool, e))?
+            .len();
+        if len < self.cfg.multipart_threshold {
+            drop(file);
+            let bytes = std::fs::read(spool).map_err(|e| WriteError::io("read", spool, e))?;
+            self.put(name, &bytes)?;
+        } else {
+            let key = self.key(name);
+            self.rt
+                .block_on(self.put_multipart(&key, Parts::File(file, spool)))?;
+        }
+        let _ = std::fs::remove_file(spool);
+        Ok(())
     }
 
     fn check(&mut self) -> Result<(), WriteError> {
@@ -360,8 +428,13 @@ impl Writer for S3Writer {
     /// One abort that fails (another node may have aborted the upload a moment before)
     /// does not stop the others.
     fn sweep_leftovers(&mut self) -> Result<Swept, WriteError> {
+        let mut spools = Swept::new("open-file spools");
+        if let Some((dir, age)) = &self.spool {
+            let now = std::time::SystemTime::now();
+            sweep_hidden(dir, SPOOL_SUFFIX, false, now, *age, &mut spools);
+        }
         let Some(age) = self.cfg.abort_incomplete_after else {
-            return Ok(Swept::default());
+            return Ok(spools);
         };
         let stale = left_behind(
             self.incomplete_uploads()?,
@@ -369,7 +442,7 @@ impl Writer for S3Writer {
             age,
         );
         let (c, bucket) = (self.client.clone(), self.cfg.bucket.clone());
-        Ok(self.rt.block_on(async move {
+        let mut swept = self.rt.block_on(async move {
             let mut swept = Swept::new("incomplete uploads");
             for u in stale {
                 match c
@@ -389,7 +462,13 @@ impl Writer for S3Writer {
                 }
             }
             swept
-        }))
+        });
+        if spools != Swept::new(spools.kind) {
+            swept.kind = "incomplete uploads and open-file spools";
+            swept.removed.append(&mut spools.removed);
+            swept.failed.append(&mut spools.failed);
+        }
+        Ok(swept)
     }
 
     fn describe(&self) -> String {
