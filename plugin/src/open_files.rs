@@ -43,7 +43,7 @@ pub struct Slot {
     pub is_log: bool,
 }
 
-/// An open file's bytes, in blocks of [`BLOCK`]: a `Vec` that doubles as it grows
+/// An open file's bytes in memory, in blocks of 1 MiB: a `Vec` that doubles as it grows
 /// would hold up to twice the file (and copy it at every doubling) for as long as the
 /// file stays open, which is what the budget is meant to bound.
 #[derive(Default)]

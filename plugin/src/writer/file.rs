@@ -27,11 +27,11 @@ fn tmp_name(name: &str) -> String {
 /// than [`TMP_LEFTOVER_AGE`] for a leftover.
 pub const SPOOL_SUFFIX: &str = ".open";
 
-/// The suffix of [`tmp_name`]'s files.
+/// The suffix of the temporary files of atomic writes (`.<name>.<ULID>.tmp`).
 pub const TMP_SUFFIX: &str = ".tmp";
 
 /// A new hidden name for an open file's spool in its output folder (or the spool
-/// folder): `.d2p.<ULID>.open`, dated by its ULID like [`tmp_name`]'s.
+/// folder): `.d2p.<ULID>.open`, dated by its ULID like the temporary files'.
 pub fn spool_name() -> String {
     format!(".d2p.{}{SPOOL_SUFFIX}", ulid::Ulid::generate())
 }
