@@ -302,6 +302,14 @@ impl Flusher {
     }
 
     fn put_with_retries(&mut self, name: &str, body: Content<'_>) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let done = self.put_attempts(name, body);
+        let m = &self.shared.metrics;
+        m.write_latency.observe(started.elapsed().as_secs_f64());
+        done
+    }
+
+    fn put_attempts(&mut self, name: &str, body: Content<'_>) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {

@@ -453,15 +453,25 @@ impl OpenFiles {
 /// A file's footer written, and the file handed back with its slot.
 fn finish(slot: &Slot, f: Option<OpenFile>) -> Option<Finished> {
     let f = f?;
+    let spool = match f.sink.inner() {
+        Store::Spool { path, .. } => Some(path.clone()),
+        Store::Memory(_) => None,
+    };
+    let bytes = match f.sink.finish() {
+        Ok(store) => store.finish(),
+        Err(e) => {
+            // Half a file, of no use to anyone: not left for the sweep.
+            if let Some(p) = spool {
+                let _ = std::fs::remove_file(p);
+            }
+            Err(e.to_string())
+        }
+    };
     Some(Finished {
         slot: slot.clone(),
         id: f.id,
         rows: f.rows,
-        bytes: f
-            .sink
-            .finish()
-            .map_err(|e| e.to_string())
-            .and_then(Store::finish),
+        bytes,
     })
 }
 

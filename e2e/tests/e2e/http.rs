@@ -112,6 +112,9 @@ fn every_route_and_content_type() {
         format!("d2p_file_size_bytes_count {files}\n"),
         format!("d2p_file_size_bytes_bucket{{le=\"16384\"}} {files}\n"),
         format!("d2p_file_rows_count {files}\n"),
+        // One write per file, each well under 30 s on a local disk.
+        format!("d2p_write_seconds_count {files}\n"),
+        format!("d2p_write_seconds_bucket{{le=\"30\"}} {files}\n"),
         "# TYPE d2p_buffer_oldest_record_seconds gauge\n".to_string(),
     ] {
         assert!(m.contains(&line), "{line}: {m}");

@@ -128,6 +128,21 @@ impl Buckets for FlushLatency {
     const UNIT: f64 = 1e6;
 }
 
+/// Time to store one finished file at the destination, retries included: tells a slow
+/// or throttling destination (S3 503s, a saturated disk) from slow conversion, which
+/// [`FlushLatency`] mixes in.
+#[derive(Debug)]
+pub enum WriteLatency {}
+
+impl Buckets for WriteLatency {
+    const NAME: &'static str = "d2p_write_seconds";
+    const HELP: &'static str = "Time to store one finished file at the destination (write and rename, or PutObject or multipart upload), retries included, whether it succeeded or not.";
+    const BOUNDS: &'static [f64] = &[
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    const UNIT: f64 = 1e6;
+}
+
 /// The size of each written Parquet file: shows at a glance whether files are
 /// analytics-sized or many small ones (BufferSize and FlushInterval set that).
 #[derive(Debug)]
@@ -203,6 +218,7 @@ pub struct Metrics {
     /// How long the longest-waiting pending record has waited, in milliseconds.
     pub buffer_oldest_ms: AtomicU64,
     pub flush_latency: Histogram<FlushLatency>,
+    pub write_latency: Histogram<WriteLatency>,
     pub file_size: Histogram<FileSize>,
     pub file_rows: Histogram<FileRows>,
     /// Series by partition key, capped at MetricsKeys keys.
@@ -371,6 +387,7 @@ impl Metrics {
             self.open_file_oldest_ms.load(Relaxed) as f64 / 1000.0
         );
         self.flush_latency.render(&mut s, labels);
+        self.write_latency.render(&mut s, labels);
         self.file_size.render(&mut s, labels);
         self.file_rows.render(&mut s, labels);
         self.per_key.render(&mut s, labels);
