@@ -112,50 +112,41 @@ pub struct Written {
     pub lost: usize,
 }
 
-/// A finished file to deliver: its bytes, or the spool that holds them (FileMaxAge).
-#[derive(Clone, Copy)]
-enum Content<'a> {
-    Bytes(&'a [u8]),
-    Spool(&'a std::path::Path),
-}
-
-impl Content<'_> {
-    /// What [`Flusher::deliver`] needs to know of the file before it goes: its size,
-    /// its footer's ([`footer_len`]), and its MD5 when `UseHash` names files by it. A
-    /// spool is read for these (the MD5 as a stream), never loaded whole.
-    fn facts(self, md5: bool) -> std::io::Result<(u64, u64, Option<String>)> {
-        use md5::{Digest, Md5};
-        match self {
-            Content::Bytes(b) => Ok((
-                b.len() as u64,
-                footer_len(b),
-                md5.then(|| crate::record::canonical::hex(&Md5::digest(b))),
-            )),
-            Content::Spool(path) => {
-                use std::io::{Read, Seek, SeekFrom};
-                let mut f = std::fs::File::open(path)?;
-                let len = f.metadata()?.len();
-                let mut tail = Vec::with_capacity(8);
-                f.seek(SeekFrom::Start(len.saturating_sub(8)))?;
-                f.by_ref().read_to_end(&mut tail)?;
-                let footer = footer_from_tail(&tail, len);
-                let hash = match md5 {
-                    false => None,
-                    true => {
-                        f.seek(SeekFrom::Start(0))?;
-                        let mut h = Md5::new();
-                        let mut buf = vec![0u8; 1 << 20];
-                        loop {
-                            match f.read(&mut buf)? {
-                                0 => break,
-                                n => h.update(&buf[..n]),
-                            }
+/// What [`Flusher::deliver`] needs to know of a finished file before it goes: its
+/// size, its footer's ([`footer_len`]), and its MD5 when `UseHash` names files by it. A
+/// spool is read for these (the MD5 as a stream), never loaded whole.
+fn facts(body: &Body, md5: bool) -> std::io::Result<(u64, u64, Option<String>)> {
+    use md5::{Digest, Md5};
+    match body {
+        Body::Memory(b) => Ok((
+            b.len() as u64,
+            footer_len(b),
+            md5.then(|| crate::record::canonical::hex(&Md5::digest(b))),
+        )),
+        Body::Spooled(path) => {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(path)?;
+            let len = f.metadata()?.len();
+            let mut tail = Vec::with_capacity(8);
+            f.seek(SeekFrom::Start(len.saturating_sub(8)))?;
+            f.by_ref().read_to_end(&mut tail)?;
+            let footer = footer_from_tail(&tail, len);
+            let hash = match md5 {
+                false => None,
+                true => {
+                    f.seek(SeekFrom::Start(0))?;
+                    let mut h = Md5::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        match f.read(&mut buf)? {
+                            0 => break,
+                            n => h.update(&buf[..n]),
                         }
-                        Some(crate::record::canonical::hex(&h.finalize()))
                     }
-                };
-                Ok((len, footer, hash))
-            }
+                    Some(crate::record::canonical::hex(&h.finalize()))
+                }
+            };
+            Ok((len, footer, hash))
         }
     }
 }
@@ -301,7 +292,7 @@ impl Flusher {
         }
     }
 
-    fn put_with_retries(&mut self, name: &str, body: Content<'_>) -> Result<(), String> {
+    fn put_with_retries(&mut self, name: &str, body: &Body) -> Result<(), String> {
         let started = std::time::Instant::now();
         let done = self.put_attempts(name, body);
         let m = &self.shared.metrics;
@@ -309,7 +300,7 @@ impl Flusher {
         done
     }
 
-    fn put_attempts(&mut self, name: &str, body: Content<'_>) -> Result<(), String> {
+    fn put_attempts(&mut self, name: &str, body: &Body) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..self.attempts {
             if attempt > 0 {
@@ -319,8 +310,8 @@ impl Flusher {
                 );
             }
             let put = match body {
-                Content::Bytes(bytes) => self.writer.put(name, bytes),
-                Content::Spool(path) => self.writer.put_spooled(name, path),
+                Body::Memory(bytes) => self.writer.put(name, bytes),
+                Body::Spooled(path) => self.writer.put_spooled(name, path),
             };
             match put {
                 Ok(()) => return Ok(()),
@@ -434,7 +425,7 @@ impl Flusher {
                 }
             };
             let file = (folder.as_str(), id, &batch.key);
-            if let Err(e) = self.deliver(file, Content::Bytes(&bytes), idx.len(), &mut out) {
+            if let Err(e) = self.deliver(file, &Body::Memory(bytes), idx.len(), &mut out) {
                 error = e;
                 unwritten.extend(idx);
             }
@@ -500,12 +491,11 @@ impl Flusher {
     fn deliver(
         &mut self,
         (folder, id, key): (&str, ulid::Ulid, &crate::partition::PartitionKey),
-        body: Content<'_>,
+        body: &Body,
         rows: usize,
         out: &mut Written,
     ) -> Result<(), String> {
-        let (len, footer, md5) = body
-            .facts(self.use_hash)
+        let (len, footer, md5) = facts(body, self.use_hash)
             .map_err(|e| format!("reading the finished file failed: {e}"))?;
         let name = object_name(folder, &id.to_string(), key, md5.as_deref());
         let e = match self.put_with_retries(&name, body) {
@@ -528,8 +518,8 @@ impl Flusher {
         };
         // A spool is read back whole only here, to keep it in the recovery store.
         let keep = |r: &RecoveryStore| match body {
-            Content::Bytes(bytes) => r.store(&name, bytes),
-            Content::Spool(path) => std::fs::read(path)
+            Body::Memory(bytes) => r.store(&name, bytes),
+            Body::Spooled(path) => std::fs::read(path)
                 .map_err(|e| crate::writer::WriteError::io("read", path, e))
                 .and_then(|bytes| r.store(&name, &bytes))
                 .map(|()| {
@@ -631,13 +621,10 @@ impl Flusher {
     /// lost, its records having left the buffer: counted and logged as such.
     fn deliver_finished(&mut self, files: Vec<Finished>, out: &mut Written) {
         for f in files {
-            let body = match &f.bytes {
-                Ok(Body::Memory(bytes)) => Ok(Content::Bytes(bytes)),
-                Ok(Body::Spooled(path)) => Ok(Content::Spool(path)),
+            let delivered = match &f.bytes {
+                Ok(body) => self.deliver((&f.slot.folder, f.id, &f.slot.key), body, f.rows, out),
                 Err(e) => Err(format!("finishing the file failed: {e}")),
             };
-            let delivered = body
-                .and_then(|b| self.deliver((&f.slot.folder, f.id, &f.slot.key), b, f.rows, out));
             if let Ok(Body::Spooled(path)) = &f.bytes
                 && delivered.is_err()
             {
