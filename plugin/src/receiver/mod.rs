@@ -913,8 +913,26 @@ mod tests {
                 && Metrics::get(&m.open_file_bytes) > 0
                 && Metrics::get(&m.open_file_oldest_ms) > 0
         });
+        // The open file grows in its folder, hidden from readers, and is renamed.
+        let spools = || {
+            let mut found = Vec::new();
+            let mut stack = vec![dir.path().join("out")];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    match e.path().is_dir() {
+                        true => stack.push(e.path()),
+                        false if name.ends_with(".open") => found.push(name),
+                        false => {}
+                    }
+                }
+            }
+            found
+        };
+        assert_eq!(spools().len(), 1, "{:?}", spools());
         let rep = r.flush().unwrap();
         assert_eq!((rep.files, rep.rows, rep.lost), (1, 95, 0));
+        assert!(spools().is_empty(), "{:?}", spools());
         assert_eq!(Metrics::get(&m.open_files), 0);
         assert!(m.render_prometheus().contains("\nd2p_open_files 0\n"));
         // In the order they came, though two writer threads appended them.
