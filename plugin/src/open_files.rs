@@ -159,8 +159,6 @@ pub enum Body {
 
 struct OpenFile {
     sink: ParquetSink<Store>,
-    /// Whether its finished row groups are in memory (else in a spool).
-    in_memory: bool,
     /// A dynamic file's schema (a file has one; a change opens the next file).
     schema: Option<(DType, bool)>,
     /// The id of the batch that opened it: the file is named after it.
@@ -180,9 +178,9 @@ impl OpenFile {
     /// more than that row group will take once encoded, and its finished row groups
     /// unless they are spooled. What the budget is compared with.
     fn memory(&self) -> u64 {
-        let done = match self.in_memory {
-            true => self.sink.bytes_written(),
-            false => SPOOL_BUFFER,
+        let done = match self.sink.inner() {
+            Store::Memory(_) => self.sink.bytes_written(),
+            Store::Spool { .. } => SPOOL_BUFFER,
         };
         (done + self.sink.memory_size()) as u64
     }
@@ -324,7 +322,6 @@ impl OpenFiles {
             Some(f) => f,
             None => match open() {
                 Ok(sink) => guard.insert(OpenFile {
-                    in_memory: matches!(sink.inner(), Store::Memory(_)),
                     sink,
                     schema,
                     id,

@@ -8,6 +8,8 @@
 //! - Objects below `S3MultipartThreshold` go up with one PutObject, larger ones in parts of
 //!   `S3PartSize`; every request carries a CRC32 checksum; a failed multipart upload is
 //!   aborted so no parts linger.
+//! - With FileMaxAge, open files grow in `FileSpoolPath` and are uploaded from there, a
+//!   part read from disk at a time, so a file of any size takes one part of memory.
 //! - The SDK retries each request with backoff; the flusher's RecoveryAttempts and
 //!   recovery store come on top. Object names derive from batch ids, so a retry
 //!   overwrites, never duplicates.
