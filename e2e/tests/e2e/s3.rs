@@ -227,24 +227,26 @@ fn uploads_read_back_row_by_row() {
     );
 }
 
-#[test]
-fn large_files_use_multipart_uploads() {
-    let (moto, c) = moto_with_bucket();
-    let dir = tempfile::tempdir().unwrap();
-    let text = generate(52, 16000);
-    let props = s3_props(
-        &moto.endpoint(),
-        BUCKET,
-        &[
-            ("BufferSize", "1000000"),
-            ("PartitionFields", "cloud-provider"),
-            ("PartitionPath", "cloud={cloud-provider}"),
-            ("WriterCompressionType", "none"),
-            ("S3PartSize", "5MiB"),
-            ("S3MultipartThreshold", "5MiB"),
-        ],
-    );
-    let o = json2parquet_s3(dir.path(), &props, &text);
+/// One key, uncompressed, with parts and a multipart threshold of 5 MiB: 16,000
+/// records make one object above the threshold.
+const MULTIPART: &[(&str, &str)] = &[
+    ("PartitionFields", "cloud-provider"),
+    ("PartitionPath", "cloud={cloud-provider}"),
+    ("WriterCompressionType", "none"),
+    ("S3PartSize", "5MiB"),
+    ("S3MultipartThreshold", "5MiB"),
+];
+
+/// Runs json2parquet over `text` (16,000 records of one key, see [`MULTIPART`]) and
+/// returns the rows of the one object it must make, having checked that the writer saw
+/// the upload succeed and that the object went up in parts.
+fn one_multipart_object(
+    c: &S3Writer,
+    dir: &Path,
+    props: &[(String, String)],
+    text: &str,
+) -> Vec<Map<String, Value>> {
+    let o = json2parquet_s3(dir, props, text);
     let log = stderr(&o);
     assert!(o.status.success(), "{log}");
     // The writer itself must have seen the upload succeed: an object that arrived while
@@ -253,16 +255,27 @@ fn large_files_use_multipart_uploads() {
         log.contains("wrote 16000 rows to 1 file(s)") && log.contains("0 recovered"),
         "{log}"
     );
-    let objs = objects(&c);
+    let mut objs = objects(c);
     assert_eq!(objs.len(), 1, "one key, one file");
-    let (key, etag, rows) = &objs[0];
+    let (key, etag, rows) = objs.remove(0);
     assert_eq!(rows.len(), 16000);
-    let (bytes, _) = c.get(key).unwrap();
+    let (bytes, _) = c.get(&key).unwrap();
     assert!(bytes.len() > 5 * 1024 * 1024, "{} bytes", bytes.len());
     assert!(
         etag.trim_matches('"').contains('-'),
         "a multipart ETag ends in -<parts>: {etag}"
     );
+    rows
+}
+
+#[test]
+fn large_files_use_multipart_uploads() {
+    let (moto, c) = moto_with_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(52, 16000);
+    let extra = [&[("BufferSize", "1000000")][..], MULTIPART].concat();
+    let props = s3_props(&moto.endpoint(), BUCKET, &extra);
+    one_multipart_object(&c, dir.path(), &props, &text);
 }
 
 /// `FileMaxAge` with the S3 writer: each key's open file grows in FileSpoolPath as
@@ -274,40 +287,21 @@ fn open_files_grow_on_disk_and_upload_in_parts() {
     let dir = tempfile::tempdir().unwrap();
     let text = generate(53, 16000);
     let spool = dir.path().join("spool");
-    let props = s3_props(
-        &moto.endpoint(),
-        BUCKET,
-        &[
-            ("BufferSize", "500"),
-            ("FileMaxAge", "1h"),
-            ("FileSpoolPath", spool.to_str().unwrap()),
-            ("WriterRowGroupSize", "1MiB"),
-            ("PartitionFields", "cloud-provider"),
-            ("PartitionPath", "cloud={cloud-provider}"),
-            ("WriterCompressionType", "none"),
-            ("S3PartSize", "5MiB"),
-            ("S3MultipartThreshold", "5MiB"),
-        ],
-    );
-    let o = json2parquet_s3(dir.path(), &props, &text);
-    let log = stderr(&o);
-    assert!(o.status.success(), "{log}");
-    assert!(
-        log.contains("wrote 16000 rows to 1 file(s)") && log.contains("0 recovered"),
-        "{log}"
-    );
-    let objs = objects(&c);
-    assert_eq!(objs.len(), 1, "one key, one file from 32 flushes");
-    let (key, etag, rows) = &objs[0];
+    let open = [
+        ("BufferSize", "500"),
+        ("FileMaxAge", "1h"),
+        ("FileSpoolPath", spool.to_str().unwrap()),
+        ("WriterRowGroupSize", "1MiB"),
+    ];
+    let props = s3_props(&moto.endpoint(), BUCKET, &[&open[..], MULTIPART].concat());
+    // One object from 32 flushes.
+    let rows = one_multipart_object(&c, dir.path(), &props, &text);
     let want = rows_by_id(&props, &text);
     assert_eq!(rows.len(), want.len());
-    for r in rows {
+    for r in &rows {
         let id = extra(r, "id").unwrap();
         assert_eq!(want.get(id), Some(r), "record {id}");
     }
-    let (bytes, _) = c.get(key).unwrap();
-    assert!(bytes.len() > 5 * 1024 * 1024, "{} bytes", bytes.len());
-    assert!(etag.trim_matches('"').contains('-'), "multipart: {etag}");
     assert!(spool.is_dir(), "the open file grew in FileSpoolPath");
     let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
     assert!(left.is_empty(), "spools left: {left:?}");
