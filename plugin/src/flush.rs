@@ -9,7 +9,7 @@
 //! attempts fail, the finished file goes to the local recovery store; only if that fails
 //! too is the batch reported as failed, and the buffer keeps its records.
 
-use crate::buffer::Batch;
+use crate::buffer::{Batch, Pages};
 use crate::config::{Config, DynamicNested, PartitionTime};
 use crate::convert::dynamic::{DType, SchemaRegistry, Shape, encode_dynamic, infer};
 use crate::convert::log::LogLayout;
@@ -342,11 +342,32 @@ impl Flusher {
         if recs.is_empty() {
             return Ok(None);
         }
+        self.settle_schema(batch, self.infer_more(None, &recs)?)
+            .map(Some)
+    }
+
+    /// `prior` widened by the types of `recs`; `None` with a fixed schema, which needs
+    /// no inference.
+    fn infer_more(
+        &self,
+        prior: Option<DType>,
+        recs: &[&DynRecord],
+    ) -> Result<Option<DType>, String> {
         match &self.shape {
-            Shape::Fixed(f) => Ok(Some((f.dtype.clone(), true))),
-            Shape::Inferred { nested_json } => {
-                let seen = infer(&recs, None, *nested_json)
-                    .map_err(|e| format!("schema inference failed: {e}"))?;
+            Shape::Fixed(_) => Ok(None),
+            Shape::Inferred { nested_json } => infer(recs, prior.as_ref(), *nested_json)
+                .map(Some)
+                .map_err(|e| format!("schema inference failed: {e}")),
+        }
+    }
+
+    /// The schema of a batch's files: the fixed one, or what its records showed (`seen`)
+    /// widened with the key's stored and registered schemas.
+    fn settle_schema(&self, batch: &Batch, seen: Option<DType>) -> Result<(DType, bool), String> {
+        match &self.shape {
+            Shape::Fixed(f) => Ok((f.dtype.clone(), true)),
+            Shape::Inferred { .. } => {
+                let seen = seen.unwrap_or(DType::Struct { fields: Vec::new() });
                 // A stored schema that does not parse (written by another version) is
                 // only a hint: the data's own schema still covers every value.
                 let stored = batch
@@ -364,13 +385,16 @@ impl Flusher {
                         changed.join("; ")
                     );
                 }
-                Ok(Some((t, false)))
+                Ok((t, false))
             }
         }
     }
 
     /// Converts and writes one batch.
     pub fn flush(&mut self, batch: &Batch) -> Result<Written, FlushFailure> {
+        if let Some(pages) = &batch.pages {
+            return self.flush_paged(batch, &**pages);
+        }
         // The "flush time" is the batch id's time (when it was taken), not the clock: a
         // batch written again after a crash lands in the same folder under the same name.
         let now_ns = batch.id.timestamp_ms() as i64 * 1_000_000;
@@ -383,15 +407,16 @@ impl Flusher {
         }
         for (gi, (folder, is_log, idx)) in self.plan(batch, now_ns).into_iter().enumerate() {
             let id = ulid::Ulid(batch.id.0.wrapping_add(gi as u128));
-            if self.shared.open_files.is_some() {
+            let shared = self.shared.clone();
+            if let Some(open) = &shared.open_files {
                 let slot = Slot {
                     key: batch.key.clone(),
                     folder,
                     is_log,
                 };
-                if let Err((taken, reason)) =
-                    self.append(batch, &slot, id, &idx, &dynamic, &mut out)
-                {
+                let (finished, appended) = self.append(open, batch, &slot, id, &idx, &dynamic);
+                self.deliver_finished(finished, &mut out);
+                if let Err((taken, reason)) = appended {
                     let rest = &idx[taken.min(idx.len())..];
                     self.dead_letter(batch, rest, &reason, &mut out, &mut unwritten, &mut error);
                 }
@@ -444,6 +469,159 @@ impl Flusher {
                 partial: Box::new(out),
             })
         }
+    }
+
+    /// Converts and writes a batch too large to hold at once (see [`Pages`]): its
+    /// records are read a page at a time and appended to one file per folder and
+    /// record type, which grows in the writer's spool (FileSpoolPath), so memory holds
+    /// a page and each file's row group in progress, whatever the files' size. Files
+    /// are named as a batch's are, from the batch id and the order in which the
+    /// batch's records first reach each file, so a batch written again overwrites the
+    /// same files. Any file that cannot be written fails the whole batch, which its
+    /// buffer keeps (Redis keeps the in-flight list whole).
+    fn flush_paged(&mut self, batch: &Batch, pages: &dyn Pages) -> Result<Written, FlushFailure> {
+        Metrics::add(&self.shared.metrics.batches_paged, 1);
+        let mut out = Written::default();
+        let open = OpenFiles::new(Duration::MAX, None, u64::MAX);
+        let result = self.write_pages(batch, pages, &open, &mut out);
+        // What a failure left unwritten is not kept: the batch is written again whole.
+        for f in open.take_all() {
+            discard(f);
+        }
+        self.shared
+            .metrics
+            .flush_latency
+            .observe(batch.taken_at.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => Ok(out),
+            Err(error) => Err(FlushFailure {
+                error,
+                unwritten: (0..batch.len()).collect(),
+                partial: Box::new(out),
+            }),
+        }
+    }
+
+    /// One page of a paged batch, as a batch of its own (same id, key and schema);
+    /// records that could not be read back go to the DLQ here.
+    fn read_page(&self, batch: &Batch, pages: &dyn Pages, from: usize) -> Result<Batch, String> {
+        let (records, bad) = pages
+            .read(from, PAGE)
+            .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))?;
+        self.shared.reject(&bad).map_err(|e| {
+            format!(
+                "records of batch {} could not be dead-lettered: {e}",
+                batch.id
+            )
+        })?;
+        Ok(Batch {
+            id: batch.id,
+            key: batch.key.clone(),
+            records,
+            bytes: 0,
+            taken_at: batch.taken_at,
+            schema: batch.schema.clone(),
+            pages: None,
+        })
+    }
+
+    /// The schema of every dynamic record of a paged batch, read through once before
+    /// any is written, so that each of the batch's files has one schema.
+    fn paged_schema(
+        &self,
+        batch: &Batch,
+        pages: &dyn Pages,
+    ) -> Result<Result<(DType, bool), String>, String> {
+        let mut seen = None;
+        for from in (0..pages.total()).step_by(PAGE) {
+            let (records, _) = pages
+                .read(from, PAGE)
+                .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))?;
+            let recs: Vec<&DynRecord> = records.iter().filter_map(Record::as_dynamic).collect();
+            if !recs.is_empty() {
+                seen = match self.infer_more(seen, &recs) {
+                    Ok(t) => t,
+                    Err(reason) => return Ok(Err(reason)),
+                };
+            }
+        }
+        Ok(self.settle_schema(batch, seen))
+    }
+
+    /// The work of [`Flusher::flush_paged`]; `Err` when the batch must be written again.
+    fn write_pages(
+        &mut self,
+        batch: &Batch,
+        pages: &dyn Pages,
+        open: &OpenFiles,
+        out: &mut Written,
+    ) -> Result<(), String> {
+        let now_ns = batch.id.timestamp_ms() as i64 * 1_000_000;
+        // Read through first only once a dynamic record shows up: log records need no
+        // schema, and a batch of them is then read once.
+        let mut dynamic: Option<Result<Option<(DType, bool)>, String>> = None;
+        let mut slots: Vec<(String, bool)> = Vec::new();
+        for from in (0..pages.total()).step_by(PAGE) {
+            let part = self.read_page(batch, pages, from)?;
+            if dynamic.is_none() && part.records.iter().any(|r| r.as_dynamic().is_some()) {
+                let settled = self.paged_schema(batch, pages)?;
+                if let (Ok((t, false)), Shape::Inferred { .. }) = (&settled, &self.shape) {
+                    out.schema = Some(t.to_json().into());
+                }
+                dynamic = Some(settled.map(Some));
+            }
+            let schema = dynamic.clone().unwrap_or(Ok(None));
+            for (folder, is_log, idx) in self.plan(&part, now_ns) {
+                let gi = match slots.iter().position(|s| s.0 == folder && s.1 == is_log) {
+                    Some(i) => i,
+                    None => {
+                        slots.push((folder.clone(), is_log));
+                        slots.len() - 1
+                    }
+                };
+                let id = ulid::Ulid(batch.id.0.wrapping_add(gi as u128));
+                let slot = Slot {
+                    key: batch.key.clone(),
+                    folder,
+                    is_log,
+                };
+                let (finished, appended) = self.append(open, &part, &slot, id, &idx, &schema);
+                // Files are finished early only when their writer failed: a second file
+                // in the slot would take the first's name.
+                if !finished.is_empty() {
+                    finished.into_iter().for_each(discard);
+                    return Err(format!(
+                        "a file of batch {} failed while it was written",
+                        batch.id
+                    ));
+                }
+                if let Err((taken, reason)) = appended {
+                    let (mut unwritten, mut error) = (Vec::new(), String::new());
+                    let rest = &idx[taken.min(idx.len())..];
+                    self.dead_letter(&part, rest, &reason, out, &mut unwritten, &mut error);
+                    if !unwritten.is_empty() {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        // Every file is tried, as a batch's are: those written now are overwritten
+        // under the same names when the batch is written again.
+        let mut failed = Ok(());
+        for f in open.take_all() {
+            let delivered = match &f.bytes {
+                Ok(body) => self.deliver((&f.slot.folder, f.id, &f.slot.key), body, f.rows, out),
+                Err(e) => Err(format!(
+                    "finishing a file of batch {} failed: {e}",
+                    batch.id
+                )),
+            };
+            if let Err(e) = delivered {
+                discard(f);
+                failed = Err(e);
+            }
+        }
+        failed
     }
 
     /// Sends records that can never be converted to the DLQ; if even that fails, they
@@ -550,22 +728,19 @@ impl Flusher {
         Err(error)
     }
 
-    /// Appends a group of the batch to its slot's open file (FileMaxAge), and writes
-    /// the files finished on the way. `Err` holds how many of the group's records were
-    /// taken, and why the rest could not be (they go to the DLQ, as in a file of
-    /// their own).
+    /// Appends a group of the batch to its slot's file in `open`, and hands back the
+    /// files finished on the way, to be written. `Err` holds how many of the group's
+    /// records were taken, and why the rest could not be (they go to the DLQ, as in a
+    /// file of their own).
     fn append(
         &mut self,
+        open: &OpenFiles,
         batch: &Batch,
         slot: &Slot,
         id: ulid::Ulid,
         idx: &[usize],
         dynamic: &Result<Option<(DType, bool)>, String>,
-        out: &mut Written,
-    ) -> Result<(), (usize, String)> {
-        let Some(open) = &self.shared.open_files else {
-            return Err((0, "internal: no open files".into()));
-        };
+    ) -> (Vec<Finished>, Result<(), (usize, String)>) {
         let inject = self.inject_panic;
         let (writer, log) = (&mut self.writer, self.shared.log.clone());
         // A new open file grows where the writer says (its spool), else in memory; a
@@ -609,12 +784,16 @@ impl Flusher {
         }));
         let a = match appended {
             Ok(Ok(a)) => a,
-            Ok(Err(reason)) => return Err((0, reason)),
-            Err(p) => return Err((0, format!("conversion panicked: {}", panic_text(&*p)))),
+            Ok(Err(reason)) => return (Vec::new(), Err((0, reason))),
+            Err(p) => {
+                let reason = format!("conversion panicked: {}", panic_text(&*p));
+                return (Vec::new(), Err((0, reason)));
+            }
         };
-        self.deliver_finished(a.finished, out);
-        a.result
-            .map_err(|e| (a.written, format!("conversion failed: {e}")))
+        let result = a
+            .result
+            .map_err(|e| (a.written, format!("conversion failed: {e}")));
+        (a.finished, result)
     }
 
     /// Writes files taken out of their slots. One that cannot be written or kept is
@@ -746,6 +925,16 @@ impl Flusher {
             );
         }
         (ok, failed)
+    }
+}
+
+/// Records read at a time from a paged batch: what one LRANGE reads from Redis.
+const PAGE: usize = 10_000;
+
+/// Removes what a finished file left in its spool, when it is not to be written.
+fn discard(f: Finished) {
+    if let Ok(Body::Spooled(path)) = f.bytes {
+        let _ = std::fs::remove_file(path);
     }
 }
 

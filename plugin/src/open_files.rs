@@ -19,8 +19,10 @@
 //! One slot per key, output folder and record type, shared by every writer thread:
 //! batches of a key written by two threads still land in one file (the slot's lock
 //! orders them). Records in an open file have left the buffer, so this is for the
-//! mem buffer only, which loses them in a crash either way; the configuration refuses
-//! it with Redis.
+//! mem buffer only, which loses them in a crash either way. With Redis, records wait
+//! in Redis instead, and a batch too large to hold at once is written through a
+//! private set of open files of its own (`Flusher::flush_paged`), one per folder, that
+//! lives as long as the batch's write.
 
 use crate::convert::dynamic::{DType, arrow_schema, dynamic_batches};
 use crate::convert::log::LogLayout;

@@ -511,6 +511,47 @@ fn redis_keeps_the_schema_of_a_key_across_processes() {
     );
 }
 
+/// With Redis, a batch too large to hold at once (30,000 records, read 10,000 at a
+/// time where it is written) is still one file of one schema: its dynamic records are
+/// read through for the schema first, so `late` (from record 25,000) and `v` (a
+/// string from 27,000) type the whole file, and every record reads back as it went in.
+#[test]
+fn redis_writes_a_large_batch_of_dynamic_records_as_one_file_of_one_schema() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut props = host_props(&out, &[("BufferSize", "100000")]);
+    props["BufferType"] = json!("redis");
+    props["RedisHost"] = json!(redis.addr());
+    props["DLQPath"] = json!(dir.path().join("dlq"));
+    let text = heterogeneous();
+    let lines: Vec<&str> = text.lines().collect();
+    let base = 1_700_000_000u32;
+    let chunk = write_chunk(
+        dir.path(),
+        "big.chunk",
+        &chunk_from_ndjson(&lines, ChunkFormat::V5, base),
+    );
+    let r = run_host(&host_scenario(props, &[chunk]), &[]);
+    assert_eq!(codes(&r, 0), vec![1]);
+    let files = files_by_time(&out);
+    assert_eq!(files.len(), 1, "one file for the batch");
+    let types = col_types(&files[0].0);
+    assert_eq!(
+        (&types["late"], &types["v"]),
+        (&json!("string"), &json!("string"))
+    );
+    let rows = &files[0].1;
+    assert_eq!(rows.len(), 30_000);
+    for (i, row) in rows.iter().enumerate() {
+        // The plugin's event time is Fluent Bit's: base + i ms.
+        let ns = i64::from(base) * 1_000_000_000 + i as i64 * 1_000_000;
+        let mut want = expected_row(i as u64);
+        want.insert("_event_time".into(), json!(format_rfc3339_nanos(ns)));
+        assert_eq!(row, &want, "record {i}");
+    }
+}
+
 #[test]
 fn http_server_takes_dynamic_records() {
     let s = HttpServer::start(json!({"record_type": "dynamic", "flush_interval": 3600}));

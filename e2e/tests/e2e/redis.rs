@@ -854,35 +854,100 @@ fn a_receive_redis_refuses_is_never_taken_for_stored() {
 
 /// A write that fails, for part of a batch or all of it, leaves the whole batch in flight
 /// in Redis, to be written again under the same file names: nothing lost, nothing twice.
+/// So does a batch too large to hold at once (25,000 records, read 10,000 at a time
+/// where it is written): written again, its files keep their names.
 #[test]
 fn a_failed_write_keeps_the_whole_batch_in_redis() {
     let redis = RedisServer::start();
+    for n in [100, 25_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let (receiver, spec) =
+            library_receiver(&redis.addr(), &out, "1000", &[("PartitionTime", "record")]);
+        // Half the records belong to an hour whose folder is blocked by a plain file.
+        let blocked = out.join("capability=cap/year=2026/month=11/day=26/hour=01");
+        std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
+        std::fs::write(&blocked, b"not a folder").unwrap();
+        let ids = ids("r", n);
+        let batch = json_batch(&spec, &ids, |i, id| {
+            let hour = i % 2;
+            format!(
+                r#"{{"id":"{id}","message":"m","business-capability":"cap","time":"2026-11-26T0{hour}:00:00Z"}}"#
+            )
+        });
+        receiver.submit(batch).unwrap();
+        let partly = receiver.flush().unwrap();
+        assert_eq!(partly.rows, n / 2, "hour 00 written: {partly:?}");
+        assert_eq!(partly.errors.len(), 1, "{partly:?}");
+        std::fs::remove_file(&blocked).unwrap();
+        let again = receiver.flush().unwrap();
+        assert_eq!(again.rows, n, "the whole batch again: {again:?}");
+        assert!(again.errors.is_empty(), "{again:?}");
+        let paged = receiver.metrics().render_prometheus();
+        let want = match n {
+            100 => "\nd2p_batches_paged_total 0\n",
+            _ => "\nd2p_batches_paged_total 2\n",
+        };
+        assert!(paged.contains(want), "read in pages when large: {want}");
+        receiver.close();
+        exactly_once(&[&out], &ids);
+        assert_eq!(data2parquet::readback::parquet_files(&out).len(), 2);
+        assert!(redis_keys(&redis, "data*").is_empty());
+    }
+}
+
+/// With Redis, FileMaxAge is how long a key's records wait there (durably) before
+/// they are written, whatever FlushInterval: 25,000 records sent in bursts come out
+/// as one file once the oldest has waited FileMaxAge, not one per FlushInterval. The
+/// batch is more than a page, so it is read where it is written; no spool is left.
+#[test]
+fn with_redis_file_max_age_is_how_long_records_wait_in_redis() {
+    let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (receiver, spec) =
-        library_receiver(&redis.addr(), &out, "1000", &[("PartitionTime", "record")]);
-    // Half the records belong to an hour whose folder is blocked by a plain file.
-    let blocked = out.join("capability=cap/year=2026/month=11/day=26/hour=01");
-    std::fs::create_dir_all(blocked.parent().unwrap()).unwrap();
-    std::fs::write(&blocked, b"not a folder").unwrap();
-    let ids = ids("r", 100);
-    let batch = json_batch(&spec, &ids, |i, id| {
-        let hour = i % 2;
-        format!(
-            r#"{{"id":"{id}","message":"m","business-capability":"cap","time":"2026-11-26T0{hour}:00:00Z"}}"#
-        )
-    });
-    receiver.submit(batch).unwrap();
-    let partly = receiver.flush().unwrap();
-    assert_eq!(partly.rows, 50, "hour 00 written: {partly:?}");
-    assert_eq!(partly.errors.len(), 1, "{partly:?}");
-    std::fs::remove_file(&blocked).unwrap();
-    let again = receiver.flush().unwrap();
-    assert_eq!(again.rows, 100, "the whole batch again: {again:?}");
-    assert!(again.errors.is_empty(), "{again:?}");
-    receiver.close();
-    exactly_once(&[&out], &ids);
-    assert!(redis_keys(&redis, "data*").is_empty());
+    let started = Instant::now();
+    let (receiver, spec) = library_receiver(
+        &redis.addr(),
+        &out,
+        "3000",
+        &[
+            ("FileMaxAge", "4"),
+            ("FlushInterval", "1"),
+            ("FileTargetSize", "64MiB"),
+        ],
+    );
+    let all = ids("w-", 25_000);
+    submit_log_messages(&receiver, &spec, &all);
+    let parquet = || data2parquet::readback::parquet_files(&out);
+    // Checked only while that is sure to be before FileMaxAge: a slow machine may take
+    // seconds to send.
+    if started.elapsed() < Duration::from_millis(2500) {
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(parquet().is_empty(), "written before FileMaxAge");
+    }
+    let t = Instant::now();
+    // What stays is the key's FileTargetSize estimate (`data-size:`).
+    let held = || {
+        let mut k = redis_keys(&redis, "data:*");
+        k.extend(redis_keys(&redis, "data-inflight*"));
+        k
+    };
+    while (parquet().is_empty() || !held().is_empty()) && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let files = files_by_first_record(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!((files[0].0, files[0].1), (0, 25_000));
+    assert_eq!(held(), Vec::<String>::new(), "acknowledged");
+    let m = receiver.metrics().render_prometheus();
+    assert!(m.contains("\nd2p_batches_paged_total 1\n"), "read in pages");
+    let report = receiver.close();
+    assert_eq!((report.rows, report.errors.len()), (0, 0), "{report:?}");
+    let left: Vec<_> = walk(&out)
+        .into_iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "parquet"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Redis stalls (every call times out) just as a flusher closes. The close must not end

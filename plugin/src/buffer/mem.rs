@@ -135,6 +135,7 @@ impl Buffer for MemBuffer {
             // Schemas of dynamic records live in the pipeline's registry, which has the
             // same lifetime as this buffer.
             schema: None,
+            pages: None,
         }))
     }
 

@@ -11,6 +11,7 @@ pub mod key_census;
 pub mod mem;
 pub mod redis;
 
+use crate::dlq::DlqEntry;
 use crate::idempotency::Seal;
 use crate::partition::PartitionKey;
 use crate::record::Record;
@@ -31,14 +32,41 @@ pub struct Batch {
     pub taken_at: Instant,
     /// The key's stored schema (dynamic records), as the converter last left it.
     pub schema: Option<Arc<str>>,
+    /// A batch too large to hold at once (a Redis batch of more than a page): its
+    /// records are read where they are written, a page at a time, and `records` is
+    /// empty.
+    pub pages: Option<Arc<dyn Pages>>,
+}
+
+/// The records of a batch read in pages where it is written, so that memory holds one
+/// page whatever the batch's size. The order is the batch's, and a read of the same
+/// range gives the same records, so a batch written again makes the same files.
+pub trait Pages: Send + Sync + std::fmt::Debug {
+    /// Records in the whole batch.
+    fn total(&self) -> usize;
+
+    /// The records at `from..from + n` (fewer at the end), and those that could not be
+    /// decoded, as dead letters.
+    fn read(&self, from: usize, n: usize) -> Result<(Vec<Record>, Vec<DlqEntry>), BufferError>;
 }
 
 impl Batch {
+    /// Records in the batch, held or in pages.
+    pub fn len(&self) -> usize {
+        self.pages
+            .as_ref()
+            .map_or(self.records.len(), |p| p.total())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn info(&self) -> BatchInfo {
         BatchInfo {
             id: self.id,
             key: self.key.clone(),
-            records: self.records.len(),
+            records: self.len(),
             bytes: self.bytes,
             schema: None,
             size_note: None,
@@ -67,6 +95,7 @@ impl Batch {
             bytes: rest_bytes,
             taken_at: self.taken_at,
             schema: self.schema.clone(),
+            pages: None,
         }
     }
 }

@@ -27,6 +27,10 @@
 //!   batch of at least half the list renames the list and hands the rest back. A take of
 //!   350k 1 KB records blocked Redis 1.29 s when moved record by record, which a
 //!   `FileTargetSize` batch or an interval flush of a busy key can ask for.
+//! - **Read**: a batch of up to 10,000 records is read at the take; a larger one (a
+//!   `FileTargetSize` batch, or a key that waited `FileMaxAge`) is read by the writer
+//!   thread a page at a time as its file grows (`Pages`), over a connection of its own.
+//!   Only the lock's holder changes the in-flight list, so the reads need no fence.
 //! - **Ack**: only after the file is written, a fenced Lua script deletes the in-flight
 //!   list. File names derive from the batch id, so a batch written twice (crash between
 //!   the write and the delete) overwrites the same file: no duplicate rows.
@@ -491,41 +495,23 @@ impl Buffer for RedisBuffer {
             .with(|c| redis::cmd("GET").arg(&sk).query(c))
             .map_err(|e| classify(&e))?;
         let taken = n as usize;
-        let mut records = Vec::with_capacity(taken);
-        // Read in pages: Redis answers nothing else while it builds a reply, and one
-        // LRANGE of 350k 1 KB records took it 471 ms. Decoding page by page also keeps
-        // at most one page of raw bytes in memory next to the records.
-        let mut start = 0;
-        while start < taken {
-            let raw: Vec<Vec<u8>> = self
-                .conn
-                .with(|c| {
-                    redis::cmd("LRANGE")
-                        .arg(&f)
-                        .arg(start)
-                        .arg(start + READ_PAGE - 1)
-                        .query(c)
-                })
-                .map_err(|e| classify(&e))?;
-            if raw.is_empty() {
-                break;
-            }
-            for (j, r) in raw.iter().enumerate() {
-                match Record::decode(r) {
-                    Ok(rec) => records.push(rec),
-                    Err(e) => {
-                        let mut entry = DlqEntry::new(
-                            format!("{f}[{}]", start + j),
-                            format!("cannot decode a buffered record: {e}"),
-                            r,
-                        );
-                        entry.key = Some(key.to_string());
-                        self.undecodable.push(entry);
-                    }
-                }
-            }
-            start += raw.len();
-        }
+        // A batch of more than a page is read where it is written, a page at a time
+        // (see `Pages`): a `FileTargetSize` batch of 350k 1 KB records would otherwise
+        // take over a GB here, and hold the buffer thread for seconds.
+        let (records, pages) = if taken > READ_PAGE {
+            let pages: Arc<dyn super::Pages> = Arc::new(RedisPages {
+                cfg: self.cfg.clone(),
+                conn: Mutex::new(None),
+                list: f.clone(),
+                key: key.clone(),
+                total: taken,
+            });
+            (Vec::new(), Some(pages))
+        } else {
+            let (records, bad) = read_range(&mut self.conn, &f, key, 0, taken)?;
+            self.undecodable.extend(bad);
+            (records, None)
+        };
         // An in-flight batch left without an id (never by our scripts) gets the new one.
         let id = Ulid::from_string(&id)
             .unwrap_or_else(|_| Ulid::from_string(&new_id).unwrap_or_else(|_| Ulid::generate()));
@@ -550,6 +536,7 @@ impl Buffer for RedisBuffer {
             bytes,
             taken_at: Instant::now(),
             schema: schema.map(Arc::from),
+            pages,
         }))
     }
 
@@ -694,6 +681,80 @@ impl Buffer for RedisBuffer {
 
     fn take_rejected(&mut self) -> Vec<DlqEntry> {
         self.take_undecodable()
+    }
+}
+
+/// Reads the records at `from..from + n` of the list `list` (of `key`), in pages:
+/// Redis answers nothing else while it builds a reply, and one LRANGE of 350k 1 KB
+/// records took it 471 ms. Decoding page by page also keeps at most one page of raw
+/// bytes in memory next to the records. Records that cannot be decoded come back as
+/// dead letters, named by their place in the list.
+fn read_range(
+    conn: &mut RedisConn,
+    list: &str,
+    key: &PartitionKey,
+    from: usize,
+    n: usize,
+) -> Result<(Vec<Record>, Vec<DlqEntry>), BufferError> {
+    let (mut records, mut bad) = (Vec::with_capacity(n.min(READ_PAGE)), Vec::new());
+    let (mut start, end) = (from, from + n);
+    while start < end {
+        let last = (start + READ_PAGE).min(end) - 1;
+        let raw: Vec<Vec<u8>> = conn
+            .with(|c| redis::cmd("LRANGE").arg(list).arg(start).arg(last).query(c))
+            .map_err(|e| classify(&e))?;
+        if raw.is_empty() {
+            break;
+        }
+        for (j, r) in raw.iter().enumerate() {
+            match Record::decode(r) {
+                Ok(rec) => records.push(rec),
+                Err(e) => {
+                    let mut entry = DlqEntry::new(
+                        format!("{list}[{}]", start + j),
+                        format!("cannot decode a buffered record: {e}"),
+                        r,
+                    );
+                    entry.key = Some(key.to_string());
+                    bad.push(entry);
+                }
+            }
+        }
+        start += raw.len();
+    }
+    Ok((records, bad))
+}
+
+/// A batch's in-flight list, read by the writer thread over a connection of its own.
+/// Reading needs no lock: only the lock's holder changes the list, and it waits for
+/// this batch's result first.
+struct RedisPages {
+    cfg: RedisConfig,
+    conn: Mutex<Option<RedisConn>>,
+    list: String,
+    key: PartitionKey,
+    total: usize,
+}
+
+impl std::fmt::Debug for RedisPages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisPages({}, {} records)", self.list, self.total)
+    }
+}
+
+impl super::Pages for RedisPages {
+    fn total(&self) -> usize {
+        self.total
+    }
+
+    fn read(&self, from: usize, n: usize) -> Result<(Vec<Record>, Vec<DlqEntry>), BufferError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = match &mut *guard {
+            Some(c) => c,
+            None => guard.insert(RedisConn::new(&self.cfg).map_err(|e| classify(&e))?),
+        };
+        let n = n.min(self.total.saturating_sub(from));
+        read_range(conn, &self.list, &self.key, from, n)
     }
 }
 

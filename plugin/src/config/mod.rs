@@ -1042,12 +1042,6 @@ impl ConfigBuilder {
                 reason: "UseHMAC=true needs HmacKey (the HMAC-SHA256 secret)".into(),
             });
         }
-        if c.buffer_type == BufferType::Redis && c.file_max_age.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "FileMaxAge".into(),
-                reason: "FileMaxAge keeps records in open files after they leave the buffer, which only the mem buffer allows: with BufferType=redis, records must stay in Redis until their file is written (use FileTargetSize with a larger BufferMaxBytes there)".into(),
-            });
-        }
         if c.buffer_type == BufferType::Redis && c.redis.host.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "RedisHost".into(),
@@ -1164,6 +1158,36 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Config {
+    /// How long a file may grow in a spool (see FileSpoolPath) before it is written,
+    /// so that the sweep leaves younger spools alone; `None` when nothing is spooled.
+    /// With the mem buffer, open files live up to FileMaxAge. With Redis, records wait
+    /// in Redis instead, and a spool lives only while a batch too large to hold at
+    /// once is written.
+    pub fn spool_lifetime(&self) -> Option<Duration> {
+        match self.buffer_type {
+            BufferType::Redis => Some(Duration::ZERO),
+            BufferType::Mem => self.file_max_age,
+        }
+    }
+
+    /// FileMaxAge as the mem buffer applies it: files kept open across flushes. With
+    /// Redis there are none: records wait in Redis, which keeps them durable, and
+    /// FileMaxAge is how long they may wait there (see [`Config::key_interval`]).
+    pub fn open_file_age(&self) -> Option<Duration> {
+        self.file_max_age
+            .filter(|_| self.buffer_type == BufferType::Mem)
+    }
+
+    /// How long a key's oldest pending record waits before the key is flushed:
+    /// FlushInterval, or with Redis and FileMaxAge, FileMaxAge (a key's files are
+    /// then FileTargetSize, or what it received in FileMaxAge).
+    pub fn key_interval(&self) -> Duration {
+        match (self.buffer_type, self.file_max_age) {
+            (BufferType::Redis, Some(age)) => age,
+            _ => self.flush_interval,
+        }
+    }
+
     /// File config then `D2P_*` environment, as the tools load it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut b = ConfigBuilder::new();
@@ -1404,14 +1428,15 @@ mod tests {
     }
 
     #[test]
-    fn file_max_age_is_off_at_zero_and_refused_with_redis() {
-        let age = |kv: &[(&str, &str)]| {
+    fn file_max_age_is_off_at_zero_and_a_wait_in_redis() {
+        let build = |kv: &[(&str, &str)]| {
             let mut b = ConfigBuilder::new();
             for (k, v) in kv {
                 b.set(k, v)?;
             }
-            b.build().map(|c| c.file_max_age)
+            b.build()
         };
+        let age = |kv: &[(&str, &str)]| build(kv).map(|c| c.file_max_age);
         assert_eq!(Config::default().file_max_age, None);
         assert_eq!(age(&[("FileMaxAge", "0")]).unwrap(), None);
         assert_eq!(
@@ -1427,8 +1452,18 @@ mod tests {
             ("RedisHost", "127.0.0.1:6379"),
             ("FileMaxAge", "60"),
         ];
-        let e = age(&redis).unwrap_err().to_string();
-        assert!(e.contains("FileMaxAge") && e.contains("mem buffer"), "{e}");
+        // With Redis, records wait there (durable) rather than in open files.
+        let c = build(&redis).unwrap();
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            (c.open_file_age(), c.key_interval(), c.spool_lifetime()),
+            (None, minute, Some(Duration::ZERO))
+        );
+        let c = build(&redis[2..]).unwrap();
+        assert_eq!(
+            (c.open_file_age(), c.key_interval(), c.spool_lifetime()),
+            (Some(minute), c.flush_interval, Some(minute))
+        );
     }
 
     #[test]

@@ -196,6 +196,9 @@ pub struct Metrics {
     /// Rows of files kept open across flushes (FileMaxAge) that could be neither
     /// written nor kept in the recovery store: they had left the buffer.
     pub records_lost: AtomicU64,
+    /// Batches too large to hold at once (a Redis batch of more than a page), read a
+    /// page at a time where they are written.
+    pub batches_paged: AtomicU64,
     /// What interrupted writes left (incomplete uploads, temporary files), removed by
     /// the writer's sweep.
     pub leftovers_removed: AtomicU64,
@@ -244,7 +247,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -299,6 +302,11 @@ impl Metrics {
                 "d2p_records_lost_total",
                 "Rows of open files (FileMaxAge) neither written nor kept in the recovery store.",
                 &self.records_lost,
+            ),
+            (
+                "d2p_batches_paged_total",
+                "Batches too large to hold at once, read a page at a time as they were written (Redis batches of more than 10,000 records).",
+                &self.batches_paged,
             ),
             (
                 "d2p_recovery_resent_total",

@@ -48,6 +48,8 @@ pub(super) struct BufferThread {
     /// Records per batch, per key: BufferSize, or what FileTargetSize asks for.
     sizing: FileSizing,
     interval: Duration,
+    /// How often the buffer looks for due keys and keeps its locks.
+    tick: Duration,
     job_tx: Option<Tx<Job>>,
     capacity: usize,
     queue: VecDeque<Batch>,
@@ -80,10 +82,16 @@ impl BufferThread {
             // With files kept open, FileTargetSize is where a file is finished, not
             // how many records a flush takes.
             sizing: FileSizing::new(
-                cfg.file_target_size.filter(|_| cfg.file_max_age.is_none()),
+                cfg.file_target_size
+                    .filter(|_| cfg.open_file_age().is_none()),
                 cfg.buffer_size,
             ),
-            interval: cfg.flush_interval,
+            interval: cfg.key_interval(),
+            // Redis locks are refreshed on ticks, every third of their TTL: ticks come
+            // often enough for that whatever the interval.
+            tick: (cfg.key_interval() / 10)
+                .min(cfg.redis.lock_ttl / 4)
+                .clamp(Duration::from_millis(20), Duration::from_millis(500)),
             job_tx: Some(job_tx),
             capacity: workers.len() * 2,
             queue: VecDeque::new(),
@@ -92,15 +100,14 @@ impl BufferThread {
             closing: None,
             workers,
             parked: VecDeque::new(),
-            open_files: cfg.file_max_age.is_some(),
+            open_files: cfg.open_file_age().is_some(),
             finish_requests: VecDeque::new(),
             busy: HashSet::new(),
         }
     }
 
     pub(super) fn run(mut self, rx: Rx<Msg>, done_rx: Rx<Report>) {
-        let tick =
-            (self.interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+        let tick = self.tick;
         let mut next_tick = Instant::now() + tick;
         let mut rx = Some(rx);
         loop {
@@ -318,7 +325,7 @@ impl BufferThread {
                         "flush {} ({}): {} records",
                         b.key,
                         reason.name(),
-                        b.records.len()
+                        b.len()
                     );
                     self.queue.push_back(b);
                     self.dead_letter_unreadable();

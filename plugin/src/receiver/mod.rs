@@ -296,7 +296,7 @@ impl Receiver {
             dlq: parts.dlq,
             use_dlq: cfg.use_dlq,
             schemas: Default::default(),
-            open_files: cfg.file_max_age.map(|age| {
+            open_files: cfg.open_file_age().map(|age| {
                 OpenFiles::new(
                     age,
                     cfg.file_target_size.map(|n| n.get()),
@@ -1264,6 +1264,14 @@ mod tests {
         r.close();
         // Repair the destination and resend what was kept.
         std::fs::remove_file(dir.path().join("out")).unwrap();
+        let mut f = lone_flusher(&c, true);
+        assert_eq!(f.resend_recovery(Pass::Periodic), (1, 0));
+        assert_eq!(written(dir.path()), expect(0, 30));
+    }
+
+    /// A flusher of its own, outside any receiver, on the configured writer, with
+    /// (`recovery`) or without a recovery store.
+    fn lone_flusher(c: &Config, recovery: bool) -> Flusher {
         let shared = Arc::new(Shared {
             metrics: Metrics::default(),
             log: Arc::new(NullLogger),
@@ -1272,9 +1280,87 @@ mod tests {
             schemas: Default::default(),
             open_files: None,
         });
-        let mut f = Flusher::new(&c, crate::writer::open(&c).unwrap(), shared, true).unwrap();
-        assert_eq!(f.resend_recovery(Pass::Periodic), (1, 0));
-        assert_eq!(written(dir.path()), expect(0, 30));
+        Flusher::new(c, crate::writer::open(c).unwrap(), shared, recovery).unwrap()
+    }
+
+    /// A batch's records in a vector, read as a paged batch's are; keeps the largest
+    /// read asked for.
+    #[derive(Debug)]
+    struct VecPages {
+        records: Vec<crate::record::Record>,
+        largest: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::buffer::Pages for VecPages {
+        fn total(&self) -> usize {
+            self.records.len()
+        }
+
+        fn read(
+            &self,
+            from: usize,
+            n: usize,
+        ) -> Result<
+            (Vec<crate::record::Record>, Vec<crate::dlq::DlqEntry>),
+            crate::buffer::BufferError,
+        > {
+            self.largest.fetch_max(n, Ordering::Relaxed);
+            let end = (from + n).min(self.records.len());
+            Ok((self.records[from..end].to_vec(), Vec::new()))
+        }
+    }
+
+    /// A batch too large to hold at once is read a page at a time (10,000 records)
+    /// and still makes one file per folder, with every record once, in order, and no
+    /// spool left behind; written again, it lands on the same file name.
+    #[test]
+    fn a_paged_batch_is_read_a_page_at_a_time_into_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path(), &[]);
+        let n = 25_001;
+        let (key, records) = batch(&c, 0, n, 1).groups.remove(0);
+        let pages = Arc::new(VecPages {
+            records,
+            largest: Default::default(),
+        });
+        let mut f = lone_flusher(&c, false);
+        let b = Batch {
+            id: ulid::Ulid::generate(),
+            key,
+            records: Vec::new(),
+            bytes: 0,
+            taken_at: Instant::now(),
+            schema: None,
+            pages: Some(pages.clone()),
+        };
+        let w = f.flush(&b).unwrap();
+        assert_eq!((w.rows, w.files.len()), (n, 1), "{w:?}");
+        assert_eq!(pages.largest.load(Ordering::Relaxed), 10_000);
+        let out = dir.path().join("out");
+        let in_order: Vec<String> = parquet_files(&out)
+            .iter()
+            .flat_map(|p| file_rows(p).unwrap())
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(in_order, expect(0, n));
+        let again = f.flush(&b).unwrap();
+        assert_eq!(again.files, w.files);
+        assert_eq!(written(dir.path()), expect(0, n));
+        fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .flat_map(|e| match e.path().is_dir() {
+                    true => files(&e.path()),
+                    false => vec![e.path()],
+                })
+                .collect()
+        }
+        let left: Vec<_> = files(&out)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".parquet"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// Files kept during an outage are resent every RecoveryInterval even while batches

@@ -107,7 +107,7 @@ pub fn open(cfg: &Config) -> Result<Box<dyn Writer>, WriteError> {
     match cfg.writer_type {
         WriterType::File => {
             let w = file::FileWriter::new(&cfg.writer_file_path, cfg.writer_fsync);
-            Ok(Box::new(match cfg.file_max_age {
+            Ok(Box::new(match cfg.spool_lifetime() {
                 Some(age) => w.with_open_files(age),
                 None => w,
             }))

@@ -152,7 +152,7 @@ impl S3Writer {
     pub fn new(cfg: &Config) -> Result<S3Writer, WriteError> {
         let s3 = cfg.s3.clone();
         let (rt, client) = runtime_and_client(&s3)?;
-        let spool = match (&cfg.file_spool_path, cfg.file_max_age) {
+        let spool = match (&cfg.file_spool_path, cfg.spool_lifetime()) {
             (Some(dir), Some(age)) => Some((dir.clone(), age.saturating_add(TMP_LEFTOVER_AGE))),
             _ => None,
         };
