@@ -896,6 +896,64 @@ fn a_failed_write_keeps_the_whole_batch_in_redis() {
     }
 }
 
+/// A batch of more than a page is read where it is written, without the key's lock, so
+/// each read is fenced by the batch's in-flight id: once another node has taken the
+/// batch over (its lock expired) and moved on, a read fails rather than return
+/// another batch's records or a part of one.
+#[test]
+fn a_paged_batch_cannot_be_read_once_another_node_took_it_over() {
+    use data2parquet::buffer::Buffer;
+    let redis = RedisServer::start();
+    let mut b = data2parquet::config::ConfigBuilder::new();
+    b.set("BufferType", "redis").unwrap();
+    b.set("RedisHost", &redis.addr()).unwrap();
+    let cfg = b.build().unwrap();
+    let spec = data2parquet::ingest::IngestSpec::from_config(&cfg).unwrap();
+    let mut buffer =
+        data2parquet::buffer::redis::RedisBuffer::connect(&cfg.redis, Duration::from_secs(60))
+            .unwrap();
+    let groups = id_batch(&spec, &ids("p", 15_000)).groups;
+    let key = groups[0].0.clone();
+    buffer.push(groups).unwrap();
+    let batch = buffer.take(&key, 100_000).unwrap().unwrap();
+    assert!(batch.records.is_empty(), "nothing read at the take");
+    let pages = batch.pages.clone().expect("read in pages");
+    assert_eq!(pages.total(), 15_000);
+    let (tail, bad) = pages.read(10_000, 10_000).unwrap();
+    assert_eq!((tail.len(), bad.len()), (5_000, 0));
+    assert!(
+        tail[0].to_json().contains(r#""id":"p10000""#),
+        "{}",
+        tail[0].to_json()
+    );
+
+    let mut c = redis.conn().unwrap();
+    let id_key = &redis_keys(&redis, "data-inflight-id:*")[0];
+    let list = &redis_keys(&redis, "data-inflight:*")[0];
+    // Another node wrote and acknowledged the batch, and took the key's next one.
+    let _: () = redis::cmd("SET")
+        .arg(id_key)
+        .arg("01JOTHERBATCH0000000000000")
+        .query(&mut c)
+        .unwrap();
+    let e = pages.read(0, 10_000).unwrap_err().to_string();
+    assert!(e.contains("another node took it over"), "{e}");
+    // The same id over a shorter list: not a whole page either.
+    let _: () = redis::cmd("SET")
+        .arg(id_key)
+        .arg(batch.id.to_string())
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(pages.read(0, 10_000).unwrap().0.len(), 10_000);
+    let _: () = redis::cmd("LTRIM")
+        .arg(list)
+        .arg(0)
+        .arg(99)
+        .query(&mut c)
+        .unwrap();
+    assert!(pages.read(0, 10_000).is_err());
+}
+
 /// With Redis, FileMaxAge is how long a key's records wait there (durably) before
 /// they are written, whatever FlushInterval: 25,000 records sent in bursts come out
 /// as one file once the oldest has waited FileMaxAge, not one per FlushInterval. The

@@ -494,6 +494,9 @@ impl Buffer for RedisBuffer {
             .conn
             .with(|c| redis::cmd("GET").arg(&sk).query(c))
             .map_err(|e| classify(&e))?;
+        // An in-flight batch left without an id (never by our scripts) gets the new one.
+        let id = Ulid::from_string(&id)
+            .unwrap_or_else(|_| Ulid::from_string(&new_id).unwrap_or_else(|_| Ulid::generate()));
         let taken = n as usize;
         // A batch of more than a page is read where it is written, a page at a time
         // (see `Pages`): a `FileTargetSize` batch of 350k 1 KB records would otherwise
@@ -505,16 +508,15 @@ impl Buffer for RedisBuffer {
                 list: f.clone(),
                 key: key.clone(),
                 total: taken,
+                id_key: fid.clone(),
+                id: id.to_string(),
             });
             (Vec::new(), Some(pages))
         } else {
-            let (records, bad) = read_range(&mut self.conn, &f, key, 0, taken)?;
+            let (records, bad) = read_range(&mut self.conn, (&f, key), None, 0, taken)?;
             self.undecodable.extend(bad);
             (records, None)
         };
-        // An in-flight batch left without an id (never by our scripts) gets the new one.
-        let id = Ulid::from_string(&id)
-            .unwrap_or_else(|_| Ulid::from_string(&new_id).unwrap_or_else(|_| Ulid::generate()));
         let bytes = records.iter().map(|r| r.mem_size() as u64).sum();
         self.held.insert(
             key.clone(),
@@ -689,10 +691,16 @@ impl Buffer for RedisBuffer {
 /// records took it 471 ms. Decoding page by page also keeps at most one page of raw
 /// bytes in memory next to the records. Records that cannot be decoded come back as
 /// dead letters, named by their place in the list.
+///
+/// With a `fence` (the in-flight id's key and the batch's id), each page is read in one
+/// transaction with the id, and must be whole: a reader without the key's lock (the
+/// writer thread of a paged batch) then fails rather than read another batch's records,
+/// should its node have lost the lock and another node written and acknowledged the
+/// batch meanwhile.
 fn read_range(
     conn: &mut RedisConn,
-    list: &str,
-    key: &PartitionKey,
+    (list, key): (&str, &PartitionKey),
+    fence: Option<(&str, &str)>,
     from: usize,
     n: usize,
 ) -> Result<(Vec<Record>, Vec<DlqEntry>), BufferError> {
@@ -700,9 +708,32 @@ fn read_range(
     let (mut start, end) = (from, from + n);
     while start < end {
         let last = (start + READ_PAGE).min(end) - 1;
-        let raw: Vec<Vec<u8>> = conn
-            .with(|c| redis::cmd("LRANGE").arg(list).arg(start).arg(last).query(c))
-            .map_err(|e| classify(&e))?;
+        let raw: Vec<Vec<u8>> = match fence {
+            None => conn
+                .with(|c| redis::cmd("LRANGE").arg(list).arg(start).arg(last).query(c))
+                .map_err(|e| classify(&e))?,
+            Some((id_key, id)) => {
+                let (now, raw): (Option<String>, Vec<Vec<u8>>) = conn
+                    .with(|c| {
+                        redis::pipe()
+                            .atomic()
+                            .cmd("GET")
+                            .arg(id_key)
+                            .cmd("LRANGE")
+                            .arg(list)
+                            .arg(start)
+                            .arg(last)
+                            .query(c)
+                    })
+                    .map_err(|e| classify(&e))?;
+                if now.as_deref() != Some(id) || raw.len() != last + 1 - start {
+                    return Err(BufferError::Unavailable(format!(
+                        "batch {id} of {key} is no longer in flight in {list}: another node took it over"
+                    )));
+                }
+                raw
+            }
+        };
         if raw.is_empty() {
             break;
         }
@@ -734,6 +765,9 @@ struct RedisPages {
     list: String,
     key: PartitionKey,
     total: usize,
+    /// The in-flight id's key, and the batch's id: what each read is fenced by.
+    id_key: String,
+    id: String,
 }
 
 impl std::fmt::Debug for RedisPages {
@@ -754,7 +788,8 @@ impl super::Pages for RedisPages {
             None => guard.insert(RedisConn::new(&self.cfg).map_err(|e| classify(&e))?),
         };
         let n = n.min(self.total.saturating_sub(from));
-        read_range(conn, &self.list, &self.key, from, n)
+        let fence = (self.id_key.as_str(), self.id.as_str());
+        read_range(conn, (&self.list, &self.key), Some(fence), from, n)
     }
 }
 
