@@ -296,15 +296,78 @@ fn open_files_grow_on_disk_and_upload_in_parts() {
     let props = s3_props(&moto.endpoint(), BUCKET, &[&open[..], MULTIPART].concat());
     // One object from 32 flushes.
     let rows = one_multipart_object(&c, dir.path(), &props, &text);
-    let want = rows_by_id(&props, &text);
+    rows_as_sent_through_the_spool(&props, &text, &rows, &spool);
+}
+
+/// Checks that `rows` are the records of `text`, each once, and that the file they
+/// came in grew in `spool` and left nothing there.
+fn rows_as_sent_through_the_spool(
+    props: &[(String, String)],
+    text: &str,
+    rows: &[Map<String, Value>],
+    spool: &Path,
+) {
+    let want = rows_by_id(props, text);
     assert_eq!(rows.len(), want.len());
-    for r in &rows {
+    for r in rows {
         let id = extra(r, "id").unwrap();
         assert_eq!(want.get(id), Some(r), "record {id}");
     }
-    assert!(spool.is_dir(), "the open file grew in FileSpoolPath");
-    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert!(spool.is_dir(), "the file grew in FileSpoolPath");
+    let left: Vec<_> = std::fs::read_dir(spool).unwrap().collect();
     assert!(left.is_empty(), "spools left: {left:?}");
+}
+
+/// With the Redis buffer, a batch of more than a page (16,000 records, taken whole at
+/// close) is read from Redis a page at a time into a file in FileSpoolPath, and goes
+/// up from there in parts: one object holding every row, and no spool left.
+#[test]
+fn a_large_redis_batch_grows_in_the_spool_and_uploads_in_parts() {
+    let (moto, c) = moto_with_bucket();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = generate(54, 16000);
+    let (spool, local) = (dir.path().join("spool"), dir.path().join("local"));
+    let settings = [
+        ("BufferType", "redis"),
+        ("RedisHost", &redis.addr()),
+        ("BufferSize", "1000000"),
+        ("FlushInterval", "1h"),
+        ("FileSpoolPath", spool.to_str().unwrap()),
+        ("WriterFilePath", local.to_str().unwrap()),
+    ];
+    let props = s3_props(
+        &moto.endpoint(),
+        BUCKET,
+        &[&settings[..], MULTIPART].concat(),
+    );
+    let cfg = config(&props);
+    let receiver = data2parquet::receiver::Receiver::start(
+        &cfg,
+        std::sync::Arc::new(data2parquet::logging::NullLogger),
+    )
+    .unwrap();
+    let spec = data2parquet::ingest::IngestSpec::from_config(&cfg).unwrap();
+    let mut d = data2parquet::ingest::Decoder::new(&spec);
+    let mut batch = data2parquet::ingest::KeyedBatch::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut bytes = line.as_bytes().to_vec();
+        assert!(d.json(&mut bytes, || format!("line {i}"), &mut batch));
+    }
+    receiver.submit(batch).unwrap();
+    let report = receiver.close();
+    let m = receiver.metrics().render_prometheus();
+    assert!(m.contains("\nd2p_batches_paged_total 1\n"), "read in pages");
+    assert_eq!(
+        (report.rows, report.files, report.errors.len()),
+        (16000, 1, 0),
+        "{report:?}"
+    );
+    let mut objs = objects(&c);
+    assert_eq!(objs.len(), 1, "one key, one file");
+    let (_, etag, rows) = objs.remove(0);
+    assert!(etag.trim_matches('"').contains('-'), "multipart: {etag}");
+    rows_as_sent_through_the_spool(&props, &text, &rows, &spool);
 }
 
 #[test]
