@@ -506,7 +506,7 @@ impl Flusher {
     /// records that could not be read back go to the DLQ here.
     fn read_page(&self, batch: &Batch, pages: &dyn Pages, from: usize) -> Result<Batch, String> {
         let (records, bad) = pages
-            .read(from, PAGE)
+            .read(from, pages.page())
             .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))?;
         self.shared.reject(&bad).map_err(|e| {
             format!(
@@ -533,9 +533,9 @@ impl Flusher {
         pages: &dyn Pages,
     ) -> Result<Result<(DType, bool), String>, String> {
         let mut seen = None;
-        for from in (0..pages.total()).step_by(PAGE) {
+        for from in (0..pages.total()).step_by(pages.page().max(1)) {
             let (records, _) = pages
-                .read(from, PAGE)
+                .read(from, pages.page())
                 .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))?;
             let recs: Vec<&DynRecord> = records.iter().filter_map(Record::as_dynamic).collect();
             if !recs.is_empty() {
@@ -561,7 +561,7 @@ impl Flusher {
         // schema, and a batch of them is then read once.
         let mut dynamic: Option<Result<Option<(DType, bool)>, String>> = None;
         let mut slots: Vec<(String, bool)> = Vec::new();
-        for from in (0..pages.total()).step_by(PAGE) {
+        for from in (0..pages.total()).step_by(pages.page().max(1)) {
             let part = self.read_page(batch, pages, from)?;
             if dynamic.is_none() && part.records.iter().any(|r| r.as_dynamic().is_some()) {
                 let settled = self.paged_schema(batch, pages)?;
@@ -927,9 +927,6 @@ impl Flusher {
         (ok, failed)
     }
 }
-
-/// Records read at a time from a paged batch: what one LRANGE reads from Redis.
-const PAGE: usize = 10_000;
 
 /// Removes what a finished file left in its spool, when it is not to be written.
 fn discard(f: Finished) {

@@ -954,6 +954,38 @@ fn a_paged_batch_cannot_be_read_once_another_node_took_it_over() {
     assert!(pages.read(0, 10_000).is_err());
 }
 
+/// Pages are bounded by bytes too: 300 records of 200 KB (60 MB in Redis) are fewer
+/// than a page of records, but are read about 80 at a time, and still make one file
+/// with every record whole.
+#[test]
+fn a_batch_of_large_records_is_read_in_pages_by_its_bytes() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (receiver, spec) = library_receiver(&redis.addr(), &out, "3000", &[]);
+    let big = |i: usize| format!("{i:06}-{}", "x".repeat(200_000));
+    let all = ids("big-", 300);
+    let batch = json_batch(&spec, &all, |i, id| {
+        format!(
+            r#"{{"id":"{id}","message":"{}","time":"2026-11-26T06:00:00Z"}}"#,
+            big(i)
+        )
+    });
+    receiver.submit(batch).unwrap();
+    let report = receiver.flush().unwrap();
+    assert_eq!((report.rows, report.files), (300, 1), "{report:?}");
+    let m = receiver.metrics().render_prometheus();
+    assert!(m.contains("\nd2p_batches_paged_total 1\n"), "read in pages");
+    receiver.close();
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 300);
+    for (_, row) in &rows {
+        let id = extra(row, "id").unwrap();
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        assert!(row["message"] == big(i), "record {id} whole");
+    }
+}
+
 /// With Redis, FileMaxAge is how long a key's records wait there (durably) before
 /// they are written, whatever FlushInterval: 25,000 records sent in bursts come out
 /// as one file once the oldest has waited FileMaxAge, not one per FlushInterval. The

@@ -45,6 +45,9 @@ pub trait Pages: Send + Sync + std::fmt::Debug {
     /// Records in the whole batch.
     fn total(&self) -> usize;
 
+    /// Records to read at a time: what keeps a page's bytes bounded.
+    fn page(&self) -> usize;
+
     /// The records at `from..from + n` (fewer at the end), and those that could not be
     /// decoded, as dead letters.
     fn read(&self, from: usize, n: usize) -> Result<(Vec<Record>, Vec<DlqEntry>), BufferError>;

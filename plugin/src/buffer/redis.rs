@@ -27,10 +27,12 @@
 //!   batch of at least half the list renames the list and hands the rest back. A take of
 //!   350k 1 KB records blocked Redis 1.29 s when moved record by record, which a
 //!   `FileTargetSize` batch or an interval flush of a busy key can ask for.
-//! - **Read**: a batch of up to 10,000 records is read at the take; a larger one (a
-//!   `FileTargetSize` batch, or a key that waited `FileMaxAge`) is read by the writer
-//!   thread a page at a time as its file grows (`Pages`), over a connection of its own.
-//!   Only the lock's holder changes the in-flight list, so the reads need no fence.
+//! - **Read**: a batch of up to 10,000 records and about 16 MiB (`MEMORY USAGE`) is
+//!   read at the take; a larger one (a `FileTargetSize` batch, or a key that waited
+//!   `FileMaxAge`) is read by the writer thread a page at a time as its file grows
+//!   (`Pages`), over a connection of its own. Each page is read in one transaction
+//!   with the batch's in-flight id and must be whole, so a node that lost the lock
+//!   meanwhile fails rather than read another batch.
 //! - **Ack**: only after the file is written, a fenced Lua script deletes the in-flight
 //!   list. File names derive from the batch id, so a batch written twice (crash between
 //!   the write and the delete) overwrites the same file: no duplicate rows.
@@ -88,8 +90,26 @@ redis.call('SET', KEYS[3], ARGV[2])
 return {want, ARGV[2]}
 "#;
 
-/// Records read back per LRANGE when a batch is taken.
+/// Records read back per LRANGE, at most.
 const READ_PAGE: usize = 10_000;
+
+/// The bytes of stored records read at a time, about: a batch of more than this is
+/// read in pages, however few its records (peers' users report records of 1 MiB and
+/// more; 10,000 of those at once would be 10 GB).
+const PAGE_BYTES: u64 = 16 << 20;
+
+/// Records per read of a list of `n` records taking about `bytes` in Redis (`None`
+/// where Redis does not say, as with a `MEMORY` command an ACL forbids): as many as
+/// make [`PAGE_BYTES`], at most [`READ_PAGE`].
+fn records_per_page(n: usize, bytes: Option<u64>) -> usize {
+    match bytes {
+        Some(b) if b > 0 => {
+            let fit = (n as u128 * u128::from(PAGE_BYTES) / u128::from(b)) as usize;
+            fit.clamp(1, READ_PAGE)
+        }
+        _ => READ_PAGE,
+    }
+}
 
 const ACK: &str = r#"
 -- KEYS: inflight, inflight_id, lock, keys set, data, schema, size estimate;
@@ -501,13 +521,28 @@ impl Buffer for RedisBuffer {
         // A batch of more than a page is read where it is written, a page at a time
         // (see `Pages`): a `FileTargetSize` batch of 350k 1 KB records would otherwise
         // take over a GB here, and hold the buffer thread for seconds.
-        let (records, pages) = if taken > READ_PAGE {
+        // MEMORY USAGE samples a few of the list's nodes: O(1), unlike summing lengths.
+        let bytes: Option<u64> = self
+            .conn
+            .with(|c| {
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&f)
+                    .arg("SAMPLES")
+                    .arg(5)
+                    .query(c)
+            })
+            .ok()
+            .flatten();
+        let page = records_per_page(taken, bytes);
+        let (records, pages) = if taken > page {
             let pages: Arc<dyn super::Pages> = Arc::new(RedisPages {
                 cfg: self.cfg.clone(),
                 conn: Mutex::new(None),
                 list: f.clone(),
                 key: key.clone(),
                 total: taken,
+                page,
                 id_key: fid.clone(),
                 id: id.to_string(),
             });
@@ -765,6 +800,8 @@ struct RedisPages {
     list: String,
     key: PartitionKey,
     total: usize,
+    /// Records per read ([`records_per_page`]).
+    page: usize,
     /// The in-flight id's key, and the batch's id: what each read is fenced by.
     id_key: String,
     id: String,
@@ -779,6 +816,10 @@ impl std::fmt::Debug for RedisPages {
 impl super::Pages for RedisPages {
     fn total(&self) -> usize {
         self.total
+    }
+
+    fn page(&self) -> usize {
+        self.page
     }
 
     fn read(&self, from: usize, n: usize) -> Result<(Vec<Record>, Vec<DlqEntry>), BufferError> {
@@ -1194,6 +1235,26 @@ mod tests {
         let a = &u.by_print[&7];
         assert_eq!(a.id, "first");
         assert_eq!(a.conns, [who(1).unwrap(), who(2).unwrap()]);
+    }
+
+    /// Pages hold about 16 MiB of stored records, and at most 10,000 of them.
+    #[test]
+    fn pages_are_bounded_by_bytes_and_by_records() {
+        use super::records_per_page as per;
+        let mib = 1u64 << 20;
+        assert_eq!(per(300, Some(60 * mib)), 80, "records of 200 KiB");
+        assert_eq!(
+            per(1_000_000, Some(1_000 * mib)),
+            10_000,
+            "records of 1 KiB"
+        );
+        assert_eq!(
+            per(50, Some(500 * mib)),
+            1,
+            "records of 10 MiB: one at a time"
+        );
+        assert_eq!(per(50, None), 10_000, "Redis did not say");
+        assert_eq!(per(50, Some(0)), 10_000);
     }
 
     #[test]

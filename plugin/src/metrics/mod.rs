@@ -305,7 +305,7 @@ impl Metrics {
             ),
             (
                 "d2p_batches_paged_total",
-                "Batches too large to hold at once, read a page at a time as they were written (Redis batches of more than 10,000 records).",
+                "Batches too large to hold at once, read a page at a time as they were written (Redis batches of more than 10,000 records or about 16 MiB).",
                 &self.batches_paged,
             ),
             (

@@ -1296,6 +1296,10 @@ mod tests {
             self.records.len()
         }
 
+        fn page(&self) -> usize {
+            10_000
+        }
+
         fn read(
             &self,
             from: usize,
