@@ -390,11 +390,21 @@ impl Flusher {
         }
     }
 
-    /// Converts and writes one batch.
+    /// Converts and writes one batch, held or in pages.
     pub fn flush(&mut self, batch: &Batch) -> Result<Written, FlushFailure> {
-        if let Some(pages) = &batch.pages {
-            return self.flush_paged(batch, &**pages);
-        }
+        let done = match &batch.pages {
+            Some(pages) => self.flush_paged(batch, &**pages),
+            None => self.flush_held(batch),
+        };
+        self.shared
+            .metrics
+            .flush_latency
+            .observe(batch.taken_at.elapsed().as_secs_f64());
+        done
+    }
+
+    /// Converts and writes a batch whose records are held.
+    fn flush_held(&mut self, batch: &Batch) -> Result<Written, FlushFailure> {
         // The "flush time" is the batch id's time (when it was taken), not the clock: a
         // batch written again after a crash lands in the same folder under the same name.
         let now_ns = batch.id.timestamp_ms() as i64 * 1_000_000;
@@ -455,10 +465,6 @@ impl Flusher {
                 unwritten.extend(idx);
             }
         }
-        self.shared
-            .metrics
-            .flush_latency
-            .observe(batch.taken_at.elapsed().as_secs_f64());
         if unwritten.is_empty() {
             Ok(out)
         } else {
@@ -488,10 +494,6 @@ impl Flusher {
         for f in open.take_all() {
             discard(f);
         }
-        self.shared
-            .metrics
-            .flush_latency
-            .observe(batch.taken_at.elapsed().as_secs_f64());
         match result {
             Ok(()) => Ok(out),
             Err(error) => Err(FlushFailure {
@@ -505,9 +507,7 @@ impl Flusher {
     /// One page of a paged batch, as a batch of its own (same id, key and schema);
     /// records that could not be read back go to the DLQ here.
     fn read_page(&self, batch: &Batch, pages: &dyn Pages, from: usize) -> Result<Batch, String> {
-        let (records, bad) = pages
-            .read(from, pages.page())
-            .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))?;
+        let (records, bad) = read_at(batch, pages, from)?;
         self.shared.reject(&bad).map_err(|e| {
             format!(
                 "records of batch {} could not be dead-lettered: {e}",
@@ -534,9 +534,7 @@ impl Flusher {
     ) -> Result<Result<(DType, bool), String>, String> {
         let mut seen = None;
         for from in (0..pages.total()).step_by(pages.page().max(1)) {
-            let (records, _) = pages
-                .read(from, pages.page())
-                .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))?;
+            let (records, _) = read_at(batch, pages, from)?;
             let recs: Vec<&DynRecord> = records.iter().filter_map(Record::as_dynamic).collect();
             if !recs.is_empty() {
                 seen = match self.infer_more(seen, &recs) {
@@ -926,6 +924,17 @@ impl Flusher {
         }
         (ok, failed)
     }
+}
+
+/// The page of `batch` that starts at record `from`, with its undecodable records.
+fn read_at(
+    batch: &Batch,
+    pages: &dyn Pages,
+    from: usize,
+) -> Result<(Vec<Record>, Vec<DlqEntry>), String> {
+    pages
+        .read(from, pages.page())
+        .map_err(|e| format!("reading records {from}.. of batch {}: {e}", batch.id))
 }
 
 /// Removes what a finished file left in its spool, when it is not to be written.

@@ -520,8 +520,9 @@ impl Buffer for RedisBuffer {
         let taken = n as usize;
         // A batch of more than a page is read where it is written, a page at a time
         // (see `Pages`): a `FileTargetSize` batch of 350k 1 KB records would otherwise
-        // take over a GB here, and hold the buffer thread for seconds.
-        // MEMORY USAGE samples a few of the list's nodes: O(1), unlike summing lengths.
+        // take over a GB here, and hold the buffer thread for seconds. The page's size
+        // comes from MEMORY USAGE, which samples a few of the list's nodes: O(1),
+        // unlike summing the records' lengths.
         let bytes: Option<u64> = self
             .conn
             .with(|c| {
@@ -792,8 +793,8 @@ fn read_range(
 }
 
 /// A batch's in-flight list, read by the writer thread over a connection of its own.
-/// Reading needs no lock: only the lock's holder changes the list, and it waits for
-/// this batch's result first.
+/// It reads without the key's lock, so each read is fenced by the batch's in-flight
+/// id (see [`read_range`]).
 struct RedisPages {
     cfg: RedisConfig,
     conn: Mutex<Option<RedisConn>>,
