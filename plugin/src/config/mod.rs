@@ -62,6 +62,12 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSet(HashSet<String>);
 
+/// WriterDictionaryExclude's default: the log schema's columns whose values are unique
+/// to an event, where a dictionary is hashed, abandoned at its size limit and leaves a
+/// larger start of the column chunk behind (see the key's documentation for figures).
+pub const DICTIONARY_EXCLUDE: &str =
+    "time,correlation-id,session-id,message-id,transaction-message-reference";
+
 impl FieldSet {
     /// Parses upstream's list syntax: `, ; : | / \` and spaces separate entries (not
     /// inside a record accessor's quotes, `$a['app.kubernetes.io/name']`); names are
@@ -562,7 +568,7 @@ impl ConfigBuilder {
                 writer_fsync: true,
                 map_values_utf8: false,
                 statistics_exclude: FieldSet::default(),
-                dictionary_exclude: FieldSet::default(),
+                dictionary_exclude: FieldSet::parse(DICTIONARY_EXCLUDE),
                 bloom_filter_columns: FieldSet::default(),
                 bloom_filter_fpp: 0.05,
                 partition_fields: vec![
@@ -731,7 +737,13 @@ impl ConfigBuilder {
             Key::WriterFsync => c.writer_fsync = parse_bool(k, v)?,
             Key::WriterMapValuesUtf8 => c.map_values_utf8 = parse_bool(k, v)?,
             Key::WriterStatisticsExclude => c.statistics_exclude = FieldSet::parse(v),
-            Key::WriterDictionaryExclude => c.dictionary_exclude = FieldSet::parse(v),
+            Key::WriterDictionaryExclude => {
+                c.dictionary_exclude = if v.trim().eq_ignore_ascii_case("none") {
+                    FieldSet::default()
+                } else {
+                    FieldSet::parse(v)
+                }
+            }
             Key::WriterBloomFilterColumns => c.bloom_filter_columns = FieldSet::parse(v),
             Key::WriterBloomFilterFpp => {
                 c.bloom_filter_fpp = match v.trim().parse::<f64>() {
@@ -1491,7 +1503,14 @@ mod tests {
         assert!(c.statistics_exclude.contains("stack-trace"));
         assert!(c.dictionary_exclude.contains("correlation-id"));
         assert!(Config::default().statistics_exclude.is_empty());
-        assert!(Config::default().dictionary_exclude.is_empty());
+        let d = Config::default().dictionary_exclude;
+        for id in ["time", "correlation-id", "session-id", "message-id"] {
+            assert!(d.contains(id), "{id} is not in the default");
+        }
+        assert!(!d.contains("message") && !d.contains("level"));
+        let mut b = ConfigBuilder::new();
+        b.set("WriterDictionaryExclude", " None ").unwrap();
+        assert!(b.build().unwrap().dictionary_exclude.is_empty());
         let mut b = ConfigBuilder::new();
         b.set("writer_bloom_filter_columns", "Correlation_ID, session-id")
             .unwrap();

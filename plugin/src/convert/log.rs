@@ -650,6 +650,63 @@ mod tests {
         );
     }
 
+    /// WriterDictionaryExclude's default leaves the dictionary out of the event time and
+    /// the per-event ids only; the rows read back the same.
+    #[test]
+    fn by_default_only_time_and_ids_go_without_a_dictionary() {
+        use arrow_array::StringArray;
+        let recs: Vec<_> = (0..40)
+            .map(|i| {
+                let mut b = LogBuilder::new();
+                b.set(Str::Time, &format!("2026-01-01T00:00:{:02}Z", i % 60));
+                b.set(Str::Level, ["INFO", "WARN"][i % 2]);
+                b.set(Str::Message, &format!("message {}", i % 3));
+                b.set(Str::CorrelationId, &format!("id-{i}"));
+                b.set(Str::SessionId, &format!("s-{i}"));
+                b.finish()
+            })
+            .collect();
+        let o = ParquetOptions::from_config(&crate::config::Config::default());
+        let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let rg = reader.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            rg.columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"))
+                .dictionary_page_offset()
+                .is_some()
+        };
+        for name in ["time", "correlation-id", "session-id"] {
+            assert!(!dictionary(name), "{name} has a dictionary");
+        }
+        for name in ["level", "message"] {
+            assert!(dictionary(name), "{name} has no dictionary");
+        }
+        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let strings = |name: &str| {
+            let a = batch.column_by_name(name).unwrap();
+            let s = a.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..s.len())
+                .map(|i| s.value(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        let want = |f: &dyn Fn(usize) -> String| (0..40).map(f).collect::<Vec<_>>();
+        assert_eq!(strings("correlation-id"), want(&|i| format!("id-{i}")));
+        assert_eq!(strings("message"), want(&|i| format!("message {}", i % 3)));
+        assert_eq!(
+            strings("time"),
+            want(&|i| format!("2026-01-01T00:00:{:02}Z", i % 60))
+        );
+    }
+
     /// WriterBloomFilterColumns: the named columns (nested ones through their top-level
     /// name) get a bloom filter that holds every value written, rules out most others,
     /// and is folded down to the file's size; other columns get none.
