@@ -586,7 +586,6 @@ mod tests {
     /// reads back unchanged.
     #[test]
     fn columns_can_go_without_statistics_or_dictionary() {
-        use arrow_array::StringArray;
         let recs: Vec<_> = (0..50)
             .map(|i| {
                 let mut b = LogBuilder::new();
@@ -625,20 +624,7 @@ mod tests {
         assert!(!dictionary("correlation-id"));
         assert!(dictionary("message") && dictionary("time"));
 
-        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        let strings = |name: &str| {
-            let a = batch.column_by_name(name).unwrap();
-            let s = a.as_any().downcast_ref::<StringArray>().unwrap();
-            (0..s.len())
-                .map(|i| s.value(i).to_string())
-                .collect::<Vec<_>>()
-        };
+        let strings = |name: &str| first_batch_strings(&bytes, name);
         let want = |f: &dyn Fn(usize) -> String| (0..50).map(f).collect::<Vec<_>>();
         assert_eq!(
             strings("correlation-id"),
@@ -650,11 +636,25 @@ mod tests {
         );
     }
 
+    /// The values of string column `name` in the first batch of a file.
+    fn first_batch_strings(file: &bytes::Bytes, name: &str) -> Vec<String> {
+        use arrow_array::{Array, StringArray};
+        let batch = ParquetRecordBatchReaderBuilder::try_new(file.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let a = batch.column_by_name(name).unwrap();
+        let s = a.as_any().downcast_ref::<StringArray>().unwrap();
+        (0..s.len()).map(|i| s.value(i).to_string()).collect()
+    }
+
     /// WriterDictionaryExclude's default leaves the dictionary out of the event time and
     /// the per-event ids only; the rows read back the same.
     #[test]
     fn by_default_only_time_and_ids_go_without_a_dictionary() {
-        use arrow_array::StringArray;
         let recs: Vec<_> = (0..40)
             .map(|i| {
                 let mut b = LogBuilder::new();
@@ -684,20 +684,7 @@ mod tests {
         for name in ["level", "message"] {
             assert!(dictionary(name), "{name} has no dictionary");
         }
-        let batch = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        let strings = |name: &str| {
-            let a = batch.column_by_name(name).unwrap();
-            let s = a.as_any().downcast_ref::<StringArray>().unwrap();
-            (0..s.len())
-                .map(|i| s.value(i).to_string())
-                .collect::<Vec<_>>()
-        };
+        let strings = |name: &str| first_batch_strings(&bytes, name);
         let want = |f: &dyn Fn(usize) -> String| (0..40).map(f).collect::<Vec<_>>();
         assert_eq!(strings("correlation-id"), want(&|i| format!("id-{i}")));
         assert_eq!(strings("message"), want(&|i| format!("message {}", i % 3)));
