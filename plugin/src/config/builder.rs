@@ -9,15 +9,24 @@ use std::time::Duration;
 /// Accumulates settings from any source, then validates them all at once.
 #[derive(Debug, Clone)]
 pub struct ConfigBuilder {
+    /// Every setting whose default stands alone. The ones below, whose defaults depend
+    /// on other keys, are kept as given (`None`: not set) and resolved in `build`, once
+    /// every key is known, so no flag can disagree with its value.
     cfg: Config,
-    lock_ttl_set: bool,
-    dlq_path_set: bool,
-    recovery_path_set: bool,
-    /// FileSpoolPath as given (unset: under WriterFilePath, once that is known).
+    /// RedisLockTTL (unset: 1.5 × FlushInterval).
+    lock_ttl: Option<Duration>,
+    /// RedisLockInstanceName (unset or empty: the host name).
+    lock_name: Option<String>,
+    /// DLQPath (unset: `_dlq` under WriterFilePath).
+    dlq_path: Option<PathBuf>,
+    /// RecoveryPath (unset: `_recovery` under WriterFilePath).
+    recovery_path: Option<PathBuf>,
+    /// FileSpoolPath (unset: `_open` under WriterFilePath).
     file_spool: Option<String>,
-    lock_name_set: bool,
-    partition_fields_set: bool,
-    partition_path_set: bool,
+    /// PartitionFields (unset: upstream's fields for the RecordType).
+    partition_fields: Option<Vec<String>>,
+    /// PartitionPath (unset: the layout for the fields, see [`default_path`]).
+    partition_path: Option<String>,
     /// `HttpTlsCertFile` and `HttpTlsKeyFile` as given, paired up in `build`.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -86,7 +95,8 @@ impl ConfigBuilder {
                     keys: "keys".into(),
                     data_prefix: "data".into(),
                     lock_prefix: "lock".into(),
-                    lock_ttl: Duration::from_millis(7500),
+                    // Resolved in `build`.
+                    lock_ttl: Duration::ZERO,
                     lock_instance_name: String::new(),
                     dlq_prefix: "dlq".into(),
                     recovery_key: "recovery".into(),
@@ -124,15 +134,9 @@ impl ConfigBuilder {
                 dictionary_exclude: FieldSet::parse(DICTIONARY_EXCLUDE),
                 bloom_filter_columns: FieldSet::default(),
                 bloom_filter_fpp: 0.05,
-                partition_fields: vec![
-                    "business-capability".into(),
-                    "business-domain".into(),
-                    "business-service".into(),
-                    "application-service".into(),
-                ],
-                partition_path:
-                    "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}"
-                        .into(),
+                // Resolved in `build`, as are the paths under WriterFilePath.
+                partition_fields: Vec::new(),
+                partition_path: String::new(),
                 partition_time: PartitionTime::Flush,
                 partition_timezone: crate::timezone::Zone::utc(),
                 max_record_bytes: 16 * 1024 * 1024,
@@ -153,13 +157,13 @@ impl ConfigBuilder {
                 metrics_file: None,
                 metrics_keys: crate::metrics::per_key::DEFAULT_CAP,
             },
-            lock_ttl_set: false,
-            dlq_path_set: false,
-            recovery_path_set: false,
+            lock_ttl: None,
+            lock_name: None,
+            dlq_path: None,
+            recovery_path: None,
             file_spool: None,
-            lock_name_set: false,
-            partition_fields_set: false,
-            partition_path_set: false,
+            partition_fields: None,
+            partition_path: None,
             tls_cert: None,
             tls_key: None,
             redis_cert: None,
@@ -244,13 +248,9 @@ impl ConfigBuilder {
             Key::RedisKeys => c.redis.keys = nonempty(k, v)?,
             Key::RedisDataPrefix => c.redis.data_prefix = nonempty(k, v)?,
             Key::RedisLockPrefix => c.redis.lock_prefix = nonempty(k, v)?,
-            Key::RedisLockTTL => {
-                c.redis.lock_ttl = parse_duration(k, v)?;
-                self.lock_ttl_set = true;
-            }
+            Key::RedisLockTTL => self.lock_ttl = Some(parse_duration(k, v)?),
             Key::RedisLockInstanceName => {
-                c.redis.lock_instance_name = v.trim().to_string();
-                self.lock_name_set = !v.trim().is_empty();
+                self.lock_name = Some(v.trim()).filter(|n| !n.is_empty()).map(String::from);
             }
             Key::RedisDLQPrefix => c.redis.dlq_prefix = nonempty(k, v)?,
             Key::RedisRecoveryKey => c.redis.recovery_key = nonempty(k, v)?,
@@ -313,12 +313,10 @@ impl ConfigBuilder {
                 if f.is_empty() {
                     return Err(bad(k, v, "expected at least one field"));
                 }
-                c.partition_fields = f;
-                self.partition_fields_set = true;
+                self.partition_fields = Some(f);
             }
             Key::PartitionPath => {
-                c.partition_path = v.trim().trim_matches('/').to_string();
-                self.partition_path_set = true;
+                self.partition_path = Some(v.trim().trim_matches('/').to_string());
             }
             Key::PartitionTime => {
                 c.partition_time =
@@ -375,15 +373,9 @@ impl ConfigBuilder {
                     return Err(bad(k, v, "must be at least 16 bytes"));
                 }
             }
-            Key::DLQPath => {
-                c.dlq_path = PathBuf::from(nonempty(k, v)?);
-                self.dlq_path_set = true;
-            }
+            Key::DLQPath => self.dlq_path = Some(PathBuf::from(nonempty(k, v)?)),
             Key::DLQMaxBytes => c.dlq_max_bytes = parse_bytes(k, v)?,
-            Key::RecoveryPath => {
-                c.recovery_path = PathBuf::from(nonempty(k, v)?);
-                self.recovery_path_set = true;
-            }
+            Key::RecoveryPath => self.recovery_path = Some(PathBuf::from(nonempty(k, v)?)),
             Key::S3AccessKey => c.s3.access_key = v.trim().to_string(),
             Key::S3SecretKey => c.s3.secret_key = Secret::new(v.trim()),
             Key::S3KeyPrefix => c.s3.key_prefix = v.trim().trim_start_matches('/').to_string(),
@@ -561,18 +553,13 @@ impl ConfigBuilder {
     /// Validates the whole configuration and derives dependent defaults.
     pub fn build(mut self) -> Result<Config, ConfigError> {
         let c = &mut self.cfg;
-        if !self.lock_ttl_set {
-            c.redis.lock_ttl = c.flush_interval.mul_f64(1.5);
-        }
-        if !self.lock_name_set {
-            c.redis.lock_instance_name = host_name();
-        }
-        if !self.dlq_path_set {
-            c.dlq_path = c.writer_file_path.join("_dlq");
-        }
-        if !self.recovery_path_set {
-            c.recovery_path = c.writer_file_path.join("_recovery");
-        }
+        c.redis.lock_ttl = self
+            .lock_ttl
+            .unwrap_or_else(|| c.flush_interval.mul_f64(1.5));
+        c.redis.lock_instance_name = self.lock_name.take().unwrap_or_else(host_name);
+        c.dlq_path = (self.dlq_path.take()).unwrap_or_else(|| c.writer_file_path.join("_dlq"));
+        c.recovery_path =
+            (self.recovery_path.take()).unwrap_or_else(|| c.writer_file_path.join("_recovery"));
         c.file_spool_path = match self.file_spool.as_deref().map(str::trim) {
             None => Some(c.writer_file_path.join("_open")),
             Some(m) if m.eq_ignore_ascii_case("memory") => None,
@@ -652,15 +639,21 @@ impl ConfigBuilder {
                 });
             }
         }
-        if c.record_type == RecordType::Dynamic && !self.partition_fields_set {
-            // Upstream's dynamic keys: `capability:domain:service:application`.
-            c.partition_fields = ["capability", "domain", "service", "application"]
-                .map(String::from)
-                .to_vec();
-        }
-        if !self.partition_path_set {
-            c.partition_path = default_path(c.record_type, &c.partition_fields);
-        }
+        c.partition_fields = self.partition_fields.take().unwrap_or_else(|| {
+            // Upstream's keys: `capability:domain:service:application` of either schema.
+            let fields = match c.record_type {
+                RecordType::Log => [
+                    "business-capability",
+                    "business-domain",
+                    "business-service",
+                    "application-service",
+                ],
+                RecordType::Dynamic => ["capability", "domain", "service", "application"],
+            };
+            fields.map(String::from).to_vec()
+        });
+        c.partition_path = (self.partition_path.take())
+            .unwrap_or_else(|| default_path(c.record_type, &c.partition_fields));
         if let Some(p) = &c.json_schema_path {
             if c.record_type != RecordType::Dynamic {
                 return Err(ConfigError::Invalid {

@@ -52,7 +52,7 @@ pub struct RedisConfig {
     pub keys: String,
     pub data_prefix: String,
     pub lock_prefix: String,
-    /// Lock lifetime; `None` until [`ConfigBuilder::build`] applies 1.5 × FlushInterval.
+    /// Lock lifetime: RedisLockTTL, or 1.5 × FlushInterval when it is not set.
     pub lock_ttl: Duration,
     pub lock_instance_name: String,
     pub dlq_prefix: String,
@@ -260,6 +260,55 @@ mod tests {
         assert_eq!(c.redis.keys, "keys");
         assert_eq!(c.dlq_path, PathBuf::from("./out/_dlq"));
         assert_eq!(c.dlq_max_bytes, 1 << 30);
+        assert_eq!(c.recovery_path, PathBuf::from("./out/_recovery"));
+        assert_eq!(c.file_spool_path, Some(PathBuf::from("./out/_open")));
+        assert!(!c.redis.lock_instance_name.is_empty(), "the host name");
+        assert_eq!(
+            c.partition_fields,
+            [
+                "business-capability",
+                "business-domain",
+                "business-service",
+                "application-service"
+            ]
+        );
+        assert_eq!(
+            c.partition_path,
+            "capability={business-capability}/year={%Y}/month={%m}/day={%d}/hour={%H}"
+        );
+    }
+
+    /// The keys whose defaults derive from other keys: a value given wins, in any order
+    /// of the keys it derives from; an empty instance name is "not set".
+    #[test]
+    fn given_values_win_over_derived_defaults() {
+        let mut b = ConfigBuilder::new();
+        for (k, v) in [
+            ("RedisLockTTL", "2s"),
+            ("DLQPath", "/var/dlq"),
+            ("RecoveryPath", "/var/rec"),
+            ("PartitionPath", "/{business-domain}/"),
+            ("RedisLockInstanceName", "node-a"),
+            ("RecordType", "dynamic"),
+            ("PartitionFields", "business-domain"),
+            ("FlushInterval", "60"),
+            ("WriterFilePath", "/data"),
+        ] {
+            b.set(k, v).unwrap();
+        }
+        let c = b.build().unwrap();
+        assert_eq!(c.redis.lock_ttl, Duration::from_secs(2));
+        assert_eq!(c.dlq_path, PathBuf::from("/var/dlq"));
+        assert_eq!(c.recovery_path, PathBuf::from("/var/rec"));
+        assert_eq!(c.partition_path, "{business-domain}");
+        assert_eq!(c.partition_fields, ["business-domain"]);
+        assert_eq!(c.redis.lock_instance_name, "node-a");
+        let mut b = ConfigBuilder::new();
+        b.set("RedisLockInstanceName", " ").unwrap();
+        b.set("WriterFilePath", "/data").unwrap();
+        let c = b.build().unwrap();
+        assert!(!c.redis.lock_instance_name.trim().is_empty());
+        assert_eq!(c.dlq_path, PathBuf::from("/data/_dlq"));
     }
 
     #[test]
