@@ -102,7 +102,7 @@ impl IngestSpec {
                 key: "PartitionFields".into(),
                 reason,
             })?;
-        let hmac = c.use_hmac.then(|| c.hmac_key.expose().as_bytes().to_vec());
+        let hmac = (c.hmac_key.as_ref()).map(|k| k.expose().as_bytes().to_vec());
         let rules = if dynamic {
             DynamicSpec::rules(&c.ignored_fields, &c.mask_fields)?
         } else {

@@ -27,6 +27,9 @@ pub struct ConfigBuilder {
     partition_fields: Option<Vec<String>>,
     /// PartitionPath (unset: the layout for the fields, see [`default_path`]).
     partition_path: Option<String>,
+    /// UseHMAC and HmacKey as given, which make `Config::hmac_key` together.
+    use_hmac: bool,
+    hmac_key: Secret,
     /// `HttpTlsCertFile` and `HttpTlsKeyFile` as given, paired up in `build`.
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -85,8 +88,7 @@ impl ConfigBuilder {
                 try_auto_recover: false,
                 use_dlq: true,
                 use_hash: false,
-                use_hmac: false,
-                hmac_key: Secret::default(),
+                hmac_key: None,
                 redis: RedisConfig {
                     host: String::new(),
                     password: Secret::default(),
@@ -164,6 +166,8 @@ impl ConfigBuilder {
             file_spool: None,
             partition_fields: None,
             partition_path: None,
+            use_hmac: false,
+            hmac_key: Secret::default(),
             tls_cert: None,
             tls_key: None,
             redis_cert: None,
@@ -265,7 +269,7 @@ impl ConfigBuilder {
             Key::TryAutoRecover => c.try_auto_recover = parse_bool(k, v)?,
             Key::UseDLQ => c.use_dlq = parse_bool(k, v)?,
             Key::UseHash => c.use_hash = parse_bool(k, v)?,
-            Key::UseHMAC => c.use_hmac = parse_bool(k, v)?,
+            Key::UseHMAC => self.use_hmac = parse_bool(k, v)?,
             Key::WriterCompressionType => {
                 c.codec = parse_choice(k, v, Codec::parse, Codec::accepted())?
             }
@@ -279,7 +283,7 @@ impl ConfigBuilder {
             Key::WriterType => {
                 c.writer_type = parse_choice(k, v, WriterType::parse, WriterType::accepted())?
             }
-            Key::HmacKey => c.hmac_key = Secret::new(v),
+            Key::HmacKey => self.hmac_key = Secret::new(v),
             Key::WriterCompressionLevel => {
                 c.compression_level = if v.trim().is_empty() {
                     None
@@ -588,12 +592,17 @@ impl ConfigBuilder {
                 reason: "RedisCaFile and RedisTlsCertFile are for TLS: give RedisHost as host:port or a rediss:// URL".into(),
             });
         }
-        if c.use_hmac && c.hmac_key.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "UseHMAC".into(),
-                reason: "UseHMAC=true needs HmacKey (the HMAC-SHA256 secret)".into(),
-            });
-        }
+        let hmac_key = std::mem::take(&mut self.hmac_key);
+        c.hmac_key = match self.use_hmac {
+            false => None,
+            true if hmac_key.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    key: "UseHMAC".into(),
+                    reason: "UseHMAC=true needs HmacKey (the HMAC-SHA256 secret)".into(),
+                });
+            }
+            true => Some(hmac_key),
+        };
         if c.buffer_type == BufferType::Redis && c.redis.host.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "RedisHost".into(),

@@ -132,8 +132,8 @@ pub struct Config {
     pub try_auto_recover: bool,
     pub use_dlq: bool,
     pub use_hash: bool,
-    pub use_hmac: bool,
-    pub hmac_key: Secret,
+    /// UseHMAC's secret: `Some` exactly when UseHMAC is on, which needs HmacKey.
+    pub hmac_key: Option<Secret>,
     pub redis: RedisConfig,
     pub s3: S3Config,
     pub codec: Codec,
@@ -622,6 +622,10 @@ mod tests {
         );
         b.set("HmacKey", "s3cret").unwrap();
         let c = b.build().unwrap();
+        assert_eq!(c.hmac_key.as_ref().map(Secret::expose), Some("s3cret"));
+        let mut off = ConfigBuilder::new();
+        off.set("HmacKey", "s3cret").unwrap();
+        assert_eq!(off.build().unwrap().hmac_key, None, "UseHMAC is off");
         assert!(
             !format!("{c:?}").contains("s3cret"),
             "secrets are not printed"
