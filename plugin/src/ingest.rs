@@ -781,6 +781,30 @@ mod tests {
         );
     }
 
+    /// UseHMAC with HmacKey reaches the mapping: the `hmac` column is the keyed hash a
+    /// consumer recomputes from the stored record; without UseHMAC it stays empty.
+    #[test]
+    fn use_hmac_fills_the_hmac_column_with_the_configured_key() {
+        let hmac_of = |settings: &[(&str, &str)]| {
+            let mut b = ConfigBuilder::new();
+            for (k, v) in settings {
+                b.set(k, v).unwrap();
+            }
+            let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
+            let mut d = Decoder::new(&spec);
+            let mut batch = KeyedBatch::new();
+            let mut input = br#"{"message":"m","time":"2026-01-01T00:00:00Z"}"#.to_vec();
+            assert!(d.json(&mut input, || "line 1".into(), &mut batch));
+            let rec = batch.groups[0].1[0].as_log().unwrap().clone();
+            let mut enc = Vec::new();
+            crate::record::canonical::encode(&rec, &mut enc);
+            (rec.req(crate::record::log::Str::Hmac).to_string(), enc)
+        };
+        let (hmac, enc) = hmac_of(&[("UseHMAC", "true"), ("HmacKey", "k1")]);
+        assert_eq!(hmac, crate::record::canonical::hmac_hex(b"k1", &enc));
+        assert_eq!(hmac_of(&[("HmacKey", "k1")]).0, "", "UseHMAC is off");
+    }
+
     fn notices(settings: &[(&str, &str)]) -> Vec<String> {
         let mut b = ConfigBuilder::new();
         for (k, v) in settings {
