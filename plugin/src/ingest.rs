@@ -805,6 +805,45 @@ mod tests {
         assert_eq!(hmac_of(&[("HmacKey", "k1")]).0, "", "UseHMAC is off");
     }
 
+    /// FluentMetadata: a Fluent Bit event's metadata goes to args as `meta-*` by
+    /// default, and nowhere with `drop`, while the record's own fields stay (the smallest
+    /// chunk captured from Fluent Bit 5.1.1, metadata `{"mk":"mv","num":5}`).
+    #[test]
+    fn fluent_metadata_goes_to_args_or_is_dropped() {
+        let chunk = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tools/flb-host/fixtures/flb-5.1.1/dummy-metadata-single.chunk"
+        ))
+        .unwrap();
+        let args_of = |setting: Option<&str>| {
+            let mut b = ConfigBuilder::new();
+            if let Some(v) = setting {
+                b.set("FluentMetadata", v).unwrap();
+            }
+            let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
+            let mut d = Decoder::new(&spec);
+            let mut batch = KeyedBatch::new();
+            d.flb_chunk(&chunk, "meta.test", &mut batch);
+            assert_eq!(batch.len(), 1);
+            let rec = batch.groups[0].1[0].as_log().unwrap().clone();
+            assert_eq!(rec.get(crate::record::log::Str::Message), Some("hi"));
+            let mut args: Vec<(String, String)> = rec
+                .args()
+                .filter(|(k, _)| !k.starts_with("fluent-"))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            args.sort();
+            args
+        };
+        let meta = vec![
+            ("meta-mk".to_string(), "mv".to_string()),
+            ("meta-num".to_string(), "5".to_string()),
+        ];
+        assert_eq!(args_of(None), meta);
+        assert_eq!(args_of(Some("args")), meta);
+        assert_eq!(args_of(Some("drop")), vec![]);
+    }
+
     fn notices(settings: &[(&str, &str)]) -> Vec<String> {
         let mut b = ConfigBuilder::new();
         for (k, v) in settings {

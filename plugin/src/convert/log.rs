@@ -475,6 +475,98 @@ mod tests {
         assert_eq!(s.matches(";\n").count(), 28 + 2 + 2 * 2 + 2, "{s}");
     }
 
+    /// WriterCompressionType with WriterCompressionLevel, and WriterBloomFilterFpp, reach
+    /// the writer as configured (a file does not record the level, so the properties the
+    /// files are written with are what is checked).
+    #[test]
+    fn configured_level_and_bloom_rate_reach_the_writer() {
+        let props = |kv: &[(&str, &str)]| {
+            let mut b = crate::config::ConfigBuilder::new();
+            for (k, v) in kv {
+                b.set(k, v).unwrap();
+            }
+            ParquetOptions::from_config(&b.build().unwrap())
+                .writer_properties(&log_parquet_schema(false).unwrap())
+                .unwrap()
+        };
+        let message = parquet::schema::types::ColumnPath::from("message");
+        let p = props(&[
+            ("WriterCompressionType", "zstd"),
+            ("WriterCompressionLevel", "9"),
+            ("WriterBloomFilterColumns", "message"),
+            ("WriterBloomFilterFpp", "0.001"),
+        ]);
+        assert_eq!(
+            p.compression(&message),
+            parquet::basic::Compression::ZSTD(parquet::basic::ZstdLevel::try_new(9).unwrap())
+        );
+        let bloom = p.bloom_filter_properties(&message).expect("a bloom filter");
+        assert_eq!(bloom.fpp(), 0.001);
+        let p = props(&[
+            ("WriterCompressionType", "gzip"),
+            ("WriterCompressionLevel", "2"),
+        ]);
+        assert_eq!(
+            p.compression(&message),
+            parquet::basic::Compression::GZIP(parquet::basic::GzipLevel::try_new(2).unwrap())
+        );
+        assert!(p.bloom_filter_properties(&message).is_none());
+    }
+
+    /// WriterMapValuesUtf8: args and extra-fields values are typed UTF8 and read back as
+    /// the same strings (binary by default, as upstream writes them).
+    #[test]
+    fn utf8_map_values_read_back_as_strings() {
+        let recs: Vec<_> = (0..10).map(rec).collect();
+        let o = ParquetOptions {
+            map_values_utf8: true,
+            ..opts(Codec::Snappy, 1 << 20)
+        };
+        let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
+        let reader = SerializedFileReader::new(bytes.clone()).unwrap();
+        let mut out = Vec::new();
+        print_schema(&mut out, reader.metadata().file_metadata().schema());
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s.matches("      REQUIRED BYTE_ARRAY value (UTF8);").count(),
+            2,
+            "{s}"
+        );
+        let mut rows = 0;
+        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            for name in ["args", "extra-fields"] {
+                let m = batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<MapArray>()
+                    .unwrap();
+                for row in 0..batch.num_rows() {
+                    let e = m.value(row);
+                    let (k, v) = (
+                        e.column(0).as_string::<i32>(),
+                        e.column(1).as_string::<i32>(),
+                    );
+                    let got: Vec<(&str, &str)> =
+                        (0..e.len()).map(|j| (k.value(j), v.value(j))).collect();
+                    let r = &recs[rows + row];
+                    let want: Vec<(&str, &str)> = match name {
+                        "args" => r.args().collect(),
+                        _ => r.extra_fields().collect(),
+                    };
+                    assert_eq!(got, want, "{name}");
+                }
+            }
+            rows += batch.num_rows();
+        }
+        assert_eq!(rows, recs.len());
+    }
+
     #[test]
     fn every_codec_round_trips_content() {
         let recs: Vec<_> = (0..3000).map(rec).collect();
