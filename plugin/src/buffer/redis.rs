@@ -1222,6 +1222,56 @@ impl DlqSink for RedisDlq {
 mod tests {
     use super::*;
 
+    /// Upstream's key names by default (`upstream.md` §10), and each prefix key renames
+    /// its own keys only.
+    #[test]
+    fn key_names_follow_upstream_and_their_prefix_keys() {
+        let names_of = |kv: &[(&str, &str)]| {
+            let mut b = crate::config::ConfigBuilder::new();
+            b.set("BufferType", "redis").unwrap();
+            b.set("RedisHost", "127.0.0.1:6379").unwrap();
+            for (k, v) in kv {
+                b.set(k, v).unwrap();
+            }
+            let cfg = b.build().unwrap().redis;
+            let k = PartitionKey::from_text("cap:dom:svc:app");
+            let n = Names::new(&cfg);
+            [
+                n.keys().to_string(),
+                n.data(&k),
+                n.lock(&k),
+                n.dlq("cap:dom:svc:app"),
+                n.recovery(&k),
+            ]
+        };
+        assert_eq!(
+            names_of(&[]),
+            [
+                "keys",
+                "data:cap:dom:svc:app",
+                "lock:cap:dom:svc:app",
+                "dlq:cap:dom:svc:app",
+                "recovery:cap:dom:svc:app"
+            ]
+        );
+        assert_eq!(
+            names_of(&[
+                ("RedisKeys", "k2"),
+                ("RedisDataPrefix", "d2"),
+                ("RedisLockPrefix", "l2"),
+                ("RedisDLQPrefix", "q2"),
+                ("RedisRecoveryKey", "r2"),
+            ]),
+            [
+                "k2",
+                "d2:cap:dom:svc:app",
+                "l2:cap:dom:svc:app",
+                "q2:cap:dom:svc:app",
+                "r2:cap:dom:svc:app"
+            ]
+        );
+    }
+
     fn who(id: u64) -> Option<ClientIdentity> {
         Some(ClientIdentity { id, addr: None })
     }
