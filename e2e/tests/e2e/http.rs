@@ -354,6 +354,52 @@ fn sigterm_writes_everything_then_exits() {
     assert!(s.log().contains("writing every pending record"));
 }
 
+/// HttpRequestTimeout: a request whose body stops arriving is answered 503 with
+/// Retry-After once the timeout has passed, nothing of it is stored, and the server
+/// goes on serving.
+#[test]
+fn a_request_slower_than_its_timeout_is_answered_and_stores_nothing() {
+    use std::io::{Read, Write};
+    let mut s = HttpServer::start(json!({
+        "flush_interval": 3600, "buffer_size": 1000000, "http_request_timeout": "1s"
+    }));
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let part = "{\"message\":\"partial\"}\n";
+    write!(
+        c,
+        "POST /records HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{part}"
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("longer than") {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("request took longer than 1s"), "{answer}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "answered before the timeout: {answer}"
+    );
+    let text = generate(64, 20);
+    let r = http("POST", &s.url("/records"), &[NDJSON], Some(text.as_bytes()));
+    assert_eq!(r.json()["accepted"], 20, "still serving");
+    assert!(s.terminate().success(), "{}", s.log());
+    let got = ids_written(&s.out());
+    assert_eq!(got.len(), 20, "only the whole request is stored");
+    for (id, row) in expected_by_id(&text) {
+        assert_eq!(got.get(&id), Some(&row));
+    }
+}
+
 #[test]
 fn redis_acknowledges_only_stored_records() {
     let redis = RedisServer::start();
