@@ -711,9 +711,7 @@ mod tests {
     fn key(settings: &[(&str, &str)], line: &str) -> String {
         let mut b = ConfigBuilder::new();
         b.set("RecordType", "dynamic").unwrap();
-        for (k, v) in settings {
-            b.set(k, v).unwrap();
-        }
+        b.set_all(settings).unwrap();
         let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
         let mut d = Decoder::new(&spec);
         let mut batch = KeyedBatch::new();
@@ -786,11 +784,7 @@ mod tests {
     #[test]
     fn use_hmac_fills_the_hmac_column_with_the_configured_key() {
         let hmac_of = |settings: &[(&str, &str)]| {
-            let mut b = ConfigBuilder::new();
-            for (k, v) in settings {
-                b.set(k, v).unwrap();
-            }
-            let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
+            let spec = IngestSpec::from_config(&Config::from_pairs(settings).unwrap()).unwrap();
             let mut d = Decoder::new(&spec);
             let mut batch = KeyedBatch::new();
             let mut input = br#"{"message":"m","time":"2026-01-01T00:00:00Z"}"#.to_vec();
@@ -845,11 +839,7 @@ mod tests {
     }
 
     fn notices(settings: &[(&str, &str)]) -> Vec<String> {
-        let mut b = ConfigBuilder::new();
-        for (k, v) in settings {
-            b.set(k, v).unwrap();
-        }
-        IngestSpec::from_config(&b.build().unwrap())
+        IngestSpec::from_config(&Config::from_pairs(settings).unwrap())
             .unwrap()
             .notices()
     }

@@ -1230,9 +1230,7 @@ mod tests {
             let mut b = crate::config::ConfigBuilder::new();
             b.set("BufferType", "redis").unwrap();
             b.set("RedisHost", "127.0.0.1:6379").unwrap();
-            for (k, v) in kv {
-                b.set(k, v).unwrap();
-            }
+            b.set_all(kv).unwrap();
             let cfg = b.build().unwrap().redis;
             let k = PartitionKey::from_text("cap:dom:svc:app");
             let n = Names::new(&cfg);

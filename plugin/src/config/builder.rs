@@ -175,6 +175,14 @@ impl ConfigBuilder {
         }
     }
 
+    /// Sets each pair in order, as [`ConfigBuilder::set`] does; the first error stops.
+    pub fn set_all(&mut self, pairs: &[(&str, &str)]) -> Result<&mut Self, ConfigError> {
+        for (k, v) in pairs {
+            self.set(k, v)?;
+        }
+        Ok(self)
+    }
+
     /// Sets one key, given in any spelling.
     pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self, ConfigError> {
         let info = keys::lookup(key).ok_or_else(|| ConfigError::UnknownKey {

@@ -233,6 +233,13 @@ impl Config {
         b.build()
     }
 
+    /// The configuration of `pairs` (any spelling) over the defaults.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut b = ConfigBuilder::new();
+        b.set_all(pairs)?;
+        b.build()
+    }
+
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
         let mut b = ConfigBuilder::new();
         b.merge_json_str(text)?;
@@ -283,7 +290,7 @@ mod tests {
     #[test]
     fn given_values_win_over_derived_defaults() {
         let mut b = ConfigBuilder::new();
-        for (k, v) in [
+        b.set_all(&[
             ("RedisLockTTL", "2s"),
             ("DLQPath", "/var/dlq"),
             ("RecoveryPath", "/var/rec"),
@@ -293,9 +300,8 @@ mod tests {
             ("PartitionFields", "business-domain"),
             ("FlushInterval", "60"),
             ("WriterFilePath", "/data"),
-        ] {
-            b.set(k, v).unwrap();
-        }
+        ])
+        .unwrap();
         let c = b.build().unwrap();
         assert_eq!(c.redis.lock_ttl, Duration::from_secs(2));
         assert_eq!(c.dlq_path, PathBuf::from("/var/dlq"));
@@ -348,13 +354,7 @@ mod tests {
 
     #[test]
     fn tls_takes_a_certificate_and_its_key_in_either_spelling() {
-        let build = |pairs: &[(&str, &str)]| {
-            let mut b = ConfigBuilder::new();
-            for (k, v) in pairs {
-                b.set(k, v).unwrap();
-            }
-            b.build()
-        };
+        let build = Config::from_pairs;
         let c = build(&[
             ("HttpTlsCertFile", " /etc/d2p/tls.crt "),
             ("http_tls_key_file", "/etc/d2p/tls.key"),
@@ -480,13 +480,7 @@ mod tests {
 
     #[test]
     fn file_max_age_is_off_at_zero_and_a_wait_in_redis() {
-        let build = |kv: &[(&str, &str)]| {
-            let mut b = ConfigBuilder::new();
-            for (k, v) in kv {
-                b.set(k, v)?;
-            }
-            b.build()
-        };
+        let build = Config::from_pairs;
         let age = |kv: &[(&str, &str)]| build(kv).map(|c| c.file_max_age);
         assert_eq!(Config::default().file_max_age, None);
         assert_eq!(age(&[("FileMaxAge", "0")]).unwrap(), None);
@@ -640,13 +634,7 @@ mod tests {
 
     #[test]
     fn layouts_follow_the_record_type_and_fields() {
-        let build = |kv: &[(&str, &str)]| {
-            let mut b = ConfigBuilder::new();
-            for (k, v) in kv {
-                b.set(k, v).unwrap();
-            }
-            b.build()
-        };
+        let build = Config::from_pairs;
         let c = build(&[("RecordType", "dynamic")]).unwrap();
         assert_eq!(
             c.partition_fields,

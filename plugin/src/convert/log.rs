@@ -481,11 +481,7 @@ mod tests {
     #[test]
     fn configured_level_and_bloom_rate_reach_the_writer() {
         let props = |kv: &[(&str, &str)]| {
-            let mut b = crate::config::ConfigBuilder::new();
-            for (k, v) in kv {
-                b.set(k, v).unwrap();
-            }
-            ParquetOptions::from_config(&b.build().unwrap())
+            ParquetOptions::from_config(&crate::config::Config::from_pairs(kv).unwrap())
                 .writer_properties(&log_parquet_schema(false).unwrap())
                 .unwrap()
         };

@@ -747,26 +747,24 @@ mod tests {
     #[test]
     fn the_description_names_the_upload_settings() {
         let mut b = ConfigBuilder::new();
-        for (k, v) in [
+        b.set_all(&[
             ("WriterType", "aws-s3"),
             ("S3BucketName", "logs"),
             ("S3Region", "eu-west-1"),
             ("S3AccessKey", "a"),
             ("S3SecretKey", "b"),
             ("S3KeyPrefix", "p/"),
-        ] {
-            b.set(k, v).unwrap();
-        }
+        ])
+        .unwrap();
         let plain = S3Writer::new(&b.clone().build().unwrap()).unwrap();
         assert_eq!(plain.describe(), "S3 writer to s3://logs/p/ at AWS");
-        for (k, v) in [
+        b.set_all(&[
             ("S3ServerSideEncryption", "aws:kms"),
             ("S3KmsKeyId", "alias/k"),
             ("S3StorageClass", "standard_ia"),
             ("S3Acl", "bucket-owner-full-control"),
-        ] {
-            b.set(k, v).unwrap();
-        }
+        ])
+        .unwrap();
         let w = S3Writer::new(&b.build().unwrap()).unwrap();
         assert_eq!(
             w.describe(),
