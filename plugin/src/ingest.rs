@@ -10,7 +10,7 @@ use crate::convert::ConvertError;
 use crate::convert::dynamic::{DType, DynBatchBuilder, EVENT_TIME};
 use crate::convert::jsonschema::Fixed;
 use crate::decode::flb::{self, ChunkStats, Item};
-use crate::decode::frame::{Block, Piece};
+use crate::decode::frame::{Block, Piece, too_large};
 use crate::decode::json::JsonParser;
 use crate::decode::otlp;
 use crate::dlq::DlqEntry;
@@ -443,11 +443,7 @@ impl<'s> Decoder<'s> {
         if input.len() > self.spec.max_record_bytes {
             out.reject(DlqEntry::new(
                 source(),
-                format!(
-                    "record is larger than the limit of {} bytes ({} bytes)",
-                    self.spec.max_record_bytes,
-                    input.len()
-                ),
+                too_large(self.spec.max_record_bytes, input.len()),
                 &input[..input.len().min(4096)],
             ));
             return false;
@@ -580,10 +576,7 @@ impl<'s> Decoder<'s> {
     ) {
         let max = self.spec.max_record_bytes;
         let taken = match rec {
-            _ if text.len() > max => Err(format!(
-                "record is larger than the limit of {max} bytes ({} bytes)",
-                text.len()
-            )),
+            _ if text.len() > max => Err(too_large(max, text.len())),
             Ok(root) => self.value(root, &Context::default(), None, out),
             Err(reason) => Err(reason),
         };

@@ -64,6 +64,12 @@ pub enum Piece {
     },
 }
 
+/// Why a record over the size limit is refused: the same words whether the framer or a
+/// decoder found it, so that DLQ entries can be grouped by reason.
+pub fn too_large(limit: usize, size: usize) -> String {
+    format!("record is larger than the limit of {limit} bytes ({size} bytes)")
+}
+
 /// A run of whole records.
 #[derive(Debug, Default)]
 pub struct Block {
@@ -322,19 +328,20 @@ impl<R: Read> Framer<R> {
         self.pos = self.buf.len();
     }
 
+    /// The error of a record of `size` bytes, over the limit, that starts on `line`.
+    fn oversized(&self, line: u64, size: usize, raw: Vec<u8>) -> Piece {
+        Piece::Error {
+            line,
+            number: self.number,
+            reason: too_large(self.max_record, size),
+            raw,
+        }
+    }
+
     fn take_line(&mut self, from: usize, end: usize, pieces: &mut Vec<Piece>) {
         if let Some((line, raw, dropped)) = self.discarding.take() {
             self.number += 1;
-            pieces.push(Piece::Error {
-                line,
-                number: self.number,
-                reason: format!(
-                    "record is larger than the limit of {} bytes ({} bytes)",
-                    self.max_record,
-                    dropped + (end - from)
-                ),
-                raw,
-            });
+            pieces.push(self.oversized(line, dropped + (end - from), raw));
             return;
         }
         let mut e = end;
@@ -346,16 +353,8 @@ impl<R: Read> Framer<R> {
         }
         self.number += 1;
         if e - from > self.max_record {
-            pieces.push(Piece::Error {
-                line: self.line,
-                number: self.number,
-                reason: format!(
-                    "record is larger than the limit of {} bytes ({} bytes)",
-                    self.max_record,
-                    e - from
-                ),
-                raw: self.buf[from..from + RAW_KEEP.min(e - from)].to_vec(),
-            });
+            let raw = self.buf[from..from + RAW_KEEP.min(e - from)].to_vec();
+            pieces.push(self.oversized(self.line, e - from, raw));
             return;
         }
         pieces.push(Piece::Record {
@@ -444,16 +443,7 @@ impl<R: Read> Framer<R> {
         };
         self.number += 1;
         if let Some((l, raw, dropped)) = self.discarding.take() {
-            pieces.push(Piece::Error {
-                line: l,
-                number: self.number,
-                reason: format!(
-                    "record is larger than the limit of {} bytes ({} bytes)",
-                    self.max_record,
-                    dropped + (at - start)
-                ),
-                raw,
-            });
+            pieces.push(self.oversized(l, dropped + (at - start), raw));
             return;
         }
         let mut end = at;
@@ -461,16 +451,8 @@ impl<R: Read> Framer<R> {
             end -= 1;
         }
         if end - start > self.max_record {
-            pieces.push(Piece::Error {
-                line,
-                number: self.number,
-                reason: format!(
-                    "record is larger than the limit of {} bytes ({} bytes)",
-                    self.max_record,
-                    end - start
-                ),
-                raw: self.buf[start..start + RAW_KEEP.min(end - start)].to_vec(),
-            });
+            let raw = self.buf[start..start + RAW_KEEP.min(end - start)].to_vec();
+            pieces.push(self.oversized(line, end - start, raw));
         } else {
             pieces.push(Piece::Record {
                 start,
