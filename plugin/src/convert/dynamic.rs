@@ -718,6 +718,17 @@ mod tests {
     use crate::config::Codec;
     use crate::decode::json::JsonParser;
 
+    /// The file of `records` under `t`, inferred (not fixed), with the plain settings.
+    fn encode(records: &[&DynRecord], t: &DType) -> Vec<u8> {
+        encode_dynamic(
+            records,
+            t,
+            false,
+            &ParquetOptions::plain(Codec::Snappy, 1 << 20),
+        )
+        .unwrap()
+    }
+
     fn recs(lines: &[&str]) -> Vec<DynRecord> {
         let mut p = JsonParser::new();
         lines
@@ -732,19 +743,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    fn opts() -> ParquetOptions {
-        ParquetOptions {
-            codec: Codec::Snappy,
-            level: None,
-            row_group_bytes: 1 << 20,
-            map_values_utf8: false,
-            statistics_exclude: Default::default(),
-            dictionary_exclude: Default::default(),
-            bloom_filter: Default::default(),
-            bloom_fpp: 0.05,
-        }
     }
 
     #[test]
@@ -793,7 +791,7 @@ mod tests {
         let t = infer(&refs, None, false).unwrap();
         let o = ParquetOptions {
             bloom_filter: crate::config::FieldSet::parse("trace,user"),
-            ..opts()
+            ..ParquetOptions::plain(Codec::Snappy, 1 << 20)
         };
         let bytes = encode_dynamic(&refs, &t, false, &o).unwrap();
         let r =
@@ -913,7 +911,7 @@ mod tests {
             let rs = recs(&line_refs);
             let refs: Vec<_> = rs.iter().collect();
             let t = infer(&refs, None, nested_json).unwrap();
-            let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+            let bytes = encode(&refs, &t);
             let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
             proptest::prop_assert_eq!(rows.len(), fields.len());
             let DType::Struct { fields: cols } = &t else {
@@ -943,7 +941,7 @@ mod tests {
         ]);
         let refs: Vec<_> = rs.iter().collect();
         let t = infer(&refs, None, false).unwrap();
-        let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+        let bytes = encode(&refs, &t);
         let DType::Struct { fields } = &t else {
             panic!()
         };
@@ -978,7 +976,7 @@ mod tests {
         ]);
         let refs: Vec<_> = rs.iter().collect();
         let t = infer(&refs, None, false).unwrap();
-        let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+        let bytes = encode(&refs, &t);
         let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
         assert_eq!(rows[0]["i"], 1.0);
         assert_eq!(rows[1]["o"]["x"], 2.5);
@@ -1054,7 +1052,7 @@ mod tests {
         let rs = recs(&[r#"{"o": {"a": [1]}, "l": [1]}"#]);
         let refs: Vec<_> = rs.iter().collect();
         let t = infer(&refs, None, true).unwrap();
-        let bytes = encode_dynamic(&refs, &t, false, &opts()).unwrap();
+        let bytes = encode(&refs, &t);
         let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
         assert_eq!(rows[0]["o"], r#"{"a":[1]}"#);
         assert_eq!(rows[0]["l"], "[1]");

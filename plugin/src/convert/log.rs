@@ -375,25 +375,12 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::schema::printer::print_schema;
 
-    fn opts(codec: Codec, rg: u64) -> ParquetOptions {
-        ParquetOptions {
-            codec,
-            level: None,
-            row_group_bytes: rg,
-            map_values_utf8: false,
-            statistics_exclude: Default::default(),
-            dictionary_exclude: Default::default(),
-            bloom_filter: Default::default(),
-            bloom_fpp: 0.05,
-        }
-    }
-
     #[test]
     fn every_file_carries_its_schema_fingerprint() {
         let fingerprint = |recs: &[LogRecord], utf8: bool| {
             let o = ParquetOptions {
                 map_values_utf8: utf8,
-                ..opts(Codec::Snappy, 1 << 20)
+                ..ParquetOptions::plain(Codec::Snappy, 1 << 20)
             };
             let bytes = bytes::Bytes::from(encode_log(recs, &o).unwrap());
             let reader = SerializedFileReader::new(bytes).unwrap();
@@ -452,7 +439,7 @@ mod tests {
     #[test]
     fn schema_matches_upstream() {
         let r = rec(1);
-        let bytes = encode_log([&r], &opts(Codec::Snappy, 128 << 20)).unwrap();
+        let bytes = encode_log([&r], &ParquetOptions::plain(Codec::Snappy, 128 << 20)).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let mut out = Vec::new();
         print_schema(&mut out, reader.metadata().file_metadata().schema());
@@ -520,13 +507,13 @@ mod tests {
             Codec::Brotli,
             Codec::None,
         ] {
-            let bytes = encode_log(&recs, &opts(codec, 128 << 20)).unwrap();
+            let bytes = encode_log(&recs, &ParquetOptions::plain(codec, 128 << 20)).unwrap();
             let bytes = bytes::Bytes::from(bytes);
             let meta = SerializedFileReader::new(bytes.clone()).unwrap();
             let col = meta.metadata().row_group(0).column(0);
             let want = ParquetOptions {
                 codec,
-                ..opts(codec, 1)
+                ..ParquetOptions::plain(codec, 1)
             }
             .compression()
             .unwrap();
@@ -634,7 +621,7 @@ mod tests {
         let o = ParquetOptions {
             statistics_exclude: crate::config::FieldSet::parse("Message, args"),
             dictionary_exclude: crate::config::FieldSet::parse("correlation_id"),
-            ..opts(Codec::Snappy, 1 << 20)
+            ..ParquetOptions::plain(Codec::Snappy, 1 << 20)
         };
         let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
         let reader = SerializedFileReader::new(bytes.clone()).unwrap();
@@ -748,7 +735,7 @@ mod tests {
         let o = ParquetOptions {
             bloom_filter: crate::config::FieldSet::parse("Correlation_Id args"),
             bloom_fpp: 0.01,
-            ..opts(Codec::Snappy, 1 << 20)
+            ..ParquetOptions::plain(Codec::Snappy, 1 << 20)
         };
         let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
         let reader = SerializedFileReader::new_with_options(
@@ -797,7 +784,7 @@ mod tests {
         let recs: Vec<_> = (0..10).map(rec).collect();
         let o = ParquetOptions {
             map_values_utf8: true,
-            ..opts(Codec::Snappy, 1 << 20)
+            ..ParquetOptions::plain(Codec::Snappy, 1 << 20)
         };
         let bytes = encode_log(&recs, &o).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes.clone())).unwrap();
@@ -833,7 +820,7 @@ mod tests {
     fn row_groups_close_by_encoded_size() {
         let recs: Vec<_> = (0..20_000).map(rec).collect();
         let limit = 64 * 1024;
-        let bytes = encode_log(&recs, &opts(Codec::None, limit)).unwrap();
+        let bytes = encode_log(&recs, &ParquetOptions::plain(Codec::None, limit)).unwrap();
         let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
         let groups = reader.metadata().row_groups();
         assert!(groups.len() > 5, "{} row groups", groups.len());

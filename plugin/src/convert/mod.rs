@@ -88,6 +88,22 @@ impl ParquetOptions {
         }
     }
 
+    /// Settings with nothing excluded and no bloom filter, which tests start from and
+    /// change a field or two of.
+    #[cfg(test)]
+    pub(crate) fn plain(codec: Codec, row_group_bytes: u64) -> Self {
+        ParquetOptions {
+            codec,
+            level: None,
+            row_group_bytes,
+            map_values_utf8: false,
+            statistics_exclude: Default::default(),
+            dictionary_exclude: Default::default(),
+            bloom_filter: Default::default(),
+            bloom_fpp: 0.05,
+        }
+    }
+
     /// The parquet crate's compression setting. Levels were range-checked with the
     /// config, so construction cannot fail here; a bad level still maps to an error.
     pub fn compression(&self) -> Result<Compression, ConvertError> {
