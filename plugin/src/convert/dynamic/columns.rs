@@ -1,0 +1,256 @@
+//! Building the Arrow column of a dynamic type from record values, and finding each
+//! value's column.
+
+use super::dtype::{DType, struct_fields};
+use crate::convert::ConvertError;
+use crate::record::log_map::FastMap;
+use crate::value::{Kind, Node, ValRef};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, ListArray, NullArray, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::Field;
+use std::sync::Arc;
+
+/// Builds one column of a type from values.
+pub(super) enum Col {
+    Null(usize),
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder, String),
+    Ts(TimestampMicrosecondBuilder),
+    List {
+        item_type: DType,
+        offsets: Vec<i32>,
+        valid: Vec<bool>,
+        child: Box<Col>,
+    },
+    Struct {
+        fields: Vec<(String, DType)>,
+        children: Vec<Col>,
+        valid: Vec<bool>,
+        matcher: Matcher,
+    },
+}
+
+/// Finds the column of each entry of a map: by position first (records of one source
+/// mostly keep their key order), then by name; linear scans per column would cost
+/// columns × keys per record.
+pub(super) struct Matcher {
+    index: FastMap<Box<str>, usize>,
+    /// Per column: the row (plus one) it was last filled in.
+    filled: Vec<u64>,
+    row: u64,
+}
+
+impl Matcher {
+    pub(super) fn new(fields: &[(String, DType)]) -> Matcher {
+        Matcher {
+            index: fields
+                .iter()
+                .enumerate()
+                .map(|(i, (n, _))| (n.as_str().into(), i))
+                .collect(),
+            filled: vec![0; fields.len()],
+            row: 0,
+        }
+    }
+
+    /// Pushes one row: each entry of `m` to its column (the first of duplicate keys
+    /// wins), null to the columns `m` lacks; entries without a column go to `other`.
+    pub(super) fn fill<'d, 'a>(
+        &mut self,
+        fields: &[(String, DType)],
+        m: ValRef<'d, 'a>,
+        cols: &mut [Col],
+        mut other: impl FnMut(&'d str, ValRef<'d, 'a>),
+    ) {
+        self.row += 1;
+        let mut cursor = 0;
+        for (k, v) in m.entries() {
+            let at = match fields.get(cursor) {
+                Some((n, _)) if n == k => Some(cursor),
+                _ => self.index.get(k).copied(),
+            };
+            match at {
+                Some(c) if self.filled[c] != self.row => {
+                    self.filled[c] = self.row;
+                    cols[c].push(Some(v));
+                    cursor = c + 1;
+                }
+                Some(_) => {}
+                None => other(k, v),
+            }
+        }
+        for (c, col) in cols.iter_mut().enumerate() {
+            if self.filled[c] != self.row {
+                col.push(None);
+            }
+        }
+    }
+}
+
+fn as_i64(v: ValRef<'_, '_>) -> Option<i64> {
+    match *v.node() {
+        Node::Int(i) => Some(i),
+        Node::UInt(u) => i64::try_from(u).ok(),
+        Node::Bool(b) => Some(b as i64),
+        Node::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(f as i64),
+        _ => None,
+    }
+}
+
+fn as_f64(v: ValRef<'_, '_>) -> Option<f64> {
+    match *v.node() {
+        Node::Bool(b) => Some(b as i64 as f64),
+        _ => v.as_f64(),
+    }
+}
+
+/// Microseconds since the epoch from a timestamp string or an epoch number.
+fn as_micros(v: ValRef<'_, '_>) -> Option<i64> {
+    match v.node() {
+        Node::Str(s) => crate::timeutil::parse_timestamp_ns(s).map(|ns| ns.div_euclid(1000)),
+        Node::Int(_) | Node::UInt(_) | Node::Float(_) => {
+            crate::timeutil::parse_timestamp_ns(&v.to_json()).map(|ns| ns.div_euclid(1000))
+        }
+        _ => None,
+    }
+}
+
+impl Col {
+    pub(super) fn new(t: &DType) -> Col {
+        match t {
+            DType::Null => Col::Null(0),
+            DType::Bool => Col::Bool(BooleanBuilder::new()),
+            DType::Int => Col::Int(Int64Builder::new()),
+            DType::Float => Col::Float(Float64Builder::new()),
+            DType::Str => Col::Str(StringBuilder::new(), String::new()),
+            DType::Struct { fields } if fields.is_empty() => {
+                Col::Str(StringBuilder::new(), String::new())
+            }
+            DType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            DType::List { item } => Col::List {
+                item_type: (**item).clone(),
+                offsets: vec![0],
+                valid: Vec::new(),
+                child: Box::new(Col::new(item)),
+            },
+            DType::Struct { fields } => Col::Struct {
+                matcher: Matcher::new(fields),
+                fields: fields.clone(),
+                children: fields.iter().map(|(_, t)| Col::new(t)).collect(),
+                valid: Vec::new(),
+            },
+        }
+    }
+
+    /// Appends a value (None: absent), converted to this column's type.
+    pub(super) fn push(&mut self, v: Option<ValRef<'_, '_>>) {
+        let v = v.filter(|v| !v.is_null());
+        match self {
+            Col::Null(n) => *n += 1,
+            Col::Bool(b) => b.append_option(v.and_then(|v| v.as_bool())),
+            Col::Int(b) => b.append_option(v.and_then(as_i64)),
+            Col::Float(b) => b.append_option(v.and_then(as_f64)),
+            Col::Str(b, scratch) => match v {
+                Some(v) => b.append_value(v.text_in(scratch)),
+                None => b.append_null(),
+            },
+            Col::Ts(b) => b.append_option(v.and_then(as_micros)),
+            Col::List {
+                offsets,
+                valid,
+                child,
+                ..
+            } => {
+                let mut n = 0;
+                match v.filter(|v| v.kind() == Kind::Array) {
+                    Some(arr) => {
+                        for item in arr.items() {
+                            child.push(Some(item));
+                            n += 1;
+                        }
+                        valid.push(true);
+                    }
+                    None => valid.push(false),
+                }
+                let last = offsets.last().copied().unwrap_or(0);
+                offsets.push(last + n);
+            }
+            Col::Struct {
+                fields,
+                children,
+                valid,
+                matcher,
+            } => match v.filter(|v| v.kind() == Kind::Map) {
+                Some(m) => {
+                    matcher.fill(fields, m, children, |_, _| {});
+                    valid.push(true);
+                }
+                None => {
+                    for c in children.iter_mut() {
+                        c.push(None);
+                    }
+                    valid.push(false);
+                }
+            },
+        }
+    }
+
+    pub(super) fn push_micros(&mut self, us: i64) {
+        if let Col::Ts(b) = self {
+            b.append_value(us);
+        }
+    }
+
+    pub(super) fn push_text(&mut self, s: Option<&str>) {
+        if let Col::Str(b, _) = self {
+            b.append_option(s);
+        }
+    }
+
+    pub(super) fn finish(self) -> Result<ArrayRef, ConvertError> {
+        Ok(match self {
+            Col::Null(n) => Arc::new(NullArray::new(n)),
+            Col::Bool(mut b) => Arc::new(b.finish()),
+            Col::Int(mut b) => Arc::new(b.finish()),
+            Col::Float(mut b) => Arc::new(b.finish()),
+            Col::Str(mut b, _) => Arc::new(b.finish()),
+            Col::Ts(mut b) => Arc::new(b.finish()),
+            Col::List {
+                item_type,
+                offsets,
+                valid,
+                child,
+            } => {
+                let nulls = NullBuffer::from(valid);
+                Arc::new(ListArray::try_new(
+                    Arc::new(Field::new("element", item_type.arrow(), true)),
+                    OffsetBuffer::new(offsets.into()),
+                    child.finish()?,
+                    (nulls.null_count() > 0).then_some(nulls),
+                )?)
+            }
+            Col::Struct {
+                fields,
+                children,
+                valid,
+                ..
+            } => {
+                let nulls = NullBuffer::from(valid);
+                let arrays = children
+                    .into_iter()
+                    .map(Col::finish)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Arc::new(StructArray::try_new(
+                    struct_fields(&fields),
+                    arrays,
+                    (nulls.null_count() > 0).then_some(nulls),
+                )?)
+            }
+        })
+    }
+}
