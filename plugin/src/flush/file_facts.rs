@@ -4,7 +4,7 @@
 
 use crate::open_files::Body;
 
-/// What [`Flusher::deliver`] needs to know of a finished file before it goes: its
+/// What [`Flusher::deliver`](super::Flusher::deliver) needs to know of a finished file before it goes: its
 /// size, its footer's ([`footer_len`]), and its MD5 when `UseHash` names files by it. A
 /// spool is read for these (the MD5 as a stream), never loaded whole.
 pub(super) fn facts(body: &Body, md5: bool) -> std::io::Result<(u64, u64, Option<String>)> {
