@@ -250,13 +250,19 @@ impl DynOut {
         self.infer.is_none() && self.build.is_none()
     }
 
-    /// Takes one record in.
+    /// Takes one record in. A record that fits the schema being built leaves the
+    /// inferred type as it is, so only the others are absorbed into it (json2parquet's
+    /// check that its sample's schema covers every record).
     fn take(&mut self, event_ns: i64, v: ValRef<'_, '_>) {
-        if let Some((t, nested_json)) = &mut self.infer {
-            t.absorb_fields(v, *nested_json);
-        }
-        if let Some(b) = &mut self.build {
-            b.push(event_ns, Some(v));
+        match (&mut self.infer, &mut self.build) {
+            (Some((t, nested_json)), Some(b)) => {
+                if !b.push_fits(event_ns, v, *nested_json) {
+                    t.absorb_fields(v, *nested_json);
+                }
+            }
+            (Some((t, nested_json)), None) => t.absorb_fields(v, *nested_json),
+            (None, Some(b)) => b.push(event_ns, Some(v)),
+            (None, None) => {}
         }
     }
 }

@@ -20,6 +20,9 @@ pub(super) enum Col {
     Int(Int64Builder),
     Float(Float64Builder),
     Str(StringBuilder, String),
+    /// An object type that has only ever been empty, kept as its JSON text (`{}`):
+    /// written as [`Col::Str`] is, but any key in a later value widens its type.
+    EmptyObject(StringBuilder, String),
     Ts(TimestampMicrosecondBuilder),
     List {
         item_type: DType,
@@ -60,14 +63,18 @@ impl Matcher {
 
     /// Pushes one row: each entry of `m` to its column (the first of duplicate keys
     /// wins), null to the columns `m` lacks; entries without a column go to `other`.
+    /// Returns whether the row fits the columns' types (see [`Col::push`]); an entry
+    /// without a column, or a duplicate key, does not.
     pub(super) fn fill<'d, 'a>(
         &mut self,
         fields: &[(String, DType)],
         m: ValRef<'d, 'a>,
         cols: &mut [Col],
+        nested_json: bool,
         mut other: impl FnMut(&'d str, ValRef<'d, 'a>),
-    ) {
+    ) -> bool {
         self.row += 1;
+        let mut fits = true;
         let mut cursor = 0;
         for (k, v) in m.entries() {
             let at = match fields.get(cursor) {
@@ -77,18 +84,22 @@ impl Matcher {
             match at {
                 Some(c) if self.filled[c] != self.row => {
                     self.filled[c] = self.row;
-                    cols[c].push(Some(v));
+                    fits &= cols[c].push(Some(v), nested_json);
                     cursor = c + 1;
                 }
-                Some(_) => {}
-                None => other(k, v),
+                Some(_) => fits = false,
+                None => {
+                    fits = false;
+                    other(k, v);
+                }
             }
         }
         for (c, col) in cols.iter_mut().enumerate() {
             if self.filled[c] != self.row {
-                col.push(None);
+                col.push(None, nested_json);
             }
         }
+        fits
     }
 }
 
@@ -129,7 +140,7 @@ impl Col {
             DType::Float => Col::Float(Float64Builder::new()),
             DType::Str => Col::Str(StringBuilder::new(), String::new()),
             DType::Struct { fields } if fields.is_empty() => {
-                Col::Str(StringBuilder::new(), String::new())
+                Col::EmptyObject(StringBuilder::new(), String::new())
             }
             DType::Timestamp => Col::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
             DType::List { item } => Col::List {
@@ -147,19 +158,54 @@ impl Col {
         }
     }
 
-    /// Appends a value (None: absent), converted to this column's type.
-    pub(super) fn push(&mut self, v: Option<ValRef<'_, '_>>) {
+    /// Appends a value (None: absent), converted to this column's type, and says
+    /// whether the value fits the type as inference with `nested_json` would type it:
+    /// whether [`DType::absorb`] would leave the column's type as it is. json2parquet
+    /// builds a file under a schema from a sample and infers only from the records
+    /// that do not fit, so this must agree with `absorb` exactly (a property test
+    /// checks it); where it is unsure, it says no, which only costs that inference.
+    pub(super) fn push(&mut self, v: Option<ValRef<'_, '_>>, nested_json: bool) -> bool {
         let v = v.filter(|v| !v.is_null());
+        let fits = |t: DType| v.is_none_or(|v| t.holds_scalar(v, nested_json));
         match self {
-            Col::Null(n) => *n += 1,
-            Col::Bool(b) => b.append_option(v.and_then(|v| v.as_bool())),
-            Col::Int(b) => b.append_option(v.and_then(as_i64)),
-            Col::Float(b) => b.append_option(v.and_then(as_f64)),
-            Col::Str(b, scratch) => match v {
-                Some(v) => b.append_value(v.text_in(scratch)),
-                None => b.append_null(),
+            Col::Null(n) => {
+                *n += 1;
+                v.is_none()
+            }
+            Col::Bool(b) => {
+                b.append_option(v.and_then(|v| v.as_bool()));
+                fits(DType::Bool)
+            }
+            Col::Int(b) => {
+                b.append_option(v.and_then(as_i64));
+                fits(DType::Int)
+            }
+            Col::Float(b) => {
+                b.append_option(v.and_then(as_f64));
+                fits(DType::Float)
+            }
+            Col::Str(b, scratch) => {
+                match v {
+                    Some(v) => b.append_value(v.text_in(scratch)),
+                    None => b.append_null(),
+                }
+                true
+            }
+            Col::EmptyObject(b, scratch) => match v {
+                Some(v) => {
+                    b.append_value(v.text_in(scratch));
+                    !nested_json && v.kind() == Kind::Map && v.entries().next().is_none()
+                }
+                None => {
+                    b.append_null();
+                    true
+                }
             },
-            Col::Ts(b) => b.append_option(v.and_then(as_micros)),
+            // Inference never types a value as a timestamp (only a JSON Schema does).
+            Col::Ts(b) => {
+                b.append_option(v.and_then(as_micros));
+                v.is_none()
+            }
             Col::List {
                 offsets,
                 valid,
@@ -167,10 +213,12 @@ impl Col {
                 ..
             } => {
                 let mut n = 0;
+                let mut fits = v.is_none();
                 match v.filter(|v| v.kind() == Kind::Array) {
                     Some(arr) => {
+                        fits = !nested_json;
                         for item in arr.items() {
-                            child.push(Some(item));
+                            fits &= child.push(Some(item), nested_json);
                             n += 1;
                         }
                         valid.push(true);
@@ -179,6 +227,7 @@ impl Col {
                 }
                 let last = offsets.last().copied().unwrap_or(0);
                 offsets.push(last + n);
+                fits
             }
             Col::Struct {
                 fields,
@@ -187,14 +236,16 @@ impl Col {
                 matcher,
             } => match v.filter(|v| v.kind() == Kind::Map) {
                 Some(m) => {
-                    matcher.fill(fields, m, children, |_, _| {});
+                    let fits = matcher.fill(fields, m, children, nested_json, |_, _| {});
                     valid.push(true);
+                    fits && !nested_json
                 }
                 None => {
                     for c in children.iter_mut() {
-                        c.push(None);
+                        c.push(None, nested_json);
                     }
                     valid.push(false);
+                    v.is_none()
                 }
             },
         }
@@ -218,7 +269,7 @@ impl Col {
             Col::Bool(mut b) => Arc::new(b.finish()),
             Col::Int(mut b) => Arc::new(b.finish()),
             Col::Float(mut b) => Arc::new(b.finish()),
-            Col::Str(mut b, _) => Arc::new(b.finish()),
+            Col::Str(mut b, _) | Col::EmptyObject(mut b, _) => Arc::new(b.finish()),
             Col::Ts(mut b) => Arc::new(b.finish()),
             Col::List {
                 item_type,

@@ -96,6 +96,24 @@ impl DType {
         }
     }
 
+    /// Whether [`DType::absorb`] would leave this scalar column type as it is for `v`:
+    /// `v` is null or its type widens to this one. A column builder answers this per
+    /// value for the scalar types (see `Col::push`), so that inference can skip the
+    /// records that fit; it must agree with `absorb` exactly, or a widening would go
+    /// unseen.
+    pub(super) fn holds_scalar(&self, v: ValRef<'_, '_>, nested_json: bool) -> bool {
+        match v.node() {
+            _ if *self == DType::Str => true,
+            Node::Null => true,
+            // Typed as a list or struct, which no scalar type holds.
+            Node::Array { .. } | Node::Map { .. } if !nested_json => false,
+            _ => matches!(
+                (self.rank(), DType::of(v, nested_json).rank()),
+                (Some(have), Some(need)) if have >= need
+            ),
+        }
+    }
+
     /// Widens this type, in place, to hold `v` too.
     pub fn absorb(&mut self, v: ValRef<'_, '_>, nested_json: bool) {
         match (&mut *self, v.node()) {

@@ -129,22 +129,39 @@ impl DynBatchBuilder {
 
     /// Appends one record (a map; anything else is a row of nulls).
     pub fn push(&mut self, event_ns: i64, root: Option<ValRef<'_, '_>>) {
+        self.append(event_ns, root, false);
+    }
+
+    /// Appends one record and says whether it fits the builder's schema: whether
+    /// [`DType::absorb_fields`] with `nested_json` would leave that schema as it is.
+    /// json2parquet then infers only from the records that do not fit (inference is
+    /// otherwise a second walk over every record's keys, matched to the same columns).
+    /// A key without a column, a duplicate key or the event time's own name is
+    /// taken not to fit.
+    pub fn push_fits(&mut self, event_ns: i64, root: ValRef<'_, '_>, nested_json: bool) -> bool {
+        self.append(event_ns, Some(root), nested_json)
+    }
+
+    fn append(&mut self, event_ns: i64, root: Option<ValRef<'_, '_>>, nested_json: bool) -> bool {
         self.rows += 1;
         self.time.push_micros(event_ns.div_euclid(1000));
         let Some(root) = root.filter(|r| r.kind() == Kind::Map) else {
-            self.cols.iter_mut().for_each(|c| c.push(None));
+            self.cols.iter_mut().for_each(|c| {
+                c.push(None, nested_json);
+            });
             if let Some(x) = self.extra.as_mut() {
                 x.push_text(None);
             }
-            return;
+            return false;
         };
         // Keys the schema does not know go to `_extra`, as one JSON object (never
         // dropped); without a fixed schema every key has a column.
         let s = &mut self.scratch;
         s.clear();
         let keep_extra = self.extra.is_some();
-        self.matcher
-            .fill(&self.fields, root, &mut self.cols, |k, v| {
+        let fits = self
+            .matcher
+            .fill(&self.fields, root, &mut self.cols, nested_json, |k, v| {
                 if keep_extra && k != EVENT_TIME {
                     s.push(if s.is_empty() { '{' } else { ',' });
                     crate::value::write_json_str(k, s);
@@ -160,6 +177,7 @@ impl DynBatchBuilder {
                 x.push_text(Some(s));
             }
         }
+        fits
     }
 
     /// The rows pushed so far, as a batch; the builder starts over empty.
@@ -509,6 +527,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    proptest::proptest! {
+        /// A builder says a record fits its schema exactly when inference would leave
+        /// that schema as it is, at any depth and in either nested mode: json2parquet
+        /// skips inference for the records that fit, so a wrong "fits" would let a
+        /// record that needs a wider type into the file unseen.
+        #[test]
+        fn a_record_fits_the_schema_exactly_when_inference_leaves_it_alone(
+            sample in proptest::collection::vec(
+                proptest::collection::btree_map("[a-d]", any_field(), 0..4),
+                0..4,
+            ),
+            later in proptest::collection::btree_map("[a-e]", any_field(), 0..4),
+            nested_json: bool,
+        ) {
+            let line = |m: &std::collections::BTreeMap<String, serde_json::Value>| {
+                serde_json::Value::Object(m.clone().into_iter().collect()).to_string()
+            };
+            let lines: Vec<String> = sample.iter().map(line).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let rs = recs(&refs);
+            let t = infer(&rs.iter().collect::<Vec<_>>(), None, nested_json).unwrap();
+            let mut b = DynBatchBuilder::new(&t, false).unwrap();
+            let mut text = line(&later).into_bytes();
+            let doc = JsonParser::new().parse(&mut text).unwrap();
+            let v = doc.root().unwrap();
+            let fits = b.push_fits(0, v, nested_json);
+            let mut widened = t.clone();
+            widened.absorb_fields(v, nested_json);
+            proptest::prop_assert_eq!(fits, widened == t, "schema {:?}, record {}", t, line(&later));
+            // The row is written under the schema either way.
+            proptest::prop_assert_eq!(b.finish().unwrap().num_rows(), 1);
+        }
+    }
+
+    #[test]
+    fn fits_is_not_claimed_for_what_inference_would_widen() {
+        let rs = recs(&[r#"{"n":1,"o":{"a":"x"},"l":[1],"e":{}}"#]);
+        let t = infer(&rs.iter().collect::<Vec<_>>(), None, false).unwrap();
+        let fits = |line: &str| {
+            let mut text = line.as_bytes().to_vec();
+            let doc = JsonParser::new().parse(&mut text).unwrap();
+            DynBatchBuilder::new(&t, false)
+                .unwrap()
+                .push_fits(0, doc.root().unwrap(), false)
+        };
+        assert!(fits(r#"{"n":true,"o":{"a":1},"l":[],"e":{}}"#));
+        assert!(fits(r#"{"o":null}"#));
+        assert!(!fits(r#"{"n":1.5}"#), "int widens to float");
+        assert!(!fits(r#"{"o":{"b":1}}"#), "a new nested key");
+        assert!(!fits(r#"{"l":[1.5]}"#), "a wider list item");
+        assert!(
+            !fits(r#"{"e":{"k":1}}"#),
+            "a key in an object only seen empty"
+        );
+        assert!(!fits(r#"{"z":1}"#), "a new column");
+        assert!(
+            !fits(r#"{"n":1,"n":2}"#),
+            "a duplicate key is taken not to fit"
+        );
+        assert!(!fits(&format!(r#"{{"{EVENT_TIME}":1}}"#)));
     }
 
     #[test]
