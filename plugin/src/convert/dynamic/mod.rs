@@ -343,6 +343,17 @@ mod tests {
             .collect()
     }
 
+    /// A generated record's JSON line.
+    fn json_line(m: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+        serde_json::Value::Object(m.clone().into_iter().collect()).to_string()
+    }
+
+    /// The records of generated maps, as [`recs`] makes them from lines.
+    fn recs_of(maps: &[std::collections::BTreeMap<String, serde_json::Value>]) -> Vec<DynRecord> {
+        let lines: Vec<String> = maps.iter().map(json_line).collect();
+        recs(&lines.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     #[test]
     fn widening_order() {
         use DType::*;
@@ -501,12 +512,7 @@ mod tests {
             ),
             nested_json: bool,
         ) {
-            let lines: Vec<String> = fields
-                .iter()
-                .map(|m| serde_json::Value::Object(m.clone().into_iter().collect()).to_string())
-                .collect();
-            let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let rs = recs(&line_refs);
+            let rs = recs_of(&fields);
             let refs: Vec<_> = rs.iter().collect();
             let t = infer(&refs, None, nested_json).unwrap();
             let bytes = encode(&refs, &t);
@@ -543,21 +549,16 @@ mod tests {
             later in proptest::collection::btree_map("[a-e]", any_field(), 0..4),
             nested_json: bool,
         ) {
-            let line = |m: &std::collections::BTreeMap<String, serde_json::Value>| {
-                serde_json::Value::Object(m.clone().into_iter().collect()).to_string()
-            };
-            let lines: Vec<String> = sample.iter().map(line).collect();
-            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let rs = recs(&refs);
+            let rs = recs_of(&sample);
             let t = infer(&rs.iter().collect::<Vec<_>>(), None, nested_json).unwrap();
             let mut b = DynBatchBuilder::new(&t, false).unwrap();
-            let mut text = line(&later).into_bytes();
+            let mut text = json_line(&later).into_bytes();
             let doc = JsonParser::new().parse(&mut text).unwrap();
             let v = doc.root().unwrap();
             let fits = b.push_fits(0, v, nested_json);
             let mut widened = t.clone();
             widened.absorb_fields(v, nested_json);
-            proptest::prop_assert_eq!(fits, widened == t, "schema {:?}, record {}", t, line(&later));
+            proptest::prop_assert_eq!(fits, widened == t, "schema {:?}, record {}", t, json_line(&later));
             // The row is written under the schema either way.
             proptest::prop_assert_eq!(b.finish().unwrap().num_rows(), 1);
         }
