@@ -261,7 +261,7 @@ fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
     std::fs::write(dir.path().join("cfg.json"), cfg.to_string()).unwrap();
     let input = dir.path().join("in.ndjson");
     let lines = [
-        r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "score": 1.5, "tags": ["a"], "user": {"name": "n", "age": 3}, "capability": "c1"}"#,
+        r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "score": 1.5, "tags": ["a"], "user": {"name": "n", "age": 3, "team": "t"}, "capability": "c1"}"#,
         r#"{"id": 2, "when": "2026-01-02T03:04:06+01:00", "other": {"x": [1]}, "more": true, "capability": "c1"}"#,
         r#"{"when": "2026-01-02T03:04:05Z"}"#,
         r#"{"id": "3", "when": "2026-01-02T03:04:05Z"}"#,
@@ -330,12 +330,76 @@ fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
         rows,
         vec![
             json!({"id": 1, "when": "2026-01-02T03:04:05.000000000Z", "score": 1.5, "tags": ["a"],
-                   "user": {"name": "n", "age": 3}, "_extra": r#"{"capability":"c1"}"#}),
+                   "user": {"name": "n", "age": 3},
+                   "_extra": r#"{"capability":"c1","user":{"team":"t"}}"#}),
             json!({"id": 2, "when": "2026-01-02T02:04:06.000000000Z", "score": null, "tags": null,
                    "user": null, "_extra": r#"{"other":{"x":[1]},"more":true,"capability":"c1"}"#}),
             json!({"id": 7, "when": "2026-01-02T03:04:05.000000000Z", "score": null, "tags": null,
                    "user": null, "_extra": r#"{"capability":"c1"}"#}),
         ]
+    );
+}
+
+/// The same schema through the plugin: a misfit goes to the DLQ with its reason, the
+/// good records of the chunk are written, and keys the schema does not name, nested
+/// ones included, are kept in `_extra`.
+#[test]
+fn plugin_fixes_columns_by_json_schema_and_keeps_unknown_nested_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let lines = [
+        r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "user": {"name": "n", "team": "t"}, "host": "h"}"#,
+        r#"{"id": "2", "when": "2026-01-02T03:04:05Z"}"#,
+        r#"{"id": 3, "when": "2026-01-02T03:04:06Z", "tags": ["x"]}"#,
+    ];
+    let schema = schema.to_str().unwrap();
+    let (_tmp, out) = run_dynamic_lines(&lines, &[("JsonSchemaPath", schema)]);
+    let files = files_by_time(&out);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        columns(&files[0].0)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+        [
+            "_event_time",
+            "id",
+            "when",
+            "score",
+            "tags",
+            "user",
+            "_extra"
+        ]
+    );
+    let rows: Vec<Value> = files[0]
+        .1
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.remove("_event_time");
+            Value::Object(r)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            json!({"id": 1, "when": "2026-01-02T03:04:05.000000000Z", "score": null, "tags": null,
+                   "user": {"name": "n", "age": null}, "_extra": r#"{"host":"h","user":{"team":"t"}}"#}),
+            json!({"id": 3, "when": "2026-01-02T03:04:06.000000000Z", "score": null, "tags": ["x"],
+                   "user": null, "_extra": null}),
+        ]
+    );
+    let dead: Vec<Value> = std::fs::read_dir(out.join("_dlq"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| read_dlq(&e.path()))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("field `id`: expected an integer, found string"),
+        "{reason}"
     );
 }
 

@@ -62,7 +62,8 @@ impl Matcher {
     }
 
     /// Pushes one row: each entry of `m` to its column (the first of duplicate keys
-    /// wins), null to the columns `m` lacks; entries without a column go to `other`.
+    /// wins), null to the columns `m` lacks; entries without a column, and the later
+    /// ones of a duplicated key, go to `other`.
     /// Returns whether the row fits the columns' types (see [`Col::push`]); an entry
     /// without a column, or a duplicate key, does not.
     pub(super) fn fill<'d, 'a>(
@@ -87,8 +88,7 @@ impl Matcher {
                     fits &= cols[c].push(Some(v), nested_json);
                     cursor = c + 1;
                 }
-                Some(_) => fits = false,
-                None => {
+                Some(_) | None => {
                     fits = false;
                     other(k, v);
                 }

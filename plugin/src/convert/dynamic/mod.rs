@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 mod columns;
 mod dtype;
+mod unplaced;
 
 use columns::{Col, Matcher};
 pub use dtype::DType;
@@ -89,6 +90,9 @@ pub struct DynBatchBuilder {
     cols: Vec<Col>,
     /// `_extra` (fixed schemas only).
     extra: Option<Col>,
+    /// The columns whose values can hold keys their type does not name (fixed schemas
+    /// only): what they leave out goes to `_extra` too.
+    nested: Vec<usize>,
     schema: Arc<Schema>,
     scratch: String,
     rows: usize,
@@ -112,6 +116,12 @@ impl DynBatchBuilder {
             time: Col::new(&DType::Timestamp),
             cols: fields.iter().map(|(_, t)| Col::new(t)).collect(),
             extra: fixed.then(|| Col::new(&DType::Str)),
+            nested: match fixed {
+                true => (0..fields.len())
+                    .filter(|&i| unplaced::can_hold_unnamed(&fields[i].1))
+                    .collect(),
+                false => Vec::new(),
+            },
             schema: arrow_schema(t, fixed),
             fields,
             scratch: String::new(),
@@ -155,7 +165,7 @@ impl DynBatchBuilder {
             return false;
         };
         // Keys the schema does not know go to `_extra`, as one JSON object (never
-        // dropped); without a fixed schema every key has a column.
+        // dropped), at any depth; without a fixed schema every key has a column.
         let s = &mut self.scratch;
         s.clear();
         let keep_extra = self.extra.is_some();
@@ -169,6 +179,18 @@ impl DynBatchBuilder {
                     v.write_json(s);
                 }
             });
+        for &i in &self.nested {
+            let (name, t) = &self.fields[i];
+            if let Some(v) = root.get(name) {
+                let mark = s.len();
+                s.push(if s.is_empty() { '{' } else { ',' });
+                crate::value::write_json_str(name, s);
+                s.push(':');
+                if !unplaced::write_unplaced(t, v, s) {
+                    s.truncate(mark);
+                }
+            }
+        }
         if let Some(x) = self.extra.as_mut() {
             if s.is_empty() {
                 x.push_text(None);
@@ -717,5 +739,44 @@ mod tests {
         let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
         assert_eq!(rows[0]["o"], r#"{"a":[1]}"#);
         assert_eq!(rows[0]["l"], "[1]");
+    }
+
+    /// A fixed schema's struct columns keep the keys they name; `_extra` keeps the rest
+    /// at the same path, so that no key of a valid record is lost.
+    #[test]
+    fn a_fixed_schema_keeps_unnamed_nested_keys_in_extra() {
+        let f = crate::convert::jsonschema::Fixed::parse_str(
+            r#"{"type": "object", "properties": {
+                "id": {"type": "integer"},
+                "user": {"type": "object", "properties": {"name": {"type": "string"}}},
+                "items": {"type": "array", "items": {"type": "object",
+                          "properties": {"sku": {"type": "string"}}}}}}"#,
+        )
+        .unwrap();
+        let rs = recs(&[
+            r#"{"id": 1, "user": {"name": "a", "team": "t"}, "items": [{"sku": "s1"}, {"sku": "s2", "qty": 2}], "host": "h"}"#,
+            r#"{"id": 2, "user": {"name": "b"}, "items": []}"#,
+            r#"{"id": 3, "id": 4, "user": null}"#,
+        ]);
+        let refs: Vec<_> = rs.iter().collect();
+        let opts = ParquetOptions::plain(Codec::Snappy, 1 << 20);
+        let bytes = encode_dynamic(&refs, &f.dtype, true, &opts).unwrap();
+        let rows: Vec<serde_json::Value> = crate::readback::bytes_rows(bytes::Bytes::from(bytes))
+            .unwrap()
+            .into_iter()
+            .map(|mut r| {
+                r.remove(EVENT_TIME);
+                serde_json::Value::Object(r)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                serde_json::json!({"id": 1, "user": {"name": "a"}, "items": [{"sku": "s1"}, {"sku": "s2"}],
+                    "_extra": r#"{"host":"h","user":{"team":"t"},"items":[null,{"qty":2}]}"#}),
+                serde_json::json!({"id": 2, "user": {"name": "b"}, "items": [], "_extra": null}),
+                serde_json::json!({"id": 3, "user": null, "items": null, "_extra": r#"{"id":4}"#}),
+            ]
+        );
     }
 }
