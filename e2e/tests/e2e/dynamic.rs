@@ -248,6 +248,24 @@ fn nested_objects_as_json_text_and_time_keys() {
 /// The JSON Schema the library's unit tests use too.
 const SCHEMA: &str = include_str!("../../../plugin/testdata/schema.json");
 
+/// The column types of a file under [`SCHEMA`]: the event time, the schema's columns,
+/// then `tail`.
+fn schema_types(tail: &[(&str, &str)]) -> Map<String, Value> {
+    let mut m = json!({
+        "_event_time": "timestamp[Microsecond,UTC]",
+        "id": "int",
+        "when": "timestamp[Microsecond,UTC]",
+        "score": "float",
+        "tags": "list<string>",
+        "user": "struct<name:string,age:int>",
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    m.extend(tail.iter().map(|(k, v)| (k.to_string(), json!(v))));
+    m
+}
+
 #[test]
 fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,21 +321,7 @@ fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
         "upstream's dynamic layout: {}",
         files[0].display()
     );
-    assert_eq!(
-        col_types(&files[0]),
-        json!({
-            "_event_time": "timestamp[Microsecond,UTC]",
-            "id": "int",
-            "when": "timestamp[Microsecond,UTC]",
-            "score": "float",
-            "tags": "list<string>",
-            "user": "struct<name:string,age:int>",
-            "_extra": "string",
-        })
-        .as_object()
-        .unwrap()
-        .clone()
-    );
+    assert_eq!(col_types(&files[0]), schema_types(&[("_extra", "string")]));
     let rows: Vec<Value> = data2parquet::readback::file_rows(&files[0])
         .unwrap()
         .into_iter()
@@ -341,66 +345,162 @@ fn json_schema_fixes_columns_rejects_misfits_and_keeps_unknown_keys() {
 }
 
 /// The same schema through the plugin: a misfit goes to the DLQ with its reason, the
-/// good records of the chunk are written, and keys the schema does not name, nested
-/// ones included, are kept in `_extra`.
+/// good records of the chunk are written, and keys the schema does not name are kept:
+/// in `_extra` (nested ones at their path), or with `JsonSchemaUnknownKeys=columns`
+/// top-level ones in inferred columns after the schema's (nested ones still in
+/// `_extra`, since the schema's struct has no place for them).
 #[test]
-fn plugin_fixes_columns_by_json_schema_and_keeps_unknown_nested_keys() {
+fn plugin_fixes_columns_by_json_schema_and_keeps_unknown_keys() {
     let dir = tempfile::tempdir().unwrap();
     let schema = dir.path().join("schema.json");
     std::fs::write(&schema, SCHEMA).unwrap();
     let lines = [
-        r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "user": {"name": "n", "team": "t"}, "host": "h"}"#,
+        r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "user": {"name": "n", "team": "t"}, "host": "h", "n": 1}"#,
         r#"{"id": "2", "when": "2026-01-02T03:04:05Z"}"#,
-        r#"{"id": 3, "when": "2026-01-02T03:04:06Z", "tags": ["x"]}"#,
+        r#"{"id": 3, "when": "2026-01-02T03:04:06Z", "tags": ["x"], "n": 2.5}"#,
     ];
     let schema = schema.to_str().unwrap();
-    let (_tmp, out) = run_dynamic_lines(&lines, &[("JsonSchemaPath", schema)]);
-    let files = files_by_time(&out);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_eq!(
-        columns(&files[0].0)
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect::<Vec<_>>(),
-        [
-            "_event_time",
-            "id",
-            "when",
-            "score",
-            "tags",
-            "user",
-            "_extra"
-        ]
+    let pinned = ["_event_time", "id", "when", "score", "tags", "user"];
+    let row = |id: i64, when: &str, tags: Value, user: Value| json!({"id": id, "when": when, "score": null, "tags": tags, "user": user});
+    let (first, second) = (
+        row(
+            1,
+            "2026-01-02T03:04:05.000000000Z",
+            Value::Null,
+            json!({"name": "n", "age": null}),
+        ),
+        row(
+            3,
+            "2026-01-02T03:04:06.000000000Z",
+            json!(["x"]),
+            Value::Null,
+        ),
     );
-    let rows: Vec<Value> = files[0]
-        .1
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.remove("_event_time");
-            Value::Object(r)
+    let with = |mut r: Value, more: Value| {
+        r.as_object_mut()
+            .unwrap()
+            .extend(more.as_object().unwrap().clone());
+        r
+    };
+    for (mode, tail, rows) in [
+        (
+            "extra",
+            vec!["_extra"],
+            vec![
+                with(
+                    first.clone(),
+                    json!({"_extra": r#"{"host":"h","n":1,"user":{"team":"t"}}"#}),
+                ),
+                with(second.clone(), json!({"_extra": r#"{"n":2.5}"#})),
+            ],
+        ),
+        (
+            "columns",
+            vec!["host", "n", "_extra"],
+            vec![
+                with(
+                    first,
+                    json!({"host": "h", "n": 1.0, "_extra": r#"{"user":{"team":"t"}}"#}),
+                ),
+                with(second, json!({"host": null, "n": 2.5, "_extra": null})),
+            ],
+        ),
+    ] {
+        let (_tmp, out) = run_dynamic_lines(
+            &lines,
+            &[("JsonSchemaPath", schema), ("JsonSchemaUnknownKeys", mode)],
+        );
+        let files = files_by_time(&out);
+        assert_eq!(files.len(), 1, "{mode}: {files:?}");
+        let names: Vec<String> = columns(&files[0].0).into_iter().map(|(n, _)| n).collect();
+        let want: Vec<&str> = pinned.iter().chain(&tail).copied().collect();
+        assert_eq!(names, want, "{mode}");
+        assert_eq!(col_types(&files[0].0)["when"], "timestamp[Microsecond,UTC]");
+        let got: Vec<Value> = files[0]
+            .1
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.remove("_event_time");
+                Value::Object(r)
+            })
+            .collect();
+        assert_eq!(got, rows, "{mode}");
+        let dead: Vec<Value> = std::fs::read_dir(out.join("_dlq"))
+            .unwrap()
+            .flatten()
+            .flat_map(|e| read_dlq(&e.path()))
+            .collect();
+        assert_eq!(dead.len(), 1, "{mode}: {dead:?}");
+        let reason = dead[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("field `id`: expected an integer, found string"),
+            "{mode}: {reason}"
+        );
+    }
+}
+
+/// One dynamic file (`-o`) with `JsonSchemaUnknownKeys=columns`: the schema's columns
+/// keep its types, and a key first seen after the 1 MiB schema sample (and a type that
+/// widens there) gets its column when the file is written again.
+#[test]
+fn json2parquet_pins_the_schemas_columns_and_infers_the_rest_in_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let mut lines: Vec<String> = (0..12_000)
+        .map(|i| {
+            format!(
+                r#"{{"id": {i}, "when": "2026-01-02T03:04:05Z", "n": {i}, "pad": "{}"}}"#,
+                "p".repeat(64)
+            )
         })
         .collect();
+    lines.push(r#"{"id": 12000, "when": "2026-01-02T03:04:05Z", "n": 0.5, "late": true}"#.into());
+    lines.push(r#"{"id": "x", "when": "2026-01-02T03:04:05Z"}"#.into());
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    assert!(std::fs::metadata(&input).unwrap().len() > 1 << 20);
+    let out = dir.path().join("out.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .args(["--record-type", "dynamic", "-q", "-o"])
+        .arg(&out)
+        .arg(&input)
+        .env("D2P_JSON_SCHEMA_PATH", &schema)
+        .env("D2P_JSON_SCHEMA_UNKNOWN_KEYS", "columns"));
+    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        rows,
-        [
-            json!({"id": 1, "when": "2026-01-02T03:04:05.000000000Z", "score": null, "tags": null,
-                   "user": {"name": "n", "age": null}, "_extra": r#"{"host":"h","user":{"team":"t"}}"#}),
-            json!({"id": 3, "when": "2026-01-02T03:04:06.000000000Z", "score": null, "tags": ["x"],
-                   "user": null, "_extra": null}),
-        ]
+        col_types(&out),
+        schema_types(&[
+            ("n", "float"),
+            ("pad", "string"),
+            ("late", "bool"),
+            ("_extra", "string")
+        ])
     );
-    let dead: Vec<Value> = std::fs::read_dir(out.join("_dlq"))
-        .unwrap()
-        .flatten()
-        .flat_map(|e| read_dlq(&e.path()))
-        .collect();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    let reason = dead[0]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("field `id`: expected an integer, found string"),
-        "{reason}"
+    let rows = data2parquet::readback::file_rows(&out).unwrap();
+    assert_eq!(rows.len(), 12_001);
+    for (i, r) in rows.iter().enumerate().take(12_000) {
+        assert_eq!(
+            (&r["id"], &r["n"]),
+            (&json!(i), &json!(i as f64)),
+            "row {i}"
+        );
+        assert_eq!(r["late"], Value::Null, "row {i}");
+    }
+    let last = &rows[12_000];
+    assert_eq!(
+        (&last["id"], &last["n"], &last["late"], &last["when"]),
+        (
+            &json!(12_000),
+            &json!(0.5),
+            &json!(true),
+            &json!("2026-01-02T03:04:05.000000000Z")
+        )
     );
+    let dlq = read_dlq(&dir.path().join("out.dlq.ndjson"));
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert!(dlq[0]["reason"].as_str().unwrap().contains("field `id`"));
 }
 
 fn host_props(out: &Path, extra: &[(&str, &str)]) -> Value {

@@ -150,6 +150,7 @@ impl ConfigBuilder {
                 dynamic_nested: DynamicNested::Struct,
                 dynamic_time_keys: vec!["time".into(), "timestamp".into(), "@timestamp".into()],
                 json_schema: None,
+                json_schema_unknown_keys: UnknownKeys::Extra,
                 http_max_body_bytes: 16 * 1024 * 1024,
                 http_auth_token: Secret::default(),
                 http_request_timeout: Duration::from_secs(30),
@@ -448,6 +449,10 @@ impl ConfigBuilder {
             Key::FluentMetadata => {
                 c.fluent_metadata =
                     parse_choice(k, v, FluentMetadata::parse, FluentMetadata::accepted())?
+            }
+            Key::JsonSchemaUnknownKeys => {
+                c.json_schema_unknown_keys =
+                    parse_choice(k, v, UnknownKeys::parse, UnknownKeys::accepted())?
             }
             Key::DynamicNested => {
                 c.dynamic_nested =

@@ -18,7 +18,7 @@ pub use builder::ConfigBuilder;
 pub use keys::{KEYS, Key, KeyInfo};
 pub use values::{
     BufferType, Codec, DICTIONARY_EXCLUDE, DynamicNested, FieldSet, FluentMetadata, LogFormatter,
-    PartitionTime, RecordType, S3Encryption, Secret, TlsFiles, WriterType,
+    PartitionTime, RecordType, S3Encryption, Secret, TlsFiles, UnknownKeys, WriterType,
 };
 
 use std::path::{Path, PathBuf};
@@ -171,6 +171,8 @@ pub struct Config {
     pub dynamic_time_keys: Vec<String>,
     /// The schema loaded from `json_schema_path` (checked when the config is built).
     pub json_schema: Option<std::sync::Arc<crate::convert::jsonschema::Fixed>>,
+    /// Where the keys go that `json_schema` does not name.
+    pub json_schema_unknown_keys: UnknownKeys,
     pub http_max_body_bytes: usize,
     pub http_auth_token: Secret,
     pub http_request_timeout: Duration,
@@ -669,6 +671,16 @@ mod tests {
             .set("DynamicNested", "yaml")
             .map(|_| ());
         assert!(e.unwrap_err().to_string().contains("struct, json"));
+        let e = ConfigBuilder::new()
+            .set("json_schema_unknown_keys", "drop")
+            .map(|_| ());
+        assert!(e.unwrap_err().to_string().contains("extra, columns"));
+        let c = Config::from_pairs(&[("JsonSchemaUnknownKeys", "Columns")]).unwrap();
+        assert_eq!(c.json_schema_unknown_keys, UnknownKeys::Columns);
+        assert_eq!(
+            Config::default().json_schema_unknown_keys,
+            UnknownKeys::Extra
+        );
     }
 
     #[test]

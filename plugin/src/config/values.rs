@@ -114,6 +114,10 @@ choice!(
     FluentMetadata { Args = "args", Drop = "drop" }
 );
 choice!(
+    /// Where the keys go that a JSON Schema does not name.
+    UnknownKeys { Extra = "extra", Columns = "columns" }
+);
+choice!(
     /// How nested objects of dynamic records are stored.
     DynamicNested { Struct = "struct", Json = "json" }
 );

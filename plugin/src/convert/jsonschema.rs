@@ -145,6 +145,28 @@ impl Fixed {
         })
     }
 
+    /// The schema's columns, with their types, then the columns of `inferred` for the
+    /// other keys, in `inferred`'s order (`JsonSchemaUnknownKeys=columns`). The
+    /// schema's types win whatever inference made of the same keys: the records were
+    /// validated against them, so those columns hold every value, and a key's files
+    /// keep the types the schema promises. `_extra` and the event time stay ours.
+    pub fn pin(&self, inferred: &DType) -> DType {
+        let DType::Struct { fields: pinned } = &self.dtype else {
+            return self.dtype.clone();
+        };
+        let mut fields = pinned.clone();
+        if let DType::Struct { fields: seen } = inferred {
+            let own = [super::dynamic::EVENT_TIME, super::dynamic::EXTRA];
+            fields.extend(
+                seen.iter()
+                    .filter(|(n, _)| !own.contains(&n.as_str()))
+                    .filter(|(n, _)| !pinned.iter().any(|(p, _)| p == n))
+                    .cloned(),
+            );
+        }
+        DType::Struct { fields }
+    }
+
     /// Whether a record fits; the error names the field and what was wrong.
     pub fn validate(&self, v: ValRef<'_, '_>) -> Result<(), String> {
         check(&self.root.rule, v, "")
@@ -304,5 +326,39 @@ mod tests {
             Fixed::parse_str(r#"{"type": "object", "properties": {"x": {"type": "frob"}}}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn pinning_keeps_the_schemas_columns_and_types_then_adds_the_others() {
+        let f = Fixed::parse_str(SCHEMA).unwrap();
+        let DType::Struct { fields: pinned } = &f.dtype else {
+            panic!()
+        };
+        // What inference made of some records: the pinned `when` as text, `id` as a
+        // float, and keys the schema does not name.
+        let inferred = DType::Struct {
+            fields: vec![
+                ("host".into(), DType::Str),
+                ("when".into(), DType::Str),
+                ("id".into(), DType::Float),
+                ("_extra".into(), DType::Str),
+                ("_event_time".into(), DType::Timestamp),
+                ("n".into(), DType::Int),
+            ],
+        };
+        let DType::Struct { fields } = f.pin(&inferred) else {
+            panic!()
+        };
+        assert_eq!(&fields[..pinned.len()], &pinned[..]);
+        assert_eq!(
+            &fields[pinned.len()..],
+            &[
+                ("host".to_string(), DType::Str),
+                ("n".to_string(), DType::Int)
+            ]
+        );
+        // Pinning what pinning made changes nothing, so a key's schema settles.
+        assert_eq!(f.pin(&f.pin(&inferred)), f.pin(&inferred));
+        assert_eq!(f.pin(&DType::Null), f.dtype);
     }
 }

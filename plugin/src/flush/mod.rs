@@ -13,7 +13,7 @@ mod file_facts;
 mod paged;
 
 use crate::buffer::Batch;
-use crate::config::{Config, DynamicNested, PartitionTime};
+use crate::config::{Config, DynamicNested, PartitionTime, UnknownKeys};
 use crate::convert::dynamic::{DType, SchemaRegistry, Shape, encode_dynamic, infer};
 use crate::convert::log::LogLayout;
 use crate::convert::{ConvertError, ParquetOptions};
@@ -183,6 +183,10 @@ impl Flusher {
             shared,
             inject_panic: fault_convert_panic(),
             shape: match &cfg.json_schema {
+                Some(f) if cfg.json_schema_unknown_keys == UnknownKeys::Columns => Shape::Pinned {
+                    schema: f.clone(),
+                    nested_json: cfg.dynamic_nested == DynamicNested::Json,
+                },
                 Some(f) => Shape::Fixed(f.clone()),
                 None => Shape::Inferred {
                     nested_json: cfg.dynamic_nested == DynamicNested::Json,
@@ -303,39 +307,47 @@ impl Flusher {
     ) -> Result<Option<DType>, String> {
         match &self.shape {
             Shape::Fixed(_) => Ok(None),
-            Shape::Inferred { nested_json } => infer(recs, prior.as_ref(), *nested_json)
-                .map(Some)
-                .map_err(|e| format!("schema inference failed: {e}")),
+            Shape::Inferred { nested_json } | Shape::Pinned { nested_json, .. } => {
+                infer(recs, prior.as_ref(), *nested_json)
+                    .map(Some)
+                    .map_err(|e| format!("schema inference failed: {e}"))
+            }
         }
     }
 
     /// The schema of a batch's files: the fixed one, or what its records showed (`seen`)
-    /// widened with the key's stored and registered schemas.
+    /// widened with the key's stored and registered schemas (and pinned to the fixed
+    /// one's columns). The flag says whether the files have `_extra`.
     fn settle_schema(&self, batch: &Batch, seen: Option<DType>) -> Result<(DType, bool), String> {
         match &self.shape {
             Shape::Fixed(f) => Ok((f.dtype.clone(), true)),
-            Shape::Inferred { .. } => {
-                let seen = seen.unwrap_or(DType::Struct { fields: Vec::new() });
-                // A stored schema that does not parse (written by another version) is
-                // only a hint: the data's own schema still covers every value.
-                let stored = batch
-                    .schema
-                    .as_deref()
-                    .and_then(|s| DType::from_json(s).ok());
-                let (t, changed) = self.shared.schemas.widen(&batch.key, stored, seen);
-                if !changed.is_empty() {
-                    Metrics::add(&self.shared.metrics.schema_changes, 1);
-                    log_at!(
-                        self.shared.log,
-                        Level::Info,
-                        "key {}: the schema of its files changed: {}",
-                        batch.key,
-                        changed.join("; ")
-                    );
-                }
-                Ok((t, false))
-            }
+            Shape::Inferred { .. } => Ok((self.widen_key(batch, seen), false)),
+            Shape::Pinned { schema, .. } => Ok((schema.pin(&self.widen_key(batch, seen)), true)),
         }
+    }
+
+    /// `seen` widened with the key's stored and registered schemas, the change logged
+    /// and counted.
+    fn widen_key(&self, batch: &Batch, seen: Option<DType>) -> DType {
+        let seen = seen.unwrap_or(DType::Struct { fields: Vec::new() });
+        // A stored schema that does not parse (written by another version) is
+        // only a hint: the data's own schema still covers every value.
+        let stored = batch
+            .schema
+            .as_deref()
+            .and_then(|s| DType::from_json(s).ok());
+        let (t, changed) = self.shared.schemas.widen(&batch.key, stored, seen);
+        if !changed.is_empty() {
+            Metrics::add(&self.shared.metrics.schema_changes, 1);
+            log_at!(
+                self.shared.log,
+                Level::Info,
+                "key {}: the schema of its files changed: {}",
+                batch.key,
+                changed.join("; ")
+            );
+        }
+        t
     }
 
     /// Converts and writes one batch, held or in pages.
@@ -360,7 +372,7 @@ impl Flusher {
         let mut unwritten = Vec::new();
         let mut error = String::new();
         let dynamic = self.dynamic_schema(batch);
-        if let (Ok(Some((t, false))), Shape::Inferred { .. }) = (&dynamic, &self.shape) {
+        if let (Ok(Some((t, _))), true) = (&dynamic, self.shape.evolves()) {
             out.schema = Some(t.to_json().into());
         }
         for (gi, (folder, is_log, idx)) in self.plan(batch, now_ns).into_iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use super::{FlushFailure, Flusher, Written, discard};
 use crate::buffer::{Batch, Pages};
-use crate::convert::dynamic::{DType, Shape};
+use crate::convert::dynamic::DType;
 use crate::dlq::DlqEntry;
 use crate::metrics::Metrics;
 use crate::open_files::{OpenFiles, Slot};
@@ -101,7 +101,7 @@ impl Flusher {
             let part = self.read_page(batch, pages, from)?;
             if dynamic.is_none() && part.records.iter().any(|r| r.as_dynamic().is_some()) {
                 let settled = self.paged_schema(batch, pages)?;
-                if let (Ok((t, false)), Shape::Inferred { .. }) = (&settled, &self.shape) {
+                if let (Ok((t, _)), true) = (&settled, self.shape.evolves()) {
                     out.schema = Some(t.to_json().into());
                 }
                 dynamic = Some(settled.map(Some));

@@ -13,7 +13,7 @@ mod progress;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use data2parquet::config::{Config, ConfigBuilder, DynamicNested, RecordType};
+use data2parquet::config::{Config, ConfigBuilder, DynamicNested, RecordType, UnknownKeys};
 use data2parquet::convert::dynamic::{DType, arrow_schema};
 use data2parquet::convert::log::log_sink;
 use data2parquet::convert::{ParquetOptions, ParquetSink};
@@ -185,7 +185,14 @@ fn run() -> Result<i32> {
             .collect();
         bail!("no input files under {}", given.join(", "));
     }
-    let inferred = dynamic && args.output.is_some() && cfg.json_schema.is_none();
+    // With `JsonSchemaUnknownKeys=columns` the schema pins its columns and the rest is
+    // inferred, so the file needs the inference pass too.
+    let pin = cfg
+        .json_schema
+        .as_deref()
+        .filter(|_| cfg.json_schema_unknown_keys == UnknownKeys::Columns);
+    let inferring = cfg.json_schema.is_none() || pin.is_some();
+    let inferred = dynamic && args.output.is_some() && inferring;
     let stdin = |i: &input::Input| matches!(i.origin, input::Origin::Stdin);
     if inferred && inputs.iter().any(stdin) {
         let dir = args
@@ -213,15 +220,19 @@ fn run() -> Result<i32> {
 
     let started = Instant::now();
     let nested_json = cfg.dynamic_nested == DynamicNested::Json;
+    // The file's schema, and whether it has `_extra`.
     let mut schema = match (&args.output, &cfg.json_schema) {
-        (Some(_), Some(f)) if dynamic => Some((f.dtype.clone(), true)),
-        (Some(_), None) if dynamic => Some((
-            infer_schema(pass(
+        (Some(_), Some(f)) if dynamic && pin.is_none() => Some((f.dtype.clone(), true)),
+        (Some(_), _) if dynamic => {
+            let t = infer_schema(pass(
                 Mode::DynInfer { nested_json },
                 Some(args.schema_sample_mib.max(1)),
-            ))?,
-            false,
-        )),
+            ))?;
+            Some(match pin {
+                Some(f) => (f.pin(&t), true),
+                None => (t, false),
+            })
+        }
         _ => None,
     };
     let total_input = input::total_size(&inputs);
@@ -234,7 +245,7 @@ fn run() -> Result<i32> {
                 Mode::DynArrow {
                     schema: Arc::new(t.clone()),
                     fixed: *fixed,
-                    infer: (!fixed).then_some(nested_json),
+                    infer: inferring.then_some(nested_json),
                 },
             ),
             (Some(out), None) => (
@@ -263,15 +274,20 @@ fn run() -> Result<i32> {
             Err(e) => (Vec::new(), Some(e)),
         };
         dlq_written = true;
-        if let (Some((t, false)), Some(seen), None) = (&schema, &totals.schema, &write_error) {
-            let wide = t.clone().merge(seen.clone());
+        if let (true, Some((t, extra)), Some(seen), None) =
+            (inferring, &schema, &totals.schema, &write_error)
+        {
+            let mut wide = t.clone().merge(seen.clone());
+            if let Some(f) = pin {
+                wide = f.pin(&wide);
+            }
             if &wide != t {
                 log.log(
                     Level::Info,
                     "records after the schema sample need more columns or wider types; writing the file again with the full schema",
                 );
                 drop(sink);
-                schema = Some((wide, false));
+                schema = Some((wide, *extra));
                 continue;
             }
         }

@@ -40,6 +40,20 @@ pub enum Shape {
     Inferred { nested_json: bool },
     /// Fixed by a JSON Schema; other keys go to `_extra`.
     Fixed(Arc<super::jsonschema::Fixed>),
+    /// The JSON Schema's columns with their types, then a column for each other key,
+    /// inferred as [`Shape::Inferred`] does (`JsonSchemaUnknownKeys=columns`).
+    /// Keys inside the schema's objects that it does not name still go to `_extra`.
+    Pinned {
+        schema: Arc<super::jsonschema::Fixed>,
+        nested_json: bool,
+    },
+}
+
+impl Shape {
+    /// Whether the schema changes with the data, and is therefore kept per key.
+    pub fn evolves(&self) -> bool {
+        !matches!(self, Shape::Fixed(_))
+    }
 }
 
 /// The schema of a batch: the key's stored schema widened by every record of the batch.
