@@ -78,6 +78,13 @@ fn substitute(v: &str) -> String {
         .replace("${HOSTNAME}", "node-a")
         .replace("${S3_ENDPOINT}", "http://127.0.0.1:9000")
         .replace("${D2P_HMAC_KEY}", "k")
+        .replace(
+            "/etc/fluent-bit/app-schema.json",
+            &conf_dir()
+                .join("tail-json-schema-file/app-schema.json")
+                .display()
+                .to_string(),
+        )
 }
 
 /// The plugin's view: properties the core consumes are invisible.
@@ -136,6 +143,7 @@ fn examples_are_valid_and_both_formats_agree() {
         "two-instances",
         "kubernetes-dynamic-file",
         "opentelemetry-dynamic-file",
+        "tail-json-schema-file",
     ] {
         let dir = conf_dir().join(name);
         let (classic, yaml) = outputs_of(&dir);
@@ -178,6 +186,7 @@ fn file_writer_examples_run_in_the_host() {
         "two-instances",
         "kubernetes-dynamic-file",
         "opentelemetry-dynamic-file",
+        "tail-json-schema-file",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let (classic, _) = outputs_of(&conf_dir().join(name));
@@ -219,27 +228,35 @@ fn file_writer_examples_run_in_the_host() {
     }
 }
 
-/// The OpenTelemetry example does what its comment says with what `in_opentelemetry`
-/// hands it: one row per log record, with the resource's `service.name`, in a folder
-/// per service and hour.
-#[test]
-fn the_opentelemetry_example_partitions_by_service() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (classic, _) = outputs_of(&conf_dir().join("opentelemetry-dynamic-file"));
+/// Runs the first `out_parquet` output of example `name` in the test host, writing
+/// under `tmp`, with one flush of `chunk`, checks the chunk was taken, and gives the
+/// output folder.
+fn run_first_output(tmp: &tempfile::TempDir, name: &str, chunk: &Path, tag: &str) -> PathBuf {
+    let (classic, _) = outputs_of(&conf_dir().join(name));
     let mut props: serde_json::Map<String, Value> = plugin_props(&classic[0])
         .into_iter()
         .map(|(k, v)| (k, json!(v)))
         .collect();
     let out = tmp.path().join("out");
     props.insert("WriterFilePath".into(), json!(out));
-    let req = otlp_request_json(&["checkout", "payments"], 3, None);
-    let chunk = write_chunk(tmp.path(), "otel.chunk", &in_opentelemetry_chunk(&req));
     let r = run_host(
         &json!({"plugin": plugin_path(), "instances": [{"props": props}],
-                "steps": [{"flush": {"instance": 0, "chunks": [&chunk], "tag": "otel"}}]}),
+                "steps": [{"flush": {"instance": 0, "chunks": [chunk], "tag": tag}}]}),
         &[],
     );
-    assert_eq!(codes(&r, 0), [1], "{r}");
+    assert_eq!(codes(&r, 0), [1], "{name}: {r}");
+    out
+}
+
+/// The OpenTelemetry example does what its comment says with what `in_opentelemetry`
+/// hands it: one row per log record, with the resource's `service.name`, in a folder
+/// per service and hour.
+#[test]
+fn the_opentelemetry_example_partitions_by_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let req = otlp_request_json(&["checkout", "payments"], 3, None);
+    let chunk = write_chunk(tmp.path(), "otel.chunk", &in_opentelemetry_chunk(&req));
+    let out = run_first_output(&tmp, "opentelemetry-dynamic-file", &chunk, "otel");
     let rows = read_dir_rows(&out);
     assert_eq!(rows.len(), 6);
     for (file, row) in &rows {
@@ -255,5 +272,43 @@ fn the_opentelemetry_example_partitions_by_service() {
         assert!(rel.starts_with(&want), "{rel} vs {want}");
         assert_eq!(row["otel.scope.name"], "app");
         assert!(row["trace_id"].as_str().unwrap().len() == 32);
+    }
+}
+
+/// The JSON Schema example: its columns have the schema's types in every file, the
+/// other keys of Fluent Bit's records have inferred columns, nothing goes to `_extra`
+/// (the schema describes no objects), and the folders are by capability and event day.
+#[test]
+fn the_json_schema_example_pins_its_columns_and_infers_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chunk = fixtures().join("flb-5.1.1/varied.chunk");
+    let out = run_first_output(&tmp, "tail-json-schema-file", &chunk, "app.varied");
+    let rows = read_dir_rows(&out);
+    assert_eq!(rows.len(), 120);
+    let files = data2parquet::readback::parquet_files(&out);
+    for f in &files {
+        let t = crate::dynamic::col_types(f);
+        for (col, want) in [
+            ("time", "timestamp[Microsecond,UTC]"),
+            ("count", "int"),
+            ("ratio", "float"),
+            ("tags", "list<string>"),
+            ("big", "int"),
+            ("audit", "bool"),
+            ("msg", "string"),
+        ] {
+            assert_eq!(t.get(col), Some(&json!(want)), "{}: {col}", f.display());
+        }
+    }
+    for (file, row) in &rows {
+        let rel = file.strip_prefix(&out).unwrap().to_str().unwrap();
+        let cap = row["business_capability"].as_str().unwrap();
+        // Record time is Fluent Bit's event time (`_event_time`), not the `time` field.
+        let day = &row["_event_time"].as_str().unwrap()[..10];
+        assert!(
+            rel.starts_with(&format!("capability={cap}/dt={day}/")),
+            "{rel}"
+        );
+        assert_eq!(row["_extra"], Value::Null, "{rel}");
     }
 }

@@ -42,7 +42,7 @@ fn type_name(t: &arrow_schema::DataType) -> String {
     }
 }
 
-fn col_types(file: &Path) -> Map<String, Value> {
+pub(crate) fn col_types(file: &Path) -> Map<String, Value> {
     columns(file)
         .into_iter()
         .map(|(n, t)| (n, Value::String(t)))
