@@ -440,6 +440,74 @@ fn plugin_fixes_columns_by_json_schema_and_keeps_unknown_keys() {
     }
 }
 
+/// With `JsonSchemaUnknownKeys=columns`, a key's schema changes only when the data
+/// brings a new column of its own: what inference makes of the schema's columns (text
+/// for `when`) is not a change, nor are the schema's columns the records leave out.
+/// Redis keeps each key's schema with its records; the second of two plugin processes
+/// starts from it, writes a file per record, and sees one change: the new column `m`.
+#[test]
+fn plugin_counts_only_real_changes_of_a_pinned_schema() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let metrics = dir.path().join("pinned.prom");
+    let out = dir.path().join("out");
+    let mut props = host_props(
+        &out,
+        &[
+            ("JsonSchemaPath", schema.to_str().unwrap()),
+            ("JsonSchemaUnknownKeys", "columns"),
+            ("BufferSize", "1"),
+            ("BufferType", "redis"),
+            ("MetricsFile", metrics.to_str().unwrap()),
+        ],
+    );
+    props["RedisHost"] = json!(redis.addr());
+    props["DLQPath"] = json!(dir.path().join("dlq"));
+    let processes: [&[&str]; 2] = [
+        &[r#"{"id": 1, "when": "2026-01-02T03:04:05Z", "n": 1}"#],
+        &[
+            r#"{"id": 2, "when": "2026-01-02T03:04:06Z", "n": 2}"#,
+            r#"{"id": 3, "when": "2026-01-02T03:04:07Z", "n": 3, "m": "x"}"#,
+        ],
+    ];
+    for (i, lines) in processes.iter().enumerate() {
+        let chunk = write_chunk(
+            dir.path(),
+            &format!("{i}.chunk"),
+            &chunk_from_ndjson(lines, ChunkFormat::V5, 1_700_000_000 + i as u32 * 100),
+        );
+        let r = run_host(&host_scenario(props.clone(), &[chunk]), &[]);
+        assert_eq!(codes(&r, 0), vec![1], "{r}");
+    }
+    let files = files_by_time(&out);
+    assert_eq!(files.len(), 3);
+    for (f, _) in &files {
+        assert_eq!(col_types(f)["when"], "timestamp[Microsecond,UTC]");
+    }
+    let last: Vec<String> = columns(&files[2].0).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        last,
+        [
+            "_event_time",
+            "id",
+            "when",
+            "score",
+            "tags",
+            "user",
+            "n",
+            "m",
+            "_extra"
+        ]
+    );
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        m.contains("d2p_schema_changes_total{output=\"pinned\"} 1\n"),
+        "{m}"
+    );
+}
+
 /// One dynamic file (`-o`) with `JsonSchemaUnknownKeys=columns`: the schema's columns
 /// keep its types, and a key first seen after the 1 MiB schema sample (and a type that
 /// widens there) gets its column when the file is written again.

@@ -167,6 +167,21 @@ impl Fixed {
         DType::Struct { fields }
     }
 
+    /// `t` without the schema's own columns: what inference adds to them. A key's
+    /// schema is widened and kept this way, so what inference makes of the schema's
+    /// keys (text for a date-time, say) is never reported as a change of its files.
+    pub fn unpinned(&self, t: DType) -> DType {
+        match (t, &self.dtype) {
+            (DType::Struct { fields }, DType::Struct { fields: pinned }) => DType::Struct {
+                fields: fields
+                    .into_iter()
+                    .filter(|(n, _)| !pinned.iter().any(|(p, _)| p == n))
+                    .collect(),
+            },
+            (t, _) => t,
+        }
+    }
+
     /// Whether a record fits; the error names the field and what was wrong.
     pub fn validate(&self, v: ValRef<'_, '_>) -> Result<(), String> {
         check(&self.root.rule, v, "")
@@ -357,8 +372,17 @@ mod tests {
                 ("n".to_string(), DType::Int)
             ]
         );
-        // Pinning what pinning made changes nothing, so a key's schema settles.
+        // Pinning what pinning made changes nothing, so a key's schema settles; what
+        // is kept per key (the rest) pins to the same.
         assert_eq!(f.pin(&f.pin(&inferred)), f.pin(&inferred));
+        let rest = f.unpinned(f.pin(&inferred));
+        assert_eq!(
+            rest,
+            DType::Struct {
+                fields: vec![("host".into(), DType::Str), ("n".into(), DType::Int)]
+            }
+        );
+        assert_eq!(f.pin(&rest), f.pin(&inferred));
         assert_eq!(f.pin(&DType::Null), f.dtype);
     }
 }

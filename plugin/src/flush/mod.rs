@@ -15,6 +15,7 @@ mod paged;
 use crate::buffer::Batch;
 use crate::config::{Config, DynamicNested, PartitionTime, UnknownKeys};
 use crate::convert::dynamic::{DType, SchemaRegistry, Shape, encode_dynamic, infer};
+use crate::convert::jsonschema::Fixed;
 use crate::convert::log::LogLayout;
 use crate::convert::{ConvertError, ParquetOptions};
 use crate::dlq::{DlqEntry, DlqSink};
@@ -321,21 +322,28 @@ impl Flusher {
     fn settle_schema(&self, batch: &Batch, seen: Option<DType>) -> Result<(DType, bool), String> {
         match &self.shape {
             Shape::Fixed(f) => Ok((f.dtype.clone(), true)),
-            Shape::Inferred { .. } => Ok((self.widen_key(batch, seen), false)),
-            Shape::Pinned { schema, .. } => Ok((schema.pin(&self.widen_key(batch, seen)), true)),
+            Shape::Inferred { .. } => Ok((self.widen_key(batch, seen, None), false)),
+            Shape::Pinned { schema, .. } => {
+                let rest = self.widen_key(batch, seen.map(|t| schema.unpinned(t)), Some(schema));
+                Ok((schema.pin(&rest), true))
+            }
         }
     }
 
     /// `seen` widened with the key's stored and registered schemas, the change logged
-    /// and counted.
-    fn widen_key(&self, batch: &Batch, seen: Option<DType>) -> DType {
+    /// and counted; with `pinned`, only the columns other than the JSON Schema's.
+    fn widen_key(&self, batch: &Batch, seen: Option<DType>, pinned: Option<&Fixed>) -> DType {
         let seen = seen.unwrap_or(DType::Struct { fields: Vec::new() });
         // A stored schema that does not parse (written by another version) is
         // only a hint: the data's own schema still covers every value.
         let stored = batch
             .schema
             .as_deref()
-            .and_then(|s| DType::from_json(s).ok());
+            .and_then(|s| DType::from_json(s).ok())
+            .map(|t| match pinned {
+                Some(f) => f.unpinned(t),
+                None => t,
+            });
         let (t, changed) = self.shared.schemas.widen(&batch.key, stored, seen);
         if !changed.is_empty() {
             Metrics::add(&self.shared.metrics.schema_changes, 1);
