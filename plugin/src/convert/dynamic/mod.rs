@@ -793,4 +793,152 @@ mod tests {
             ]
         );
     }
+
+    /// A JSON Schema node for the property test below: strings, and objects (alone or
+    /// as the items of arrays) with at least one named key.
+    #[derive(Debug, Clone)]
+    enum SchemaNode {
+        Str,
+        Obj(Vec<(String, SchemaNode)>),
+        ListOfObj(Vec<(String, SchemaNode)>),
+    }
+
+    fn any_schema_node() -> impl proptest::strategy::Strategy<Value = SchemaNode> {
+        use proptest::prelude::*;
+        let props = |inner: BoxedStrategy<SchemaNode>| {
+            proptest::collection::btree_map("[a-d]", inner, 1..3)
+                .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+        };
+        Just(SchemaNode::Str).prop_recursive(3, 12, 3, move |inner| {
+            prop_oneof![
+                props(inner.clone()).prop_map(SchemaNode::Obj),
+                props(inner).prop_map(SchemaNode::ListOfObj),
+            ]
+        })
+    }
+
+    fn schema_json(n: &SchemaNode) -> serde_json::Value {
+        let obj = |props: &[(String, SchemaNode)]| {
+            let p: serde_json::Map<String, serde_json::Value> = props
+                .iter()
+                .map(|(k, v)| (k.clone(), schema_json(v)))
+                .collect();
+            serde_json::json!({"type": "object", "properties": p})
+        };
+        match n {
+            SchemaNode::Str => serde_json::json!({"type": "string"}),
+            SchemaNode::Obj(p) => obj(p),
+            SchemaNode::ListOfObj(p) => serde_json::json!({"type": "array", "items": obj(p)}),
+        }
+    }
+
+    /// A value that fits `n`: each named key present or not, and keys the schema does
+    /// not name (`x`–`z`, strings or objects) besides.
+    fn value_for(n: &SchemaNode) -> proptest::strategy::BoxedStrategy<serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        match n {
+            SchemaNode::Str => "[a-z]{0,4}".prop_map(Value::String).boxed(),
+            SchemaNode::Obj(props) => {
+                let named: Vec<BoxedStrategy<Option<(String, Value)>>> = props
+                    .iter()
+                    .map(|(k, v)| {
+                        let k = k.clone();
+                        proptest::option::of(value_for(v))
+                            .prop_map(move |v| v.map(|v| (k.clone(), v)))
+                            .boxed()
+                    })
+                    .collect();
+                let free = prop_oneof![
+                    "[a-z]{0,3}".prop_map(Value::String),
+                    proptest::collection::btree_map("[a-b]", "[a-z]{0,3}", 0..2).prop_map(|m| {
+                        Value::Object(m.into_iter().map(|(k, v)| (k, Value::String(v))).collect())
+                    }),
+                ];
+                let unnamed = proptest::collection::btree_map("[x-z]", free, 0..2);
+                (named, unnamed)
+                    .prop_map(|(named, unnamed)| {
+                        let mut m: serde_json::Map<String, Value> =
+                            named.into_iter().flatten().collect();
+                        m.extend(unnamed);
+                        Value::Object(m)
+                    })
+                    .boxed()
+            }
+            SchemaNode::ListOfObj(props) => {
+                proptest::collection::vec(value_for(&SchemaNode::Obj(props.clone())), 0..3)
+                    .prop_map(serde_json::Value::Array)
+                    .boxed()
+            }
+        }
+    }
+
+    /// `extra` laid over `row` by path, as a reader merges `_extra` back.
+    fn lay_over(row: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match (row, extra) {
+            (row, Value::Null) => row,
+            (Value::Object(mut r), Value::Object(x)) => {
+                for (k, v) in x {
+                    let under = r.remove(&k).unwrap_or(Value::Null);
+                    r.insert(k, lay_over(under, v));
+                }
+                Value::Object(r)
+            }
+            (Value::Array(r), Value::Array(x)) if r.len() == x.len() => {
+                Value::Array(r.into_iter().zip(x).map(|(r, x)| lay_over(r, x)).collect())
+            }
+            (_, x) => x,
+        }
+    }
+
+    /// Without the nulls a row reads back with for keys a record did not have.
+    fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, without_nulls(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+            v => v,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Under a fixed schema no key of a valid record is lost: the columns and
+        /// `_extra`, laid over each other by path, give every record back.
+        #[test]
+        fn a_fixed_schemas_columns_and_extra_give_every_record_back(
+            (schema, records) in proptest::strategy::Strategy::prop_flat_map(
+                proptest::collection::btree_map("[a-d]", any_schema_node(), 1..4),
+                |props| {
+                    let node = SchemaNode::Obj(props.into_iter().collect());
+                    let records = proptest::collection::vec(value_for(&node), 1..6);
+                    (proptest::strategy::Just(node), records)
+                })
+        ) {
+            let f = crate::convert::jsonschema::Fixed::parse_str(&schema_json(&schema).to_string())
+                .unwrap();
+            let lines: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+            let rs = recs(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+            let refs: Vec<_> = rs.iter().collect();
+            let opts = ParquetOptions::plain(Codec::Snappy, 1 << 20);
+            let bytes = encode_dynamic(&refs, &f.dtype, true, &opts).unwrap();
+            let rows = crate::readback::bytes_rows(bytes::Bytes::from(bytes)).unwrap();
+            proptest::prop_assert_eq!(rows.len(), records.len());
+            for (mut row, put) in rows.into_iter().zip(&records) {
+                row.remove(EVENT_TIME);
+                let extra = match row.remove(EXTRA) {
+                    Some(serde_json::Value::String(s)) => serde_json::from_str(&s).unwrap(),
+                    _ => serde_json::Value::Null,
+                };
+                let got = without_nulls(lay_over(serde_json::Value::Object(row), extra));
+                proptest::prop_assert_eq!(&got, put);
+            }
+        }
+    }
 }
