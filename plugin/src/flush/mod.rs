@@ -13,9 +13,8 @@ mod file_facts;
 mod paged;
 
 use crate::buffer::Batch;
-use crate::config::{Config, DynamicNested, PartitionTime, UnknownKeys};
+use crate::config::{Config, PartitionTime};
 use crate::convert::dynamic::{DType, SchemaRegistry, Shape, encode_dynamic, infer};
-use crate::convert::jsonschema::Fixed;
 use crate::convert::log::LogLayout;
 use crate::convert::{ConvertError, ParquetOptions};
 use crate::dlq::{DlqEntry, DlqSink};
@@ -183,16 +182,7 @@ impl Flusher {
             recovery: local_recovery.then(|| RecoveryStore::new(&cfg.recovery_path)),
             shared,
             inject_panic: fault_convert_panic(),
-            shape: match &cfg.json_schema {
-                Some(f) if cfg.json_schema_unknown_keys == UnknownKeys::Columns => Shape::Pinned {
-                    schema: f.clone(),
-                    nested_json: cfg.dynamic_nested == DynamicNested::Json,
-                },
-                Some(f) => Shape::Fixed(f.clone()),
-                None => Shape::Inferred {
-                    nested_json: cfg.dynamic_nested == DynamicNested::Json,
-                },
-            },
+            shape: Shape::of(cfg),
         })
     }
 
@@ -306,13 +296,11 @@ impl Flusher {
         prior: Option<DType>,
         recs: &[&DynRecord],
     ) -> Result<Option<DType>, String> {
-        match &self.shape {
-            Shape::Fixed(_) => Ok(None),
-            Shape::Inferred { nested_json } | Shape::Pinned { nested_json, .. } => {
-                infer(recs, prior.as_ref(), *nested_json)
-                    .map(Some)
-                    .map_err(|e| format!("schema inference failed: {e}"))
-            }
+        match self.shape.inference() {
+            None => Ok(None),
+            Some(nested_json) => infer(recs, prior.as_ref(), nested_json)
+                .map(Some)
+                .map_err(|e| format!("schema inference failed: {e}")),
         }
     }
 
@@ -320,30 +308,26 @@ impl Flusher {
     /// widened with the key's stored and registered schemas (and pinned to the fixed
     /// one's columns). The flag says whether the files have `_extra`.
     fn settle_schema(&self, batch: &Batch, seen: Option<DType>) -> Result<(DType, bool), String> {
-        match &self.shape {
-            Shape::Fixed(f) => Ok((f.dtype.clone(), true)),
-            Shape::Inferred { .. } => Ok((self.widen_key(batch, seen, None), false)),
-            Shape::Pinned { schema, .. } => {
-                let rest = self.widen_key(batch, seen.map(|t| schema.unpinned(t)), Some(schema));
-                Ok((schema.pin(&rest), true))
-            }
-        }
+        let t = match self.shape.evolves() {
+            true => self.widen_key(batch, seen),
+            false => DType::Null,
+        };
+        Ok((self.shape.file_schema(t), self.shape.has_extra()))
     }
 
     /// `seen` widened with the key's stored and registered schemas, the change logged
-    /// and counted; with `pinned`, only the columns other than the JSON Schema's.
-    fn widen_key(&self, batch: &Batch, seen: Option<DType>, pinned: Option<&Fixed>) -> DType {
-        let seen = seen.unwrap_or(DType::Struct { fields: Vec::new() });
+    /// and counted; of each, only the part the shape evolves.
+    fn widen_key(&self, batch: &Batch, seen: Option<DType>) -> DType {
+        let seen = self
+            .shape
+            .evolving_part(seen.unwrap_or(DType::Struct { fields: Vec::new() }));
         // A stored schema that does not parse (written by another version) is
         // only a hint: the data's own schema still covers every value.
         let stored = batch
             .schema
             .as_deref()
             .and_then(|s| DType::from_json(s).ok())
-            .map(|t| match pinned {
-                Some(f) => f.unpinned(t),
-                None => t,
-            });
+            .map(|t| self.shape.evolving_part(t));
         let (t, changed) = self.shared.schemas.widen(&batch.key, stored, seen);
         if !changed.is_empty() {
             Metrics::add(&self.shared.metrics.schema_changes, 1);

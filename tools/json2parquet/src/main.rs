@@ -13,8 +13,8 @@ mod progress;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use data2parquet::config::{Config, ConfigBuilder, DynamicNested, RecordType, UnknownKeys};
-use data2parquet::convert::dynamic::{DType, arrow_schema};
+use data2parquet::config::{Config, ConfigBuilder, RecordType};
+use data2parquet::convert::dynamic::{DType, Shape, arrow_schema};
 use data2parquet::convert::log::log_sink;
 use data2parquet::convert::{ParquetOptions, ParquetSink};
 use data2parquet::decode::frame::Layout;
@@ -185,14 +185,11 @@ fn run() -> Result<i32> {
             .collect();
         bail!("no input files under {}", given.join(", "));
     }
-    // With `JsonSchemaUnknownKeys=columns` the schema pins its columns and the rest is
-    // inferred, so the file needs the inference pass too.
-    let pin = cfg
-        .json_schema
-        .as_deref()
-        .filter(|_| cfg.json_schema_unknown_keys == UnknownKeys::Columns);
-    let inferring = cfg.json_schema.is_none() || pin.is_some();
-    let inferred = dynamic && args.output.is_some() && inferring;
+    // Without a schema, or with one that fixes only some columns, the file's schema
+    // needs the inference pass.
+    let shape = Shape::of(&cfg);
+    let inferring = shape.inference();
+    let inferred = dynamic && args.output.is_some() && inferring.is_some();
     let stdin = |i: &input::Input| matches!(i.origin, input::Origin::Stdin);
     if inferred && inputs.iter().any(stdin) {
         let dir = args
@@ -219,19 +216,15 @@ fn run() -> Result<i32> {
     };
 
     let started = Instant::now();
-    let nested_json = cfg.dynamic_nested == DynamicNested::Json;
     // The file's schema, and whether it has `_extra`.
-    let mut schema = match (&args.output, &cfg.json_schema) {
-        (Some(_), Some(f)) if dynamic && pin.is_none() => Some((f.dtype.clone(), true)),
-        (Some(_), _) if dynamic => {
+    let mut schema = match (&args.output, inferring) {
+        (Some(_), None) if dynamic => Some((shape.file_schema(DType::Null), true)),
+        (Some(_), Some(nested_json)) if dynamic => {
             let t = infer_schema(pass(
                 Mode::DynInfer { nested_json },
                 Some(args.schema_sample_mib.max(1)),
             ))?;
-            Some(match pin {
-                Some(f) => (f.pin(&t), true),
-                None => (t, false),
-            })
+            Some((shape.file_schema(t), shape.has_extra()))
         }
         _ => None,
     };
@@ -245,7 +238,7 @@ fn run() -> Result<i32> {
                 Mode::DynArrow {
                     schema: Arc::new(t.clone()),
                     fixed: *fixed,
-                    infer: inferring.then_some(nested_json),
+                    infer: inferring,
                 },
             ),
             (Some(out), None) => (
@@ -274,13 +267,10 @@ fn run() -> Result<i32> {
             Err(e) => (Vec::new(), Some(e)),
         };
         dlq_written = true;
-        if let (true, Some((t, extra)), Some(seen), None) =
+        if let (Some(_), Some((t, extra)), Some(seen), None) =
             (inferring, &schema, &totals.schema, &write_error)
         {
-            let mut wide = t.clone().merge(seen.clone());
-            if let Some(f) = pin {
-                wide = f.pin(&wide);
-            }
+            let wide = shape.file_schema(t.clone().merge(seen.clone()));
             if &wide != t {
                 log.log(
                     Level::Info,

@@ -50,9 +50,59 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The shape the configuration asks for (`JsonSchemaPath`, `JsonSchemaUnknownKeys`,
+    /// `DynamicNested`): the one place the plugin, the server and json2parquet decide it.
+    pub fn of(cfg: &crate::config::Config) -> Shape {
+        let nested_json = cfg.dynamic_nested == crate::config::DynamicNested::Json;
+        match &cfg.json_schema {
+            Some(f) if cfg.json_schema_unknown_keys == crate::config::UnknownKeys::Columns => {
+                Shape::Pinned {
+                    schema: f.clone(),
+                    nested_json,
+                }
+            }
+            Some(f) => Shape::Fixed(f.clone()),
+            None => Shape::Inferred { nested_json },
+        }
+    }
+
     /// Whether the schema changes with the data, and is therefore kept per key.
     pub fn evolves(&self) -> bool {
         !matches!(self, Shape::Fixed(_))
+    }
+
+    /// How inference types nested objects, when the shape infers at all.
+    pub fn inference(&self) -> Option<bool> {
+        match self {
+            Shape::Fixed(_) => None,
+            Shape::Inferred { nested_json } | Shape::Pinned { nested_json, .. } => {
+                Some(*nested_json)
+            }
+        }
+    }
+
+    /// Whether files have the `_extra` column.
+    pub fn has_extra(&self) -> bool {
+        !matches!(self, Shape::Inferred { .. })
+    }
+
+    /// The part of an inferred schema that is kept and widened per key: all of it, or
+    /// with a pinning schema only the columns it does not fix.
+    pub fn evolving_part(&self, inferred: DType) -> DType {
+        match self {
+            Shape::Pinned { schema, .. } => schema.unpinned(inferred),
+            _ => inferred,
+        }
+    }
+
+    /// The schema of the files, from what inference made of the records (unused when
+    /// the schema is fixed).
+    pub fn file_schema(&self, inferred: DType) -> DType {
+        match self {
+            Shape::Fixed(f) => f.dtype.clone(),
+            Shape::Inferred { .. } => inferred,
+            Shape::Pinned { schema, .. } => schema.pin(&inferred),
+        }
     }
 }
 
