@@ -10,6 +10,7 @@
 pub mod dynamic;
 pub mod jsonschema;
 pub mod log;
+pub mod parallel;
 
 use crate::config::{Codec, Config, FieldSet};
 use arrow_array::RecordBatch;
@@ -277,6 +278,7 @@ impl FileLayout {
             .with_skip_arrow_metadata(true);
         Ok(ParquetSink {
             writer: ArrowWriter::try_new_with_options(out, self.arrow.clone(), options)?,
+            schema: self.arrow.clone(),
             rows: 0,
         })
     }
@@ -285,6 +287,7 @@ impl FileLayout {
 /// A Parquet file being written, with row groups closed by encoded size.
 pub struct ParquetSink<W: Write + Send> {
     writer: ArrowWriter<W>,
+    schema: SchemaRef,
     rows: u64,
 }
 
@@ -336,5 +339,13 @@ impl<W: Write + Send> ParquetSink<W> {
 
     pub fn finish(self) -> Result<W, ConvertError> {
         Ok(self.writer.into_inner()?)
+    }
+
+    /// The same file with its columns encoded on `threads` threads (see
+    /// [`parallel`]), for one large file written from many decoding threads. Call it
+    /// before the first batch: rows already written stay in a row group of their own.
+    pub fn parallel(self, threads: usize) -> Result<parallel::ParallelSink<W>, ConvertError> {
+        let (file, factory) = self.writer.into_serialized_writer()?;
+        parallel::ParallelSink::new(file, factory, self.schema, threads, self.rows)
     }
 }

@@ -16,6 +16,7 @@ use clap::Parser;
 use data2parquet::config::{Config, ConfigBuilder, RecordType};
 use data2parquet::convert::dynamic::{DType, Shape, arrow_schema};
 use data2parquet::convert::log::log_sink;
+use data2parquet::convert::parallel::ParallelSink;
 use data2parquet::convert::{ParquetOptions, ParquetSink};
 use data2parquet::decode::frame::Layout;
 use data2parquet::dlq::{DlqSink, FileDlq};
@@ -122,7 +123,7 @@ fn dlq_path(args: &Args, cfg: &Config) -> PathBuf {
 /// Where the decoded records go.
 enum Sink {
     File {
-        writer: Box<ParquetSink<BufWriter<std::fs::File>>>,
+        writer: Box<ParallelSink<BufWriter<std::fs::File>>>,
         tmp: PathBuf,
         dest: PathBuf,
     },
@@ -234,7 +235,7 @@ fn run() -> Result<i32> {
     let (sink, totals, read_errors, write_error) = loop {
         let (mut sink, mode) = match (&args.output, &schema) {
             (Some(out), Some((t, fixed))) => (
-                open_file(out, Some((t, *fixed)), &opts)?,
+                open_file(out, Some((t, *fixed)), &opts, threads)?,
                 Mode::DynArrow {
                     schema: Arc::new(t.clone()),
                     fixed: *fixed,
@@ -242,7 +243,7 @@ fn run() -> Result<i32> {
                 },
             ),
             (Some(out), None) => (
-                open_file(out, None, &opts)?,
+                open_file(out, None, &opts, threads)?,
                 Mode::LogArrow {
                     utf8: cfg.map_values_utf8,
                 },
@@ -387,7 +388,14 @@ fn infer_schema(pass: Pass<'_>) -> Result<DType> {
 }
 
 /// Creates the single output file (under a temporary name until it is complete).
-fn open_file(out: &Path, schema: Option<(&DType, bool)>, opts: &ParquetOptions) -> Result<Sink> {
+/// Its columns are encoded on as many threads as decode the input: one writer thread
+/// would bound the run, whatever the number of decoding threads.
+fn open_file(
+    out: &Path,
+    schema: Option<(&DType, bool)>,
+    opts: &ParquetOptions,
+    threads: usize,
+) -> Result<Sink> {
     if let Some(dir) = out.parent() {
         create_dir_durable(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -405,7 +413,7 @@ fn open_file(out: &Path, schema: Option<(&DType, bool)>, opts: &ParquetOptions) 
         None => log_sink(w, opts)?,
     };
     Ok(Sink::File {
-        writer: Box::new(writer),
+        writer: Box::new(writer.parallel(threads)?),
         tmp,
         dest: out.to_path_buf(),
     })

@@ -79,7 +79,7 @@ impl Matcher {
         let mut cursor = 0;
         for (k, v) in m.entries() {
             let at = match fields.get(cursor) {
-                Some((n, _)) if n == k => Some(cursor),
+                Some((n, _)) if crate::value::same_key(n, k) => Some(cursor),
                 _ => self.index.get(k).copied(),
             };
             match at {
