@@ -69,7 +69,7 @@ struct Args {
     /// DLQ file for rejected records (default: next to the output).
     #[arg(long, value_name = "FILE")]
     dlq: Option<PathBuf>,
-    /// Decoding threads (default: all cores).
+    /// Decoding threads, and with `-o` encoding threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Exit with status 2 when any record is rejected.
