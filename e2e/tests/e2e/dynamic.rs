@@ -206,6 +206,41 @@ fn json2parquet_keeps_every_key_and_widens_types() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    // Small row groups on three encoder threads: the same rows, split into row
+    // groups by size, with the chunks of each in schema order.
+    let conf = dir.path().join("small-groups.json");
+    std::fs::write(&conf, r#"{"writer_row_group_size": "64KiB"}"#).unwrap();
+    let out3 = dir.path().join("groups.parquet");
+    let o = run(Command::new(bin("json2parquet"))
+        .args(["--record-type", "dynamic", "--threads", "3", "-q", "-c"])
+        .arg(&conf)
+        .arg("-o")
+        .arg(&out3)
+        .arg(&input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(data2parquet::readback::file_rows(&out3).unwrap(), rows);
+    let file = std::fs::File::open(&out3).unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(
+        &parquet::file::reader::SerializedFileReader::new(file).unwrap(),
+    )
+    .clone();
+    assert!(
+        meta.num_row_groups() >= 4,
+        "{} row groups",
+        meta.num_row_groups()
+    );
+    let names = |g: usize| -> Vec<String> {
+        meta.row_group(g)
+            .columns()
+            .iter()
+            .map(|c| c.column_path().string())
+            .collect()
+    };
+    for g in 1..meta.num_row_groups() {
+        assert_eq!(names(g), names(0), "row group {g}");
+    }
+    assert_eq!(names(0)[0], "_event_time");
 }
 
 #[test]
