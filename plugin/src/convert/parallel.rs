@@ -328,30 +328,31 @@ impl<W: Write + Send> ParallelSink<W> {
     fn start(&mut self, first: &RecordBatch) -> Result<(), ConvertError> {
         let mut writers = self.factory.create_column_writers(self.groups)?.into_iter();
         self.groups += 1;
-        let mut owned: Vec<Option<Owned>> = Vec::with_capacity(self.leaves.len());
+        // Each column with its weight: the Arrow bytes of its first slice, plus one
+        // per row for what every value costs whatever its size.
+        let mut owned: Vec<(usize, Owned)> = Vec::with_capacity(self.leaves.len());
         let mut first_leaf = 0;
         for (field, &n) in self.leaves.iter().enumerate() {
-            owned.push(Some(Owned {
-                field,
-                first_leaf,
-                writers: writers.by_ref().take(n).collect(),
-            }));
+            let c = first.column(field);
+            let weight = c.to_data().get_slice_memory_size().unwrap_or(0) + c.len();
+            let writers = writers.by_ref().take(n).collect();
+            owned.push((
+                weight,
+                Owned {
+                    field,
+                    first_leaf,
+                    writers,
+                },
+            ));
             first_leaf += n;
         }
-        let weight = |i: usize| {
-            let c = first.column(i);
-            c.to_data().get_slice_memory_size().unwrap_or(0) + c.len()
-        };
-        let mut order: Vec<usize> = (0..owned.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(weight(i)));
+        owned.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
         let mut load = vec![0usize; self.encoders.len()];
         let mut shares: Vec<Vec<Owned>> = (0..self.encoders.len()).map(|_| Vec::new()).collect();
-        for i in order {
+        for (weight, o) in owned {
             let e = (0..load.len()).min_by_key(|&e| load[e]).unwrap_or(0);
-            load[e] += weight(i);
-            if let Some(o) = owned[i].take() {
-                shares[e].push(o);
-            }
+            load[e] += weight;
+            shares[e].push(o);
         }
         for (e, share) in self.encoders.iter().zip(shares) {
             e.send(Job::Start(share))?;
