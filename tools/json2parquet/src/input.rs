@@ -70,9 +70,11 @@ impl Input {
             Origin::S3 { store, bucket, key } => store.open(bucket, key)?,
         };
         // Small on purpose: it only has to hold the bytes that are sniffed for the
-        // packing. The framer reads megabytes at a time, and a read larger than this
-        // buffer goes straight into the framer's block instead of being copied through.
-        let mut r = BufReader::with_capacity(64 << 10, raw);
+        // packing. A read at least this large goes straight into the framer's block
+        // instead of being copied through, and the framer's `read_to_end` starts each
+        // fill with an 8 KiB read and doubles from there: at 64 KiB the first 64 KiB of
+        // every block went through this buffer.
+        let mut r = BufReader::with_capacity(8 << 10, raw);
         let head = r.fill_buf().context("cannot read input")?;
         Ok(match Packing::of(head) {
             // Both decoders go on across concatenated members / frames, as `cat a.gz
