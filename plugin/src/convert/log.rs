@@ -4,7 +4,8 @@ use super::{ConvertError, FileLayout, ParquetOptions, ParquetSink};
 use crate::record::log::{COLUMNS, Col, ColKind, LogRecord, N_STR, Str};
 use crate::record::prefetch::prefetched;
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, ListBuilder, MapBuilder, MapFieldNames,
+    StringBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -98,12 +99,45 @@ fn build_log_parquet_schema(map_values_utf8: bool) -> Result<SchemaDescriptor, C
     Ok(SchemaDescriptor::new(Arc::new(t)))
 }
 
+/// Sizes per row of the last batch [`log_batch`] built on this thread, which the next
+/// one's builders start with: one thread builds the batches of one stream (the
+/// plugin's writer, a json2parquet parse thread), whose records look alike from batch
+/// to batch. Starting every text column at 16 bytes a row instead grew the long ones
+/// (messages, ids) three or four times, each time copying what was built so far.
+#[derive(Clone, Copy)]
+struct Widths {
+    /// Text bytes per row of each scalar column.
+    scalar: [u32; N_STR],
+    /// Entries, key (or element) bytes and value bytes per row of args, extra fields,
+    /// tags and trace-ip.
+    nested: [[u32; 3]; 4],
+}
+
+impl Widths {
+    /// Room for `n` rows of `per_row` each and an eighth more, for a batch whose rows
+    /// run longer than the last one's: an average over thousands of rows moves little.
+    fn room(n: usize, per_row: u32) -> usize {
+        let w = per_row as usize;
+        n.saturating_mul(w + w / 8).saturating_add(64)
+    }
+}
+
+thread_local! {
+    static LAST_WIDTHS: std::cell::Cell<Widths> = const {
+        std::cell::Cell::new(Widths {
+            scalar: [16; N_STR],
+            nested: [[1, 8, 8]; 4],
+        })
+    };
+}
+
 /// Builds one Arrow batch from log records, in one pass over their data: each record
 /// is read once while it is in cache, and each column builder is appended in sequence.
 /// The records' column masks are read first: a column no record sets (most of the 28,
 /// for a typical source) becomes one null array instead of a null appended per row.
 pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBatch, ConvertError> {
     let n = recs.len();
+    let last = LAST_WIDTHS.get();
     let required = Str::ALL
         .iter()
         .enumerate()
@@ -119,7 +153,7 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
         .collect();
     let mut strs: Vec<StringBuilder> = (0..N_STR)
         .map(|i| match is_filled(i) {
-            true => StringBuilder::with_capacity(n, n * 16),
+            true => StringBuilder::with_capacity(n, Widths::room(n, last.scalar[i])),
             false => StringBuilder::new(),
         })
         .collect();
@@ -132,14 +166,20 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
     };
     // Values are built as binary and re-typed afterwards when UTF8 is wanted.
     let (kf, vf) = entry_fields(false);
-    let mut args_b = MapBuilder::new(Some(names()), StringBuilder::new(), BinaryBuilder::new())
+    let strings =
+        |w: [u32; 3]| StringBuilder::with_capacity(Widths::room(n, w[0]), Widths::room(n, w[1]));
+    let binary =
+        |w: [u32; 3]| BinaryBuilder::with_capacity(Widths::room(n, w[0]), Widths::room(n, w[2]));
+    let [args_w, extra_w, tags_w, trace_w] = last.nested;
+    let mut args_b = MapBuilder::with_capacity(Some(names()), strings(args_w), binary(args_w), n)
         .with_keys_field(kf.clone())
         .with_values_field(vf.clone());
-    let mut extra_b = MapBuilder::new(Some(names()), StringBuilder::new(), BinaryBuilder::new())
-        .with_keys_field(kf)
-        .with_values_field(vf);
-    let mut tags_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
-    let mut trace_b = ListBuilder::new(StringBuilder::new()).with_field(element_field());
+    let mut extra_b =
+        MapBuilder::with_capacity(Some(names()), strings(extra_w), binary(extra_w), n)
+            .with_keys_field(kf)
+            .with_values_field(vf);
+    let mut tags_b = ListBuilder::with_capacity(strings(tags_w), n).with_field(element_field());
+    let mut trace_b = ListBuilder::with_capacity(strings(trace_w), n).with_field(element_field());
     for r in prefetched(recs) {
         for &(i, col) in &filled {
             match r.get(col) {
@@ -168,6 +208,36 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
             trace_b.values().append_value(v);
         }
         trace_b.append(true);
+    }
+    if n > 0 {
+        let per_row = |bytes: usize| u32::try_from(bytes.div_ceil(n)).unwrap_or(u32::MAX);
+        let mut w = last;
+        for (i, b) in strs.iter().enumerate() {
+            if is_filled(i) {
+                w.scalar[i] = per_row(b.values_slice().len());
+            }
+        }
+        let map = |m: &mut MapBuilder<StringBuilder, BinaryBuilder>| {
+            let (k, v) = (
+                m.keys().values_slice().len(),
+                m.values().values_slice().len(),
+            );
+            [per_row(ArrayBuilder::len(m.keys())), per_row(k), per_row(v)]
+        };
+        let list = |l: &mut ListBuilder<StringBuilder>| {
+            [
+                per_row(ArrayBuilder::len(l.values())),
+                per_row(l.values().values_slice().len()),
+                0,
+            ]
+        };
+        w.nested = [
+            map(&mut args_b),
+            map(&mut extra_b),
+            list(&mut tags_b),
+            list(&mut trace_b),
+        ];
+        LAST_WIDTHS.set(w);
     }
     let mut strs: Vec<Option<ArrayRef>> = strs
         .iter_mut()
@@ -600,6 +670,50 @@ mod tests {
         assert_eq!(col("session-id"), [None, None, None, None, None]);
         assert_eq!(col("level"), vec![Some("info".to_string()); 5]);
         assert_eq!(col("message")[4], Some("m".to_string()));
+    }
+
+    /// Each batch's builders start at the sizes of the one before on this thread: a
+    /// batch of rows much longer (or with more map entries) than those still holds
+    /// every value, an empty batch leaves the sizes alone, and the sizes are per row.
+    #[test]
+    fn batches_start_at_the_last_ones_sizes_and_still_grow() {
+        use arrow_array::{Array, MapArray, StringArray};
+        let batch_of = |len: usize, args: usize| {
+            let recs: Vec<LogRecord> = (0..300)
+                .map(|i| {
+                    let mut b = LogBuilder::new();
+                    b.set(Str::Message, &format!("{i:0len$}"));
+                    for a in 0..args {
+                        b.add_arg(&format!("k{a}"), &"v".repeat(len));
+                    }
+                    b.finish()
+                })
+                .collect();
+            let refs: Vec<&LogRecord> = recs.iter().collect();
+            let batch = log_batch(&refs, false).unwrap();
+            let messages = batch.column_by_name("message").unwrap();
+            let messages = messages.as_any().downcast_ref::<StringArray>().unwrap();
+            let args_col = batch.column_by_name("args").unwrap();
+            let maps = args_col.as_any().downcast_ref::<MapArray>().unwrap();
+            for i in 0..300 {
+                assert_eq!(messages.value(i), format!("{i:0len$}"));
+                assert_eq!(maps.value(i).len(), args, "row {i}");
+            }
+            LAST_WIDTHS.get()
+        };
+        let short = batch_of(10, 1);
+        assert_eq!(short.scalar[Str::Message as usize], 10);
+        assert_eq!(
+            short.nested[0],
+            [1, 2, 10],
+            "args: entries, key and value bytes"
+        );
+        let long = batch_of(1000, 6);
+        assert_eq!(long.scalar[Str::Message as usize], 1000);
+        assert_eq!(long.nested[0], [6, 12, 6000]);
+        assert!(log_batch(&[], false).unwrap().num_rows() == 0);
+        assert_eq!(LAST_WIDTHS.get().nested[0], [6, 12, 6000]);
+        batch_of(10, 0);
     }
 
     /// Excluded columns (any spelling, nested ones through their top-level name) lose
