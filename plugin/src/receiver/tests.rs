@@ -392,8 +392,10 @@ fn files_kept_open_are_finished_at_the_target_size() {
     for from in (0..30_000).step_by(1000) {
         r.submit_wait(batch(&c, from, 1000, 1)).unwrap();
     }
+    // Whether the last records are still buffered at close (and counted in its report)
+    // depends on how fast the writer went; what matters is that every row is written.
     let rep = r.close();
-    assert_eq!((rep.rows > 0, rep.lost), (true, 0));
+    assert_eq!(rep.lost, 0);
     assert_eq!(written(dir.path()), expect(0, 30_000));
     let sizes: Vec<u64> = parquet_files(&dir.path().join("out"))
         .iter()
