@@ -433,19 +433,33 @@ impl<'s> Decoder<'s> {
         source: impl Fn() -> String,
         out: &mut KeyedBatch,
     ) -> bool {
-        self.json_in(input, &Context::default(), None, source, out)
+        let len = input.len();
+        self.json_in(input, len, &Context::default(), None, source, out)
     }
 
     /// [`Decoder::json`] for a record that came with a context: a Fluent Bit event's
-    /// tag and time.
+    /// tag and time. The record is `buf[..len]`; when at least [`json::PADDING`] bytes
+    /// follow it (as in a framed block), it is parsed where it is, without a copy.
+    ///
+    /// [`json::PADDING`]: crate::decode::json::PADDING
     fn json_in(
         &mut self,
-        input: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
         ctx: &Context<'_, '_>,
         event_ns: Option<i64>,
         source: impl Fn() -> String,
         out: &mut KeyedBatch,
     ) -> bool {
+        let padded = buf.len().saturating_sub(len) >= crate::decode::json::PADDING;
+        let Some(input) = buf.get(..len) else {
+            out.reject(DlqEntry::new(
+                source(),
+                "internal: record outside its buffer".to_string(),
+                b"",
+            ));
+            return false;
+        };
         if input.len() > self.spec.max_record_bytes {
             out.reject(DlqEntry::new(
                 source(),
@@ -459,7 +473,11 @@ impl<'s> Decoder<'s> {
         let original = memchr::memchr(b'\\', input).map(|_| input.to_vec());
         let result = {
             let mut doc = std::mem::take(&mut self.doc).recycle();
-            let r = match self.json.parse_into(&mut *input, &mut doc) {
+            let parsed = match padded {
+                true => self.json.parse_padded_into(&mut *buf, len, &mut doc),
+                false => self.json.parse_into(&mut buf[..len], &mut doc),
+            };
+            let r = match parsed {
                 Err(e) => Err(Failure::Json(e)),
                 Ok(()) => match doc.root() {
                     Some(root) => self
@@ -474,7 +492,7 @@ impl<'s> Decoder<'s> {
         match result {
             Ok(()) => true,
             Err(f) => {
-                let raw = original.as_deref().unwrap_or(input);
+                let raw = original.as_deref().unwrap_or(&buf[..len]);
                 let reason = match f {
                     Failure::Record(reason) => reason,
                     Failure::Json(e) => e.refine(raw).to_string(),
@@ -493,15 +511,22 @@ impl<'s> Decoder<'s> {
         source: impl Fn(u64) -> String,
         out: &mut KeyedBatch,
     ) {
+        // Padding after the last record, so that every record is parsed in place; the
+        // records after a record are its padding (see `json_in`).
+        let data_len = block.data.len();
+        block
+            .data
+            .resize(data_len + crate::decode::json::PADDING, b' ');
+        let ctx = Context::default();
         for piece in std::mem::take(&mut block.pieces) {
             match piece {
                 Piece::Record {
                     start, end, line, ..
-                } => match block.data.get_mut(start..end) {
-                    Some(rec) => {
-                        self.json(rec, || source(line), out);
+                } => match block.data.get_mut(start..) {
+                    Some(rec) if start <= end && end <= data_len => {
+                        self.json_in(rec, end - start, &ctx, None, || source(line), out);
                     }
-                    None => out.reject(DlqEntry::new(
+                    _ => out.reject(DlqEntry::new(
                         source(line),
                         "internal: record outside its block".to_string(),
                         b"",
@@ -512,6 +537,7 @@ impl<'s> Decoder<'s> {
                 } => out.reject(DlqEntry::new(source(line), reason, &raw)),
             }
         }
+        block.data.truncate(data_len);
     }
 
     /// The log records of an OTLP `ExportLogsServiceRequest`, each flattened (see
@@ -672,7 +698,8 @@ impl<'s> Decoder<'s> {
                     };
                     let source = || format!("event {} of chunk (tag {tag})", ev.index);
                     let mut bytes = rec.into_bytes();
-                    self.json_in(&mut bytes, &ctx, Some(ev.time_ns), source, out);
+                    let len = bytes.len();
+                    self.json_in(&mut bytes, len, &ctx, Some(ev.time_ns), source, out);
                     return;
                 }
                 let ctx = Context {
@@ -717,6 +744,63 @@ mod tests {
         let mut input = line.as_bytes().to_vec();
         assert!(d.json(&mut input, || "line 1".into(), &mut batch));
         batch.groups[0].0.as_str().to_string()
+    }
+
+    /// A framed block's records are parsed in place, each padded by the records after
+    /// it: the records and dead letters are those of parsing each line on its own
+    /// (a copy), for escapes, root scalars, bad and cut-off JSON, and a block whose
+    /// last record ends exactly at the block's end.
+    #[test]
+    fn block_records_parsed_in_place_match_lines_parsed_alone() {
+        use crate::decode::frame::{Layout, frame_body};
+        let lines: [&[u8]; 9] = [
+            br#"{"time":"2026-11-29T01:02:03Z","message":"a \"q\" \u00e9\n","level":"warn"}"#,
+            br#"{"time":1764378123,"message":"p","n":12345678901234,"f":-1.5e3,"z":null}"#,
+            b"7",
+            br#""a string""#,
+            br#"{"message": "cut off"#,
+            br#"{"message":"x"} trailing"#,
+            br#"{"nested":{"a":[1,2,{"b":"c\/d"}]},"message":"m","time":"2026-11-29"}"#,
+            b"{\"message\":\"bad utf8 \xff\"}",
+            br#"{"message":"last","time":"2026-11-29T01:02:03.5+01:00"}"#,
+        ];
+        for kind in ["log", "dynamic"] {
+            let mut b = ConfigBuilder::new();
+            b.set("RecordType", kind).unwrap();
+            let spec = IngestSpec::from_config(&b.build().unwrap()).unwrap();
+            let summary = |batch: &mut KeyedBatch| {
+                let rejected: Vec<_> = batch
+                    .rejected
+                    .iter()
+                    .map(|e| (e.source.clone(), e.reason.clone(), e.raw.clone()))
+                    .collect();
+                let records: Vec<_> = batch
+                    .take_groups()
+                    .into_iter()
+                    .flat_map(|(k, recs)| recs.into_iter().map(move |r| (k.clone(), r.to_json())))
+                    .collect();
+                (records, rejected)
+            };
+            let mut alone = KeyedBatch::new();
+            let mut d = Decoder::new(&spec);
+            for (i, l) in lines.iter().enumerate() {
+                let mut bytes = l.to_vec();
+                d.json(&mut bytes, || format!("line {}", i + 1), &mut alone);
+            }
+            let body = lines.join(&b'\n');
+            let mut block = frame_body(body.clone(), Layout::Ndjson, 1 << 20);
+            let mut framed = KeyedBatch::new();
+            let mut d = Decoder::new(&spec);
+            d.json_block(&mut block, |line| format!("line {line}"), &mut framed);
+            let want = summary(&mut alone);
+            assert_eq!((want.0.len(), want.1.len()), (4, 5), "{kind}: {:?}", want.1);
+            assert_eq!(summary(&mut framed), want, "{kind}");
+            assert_eq!(
+                block.data.len(),
+                body.len(),
+                "the padding is taken off again"
+            );
+        }
     }
 
     /// HEC events take the same checks as JSON records: the size limit, the mapping

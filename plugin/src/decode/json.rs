@@ -26,6 +26,9 @@ impl JsonError {
     }
 }
 
+/// Bytes that must follow a value given to [`JsonParser::parse_padded_into`].
+pub const PADDING: usize = simd_json::INPUT_PADDING;
+
 pub struct JsonParser {
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -52,13 +55,41 @@ impl JsonParser {
         input: &'a mut [u8],
         doc: &mut Doc<'a>,
     ) -> Result<(), JsonError> {
+        self.fill(doc, |buffers, tape| {
+            simd_json::fill_tape(input, buffers, tape)
+        })
+    }
+
+    /// [`JsonParser::parse_into`] for the value in `input[..len]`, where at least
+    /// [`PADDING`] bytes of any content follow it (the records after it in a block, or
+    /// padding at the block's end). simd-json then reads the input where it is: the
+    /// plain form first copies every record into a padded buffer of its own, a
+    /// `memcpy` of all the input. `input[len..]` is the same on return.
+    pub fn parse_padded_into<'a>(
+        &mut self,
+        input: &'a mut [u8],
+        len: usize,
+        doc: &mut Doc<'a>,
+    ) -> Result<(), JsonError> {
+        self.fill(doc, |buffers, tape| {
+            simd_json::fill_tape_padded(input, len, buffers, tape)
+        })
+    }
+
+    /// Runs one of simd-json's tape fillers on the kept tape and turns the tape into
+    /// `doc`.
+    fn fill<'a>(
+        &mut self,
+        doc: &mut Doc<'a>,
+        parse: impl FnOnce(&mut Buffers, &mut Tape<'a>) -> simd_json::Result<()>,
+    ) -> Result<(), JsonError> {
         doc.clear();
         let mut tape: Tape<'a> = self
             .tape
             .take()
             .unwrap_or_else(|| Tape::null().reset())
             .reset();
-        let res = simd_json::fill_tape(input, &mut self.buffers, &mut tape);
+        let res = parse(&mut self.buffers, &mut tape);
         if let Err(e) = res {
             self.tape = Some(tape.reset());
             return Err(JsonError(describe(&e)));
