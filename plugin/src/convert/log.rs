@@ -120,6 +120,43 @@ impl Widths {
         let w = per_row as usize;
         n.saturating_mul(w + w / 8).saturating_add(64)
     }
+
+    /// The sizes of a batch of `n` rows just built; a scalar column outside `filled`
+    /// (set by no row) keeps its last size, and an empty batch changes nothing.
+    fn learn(
+        mut self,
+        n: usize,
+        strs: &[StringBuilder],
+        filled: u32,
+        maps: [&mut MapBuilder<StringBuilder, BinaryBuilder>; 2],
+        lists: [&mut ListBuilder<StringBuilder>; 2],
+    ) -> Widths {
+        if n == 0 {
+            return self;
+        }
+        let per_row = |bytes: usize| u32::try_from(bytes.div_ceil(n)).unwrap_or(u32::MAX);
+        for (i, b) in strs.iter().enumerate() {
+            if filled & (1 << i) != 0 {
+                self.scalar[i] = per_row(b.values_slice().len());
+            }
+        }
+        let [args, extra] = maps.map(|m| {
+            [
+                per_row(ArrayBuilder::len(m.keys())),
+                per_row(m.keys().values_slice().len()),
+                per_row(m.values().values_slice().len()),
+            ]
+        });
+        let [tags, trace] = lists.map(|l| {
+            [
+                per_row(ArrayBuilder::len(l.values())),
+                per_row(l.values().values_slice().len()),
+                0,
+            ]
+        });
+        self.nested = [args, extra, tags, trace];
+        self
+    }
 }
 
 thread_local! {
@@ -209,36 +246,13 @@ pub fn log_batch(recs: &[&LogRecord], map_values_utf8: bool) -> Result<RecordBat
         }
         trace_b.append(true);
     }
-    if n > 0 {
-        let per_row = |bytes: usize| u32::try_from(bytes.div_ceil(n)).unwrap_or(u32::MAX);
-        let mut w = last;
-        for (i, b) in strs.iter().enumerate() {
-            if is_filled(i) {
-                w.scalar[i] = per_row(b.values_slice().len());
-            }
-        }
-        let map = |m: &mut MapBuilder<StringBuilder, BinaryBuilder>| {
-            let (k, v) = (
-                m.keys().values_slice().len(),
-                m.values().values_slice().len(),
-            );
-            [per_row(ArrayBuilder::len(m.keys())), per_row(k), per_row(v)]
-        };
-        let list = |l: &mut ListBuilder<StringBuilder>| {
-            [
-                per_row(ArrayBuilder::len(l.values())),
-                per_row(l.values().values_slice().len()),
-                0,
-            ]
-        };
-        w.nested = [
-            map(&mut args_b),
-            map(&mut extra_b),
-            list(&mut tags_b),
-            list(&mut trace_b),
-        ];
-        LAST_WIDTHS.set(w);
-    }
+    LAST_WIDTHS.set(last.learn(
+        n,
+        &strs,
+        wanted,
+        [&mut args_b, &mut extra_b],
+        [&mut tags_b, &mut trace_b],
+    ));
     let mut strs: Vec<Option<ArrayRef>> = strs
         .iter_mut()
         .enumerate()

@@ -143,11 +143,11 @@ fn encode(
                 progress.rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
             }
             Job::Close => {
+                let writers = std::mem::take(&mut owned);
                 let result = match failed.take() {
                     Some(e) => Err(e),
-                    None => close_owned(std::mem::take(&mut owned)),
+                    None => close_owned(writers),
                 };
-                owned.clear();
                 progress.bytes.store(0, Ordering::Relaxed);
                 progress.rows.store(0, Ordering::Relaxed);
                 flag.store(false, Ordering::Relaxed);
