@@ -269,7 +269,10 @@ impl DynBatchBuilder {
     /// The rows pushed so far, as a batch; the builder starts over empty.
     pub fn finish(&mut self) -> Result<RecordBatch, ConvertError> {
         self.rows = 0;
-        let fresh = |c: &mut Col, t: &DType| std::mem::replace(c, Col::new(t)).finish();
+        let fresh = |c: &mut Col, t: &DType| {
+            let next = c.fresh(t);
+            std::mem::replace(c, next).finish()
+        };
         let mut arrays = vec![fresh(&mut self.time, &DType::Timestamp)?];
         for ((_, t), c) in self.fields.iter().zip(self.cols.iter_mut()) {
             arrays.push(fresh(c, t)?);
@@ -648,6 +651,63 @@ mod tests {
             // The row is written under the schema either way.
             proptest::prop_assert_eq!(b.finish().unwrap().num_rows(), 1);
         }
+    }
+
+    /// json2parquet reuses one builder for every block, and each batch's columns start
+    /// sized like the last batch's: the batches must be the ones a new builder makes,
+    /// whatever was built before, and the sizing must reach nested columns.
+    #[test]
+    fn a_reused_builder_makes_the_batches_a_new_one_does_and_starts_with_room() {
+        let first = recs(&[
+            r#"{"s":"a long message of some length","n":1,"o":{"l":[1,2,3],"t":"x"},"e":{}}"#,
+            r#"{"s":"another long message","n":2,"o":{"l":[4],"t":null},"f":1.5}"#,
+            r#"{"s":null,"o":null,"e":{},"f":2}"#,
+        ]);
+        let second = recs(&[
+            r#"{"s":"short","n":3,"o":{"l":[],"t":"y"},"f":0.5}"#,
+            r#"{"n":4}"#,
+        ]);
+        let all: Vec<&DynRecord> = first.iter().chain(&second).collect();
+        let t = infer(&all, None, false).unwrap();
+        let mut reused = DynBatchBuilder::new(&t, false).unwrap();
+        for part in [&first, &second, &first] {
+            let mut doc = Doc::new();
+            for r in part.iter() {
+                r.decode_into(&mut doc).unwrap();
+                reused.push(r.event_ns(), doc.root());
+                doc = doc.recycle();
+            }
+            let got = reused.finish().unwrap();
+            let want = dynamic_batch(&part.iter().collect::<Vec<_>>(), &t, false).unwrap();
+            assert_eq!(got, want);
+        }
+        // After a batch larger than Arrow's default room (1024 values), the next one
+        // starts with room for as many.
+        let lines: Vec<String> = (0..1500)
+            .map(|i| format!(r#"{{"s":"m{i}","n":{i},"o":{{"l":[{i},{i}],"t":"x"}}}}"#))
+            .collect();
+        let big = recs(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut doc = Doc::new();
+        for r in &big {
+            r.decode_into(&mut doc).unwrap();
+            reused.push(r.event_ns(), doc.root());
+            doc = doc.recycle();
+        }
+        assert_eq!(reused.finish().unwrap().num_rows(), 1500);
+        let room = |c: &Col| match c {
+            Col::Struct { children, .. } => children.iter().find_map(|c| match c {
+                Col::List { child, .. } => match child.as_ref() {
+                    Col::Int(b) => Some(b.capacity()),
+                    _ => None,
+                },
+                _ => None,
+            }),
+            _ => None,
+        };
+        let o = reused.fields.iter().position(|(n, _)| n == "o").unwrap();
+        assert!(room(&reused.cols[o]).unwrap() >= 3000);
+        let n = reused.fields.iter().position(|(n, _)| n == "n").unwrap();
+        assert!(matches!(&reused.cols[n], Col::Int(b) if b.capacity() >= 1500));
     }
 
     #[test]
