@@ -129,6 +129,7 @@ impl ConfigBuilder {
                 compression_level: None,
                 writer_file_path: PathBuf::from("./out"),
                 writer_row_group_size: 134_217_728,
+                writer_page_size: 128 * 1024,
                 writer_type: WriterType::File,
                 writer_fsync: true,
                 map_values_utf8: false,
@@ -286,6 +287,12 @@ impl ConfigBuilder {
             Key::WriterRowGroupSize => {
                 c.writer_row_group_size = parse_bytes(k, v)?;
                 if c.writer_row_group_size < 1024 {
+                    return Err(bad(k, v, "must be at least 1024 bytes"));
+                }
+            }
+            Key::WriterPageSize => {
+                c.writer_page_size = parse_bytes(k, v)?;
+                if c.writer_page_size < 1024 {
                     return Err(bad(k, v, "must be at least 1024 bytes"));
                 }
             }

@@ -140,6 +140,8 @@ pub struct Config {
     pub compression_level: Option<u32>,
     pub writer_file_path: PathBuf,
     pub writer_row_group_size: u64,
+    /// WriterPageSize: the target size of a data page, in bytes before compression.
+    pub writer_page_size: u64,
     pub writer_type: WriterType,
     pub writer_fsync: bool,
     pub map_values_utf8: bool,
@@ -263,6 +265,7 @@ mod tests {
         assert_eq!(c.redis.timeout, Some(Duration::from_millis(3000)));
         assert_eq!(c.codec, Codec::Snappy);
         assert_eq!(c.writer_row_group_size, 134_217_728);
+        assert_eq!(c.writer_page_size, 128 * 1024);
         assert_eq!(c.writer_file_path, PathBuf::from("./out"));
         assert_eq!(c.port, 8080);
         assert_eq!(c.redis.data_prefix, "data");
@@ -419,6 +422,7 @@ mod tests {
             ("FlushInterval", "-1"),
             ("Debug", "maybe"),
             ("WriterRowGroupSize", "10"),
+            ("WriterPageSize", "512"),
             ("RedisTimeout", "-5"),
             ("Port", "70000"),
             ("BufferFullWait", "4s"),

@@ -785,6 +785,52 @@ mod tests {
         );
     }
 
+    /// WriterPageSize reaches the writer: the same records make more, smaller pages
+    /// under a small page size, and read back the same.
+    #[test]
+    fn the_page_size_setting_sizes_the_pages() {
+        let recs: Vec<_> = (0..5000)
+            .map(|i| {
+                let mut b = LogBuilder::new();
+                b.set(Str::Message, &format!("{i:06} {}", "m".repeat(100)));
+                b.finish()
+            })
+            .collect();
+        let pages_and_rows = |page_bytes: u64| {
+            let o = ParquetOptions {
+                page_bytes,
+                dictionary_exclude: crate::config::FieldSet::parse("message"),
+                ..ParquetOptions::plain(Codec::Snappy, 1 << 30)
+            };
+            let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
+            let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+                .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+            let b =
+                ParquetRecordBatchReaderBuilder::try_new_with_options(bytes.clone(), opts).unwrap();
+            let message = b
+                .parquet_schema()
+                .columns()
+                .iter()
+                .position(|c| c.path().string() == "message")
+                .unwrap();
+            let pages = b
+                .metadata()
+                .page_index_for_row_group(0)
+                .page_locations(message)
+                .unwrap()
+                .len();
+            (pages, first_batch_strings(&bytes, "message"))
+        };
+        let (big_pages, big_rows) = pages_and_rows(1 << 20);
+        let (small_pages, small_rows) = pages_and_rows(8 * 1024);
+        // 5000 rows of 107 bytes: one page at 1 MiB; at 8 KiB the writer cuts a page
+        // after each batch of 1024 values it finds over the limit.
+        assert_eq!(big_pages, 1);
+        assert!(small_pages >= 4, "{small_pages} pages");
+        assert_eq!(big_rows, small_rows);
+        assert_eq!(big_rows[1023], format!("001023 {}", "m".repeat(100)));
+    }
+
     /// The values of string column `name` in the first batch of a file.
     fn first_batch_strings(file: &bytes::Bytes, name: &str) -> Vec<String> {
         use arrow_array::{Array, StringArray};

@@ -64,6 +64,8 @@ pub struct ParquetOptions {
     pub codec: Codec,
     pub level: Option<u32>,
     pub row_group_bytes: u64,
+    /// Target bytes of a data page (WriterPageSize).
+    pub page_bytes: u64,
     pub map_values_utf8: bool,
     /// Top-level columns without statistics (WriterStatisticsExclude).
     pub statistics_exclude: FieldSet,
@@ -81,6 +83,7 @@ impl ParquetOptions {
             codec: c.codec,
             level: c.compression_level,
             row_group_bytes: c.writer_row_group_size,
+            page_bytes: c.writer_page_size,
             map_values_utf8: c.map_values_utf8,
             statistics_exclude: c.statistics_exclude.clone(),
             dictionary_exclude: c.dictionary_exclude.clone(),
@@ -97,6 +100,7 @@ impl ParquetOptions {
             codec,
             level: None,
             row_group_bytes,
+            page_bytes: 128 * 1024,
             map_values_utf8: false,
             statistics_exclude: Default::default(),
             dictionary_exclude: Default::default(),
@@ -141,6 +145,7 @@ impl ParquetOptions {
             .set_compression(self.compression()?)
             .set_dictionary_enabled(true)
             .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_size_limit(self.page_bytes.max(1) as usize)
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(self.row_group_bytes.max(1) as usize))
             .set_created_by(format!(
