@@ -75,7 +75,11 @@ impl<P> KeyMemory<P> {
             None if self.prev == START => self.first,
             None => [NONE; 2],
         };
-        let is = |g: u32| self.slots.get(g as usize).is_some_and(|s| *s.key == *key);
+        let is = |g: u32| {
+            self.slots
+                .get(g as usize)
+                .is_some_and(|s| crate::value::same_key(&s.key, key))
+        };
         let found = if is(guesses[0]) {
             guesses[0]
         } else if is(guesses[1]) {
