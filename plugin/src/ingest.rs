@@ -180,6 +180,8 @@ impl IngestSpec {
 pub struct KeyedBatch {
     pub groups: Vec<(PartitionKey, Vec<Record>)>,
     index: FastMap<Box<str>, usize>,
+    /// The group the last record went to: the next one usually goes there too.
+    last: usize,
     records: usize,
     bytes: usize,
     pub rejected: Vec<DlqEntry>,
@@ -193,9 +195,21 @@ impl KeyedBatch {
     pub fn push(&mut self, key: &str, rec: Record) {
         self.bytes += rec.mem_size();
         self.records += 1;
+        // Consecutive records mostly share a key (a whole submission often has one):
+        // comparing with the last record's key spares hashing this one.
+        if let Some((k, recs)) = self.groups.get_mut(self.last)
+            && crate::value::same_key(k.as_str(), key)
+        {
+            recs.push(rec);
+            return;
+        }
         match self.index.get(key) {
-            Some(&i) => self.groups[i].1.push(rec),
+            Some(&i) => {
+                self.last = i;
+                self.groups[i].1.push(rec)
+            }
             None => {
+                self.last = self.groups.len();
                 self.index.insert(key.into(), self.groups.len());
                 self.groups.push((PartitionKey::from_text(key), vec![rec]));
             }
@@ -744,6 +758,55 @@ mod tests {
         let mut input = line.as_bytes().to_vec();
         assert!(d.json(&mut input, || "line 1".into(), &mut batch));
         batch.groups[0].0.as_str().to_string()
+    }
+
+    /// Records go to their key's group whether or not the key is the last record's,
+    /// and a batch emptied by `take_groups` starts its groups over.
+    #[test]
+    fn records_are_grouped_by_key_in_any_order() {
+        use crate::record::log::{LogBuilder, Str};
+        let rec = |i: usize| {
+            let mut b = LogBuilder::new();
+            b.set(Str::Message, &i.to_string());
+            Record::Log(b.finish())
+        };
+        let groups = |batch: &mut KeyedBatch| -> Vec<(String, Vec<String>)> {
+            batch
+                .take_groups()
+                .into_iter()
+                .map(|(k, recs)| {
+                    let msgs = recs
+                        .iter()
+                        .map(|r| {
+                            r.as_log()
+                                .and_then(|l| l.get(Str::Message))
+                                .unwrap()
+                                .to_string()
+                        })
+                        .collect();
+                    (k.as_str().to_string(), msgs)
+                })
+                .collect()
+        };
+        let mut batch = KeyedBatch::new();
+        let keys = ["a/1", "a/1", "b/2", "a/1", "c/3", "b/2", "b/2"];
+        for (i, k) in keys.iter().enumerate() {
+            batch.push(k, rec(i));
+        }
+        assert_eq!(batch.len(), 7);
+        let want = |v: &[(&str, &[usize])]| -> Vec<(String, Vec<String>)> {
+            v.iter()
+                .map(|(k, is)| (k.to_string(), is.iter().map(|i| i.to_string()).collect()))
+                .collect()
+        };
+        assert_eq!(
+            groups(&mut batch),
+            want(&[("a/1", &[0, 1, 3]), ("b/2", &[2, 5, 6]), ("c/3", &[4])])
+        );
+        // The last key is "b/2", but the emptied batch has no group for it.
+        batch.push("c/3", rec(7));
+        batch.push("b/2", rec(8));
+        assert_eq!(groups(&mut batch), want(&[("c/3", &[7]), ("b/2", &[8])]));
     }
 
     /// A framed block's records are parsed in place, each padded by the records after
