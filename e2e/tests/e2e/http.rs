@@ -283,6 +283,53 @@ fn bearer_token_and_body_limit() {
     );
 }
 
+/// A body sent chunked (no Content-Length) in pieces is read whole, and one that grows
+/// past HttpMaxBodyBytes as it arrives gets 413 and stores nothing. The server answers
+/// and closes without reading the rest, so the client may see its send fail instead.
+#[test]
+fn chunked_bodies_are_read_whole_and_limited() {
+    let s = HttpServer::start(json!({"http_max_body_bytes": 65536}));
+    /// Hands out at most 700 bytes a read, so the client sends many chunks.
+    struct Trickle(std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(700);
+            self.0.read(&mut buf[..n])
+        }
+    }
+    let post = |body: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut reader = Trickle(std::io::Cursor::new(body.as_bytes().to_vec()));
+        let mut r = agent
+            .post(s.url("/records"))
+            .header(NDJSON.0, NDJSON.1)
+            .send(ureq::SendBody::from_reader(&mut reader))
+            .map_err(|e| e.to_string())?;
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        Ok::<_, String>((r.status().as_u16(), text))
+    };
+    let text = generate(35, 40);
+    assert!(text.len() > 5 * 700 && text.len() < 65536, "{}", text.len());
+    let (status, answer) = post(&text).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""accepted":40"#), "{answer}");
+    let big = generate(36, 200);
+    assert!(big.len() > 65536, "{}", big.len());
+    match post(&big) {
+        Ok((status, answer)) => {
+            assert_eq!(status, 413, "{answer}");
+            assert!(answer.contains("HttpMaxBodyBytes"), "{answer}");
+        }
+        Err(e) => assert!(e.contains("pipe") || e.contains("reset"), "{e}"),
+    }
+    let r = http("POST", &s.url("/flush/"), &[], None);
+    assert_eq!(r.json()["rows"], 40, "{}", r.text());
+    assert_eq!(ids_written(&s.out()), expected_by_id(&text));
+}
+
 #[test]
 fn a_full_buffer_holds_the_request_while_it_makes_room() {
     // The default BufferFullWait (1s): the buffer writes what it holds and takes the

@@ -5,7 +5,6 @@
 //! a small compressed body cannot unpack into an unbounded one.
 
 use crate::routes::Refusal;
-use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 use std::io::Read;
@@ -54,7 +53,7 @@ pub fn of(headers: &HeaderMap) -> Result<Encoding, Refusal> {
 
 /// Unpacks a body: 400 when it is not valid in its encoding, 413 when it unpacks to more
 /// than `limit` bytes.
-pub fn unpack(enc: Encoding, body: Bytes, limit: usize) -> Result<Bytes, Refusal> {
+pub fn unpack(enc: Encoding, body: Vec<u8>, limit: usize) -> Result<Vec<u8>, Refusal> {
     let reader: Box<dyn Read + '_> = match enc {
         Encoding::Identity => return Ok(body),
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
@@ -74,7 +73,7 @@ pub fn unpack(enc: Encoding, body: Bytes, limit: usize) -> Result<Bytes, Refusal
             json!({"error": format!("the {} body unpacks to more than HttpMaxBodyBytes ({limit} bytes)", enc.name())}),
         ));
     }
-    Ok(Bytes::from(out))
+    Ok(out)
 }
 
 fn bad(enc: Encoding, e: &std::io::Error) -> Refusal {

@@ -14,9 +14,9 @@
 //! for an empty body). A full buffer answers 429 (503 when the buffer is away) with
 //! Retry-After and code 9 ("Server is busy"), which HEC clients retry.
 
+use crate::body::Body;
 use crate::idempotent::Reply;
 use crate::routes::{Refusal, Shared, ingest, json_response, readiness};
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State as St};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +69,7 @@ pub async fn event(
     St(s): St<Shared>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let defaults = metadata(query);
     respond(
@@ -106,7 +106,7 @@ pub async fn raw(
     St(s): St<Shared>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let meta = metadata(query);
     respond(

@@ -6,6 +6,7 @@
 //! SIGTERM and SIGINT stop the listener, let requests in progress finish, then write
 //! every pending record.
 
+mod body;
 mod encoding;
 mod hec;
 mod idempotent;

@@ -7,9 +7,9 @@
 //! is not an OTLP request or no record could be taken; 415 for another Content-Type;
 //! 429 or 503 with Retry-After when the buffer is full or away, which OTLP clients retry.
 
+use crate::body::Body;
 use crate::idempotent::Reply;
 use crate::routes::{Refusal, Shared, ingest, json_response, mime};
-use axum::body::Bytes;
 use axum::extract::State as St;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -97,7 +97,7 @@ fn answer_for(batch: &KeyedBatch) -> (StatusCode, Value) {
     }
 }
 
-pub async fn logs(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn logs(St(s): St<Shared>, headers: HeaderMap, Body(body): Body) -> Response {
     let Some(enc) = encoding(&headers) else {
         return json_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,12 +7,12 @@
 //! (see [`crate::idempotent`]) and take gzip, zstd or deflate bodies (see
 //! [`crate::encoding`]).
 
+use crate::body::Body;
 use crate::encoding;
 use crate::idempotent::{self, CheckIn, Reply};
 use crate::probe::Probe;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State as St};
+use axum::extract::{Request, State as St};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +46,11 @@ pub struct State {
 }
 
 impl State {
+    /// `HttpMaxBodyBytes`: the largest body taken, as sent and once unpacked.
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.cfg.http_max_body_bytes
+    }
+
     pub fn new(
         cfg: Config,
         spec: &'static IngestSpec,
@@ -84,8 +89,8 @@ impl State {
 
 pub(crate) type Shared = Arc<State>;
 
+/// Bodies are read by [`Body`], which enforces `HttpMaxBodyBytes`.
 pub fn router(state: Shared) -> Router {
-    let limit = state.cfg.http_max_body_bytes;
     Router::new()
         .route("/record/", post(record))
         .route("/record", post(record))
@@ -108,7 +113,6 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -287,15 +291,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     })
 }
 
-/// The request body as a mutable buffer (JSON is unescaped in place): taken over
-/// without a copy when this request holds the only reference to it.
-fn owned(body: Bytes) -> Vec<u8> {
-    match body.try_into_mut() {
-        Ok(b) => b.into(),
-        Err(b) => b.to_vec(),
-    }
-}
-
 /// What an ingest request says about itself in its headers.
 struct Ingest {
     route: &'static str,
@@ -323,8 +318,8 @@ impl Ingest {
     fn admit(
         &self,
         s: &State,
-        body: Bytes,
-    ) -> Result<(Bytes, Option<Ticket>), Result<Reply, Refusal>> {
+        body: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<Ticket>), Result<Reply, Refusal>> {
         let body = encoding::unpack(self.enc, body, s.cfg.http_max_body_bytes).map_err(Err)?;
         let parts: [&[u8]; 3] = [self.route.as_bytes(), &self.content_type, &body];
         match idempotent::check_in(s, self.key.as_deref(), &parts) {
@@ -336,11 +331,10 @@ impl Ingest {
 }
 
 /// `POST /record/`: one JSON object; 201 once it is buffered.
-async fn record(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn record(St(s): St<Shared>, headers: HeaderMap, Body(body): Body) -> Response {
     let t = Instant::now();
-    let res = ingest(s, "/record/", &headers, body, move |st, body, batch| {
-        let mut buf = owned(body);
-        let ok = st.with_decoder(|d| d.json(&mut buf, || "request body".to_string(), batch));
+    let res = ingest(s, "/record/", &headers, body, move |st, mut body, batch| {
+        let ok = st.with_decoder(|d| d.json(&mut body, || "request body".to_string(), batch));
         let (status, mut body) = if ok {
             (StatusCode::CREATED, json!({}))
         } else {
@@ -371,8 +365,8 @@ pub(crate) async fn ingest(
     s: Shared,
     route: &'static str,
     headers: &HeaderMap,
-    body: Bytes,
-    decode: impl FnOnce(&State, Bytes, &mut KeyedBatch) -> (StatusCode, Value) + Send + 'static,
+    body: Vec<u8>,
+    decode: impl FnOnce(&State, Vec<u8>, &mut KeyedBatch) -> (StatusCode, Value) + Send + 'static,
 ) -> Result<Reply, Refusal> {
     let ingest = Ingest::of(route, headers)?;
     blocking(move || {
@@ -429,7 +423,7 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
 }
 
 /// `POST /records`: many records; answers the counts and each rejected record's reason.
-async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn records(St(s): St<Shared>, headers: HeaderMap, Body(body): Body) -> Response {
     let Some(kind) = body_kind(&headers) else {
         return json_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -442,7 +436,7 @@ async fn records(St(s): St<Shared>, headers: HeaderMap, body: Bytes) -> Response
                 st.with_decoder(|d| d.msgpack_records(&body, batch));
             }
             BodyKind::Json(layout) => {
-                let mut block = frame_body(owned(body), layout, st.cfg.max_record_bytes);
+                let mut block = frame_body(body, layout, st.cfg.max_record_bytes);
                 st.with_decoder(|d| d.json_block(&mut block, |line| format!("line {line}"), batch));
             }
         }
