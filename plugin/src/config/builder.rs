@@ -284,18 +284,8 @@ impl ConfigBuilder {
                 c.codec = parse_choice(k, v, Codec::parse, Codec::accepted())?
             }
             Key::WriterFilePath => c.writer_file_path = PathBuf::from(nonempty(k, v)?),
-            Key::WriterRowGroupSize => {
-                c.writer_row_group_size = parse_bytes(k, v)?;
-                if c.writer_row_group_size < 1024 {
-                    return Err(bad(k, v, "must be at least 1024 bytes"));
-                }
-            }
-            Key::WriterPageSize => {
-                c.writer_page_size = parse_bytes(k, v)?;
-                if c.writer_page_size < 1024 {
-                    return Err(bad(k, v, "must be at least 1024 bytes"));
-                }
-            }
+            Key::WriterRowGroupSize => c.writer_row_group_size = parse_bytes_min(k, v, 1024)?,
+            Key::WriterPageSize => c.writer_page_size = parse_bytes_min(k, v, 1024)?,
             Key::WriterType => {
                 c.writer_type = parse_choice(k, v, WriterType::parse, WriterType::accepted())?
             }
@@ -345,12 +335,7 @@ impl ConfigBuilder {
             Key::PartitionTimezone => {
                 c.partition_timezone = crate::timezone::Zone::parse(v).map_err(|e| bad(k, v, e))?
             }
-            Key::BufferMaxBytes => {
-                c.buffer_max_bytes = parse_bytes(k, v)?;
-                if c.buffer_max_bytes < 1024 {
-                    return Err(bad(k, v, "must be at least 1024 bytes"));
-                }
-            }
+            Key::BufferMaxBytes => c.buffer_max_bytes = parse_bytes_min(k, v, 1024)?,
             Key::BufferMaxKeys => {
                 c.buffer_max_keys = std::num::NonZeroUsize::new(parse_int::<usize>(
                     k,
@@ -387,12 +372,7 @@ impl ConfigBuilder {
                     return Err(bad(k, v, "expected a thread count 1-64"));
                 }
             }
-            Key::MaxRecordBytes => {
-                c.max_record_bytes = parse_bytes(k, v)? as usize;
-                if c.max_record_bytes < 16 {
-                    return Err(bad(k, v, "must be at least 16 bytes"));
-                }
-            }
+            Key::MaxRecordBytes => c.max_record_bytes = parse_bytes_min(k, v, 16)? as usize,
             Key::DLQPath => self.dlq_path = Some(PathBuf::from(nonempty(k, v)?)),
             Key::DLQMaxBytes => c.dlq_max_bytes = parse_bytes(k, v)?,
             Key::RecoveryPath => self.recovery_path = Some(PathBuf::from(nonempty(k, v)?)),
@@ -431,12 +411,7 @@ impl ConfigBuilder {
                 }
             }
             Key::RecoveryInterval => c.recovery_interval = parse_duration(k, v)?,
-            Key::HttpMaxBodyBytes => {
-                c.http_max_body_bytes = parse_bytes(k, v)? as usize;
-                if c.http_max_body_bytes < 16 {
-                    return Err(bad(k, v, "must be at least 16 bytes"));
-                }
-            }
+            Key::HttpMaxBodyBytes => c.http_max_body_bytes = parse_bytes_min(k, v, 16)? as usize,
             Key::HttpAuthToken => c.http_auth_token = Secret::new(v.trim()),
             Key::HttpRequestTimeout => c.http_request_timeout = parse_duration(k, v)?,
             Key::HttpIdempotencyTtl => c.http_idempotency_ttl = parse_duration(k, v)?,

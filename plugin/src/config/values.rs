@@ -236,6 +236,16 @@ pub(super) fn parse_bytes(k: &KeyInfo, v: &str) -> Result<u64, ConfigError> {
         .ok_or_else(|| bad(k, v, "size too large"))
 }
 
+/// A byte size of at least `min` bytes ([`parse_bytes`]' syntax): the floor below which
+/// a size key's setting would make no sense, such as a page smaller than its headers.
+pub(super) fn parse_bytes_min(k: &KeyInfo, v: &str, min: u64) -> Result<u64, ConfigError> {
+    let n = parse_bytes(k, v)?;
+    if n < min {
+        return Err(bad(k, v, format!("must be at least {min} bytes")));
+    }
+    Ok(n)
+}
+
 /// Durations: plain seconds, or with a suffix ms/s/m/h.
 pub(super) fn parse_duration(k: &KeyInfo, v: &str) -> Result<Duration, ConfigError> {
     let t = v.trim();
