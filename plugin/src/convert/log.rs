@@ -114,11 +114,9 @@ struct Widths {
 }
 
 impl Widths {
-    /// Room for `n` rows of `per_row` each and an eighth more, for a batch whose rows
-    /// run longer than the last one's: an average over thousands of rows moves little.
+    /// Room for `n` rows of `per_row` each (see [`super::with_headroom`]).
     fn room(n: usize, per_row: u32) -> usize {
-        let w = per_row as usize;
-        n.saturating_mul(w + w / 8).saturating_add(64)
+        super::with_headroom(n.saturating_mul(per_row as usize))
     }
 
     /// The sizes of a batch of `n` rows just built; a scalar column outside `filled`

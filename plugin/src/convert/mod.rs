@@ -58,6 +58,14 @@ pub enum ConvertError {
     Other(String),
 }
 
+/// Room for `n` items or bytes and an eighth more, for a builder sized from the last
+/// batch of a stream: rows of one source look alike, and an average over thousands
+/// of rows moves little, so the eighth absorbs a batch that runs a little longer and a
+/// longer one still grows as before.
+pub(crate) fn with_headroom(n: usize) -> usize {
+    n.saturating_add(n / 8).saturating_add(64)
+}
+
 /// The Parquet settings taken from the configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParquetOptions {

@@ -83,6 +83,12 @@ pub struct Block {
 /// tops a block up to its last whole record.
 const MIN_READ: usize = 64 * 1024;
 
+/// The most one read asks for, given the target block size: at least [`MIN_READ`], at
+/// most 4 MiB (a target beyond that is reached over several reads).
+fn read_size(block_bytes: usize) -> usize {
+    block_bytes.clamp(MIN_READ, 4 << 20)
+}
+
 /// Bytes of an oversized or broken record kept in its DLQ entry.
 const RAW_KEEP: usize = 4096;
 
@@ -125,7 +131,7 @@ impl<R: Read> Framer<R> {
             input,
             layout,
             mode: Mode::Start,
-            buf: Vec::with_capacity(block_bytes.clamp(MIN_READ, 4 << 20) + MIN_READ),
+            buf: Vec::with_capacity(read_size(block_bytes) + MIN_READ),
             pool: Vec::new(),
             pos: 0,
             eof: false,
@@ -151,7 +157,7 @@ impl<R: Read> Framer<R> {
     /// buffer for that read copied the megabyte already in it (8 % of json2parquet's
     /// CPU in a profile); topping it up from its spare room copies nothing.
     fn fill(&mut self) -> std::io::Result<usize> {
-        let block = self.block_bytes.clamp(MIN_READ, 4 << 20);
+        let block = read_size(self.block_bytes);
         if self.buf.capacity() - self.buf.len() < MIN_READ {
             self.buf.reserve(block);
         }
@@ -294,9 +300,7 @@ impl<R: Read> Framer<R> {
         let mut next = self.pool.pop().unwrap_or_default();
         if !self.eof {
             // Room for a block and a top-up read (see `fill`).
-            next.reserve(
-                self.block_bytes.clamp(MIN_READ, 4 << 20) + MIN_READ + (self.buf.len() - cut),
-            );
+            next.reserve(read_size(self.block_bytes) + MIN_READ + (self.buf.len() - cut));
         }
         next.extend_from_slice(&self.buf[cut..]);
         let mut data = std::mem::replace(&mut self.buf, next);

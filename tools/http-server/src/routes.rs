@@ -320,7 +320,7 @@ impl Ingest {
         s: &State,
         body: Vec<u8>,
     ) -> Result<(Vec<u8>, Option<Ticket>), Result<Reply, Refusal>> {
-        let body = encoding::unpack(self.enc, body, s.cfg.http_max_body_bytes).map_err(Err)?;
+        let body = encoding::unpack(self.enc, body, s.max_body_bytes()).map_err(Err)?;
         let parts: [&[u8]; 3] = [self.route.as_bytes(), &self.content_type, &body];
         match idempotent::check_in(s, self.key.as_deref(), &parts) {
             CheckIn::Go(t) => Ok((body, t)),

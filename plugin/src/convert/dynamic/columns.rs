@@ -160,12 +160,12 @@ impl Col {
     }
 
     /// An empty column of type `t` with room for the rows and bytes this one holds and
-    /// an eighth more. json2parquet's parse threads build one batch per block with one
+    /// an eighth more ([`crate::convert::with_headroom`]). json2parquet's parse threads build one batch per block with one
     /// builder, and blocks are alike: builders started at Arrow's default 1024 bytes
     /// grew the long text columns six or seven times a batch, each time copying what
     /// they held. A column of another type than `t` (never the case) starts empty.
     pub(super) fn fresh(&self, t: &DType) -> Col {
-        let more = |n: usize| n + n / 8 + 16;
+        let more = crate::convert::with_headroom;
         let text = |b: &StringBuilder| {
             StringBuilder::with_capacity(more(b.len()), more(b.values_slice().len()))
         };
