@@ -26,7 +26,7 @@
 
 use crate::convert::dynamic::{DType, arrow_schema, dynamic_batches};
 use crate::convert::log::LogLayout;
-use crate::convert::{ConvertError, FileLayout, ParquetOptions, ParquetSink};
+use crate::convert::{ConvertError, FileLayout, FileStart, ParquetOptions, ParquetSink};
 use crate::partition::PartitionKey;
 use crate::record::{DynRecord, LogRecord};
 use arrow_array::RecordBatch;
@@ -262,7 +262,7 @@ impl OpenFiles {
             slot,
             id,
             None,
-            || layout.sink(store()),
+            |start| layout.sink_for(store(), start),
             layout.batches(recs),
         )
     }
@@ -278,13 +278,16 @@ impl OpenFiles {
         opts: &ParquetOptions,
         store: impl FnOnce() -> Store,
     ) -> Appended {
-        let open = || FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink(store());
+        let open = |start: FileStart<'_>| {
+            FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink_for(store(), start)
+        };
         let batches = dynamic_batches(recs, t, fixed);
         self.append(slot, id, Some((t.clone(), fixed)), open, batches)
     }
 
     /// The common part of the appends: finish an open file of another schema, open
-    /// one with `open` if none is, write the batches as they are built, and finish the
+    /// one with `open` if none is (told the first batch, whose values choose the
+    /// columns without a dictionary), write the batches as they are built, and finish the
     /// file at the target size. A batch that cannot be built stops the append, and the
     /// file stays usable. A write that fails (the parquet writer itself failing)
     /// leaves the file unusable: it is finished as far as it got, which may include
@@ -295,7 +298,7 @@ impl OpenFiles {
         slot: &Slot,
         id: ulid::Ulid,
         schema: Option<(DType, bool)>,
-        open: impl FnOnce() -> Result<ParquetSink<Store>, ConvertError>,
+        open: impl FnOnce(FileStart<'_>) -> Result<ParquetSink<Store>, ConvertError>,
         batches: impl Iterator<Item = Result<RecordBatch, ConvertError>>,
     ) -> Appended {
         let entry = self.entry(slot);
@@ -320,9 +323,14 @@ impl OpenFiles {
         if guard.as_ref().is_some_and(|f| f.schema != schema) {
             out.finished.extend(finish(slot, guard.take()));
         }
+        let mut batches = batches.peekable();
         let file = match &mut *guard {
             Some(f) => f,
-            None => match open() {
+            None => match open(FileStart {
+                // The file may grow past these rows over later appends.
+                rows: None,
+                first: batches.peek().and_then(|b| b.as_ref().ok()),
+            }) {
                 Ok(sink) => guard.insert(OpenFile {
                     sink,
                     schema,

@@ -135,6 +135,7 @@ impl ConfigBuilder {
                 map_values_utf8: false,
                 statistics_exclude: FieldSet::default(),
                 dictionary_exclude: FieldSet::parse(DICTIONARY_EXCLUDE),
+                dictionary_adaptive: true,
                 bloom_filter_columns: FieldSet::default(),
                 bloom_filter_fpp: 0.05,
                 // Resolved in `build`, as are the paths under WriterFilePath.
@@ -307,6 +308,7 @@ impl ConfigBuilder {
                     FieldSet::parse(v)
                 }
             }
+            Key::WriterDictionaryAdaptive => c.dictionary_adaptive = parse_bool(k, v)?,
             Key::WriterBloomFilterColumns => c.bloom_filter_columns = FieldSet::parse(v),
             Key::WriterBloomFilterFpp => {
                 c.bloom_filter_fpp = match v.trim().parse::<f64>() {

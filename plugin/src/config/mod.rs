@@ -149,6 +149,9 @@ pub struct Config {
     pub statistics_exclude: FieldSet,
     /// WriterDictionaryExclude: top-level columns written without a dictionary.
     pub dictionary_exclude: FieldSet,
+    /// WriterDictionaryAdaptive: string columns whose values rarely repeat in a file's
+    /// first batch are written without a dictionary in that file.
+    pub dictionary_adaptive: bool,
     /// WriterBloomFilterColumns: top-level columns written with a bloom filter.
     pub bloom_filter_columns: FieldSet,
     /// WriterBloomFilterFpp: their false-positive rate, in (0, 1).

@@ -1,6 +1,6 @@
 //! The upstream log schema as Arrow, and log records to Arrow batches.
 
-use super::{ConvertError, FileLayout, ParquetOptions, ParquetSink};
+use super::{ConvertError, FileLayout, FileStart, ParquetOptions, ParquetSink};
 use crate::record::log::{COLUMNS, Col, ColKind, LogRecord, N_STR, Str};
 use crate::record::prefetch::prefetched;
 use arrow_array::builder::{
@@ -357,9 +357,14 @@ impl LogLayout {
         })
     }
 
-    /// A new log file written to `out`, fed Arrow batches (see [`LogLayout::batches`]).
-    pub fn sink<W: std::io::Write + Send>(&self, out: W) -> Result<ParquetSink<W>, ConvertError> {
-        self.file.sink(out)
+    /// A new log file written to `out`, fed Arrow batches (see [`LogLayout::batches`]),
+    /// with its settings fitted to what `start` tells of it.
+    pub fn sink_for<W: std::io::Write + Send>(
+        &self,
+        out: W,
+        start: FileStart<'_>,
+    ) -> Result<ParquetSink<W>, ConvertError> {
+        self.file.sink_for(out, start)
     }
 
     /// Log records as Arrow batches of at most `BATCH_ROWS` (8192) rows, built one at a
@@ -377,11 +382,21 @@ impl LogLayout {
         I: IntoIterator<Item = &'r LogRecord>,
         I::IntoIter: ExactSizeIterator,
     {
-        let recs = recs.into_iter();
+        let mut recs = recs.into_iter();
+        let rows = recs.len();
+        // The first batch is built before the file is opened: its values choose the
+        // columns written without a dictionary.
+        let first: Vec<&LogRecord> = recs.by_ref().take(BATCH_ROWS).collect();
+        let first = log_batch(&first, self.utf8)?;
+        let start = FileStart {
+            rows: Some(rows),
+            first: Some(&first),
+        };
         let mut w = LogFileWriter {
-            sink: self.file.sink_for(Vec::new(), recs.len())?,
+            sink: self.file.sink_for(Vec::new(), start)?,
             utf8: self.utf8,
         };
+        w.sink.write(&first)?;
         w.write(recs)?;
         w.finish()
     }
@@ -885,6 +900,87 @@ mod tests {
             strings("time"),
             want(&|i| format!("2026-01-01T00:00:{:02}Z", i % 60))
         );
+    }
+
+    /// WriterDictionaryAdaptive (on by default): in a file whose first batch shows a
+    /// string column's values never repeat, that column has no dictionary, whatever its
+    /// name; repeating columns keep theirs. Off, every column not excluded by name has
+    /// one. Either way every row of every batch reads back the same.
+    #[test]
+    fn columns_whose_values_never_repeat_go_without_a_dictionary() {
+        // More than one batch (8192 rows), so the rest follows the batch that chose.
+        let n = 9000;
+        let recs: Vec<_> = (0..n)
+            .map(|i| {
+                let mut b = LogBuilder::new();
+                b.set(Str::Level, ["INFO", "WARN", "ERROR"][i % 3]);
+                b.set(Str::Message, &format!("request {i} served"));
+                b.set(Str::UserId, &format!("user-{}", i * 7919 % 100_003));
+                b.set(Str::BusinessCapability, &format!("cap-{}", i % 40));
+                b.add_trace_ip(&format!("10.0.{}.{}", i / 256, i % 256));
+                b.add_tag(["a", "b"][i % 2]);
+                b.finish()
+            })
+            .collect();
+        let all_strings = |bytes: &bytes::Bytes, name: &str| -> Vec<String> {
+            use arrow_array::{Array, StringArray};
+            let mut out = Vec::new();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let batch = batch.unwrap();
+                let a = batch.column_by_name(name).unwrap();
+                let s = a.as_any().downcast_ref::<StringArray>().unwrap();
+                out.extend((0..s.len()).map(|i| s.value(i).to_string()));
+            }
+            out
+        };
+        let with_dictionary = |adaptive: bool| {
+            let o = ParquetOptions {
+                dictionary_adaptive: adaptive,
+                ..ParquetOptions::from_config(&crate::config::Config::default())
+            };
+            let bytes = bytes::Bytes::from(encode_log(&recs, &o).unwrap());
+            let want = |f: &dyn Fn(usize) -> String| (0..n).map(f).collect::<Vec<_>>();
+            assert_eq!(
+                all_strings(&bytes, "message"),
+                want(&|i| format!("request {i} served"))
+            );
+            assert_eq!(
+                all_strings(&bytes, "user-id"),
+                want(&|i| format!("user-{}", i * 7919 % 100_003))
+            );
+            assert_eq!(
+                all_strings(&bytes, "level"),
+                want(&|i| ["INFO", "WARN", "ERROR"][i % 3].to_string())
+            );
+            let reader = SerializedFileReader::new(bytes).unwrap();
+            let rg = reader.metadata().row_group(0);
+            assert_eq!(rg.num_rows(), n as i64);
+            [
+                "message",
+                "user-id",
+                "trace-ip",
+                "level",
+                "business-capability",
+                "tags",
+            ]
+            .map(|name| {
+                rg.columns()
+                    .iter()
+                    .find(|c| c.column_path().parts()[0] == name)
+                    .unwrap_or_else(|| panic!("no column {name}"))
+                    .dictionary_page_offset()
+                    .is_some()
+            })
+        };
+        assert_eq!(
+            with_dictionary(true),
+            [false, false, false, true, true, true]
+        );
+        assert_eq!(with_dictionary(false), [true; 6]);
     }
 
     /// WriterBloomFilterColumns: the named columns (nested ones through their top-level

@@ -2,11 +2,13 @@
 //!
 //! Every file is written with dictionary encoding and page statistics on (so column
 //! and offset indexes are written too), except for the columns the configuration
-//! excludes, with the configured codec, and row groups closed by encoded size
+//! excludes and, for a dictionary, the string columns whose values in the file's first
+//! batch rarely repeat (see the `dictionary` module), with the configured codec, and row groups closed by encoded size
 //! (`WriterRowGroupSize`, bytes) rather than by row count. Batches are fed
 //! to the writer in slices of [`SLICE_ROWS`] rows so the byte limit is honoured closely
 //! even when it is small.
 
+mod dictionary;
 pub mod dynamic;
 pub mod jsonschema;
 pub mod log;
@@ -79,6 +81,9 @@ pub struct ParquetOptions {
     pub statistics_exclude: FieldSet,
     /// Top-level columns without a dictionary (WriterDictionaryExclude).
     pub dictionary_exclude: FieldSet,
+    /// String columns whose values in a file's first batch rarely repeat are written
+    /// without a dictionary (WriterDictionaryAdaptive).
+    pub dictionary_adaptive: bool,
     /// Top-level columns with a bloom filter (WriterBloomFilterColumns), and its
     /// false-positive rate.
     pub bloom_filter: FieldSet,
@@ -95,6 +100,7 @@ impl ParquetOptions {
             map_values_utf8: c.map_values_utf8,
             statistics_exclude: c.statistics_exclude.clone(),
             dictionary_exclude: c.dictionary_exclude.clone(),
+            dictionary_adaptive: c.dictionary_adaptive,
             bloom_filter: c.bloom_filter_columns.clone(),
             bloom_fpp: c.bloom_filter_fpp,
         }
@@ -112,6 +118,7 @@ impl ParquetOptions {
             map_values_utf8: false,
             statistics_exclude: Default::default(),
             dictionary_exclude: Default::default(),
+            dictionary_adaptive: false,
             bloom_filter: Default::default(),
             bloom_fpp: 0.05,
         }
@@ -213,6 +220,21 @@ pub struct FileLayout {
     props: WriterProperties,
     /// The leaf columns with a bloom filter, sized per file by [`FileLayout::sink_for`].
     bloom: Vec<ColumnPath>,
+    /// WriterDictionaryAdaptive: dictionaries chosen per file by [`FileLayout::sink_for`].
+    adaptive: bool,
+}
+
+/// What is known of a file before it is opened, which its settings are fitted to.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileStart<'a> {
+    /// The rows it will hold, when known: its bloom filters are sized for them rather
+    /// than for a million, which would cost a megabyte of memory to clear and fold per
+    /// column for each of the many small files upstream's defaults make.
+    pub rows: Option<usize>,
+    /// Its first batch, when at hand: with WriterDictionaryAdaptive, the string
+    /// columns whose values in it rarely repeat are written without a dictionary (see
+    /// the `dictionary` module).
+    pub first: Option<&'a RecordBatch>,
 }
 
 impl FileLayout {
@@ -224,7 +246,7 @@ impl FileLayout {
     ) -> Result<FileLayout, ConvertError> {
         let props = opts.writer_properties(&parquet)?;
         let bloom = leaves_under(&opts.bloom_filter, &parquet);
-        Ok(FileLayout::with_hint(arrow, parquet, props, bloom))
+        Ok(FileLayout::with_hint(arrow, parquet, props, bloom, opts))
     }
 
     /// Files of `arrow`, with the Parquet schema derived from it under upstream's root
@@ -236,7 +258,7 @@ impl FileLayout {
             .schema_root(SCHEMA_ROOT)
             .convert(&arrow)?;
         let bloom = leaves_under(&opts.bloom_filter, &parquet);
-        Ok(FileLayout::with_hint(arrow, parquet, props, bloom))
+        Ok(FileLayout::with_hint(arrow, parquet, props, bloom, opts))
     }
 
     /// Adds the Arrow schema hint, as the Arrow writer would for each file.
@@ -245,6 +267,7 @@ impl FileLayout {
         parquet: SchemaDescriptor,
         mut props: WriterProperties,
         bloom: Vec<ColumnPath>,
+        opts: &ParquetOptions,
     ) -> FileLayout {
         parquet::arrow::add_encoded_arrow_schema_to_metadata(&arrow, &mut props);
         FileLayout {
@@ -252,39 +275,47 @@ impl FileLayout {
             parquet,
             props,
             bloom,
+            adaptive: opts.dictionary_adaptive,
         }
     }
 
-    /// A new file of this layout, written to `out`, of any number of rows.
+    /// A new file of this layout, written to `out`, of any number of rows, with the
+    /// layout's settings as they are.
     pub fn sink<W: Write + Send>(&self, out: W) -> Result<ParquetSink<W>, ConvertError> {
-        self.sink_with(out, self.props.clone())
+        self.sink_for(out, FileStart::default())
     }
 
-    /// A new file of this layout that will hold `rows` rows: its bloom filters are
-    /// sized for them rather than for a million, which would cost a megabyte of memory
-    /// to clear and fold per column for each of the many small files upstream's
-    /// defaults make.
+    /// A new file of this layout, written to `out`, with its settings fitted to what
+    /// `start` tells of it.
     pub fn sink_for<W: Write + Send>(
         &self,
         out: W,
-        rows: usize,
+        start: FileStart<'_>,
     ) -> Result<ParquetSink<W>, ConvertError> {
-        if self.bloom.is_empty() {
-            return self.sink(out);
-        }
-        let ndv = (rows as u64).clamp(1, BLOOM_MAX_NDV);
-        let mut b = self.props.clone().into_builder();
-        for col in &self.bloom {
-            b = b.set_column_bloom_filter_max_ndv(col.clone(), ndv);
-        }
-        self.sink_with(out, b.build())
-    }
-
-    fn sink_with<W: Write + Send>(
-        &self,
-        out: W,
-        props: WriterProperties,
-    ) -> Result<ParquetSink<W>, ConvertError> {
+        let ndv = start
+            .rows
+            .filter(|_| !self.bloom.is_empty())
+            .map(|rows| (rows as u64).clamp(1, BLOOM_MAX_NDV));
+        let plain = match start.first {
+            Some(first) if self.adaptive => {
+                dictionary::rarely_repeating(first, &self.parquet, &self.props)
+            }
+            _ => Vec::new(),
+        };
+        let props = if ndv.is_none() && plain.is_empty() {
+            self.props.clone()
+        } else {
+            let mut b = self.props.clone().into_builder();
+            if let Some(n) = ndv {
+                for col in &self.bloom {
+                    b = b.set_column_bloom_filter_max_ndv(col.clone(), n);
+                }
+            }
+            for col in plain {
+                b = b.set_column_dictionary_enabled(col, false);
+            }
+            b.build()
+        };
         let options = ArrowWriterOptions::new()
             .with_properties(props)
             .with_parquet_schema(self.parquet.clone())

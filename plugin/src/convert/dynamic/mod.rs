@@ -12,7 +12,7 @@
 //! appended (nullable). The event time is the first column, `_event_time`,
 //! TIMESTAMP(MICROS, UTC).
 
-use super::{ConvertError, FileLayout, ParquetOptions};
+use super::{ConvertError, FileLayout, FileStart, ParquetOptions};
 use crate::partition::PartitionKey;
 use crate::record::dynamic::DynRecord;
 use crate::record::prefetch::prefetched;
@@ -379,9 +379,17 @@ pub fn encode_dynamic(
     fixed: bool,
     opts: &ParquetOptions,
 ) -> Result<Vec<u8>, ConvertError> {
+    let mut batches = dynamic_batches(records, t, fixed);
+    // The first batch is built before the file is opened: its values choose the
+    // columns written without a dictionary.
+    let first = batches.next().transpose()?;
+    let start = FileStart {
+        rows: Some(records.len()),
+        first: first.as_ref(),
+    };
     let mut sink =
-        FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink_for(Vec::new(), records.len())?;
-    for batch in dynamic_batches(records, t, fixed) {
+        FileLayout::for_arrow(arrow_schema(t, fixed), opts)?.sink_for(Vec::new(), start)?;
+    for batch in first.into_iter().map(Ok).chain(batches) {
         sink.write(&batch?)?;
     }
     sink.finish()

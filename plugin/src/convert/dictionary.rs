@@ -1,0 +1,239 @@
+//! Which string columns of a file to write without a dictionary, judged from the file's
+//! first batch (`WriterDictionaryAdaptive`).
+//!
+//! The parquet crate dictionary-encodes a column until its dictionary reaches the page
+//! limit (1 MiB), whatever the values. For values that never repeat (free text, random
+//! ids, addresses) that is pure cost: every value is hashed and stored twice over, and
+//! the pages carry indices on top of the values. In the many small files a flusher
+//! writes (one per key, a few thousand rows each) the limit is never reached, so such a
+//! column pays for the dictionary over the whole file. Parquet-mr drops a dictionary
+//! after its first page when it does not pay, and DuckDB keeps one only under a ratio
+//! of distinct values; this does the same from a sample, before the first value is
+//! written, since the parquet crate cannot change its mind mid-chunk.
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::{ColumnPath, SchemaDescriptor};
+
+/// Values sampled per column: enough to tell a few thousand repeating values from
+/// values that never repeat, cheap beside encoding the file.
+const SAMPLE: usize = 512;
+
+/// Values looked at first: a column that repeats shows it within these, and most do,
+/// so most columns cost no more than this.
+const FIRST_LOOK: usize = 64;
+
+/// A column whose sample is at least this share distinct (in tenths) gets no dictionary.
+const DISTINCT_TENTHS: usize = 9;
+
+/// The leaf columns of `parquet` that `props` gives a dictionary and whose values in
+/// `batch` rarely repeat: top-level string or binary columns, and lists of them, with
+/// at least [`FIRST_LOOK`] non-null values in the batch and nine in ten of the first
+/// [`SAMPLE`] distinct. Columns with fewer values keep their dictionary: too few to
+/// judge, and too few to matter.
+pub(crate) fn rarely_repeating(
+    batch: &RecordBatch,
+    parquet: &SchemaDescriptor,
+    props: &WriterProperties,
+) -> Vec<ColumnPath> {
+    let mut out = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        // The column's only leaf (a list's sits under its repeated group); a struct or
+        // a map has several, and is left alone.
+        let mut leaves = parquet
+            .columns()
+            .iter()
+            .map(|c| c.path())
+            .filter(|p| p.parts().first().is_some_and(|top| top == field.name()));
+        let (Some(leaf), None) = (leaves.next(), leaves.next()) else {
+            continue;
+        };
+        let values = match field.data_type() {
+            DataType::List(_) => column.as_list::<i32>().values(),
+            _ => column,
+        };
+        if props.dictionary_enabled(leaf) && mostly_distinct(values.as_ref()) {
+            out.push(leaf.clone());
+        }
+    }
+    out
+}
+
+/// Whether the first non-null values of a string or binary array are nearly all
+/// distinct (false for any other type).
+fn mostly_distinct(values: &dyn Array) -> bool {
+    match values.data_type() {
+        DataType::Utf8 => distinct_share(
+            values
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(str::as_bytes)),
+        ),
+        DataType::LargeUtf8 => distinct_share(
+            values
+                .as_string::<i64>()
+                .iter()
+                .map(|v| v.map(str::as_bytes)),
+        ),
+        DataType::Binary => distinct_share(values.as_binary::<i32>().iter()),
+        DataType::LargeBinary => distinct_share(values.as_binary::<i64>().iter()),
+        _ => false,
+    }
+}
+
+/// Hashes the first [`FIRST_LOOK`] non-null values, then up to [`SAMPLE`] if those
+/// were nearly all distinct, and tells whether nine in ten of them were.
+fn distinct_share<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> bool {
+    let mut values = values.flatten();
+    let mut hashes: Vec<u64> = Vec::with_capacity(SAMPLE);
+    for limit in [FIRST_LOOK, SAMPLE] {
+        let wanted = limit - hashes.len();
+        hashes.extend(
+            values
+                .by_ref()
+                .take(wanted)
+                .map(twox_hash::XxHash3_64::oneshot),
+        );
+        if hashes.len() < FIRST_LOOK || !nearly_all_distinct(&mut hashes) {
+            return false;
+        }
+        if hashes.len() < limit {
+            // The batch has no more values to look at.
+            break;
+        }
+    }
+    true
+}
+
+/// Whether at least nine in ten of `hashes` differ (sorts them).
+fn nearly_all_distinct(hashes: &mut [u64]) -> bool {
+    hashes.sort_unstable();
+    let distinct = 1 + hashes.windows(2).filter(|w| w[0] != w[1]).count();
+    distinct * 10 >= hashes.len() * DISTINCT_TENTHS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{ArrayRef, Int64Array, StringArray};
+    use parquet::arrow::ArrowSchemaConverter;
+    use std::sync::Arc;
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> (RecordBatch, SchemaDescriptor) {
+        let b = RecordBatch::try_from_iter(columns).unwrap();
+        let parquet = ArrowSchemaConverter::new().convert(&b.schema()).unwrap();
+        (b, parquet)
+    }
+
+    fn strings(n: usize, f: impl Fn(usize) -> Option<String>) -> ArrayRef {
+        Arc::new(StringArray::from_iter((0..n).map(f)))
+    }
+
+    fn names(paths: Vec<ColumnPath>) -> Vec<String> {
+        paths.iter().map(|p| p.string()).collect()
+    }
+
+    /// The columns found with every column given a dictionary.
+    fn found(b: &RecordBatch, p: &SchemaDescriptor) -> Vec<ColumnPath> {
+        rarely_repeating(b, p, &WriterProperties::default())
+    }
+
+    #[test]
+    fn unique_columns_are_named_and_repeating_ones_are_not() {
+        let (b, p) = batch(vec![
+            ("id", strings(2000, |i| Some(format!("id-{i:08x}")))),
+            (
+                "level",
+                strings(2000, |i| Some(["INFO", "WARN", "ERROR"][i % 3].into())),
+            ),
+            // 200 values, each seen ten times in no order.
+            (
+                "host",
+                strings(2000, |i| Some(format!("host-{}", (i * 7) % 200))),
+            ),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(0..2000)) as ArrayRef,
+            ),
+        ]);
+        assert_eq!(names(found(&b, &p)), ["id"]);
+    }
+
+    #[test]
+    fn nulls_are_skipped_and_too_few_values_keep_the_dictionary() {
+        let (b, p) = batch(vec![
+            // Unique where set, one row in ten set: 200 values to judge by.
+            (
+                "trace",
+                strings(2000, |i| (i % 10 == 0).then(|| format!("t{i}"))),
+            ),
+            // Unique but only 50 values: too few to judge.
+            (
+                "rare",
+                strings(2000, |i| (i % 40 == 0).then(|| format!("r{i}"))),
+            ),
+            ("none", strings(2000, |_| None)),
+        ]);
+        assert_eq!(names(found(&b, &p)), ["trace"]);
+    }
+
+    #[test]
+    fn a_short_batch_is_judged_on_what_it_has() {
+        let (b, p) = batch(vec![
+            ("unique", strings(100, |i| Some(format!("u{i}")))),
+            ("twice", strings(100, |i| Some(format!("t{}", i / 2)))),
+        ]);
+        assert_eq!(names(found(&b, &p)), ["unique"]);
+    }
+
+    #[test]
+    fn a_column_that_repeats_only_after_the_first_look_keeps_the_dictionary() {
+        // The first 64 differ, then the same 64 come round again and again.
+        let (b, p) = batch(vec![(
+            "cycle",
+            strings(2000, |i| Some(format!("c{}", i % 64))),
+        )]);
+        assert!(found(&b, &p).is_empty());
+    }
+
+    #[test]
+    fn columns_already_without_a_dictionary_are_not_sampled() {
+        let (b, p) = batch(vec![
+            ("a", strings(500, |i| Some(format!("a{i}")))),
+            ("b", strings(500, |i| Some(format!("b{i}")))),
+        ]);
+        let props = WriterProperties::builder()
+            .set_column_dictionary_enabled(ColumnPath::from("a"), false)
+            .build();
+        assert_eq!(names(rarely_repeating(&b, &p, &props)), ["b"]);
+    }
+
+    #[test]
+    fn list_elements_are_judged_and_name_the_list_leaf() {
+        let mut unique = ListBuilder::new(StringBuilder::new());
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        for i in 0..500 {
+            unique
+                .values()
+                .append_value(format!("10.0.{}.{}", i / 256, i % 256));
+            unique.append(true);
+            tags.values().append_value(format!("tag{}", i % 5));
+            tags.values().append_value(format!("tag{}", i % 7));
+            tags.append(true);
+        }
+        let (b, p) = batch(vec![
+            ("ips", Arc::new(unique.finish()) as ArrayRef),
+            ("tags", Arc::new(tags.finish()) as ArrayRef),
+        ]);
+        let found = found(&b, &p);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].parts().first().map(String::as_str), Some("ips"));
+        assert!(
+            p.columns().iter().any(|c| c.path() == &found[0]),
+            "a leaf of the file's schema"
+        );
+    }
+}
