@@ -10,6 +10,12 @@
 //! after its first page when it does not pay, and DuckDB keeps one only under a ratio
 //! of distinct values; this does the same from a sample, before the first value is
 //! written, since the parquet crate cannot change its mind mid-chunk.
+//!
+//! The sample is a fifth of the file's rows. If values are drawn from `D` kinds, a
+//! sample of `s` shows `D(1 - e^(-s/D))` distinct; nine in ten distinct means `D` is
+//! about `4.8 s`, so with `s` a fifth of the rows it means about as many kinds as rows,
+//! where a dictionary saves nothing. A fixed sample would take a few thousand users
+//! repeating over a large file for ids that never repeat.
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
@@ -17,9 +23,10 @@ use arrow_schema::DataType;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 
-/// Values sampled per column: enough to tell a few thousand repeating values from
-/// values that never repeat, cheap beside encoding the file.
-const SAMPLE: usize = 512;
+/// The most values sampled per column (a batch holds 8192 rows): for a file of more
+/// than five times as many rows, values that repeat less often than one in this many
+/// are taken for unique, and a dictionary would save little on them.
+const MAX_SAMPLE: usize = 8192;
 
 /// Values looked at first: a column that repeats shows it within these, and most do,
 /// so most columns cost no more than this.
@@ -29,15 +36,18 @@ const FIRST_LOOK: usize = 64;
 const DISTINCT_TENTHS: usize = 9;
 
 /// The leaf columns of `parquet` that `props` gives a dictionary and whose values in
-/// `batch` rarely repeat: top-level string or binary columns, and lists of them, with
-/// at least [`FIRST_LOOK`] non-null values in the batch and nine in ten of the first
-/// [`SAMPLE`] distinct. Columns with fewer values keep their dictionary: too few to
-/// judge, and too few to matter.
+/// `batch`, the first batch of a file of `rows` rows (`None`: not known), rarely
+/// repeat: top-level string or binary columns, and lists of them, with at least
+/// [`FIRST_LOOK`] non-null values in the batch and nine in ten of the sample distinct.
+/// Columns with fewer values keep their dictionary: too few to judge, and too few to
+/// matter.
 pub(crate) fn rarely_repeating(
     batch: &RecordBatch,
     parquet: &SchemaDescriptor,
     props: &WriterProperties,
+    rows: Option<usize>,
 ) -> Vec<ColumnPath> {
+    let sample = rows.map_or(MAX_SAMPLE, |r| (r / 5).clamp(FIRST_LOOK, MAX_SAMPLE));
     let mut out = Vec::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
         // The column's only leaf (a list's sits under its repeated group); a struct or
@@ -54,7 +64,7 @@ pub(crate) fn rarely_repeating(
             DataType::List(_) => column.as_list::<i32>().values(),
             _ => column,
         };
-        if props.dictionary_enabled(leaf) && mostly_distinct(values.as_ref()) {
+        if props.dictionary_enabled(leaf) && mostly_distinct(values.as_ref(), sample) {
             out.push(leaf.clone());
         }
     }
@@ -63,32 +73,34 @@ pub(crate) fn rarely_repeating(
 
 /// Whether the first non-null values of a string or binary array are nearly all
 /// distinct (false for any other type).
-fn mostly_distinct(values: &dyn Array) -> bool {
+fn mostly_distinct(values: &dyn Array, sample: usize) -> bool {
     match values.data_type() {
         DataType::Utf8 => distinct_share(
             values
                 .as_string::<i32>()
                 .iter()
                 .map(|v| v.map(str::as_bytes)),
+            sample,
         ),
         DataType::LargeUtf8 => distinct_share(
             values
                 .as_string::<i64>()
                 .iter()
                 .map(|v| v.map(str::as_bytes)),
+            sample,
         ),
-        DataType::Binary => distinct_share(values.as_binary::<i32>().iter()),
-        DataType::LargeBinary => distinct_share(values.as_binary::<i64>().iter()),
+        DataType::Binary => distinct_share(values.as_binary::<i32>().iter(), sample),
+        DataType::LargeBinary => distinct_share(values.as_binary::<i64>().iter(), sample),
         _ => false,
     }
 }
 
-/// Hashes the first [`FIRST_LOOK`] non-null values, then up to [`SAMPLE`] if those
+/// Hashes the first [`FIRST_LOOK`] non-null values, then up to `sample` if those
 /// were nearly all distinct, and tells whether nine in ten of them were.
-fn distinct_share<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> bool {
+fn distinct_share<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, sample: usize) -> bool {
     let mut values = values.flatten();
-    let mut hashes: Vec<u64> = Vec::with_capacity(SAMPLE);
-    for limit in [FIRST_LOOK, SAMPLE] {
+    let mut hashes: Vec<u64> = Vec::with_capacity(sample.max(FIRST_LOOK));
+    for limit in [FIRST_LOOK, sample.max(FIRST_LOOK)] {
         let wanted = limit - hashes.len();
         hashes.extend(
             values
@@ -136,9 +148,10 @@ mod tests {
         paths.iter().map(|p| p.string()).collect()
     }
 
-    /// The columns found with every column given a dictionary.
+    /// The columns found with every column given a dictionary, in a file of the batch's
+    /// rows.
     fn found(b: &RecordBatch, p: &SchemaDescriptor) -> Vec<ColumnPath> {
-        rarely_repeating(b, p, &WriterProperties::default())
+        rarely_repeating(b, p, &WriterProperties::default(), Some(b.num_rows()))
     }
 
     #[test]
@@ -190,6 +203,24 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_grows_with_the_file() {
+        // 2000 kinds of value in no order: the first 400 values (a fifth of a file of
+        // 2000 rows) look unique, the first 8192 (a file of 100k) do not.
+        let (b, p) = batch(vec![(
+            "user",
+            strings(8192, |i| Some(format!("u{}", i * 7919 % 2000))),
+        )]);
+        let props = WriterProperties::default();
+        assert_eq!(
+            names(rarely_repeating(&b, &p, &props, Some(2000))),
+            ["user"]
+        );
+        assert!(rarely_repeating(&b, &p, &props, Some(100_000)).is_empty());
+        // A file of unknown size (kept open for more batches) samples the most.
+        assert!(rarely_repeating(&b, &p, &props, None).is_empty());
+    }
+
+    #[test]
     fn a_column_that_repeats_only_after_the_first_look_keeps_the_dictionary() {
         // The first 64 differ, then the same 64 come round again and again.
         let (b, p) = batch(vec![(
@@ -208,7 +239,7 @@ mod tests {
         let props = WriterProperties::builder()
             .set_column_dictionary_enabled(ColumnPath::from("a"), false)
             .build();
-        assert_eq!(names(rarely_repeating(&b, &p, &props)), ["b"]);
+        assert_eq!(names(rarely_repeating(&b, &p, &props, Some(500))), ["b"]);
     }
 
     #[test]

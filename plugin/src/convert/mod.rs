@@ -298,7 +298,7 @@ impl FileLayout {
             .map(|rows| (rows as u64).clamp(1, BLOOM_MAX_NDV));
         let plain = match start.first {
             Some(first) if self.adaptive => {
-                dictionary::rarely_repeating(first, &self.parquet, &self.props)
+                dictionary::rarely_repeating(first, &self.parquet, &self.props, start.rows)
             }
             _ => Vec::new(),
         };
