@@ -327,7 +327,7 @@ impl OpenFiles {
         let file = match &mut *guard {
             Some(f) => f,
             None => match open(FileStart {
-                // The file may grow past these rows over later appends.
+                // Not known: later appends add to the file.
                 rows: None,
                 first: batches.peek().and_then(|b| b.as_ref().ok()),
             }) {
@@ -560,6 +560,72 @@ mod tests {
         assert_eq!(messages(&done[1]), names(10, 10));
         assert!(open.is_empty() && open.take_all().is_empty());
         assert_eq!(open.oldest(), Duration::ZERO);
+    }
+
+    /// An open file is opened with its first append's first batch, so its dictionaries
+    /// are chosen from it (WriterDictionaryAdaptive): a message column that never
+    /// repeats gets none, one that repeats keeps it, and later appends follow.
+    #[test]
+    fn an_open_file_chooses_its_dictionaries_from_its_first_batch() {
+        let open = OpenFiles::new(Duration::from_secs(3600), None, u64::MAX);
+        let make = |n: usize, f: &dyn Fn(usize) -> String| -> Vec<LogRecord> {
+            (0..n)
+                .map(|i| {
+                    let mut b = LogBuilder::new();
+                    b.set(Str::Message, &f(i));
+                    b.finish()
+                })
+                .collect()
+        };
+        let unique = |i: usize| format!("request {i}");
+        let repeating = |i: usize| format!("retry {}", i % 3);
+        for (key, f) in [
+            ("u", &unique as &dyn Fn(usize) -> String),
+            ("r", &repeating),
+        ] {
+            for part in [0, 1] {
+                let recs = make(200, &|i| f(part * 200 + i));
+                let refs: Vec<&LogRecord> = recs.iter().collect();
+                let a = open.append_log(
+                    &slot(key),
+                    ulid::Ulid(part as u128),
+                    &refs,
+                    &layout(),
+                    Store::memory,
+                );
+                a.result.unwrap();
+            }
+        }
+        let done = open.take_all();
+        assert_eq!(done.len(), 2);
+        for file in done {
+            let Some(Body::Memory(bytes)) = file.bytes.as_ref().ok() else {
+                panic!("an in-memory file");
+            };
+            let bytes = bytes::Bytes::from(bytes.clone());
+            let reader =
+                parquet::file::serialized_reader::SerializedFileReader::new(bytes).unwrap();
+            use parquet::file::reader::FileReader;
+            let message = reader
+                .metadata()
+                .row_group(0)
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == "message")
+                .map(|c| c.dictionary_page_offset().is_some());
+            let (want_dictionary, value): (bool, &dyn Fn(usize) -> String) =
+                match file.slot.key.as_str() {
+                    "u" => (false, &unique),
+                    _ => (true, &repeating),
+                };
+            assert_eq!(
+                message,
+                Some(want_dictionary),
+                "key {}",
+                file.slot.key.as_str()
+            );
+            assert_eq!(messages(&file), (0..400).map(value).collect::<Vec<_>>());
+        }
     }
 
     #[test]

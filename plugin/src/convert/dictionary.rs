@@ -99,7 +99,8 @@ fn mostly_distinct(values: &dyn Array, sample: usize) -> bool {
 /// were nearly all distinct, and tells whether nine in ten of them were.
 fn distinct_share<'a>(values: impl Iterator<Item = Option<&'a [u8]>>, sample: usize) -> bool {
     let mut values = values.flatten();
-    let mut hashes: Vec<u64> = Vec::with_capacity(sample.max(FIRST_LOOK));
+    // Room for the first look only: most columns stop there.
+    let mut hashes: Vec<u64> = Vec::with_capacity(FIRST_LOOK);
     for limit in [FIRST_LOOK, sample.max(FIRST_LOOK)] {
         let wanted = limit - hashes.len();
         hashes.extend(

@@ -3,10 +3,10 @@
 //! Every file is written with dictionary encoding and page statistics on (so column
 //! and offset indexes are written too), except for the columns the configuration
 //! excludes and, for a dictionary, the string columns whose values in the file's first
-//! batch rarely repeat (see the `dictionary` module), with the configured codec, and row groups closed by encoded size
-//! (`WriterRowGroupSize`, bytes) rather than by row count. Batches are fed
-//! to the writer in slices of [`SLICE_ROWS`] rows so the byte limit is honoured closely
-//! even when it is small.
+//! batch rarely repeat (see the `dictionary` module). It has the configured codec, and
+//! row groups closed by encoded size (`WriterRowGroupSize`, bytes) rather than by row
+//! count. Batches are fed to the writer in slices of [`SLICE_ROWS`] rows so the byte
+//! limit is honoured closely even when it is small.
 
 mod dictionary;
 pub mod dynamic;
