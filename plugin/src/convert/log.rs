@@ -397,6 +397,8 @@ impl LogLayout {
             utf8: self.utf8,
         };
         w.sink.write(&first)?;
+        // Not held while the rest is converted: one batch at a time, as before.
+        drop(first);
         w.write(recs)?;
         w.finish()
     }
