@@ -18,8 +18,9 @@
 //! repeating over a large file for ids that never repeat.
 
 use arrow_array::cast::AsArray;
+use arrow_array::types::{BinaryType, ByteArrayType, LargeBinaryType, LargeUtf8Type, Utf8Type};
 use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Schema};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 
@@ -35,64 +36,105 @@ const FIRST_LOOK: usize = 64;
 /// A column whose sample is at least this share distinct (in tenths) gets no dictionary.
 const DISTINCT_TENTHS: usize = 9;
 
-/// The leaf columns of `parquet` that `props` gives a dictionary and whose values in
-/// `batch`, the first batch of a file of `rows` rows (`None`: not known), rarely
-/// repeat: top-level string or binary columns, and lists of them, with at least
-/// [`FIRST_LOOK`] non-null values in the batch and nine in ten of the sample distinct.
-/// Columns with fewer values keep their dictionary: too few to judge, and too few to
-/// matter.
-pub(crate) fn rarely_repeating(
-    batch: &RecordBatch,
-    parquet: &SchemaDescriptor,
-    props: &WriterProperties,
-    rows: Option<usize>,
-) -> Vec<ColumnPath> {
-    let sample = rows.map_or(MAX_SAMPLE, |r| (r / 5).clamp(FIRST_LOOK, MAX_SAMPLE));
-    let mut out = Vec::new();
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        // The column's only leaf (a list's sits under its repeated group); a struct or
-        // a map has several, and is left alone.
-        let mut leaves = parquet
-            .columns()
-            .iter()
-            .map(|c| c.path())
-            .filter(|p| p.parts().first().is_some_and(|top| top == field.name()));
-        let (Some(leaf), None) = (leaves.next(), leaves.next()) else {
-            continue;
-        };
-        let values = match field.data_type() {
-            DataType::List(_) => column.as_list::<i32>().values(),
-            _ => column,
-        };
-        if props.dictionary_enabled(leaf) && mostly_distinct(values.as_ref(), sample) {
-            out.push(leaf.clone());
+/// The columns of a file layout that may be written without a dictionary, found once
+/// per layout rather than for each file: top-level string or binary columns, and lists
+/// of them, that the layout's settings give a dictionary.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Candidates(Vec<Candidate>);
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    /// Its position among the batch's columns.
+    index: usize,
+    /// Its only Parquet leaf (a list's sits under its repeated group).
+    leaf: ColumnPath,
+    /// A list, whose elements are judged.
+    list: bool,
+}
+
+impl Candidates {
+    /// The candidates of files of `arrow`, written with the Parquet schema `parquet`
+    /// and the settings `props`. A struct or a map has several leaves, and is left
+    /// alone, as is a column `props` already writes without a dictionary.
+    pub(crate) fn of(arrow: &Schema, parquet: &SchemaDescriptor, props: &WriterProperties) -> Self {
+        let mut out = Vec::new();
+        for (index, field) in arrow.fields().iter().enumerate() {
+            let (list, values) = match field.data_type() {
+                DataType::List(item) => (true, item.data_type()),
+                t => (false, t),
+            };
+            if !is_bytes(values) {
+                continue;
+            }
+            let mut leaves = parquet
+                .columns()
+                .iter()
+                .map(|c| c.path())
+                .filter(|p| p.parts().first().is_some_and(|top| top == field.name()));
+            if let (Some(leaf), None) = (leaves.next(), leaves.next())
+                && props.dictionary_enabled(leaf)
+            {
+                out.push(Candidate {
+                    index,
+                    leaf: leaf.clone(),
+                    list,
+                });
+            }
         }
+        Candidates(out)
     }
-    out
+
+    /// The candidates whose values in `batch`, the first batch of a file of `rows` rows
+    /// (`None`: not known), rarely repeat: at least [`FIRST_LOOK`] non-null values in
+    /// the batch and nine in ten of the sample distinct. Columns with fewer values keep
+    /// their dictionary: too few to judge, and too few to matter.
+    pub(crate) fn rarely_repeating(
+        &self,
+        batch: &RecordBatch,
+        rows: Option<usize>,
+    ) -> Vec<ColumnPath> {
+        let sample = rows.map_or(MAX_SAMPLE, |r| (r / 5).clamp(FIRST_LOOK, MAX_SAMPLE));
+        let mut out = Vec::new();
+        for c in &self.0 {
+            let Some(column) = batch.columns().get(c.index) else {
+                continue;
+            };
+            let values = match column.as_list_opt::<i32>() {
+                Some(list) if c.list => list.values(),
+                _ => column,
+            };
+            if mostly_distinct(values.as_ref(), sample) {
+                out.push(c.leaf.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Whether values of type `t` are judged: strings and binaries, whose bytes are hashed.
+fn is_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+    )
 }
 
 /// Whether the first non-null values of a string or binary array are nearly all
 /// distinct (false for any other type).
 fn mostly_distinct(values: &dyn Array, sample: usize) -> bool {
     match values.data_type() {
-        DataType::Utf8 => distinct_share(
-            values
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(str::as_bytes)),
-            sample,
-        ),
-        DataType::LargeUtf8 => distinct_share(
-            values
-                .as_string::<i64>()
-                .iter()
-                .map(|v| v.map(str::as_bytes)),
-            sample,
-        ),
-        DataType::Binary => distinct_share(values.as_binary::<i32>().iter(), sample),
-        DataType::LargeBinary => distinct_share(values.as_binary::<i64>().iter(), sample),
+        DataType::Utf8 => bytes_distinct::<Utf8Type>(values, sample),
+        DataType::LargeUtf8 => bytes_distinct::<LargeUtf8Type>(values, sample),
+        DataType::Binary => bytes_distinct::<BinaryType>(values, sample),
+        DataType::LargeBinary => bytes_distinct::<LargeBinaryType>(values, sample),
         _ => false,
     }
+}
+
+/// [`distinct_share`] of an array of byte type `T` (strings are judged by their bytes).
+fn bytes_distinct<T: ByteArrayType>(values: &dyn Array, sample: usize) -> bool {
+    let values = values.as_bytes::<T>().iter();
+    distinct_share(values.map(|v| v.map(|v| v.as_ref())), sample)
 }
 
 /// Hashes the first [`FIRST_LOOK`] non-null values, then up to `sample` if those
@@ -153,6 +195,16 @@ mod tests {
     /// rows.
     fn found(b: &RecordBatch, p: &SchemaDescriptor) -> Vec<ColumnPath> {
         rarely_repeating(b, p, &WriterProperties::default(), Some(b.num_rows()))
+    }
+
+    /// The columns of `b` judged to rarely repeat, for a layout of its schema.
+    fn rarely_repeating(
+        b: &RecordBatch,
+        p: &SchemaDescriptor,
+        props: &WriterProperties,
+        rows: Option<usize>,
+    ) -> Vec<ColumnPath> {
+        Candidates::of(&b.schema(), p, props).rarely_repeating(b, rows)
     }
 
     #[test]

@@ -220,8 +220,9 @@ pub struct FileLayout {
     props: WriterProperties,
     /// The leaf columns with a bloom filter, sized per file by [`FileLayout::sink_for`].
     bloom: Vec<ColumnPath>,
-    /// WriterDictionaryAdaptive: dictionaries chosen per file by [`FileLayout::sink_for`].
-    adaptive: bool,
+    /// With WriterDictionaryAdaptive, the columns whose dictionary each file chooses
+    /// in [`FileLayout::sink_for`]; none without it.
+    candidates: dictionary::Candidates,
 }
 
 /// What is known of a file before it is opened, which its settings are fitted to.
@@ -270,12 +271,17 @@ impl FileLayout {
         opts: &ParquetOptions,
     ) -> FileLayout {
         parquet::arrow::add_encoded_arrow_schema_to_metadata(&arrow, &mut props);
+        let candidates = if opts.dictionary_adaptive {
+            dictionary::Candidates::of(&arrow, &parquet, &props)
+        } else {
+            dictionary::Candidates::default()
+        };
         FileLayout {
             arrow,
             parquet,
             props,
             bloom,
-            adaptive: opts.dictionary_adaptive,
+            candidates,
         }
     }
 
@@ -297,10 +303,8 @@ impl FileLayout {
             .filter(|_| !self.bloom.is_empty())
             .map(|rows| (rows as u64).clamp(1, BLOOM_MAX_NDV));
         let plain = match start.first {
-            Some(first) if self.adaptive => {
-                dictionary::rarely_repeating(first, &self.parquet, &self.props, start.rows)
-            }
-            _ => Vec::new(),
+            Some(first) => self.candidates.rarely_repeating(first, start.rows),
+            None => Vec::new(),
         };
         let props = if ndv.is_none() && plain.is_empty() {
             self.props.clone()
