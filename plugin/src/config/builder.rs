@@ -136,6 +136,7 @@ impl ConfigBuilder {
                 statistics_exclude: FieldSet::default(),
                 dictionary_exclude: FieldSet::parse(DICTIONARY_EXCLUDE),
                 dictionary_adaptive: true,
+                page_index: PageIndex::Auto,
                 bloom_filter_columns: FieldSet::default(),
                 bloom_filter_fpp: 0.05,
                 // Resolved in `build`, as are the paths under WriterFilePath.
@@ -309,6 +310,9 @@ impl ConfigBuilder {
                 }
             }
             Key::WriterDictionaryAdaptive => c.dictionary_adaptive = parse_bool(k, v)?,
+            Key::WriterPageIndex => {
+                c.page_index = parse_choice(k, v, PageIndex::parse, PageIndex::accepted())?
+            }
             Key::WriterBloomFilterColumns => c.bloom_filter_columns = FieldSet::parse(v),
             Key::WriterBloomFilterFpp => {
                 c.bloom_filter_fpp = match v.trim().parse::<f64>() {

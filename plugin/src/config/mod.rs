@@ -18,7 +18,7 @@ pub use builder::ConfigBuilder;
 pub use keys::{KEYS, Key, KeyInfo};
 pub use values::{
     BufferType, Codec, DICTIONARY_EXCLUDE, DynamicNested, FieldSet, FluentMetadata, LogFormatter,
-    PartitionTime, RecordType, S3Encryption, Secret, TlsFiles, UnknownKeys, WriterType,
+    PageIndex, PartitionTime, RecordType, S3Encryption, Secret, TlsFiles, UnknownKeys, WriterType,
 };
 
 use std::path::{Path, PathBuf};
@@ -152,6 +152,8 @@ pub struct Config {
     /// WriterDictionaryAdaptive: string columns whose values rarely repeat in a file's
     /// first batch are written without a dictionary in that file.
     pub dictionary_adaptive: bool,
+    /// WriterPageIndex: which files get page statistics and a page index.
+    pub page_index: PageIndex,
     /// WriterBloomFilterColumns: top-level columns written with a bloom filter.
     pub bloom_filter_columns: FieldSet,
     /// WriterBloomFilterFpp: their false-positive rate, in (0, 1).
@@ -569,6 +571,25 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("WriterBloomFilterFpp"), "{bad}: {e}");
         }
+        assert_eq!(Config::default().page_index, PageIndex::Auto);
+        for (k, v, want) in [
+            ("WriterPageIndex", "Always", PageIndex::Always),
+            ("writer_page_index", " never ", PageIndex::Never),
+            ("writerpageindex", "auto", PageIndex::Auto),
+        ] {
+            let mut b = ConfigBuilder::new();
+            b.set(k, v).unwrap();
+            assert_eq!(b.build().unwrap().page_index, want, "{k}={v}");
+        }
+        let e = ConfigBuilder::new()
+            .set("WriterPageIndex", "sometimes")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("WriterPageIndex") && e.contains("auto, always, never"),
+            "{e}"
+        );
     }
 
     #[test]

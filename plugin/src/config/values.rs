@@ -106,6 +106,10 @@ choice!(
     LogFormatter { Color = "color", Text = "text", Json = "json", Multi = "multi" }
 );
 choice!(
+    /// Which files carry a page index (WriterPageIndex).
+    PageIndex { Auto = "auto", Always = "always", Never = "never" }
+);
+choice!(
     /// Which time fills the partition path.
     PartitionTime { Flush = "flush", Record = "record" }
 );

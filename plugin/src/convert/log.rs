@@ -985,6 +985,74 @@ mod tests {
         assert_eq!(with_dictionary(false), [true; 6]);
     }
 
+    /// WriterPageIndex: `auto` leaves the page index (column and offset index) out of a
+    /// file known to hold at most one writer batch of rows, `always` and `never` do as
+    /// they say; every file keeps its chunk statistics and reads back the same.
+    #[test]
+    fn small_files_go_without_a_page_index() {
+        use crate::config::PageIndex;
+        use parquet::file::statistics::Statistics;
+        let recs = |n: usize| -> Vec<LogRecord> {
+            (0..n)
+                .map(|i| {
+                    let mut b = LogBuilder::new();
+                    b.set(Str::Level, ["INFO", "WARN"][i % 2]);
+                    b.set(Str::Message, &format!("m{i:05}"));
+                    b.finish()
+                })
+                .collect()
+        };
+        // Whether the file has a page index, after checking its rows and statistics.
+        let written = |page_index: PageIndex, n: usize| {
+            let o = ParquetOptions {
+                page_index,
+                ..ParquetOptions::from_config(&crate::config::Config::default())
+            };
+            let bytes = bytes::Bytes::from(encode_log(&recs(n), &o).unwrap());
+            let want: Vec<String> = (0..n.min(1024)).map(|i| format!("m{i:05}")).collect();
+            assert_eq!(first_batch_strings(&bytes, "message"), want);
+            let reader = SerializedFileReader::new(bytes).unwrap();
+            let rg = reader.metadata().row_group(0);
+            assert_eq!(rg.num_rows(), n as i64);
+            let indexes: Vec<(bool, bool)> = rg
+                .columns()
+                .iter()
+                .map(|c| {
+                    (
+                        c.column_index_offset().is_some(),
+                        c.offset_index_offset().is_some(),
+                    )
+                })
+                .collect();
+            let message = rg
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == "message")
+                .unwrap();
+            let Some(Statistics::ByteArray(st)) = message.statistics() else {
+                panic!("no statistics on message: {:?}", message.statistics());
+            };
+            let text = |b: Option<&parquet::data_type::ByteArray>| {
+                String::from_utf8(b.unwrap().data().to_vec()).unwrap()
+            };
+            assert_eq!(text(st.min_opt()), "m00000");
+            assert_eq!(text(st.max_opt()), format!("m{:05}", n - 1));
+            assert_eq!(st.null_count_opt(), Some(0));
+            // Every column alike: both indexes, or neither.
+            let has = indexes[0].0;
+            assert!(
+                indexes.iter().all(|&(c, o)| c == has && o == has),
+                "{indexes:?}"
+            );
+            has
+        };
+        assert!(!written(PageIndex::Auto, 100));
+        assert!(!written(PageIndex::Auto, 1024));
+        assert!(written(PageIndex::Auto, 1025));
+        assert!(written(PageIndex::Always, 100));
+        assert!(!written(PageIndex::Never, 2000));
+    }
+
     /// WriterBloomFilterColumns: the named columns (nested ones through their top-level
     /// name) get a bloom filter that holds every value written, rules out most others,
     /// and is folded down to the file's size; other columns get none.

@@ -3,7 +3,9 @@
 //! Every file is written with dictionary encoding and page statistics on (so column
 //! and offset indexes are written too), except for the columns the configuration
 //! excludes and, for a dictionary, the string columns whose values in the file's first
-//! batch rarely repeat (see the `dictionary` module). It has the configured codec, and
+//! batch rarely repeat (see the `dictionary` module). With `WriterPageIndex auto` a file
+//! known to be small has statistics per column chunk only, as each of its columns has
+//! one page (see [`FileLayout::sink_for`]). It has the configured codec, and
 //! row groups closed by encoded size (`WriterRowGroupSize`, bytes) rather than by row
 //! count. Batches are fed to the writer in slices of [`SLICE_ROWS`] rows so the byte
 //! limit is honoured closely even when it is small.
@@ -14,7 +16,7 @@ pub mod jsonschema;
 pub mod log;
 pub mod parallel;
 
-use crate::config::{Codec, Config, FieldSet};
+use crate::config::{Codec, Config, FieldSet, PageIndex};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
@@ -84,6 +86,8 @@ pub struct ParquetOptions {
     /// String columns whose values in a file's first batch rarely repeat are written
     /// without a dictionary (WriterDictionaryAdaptive).
     pub dictionary_adaptive: bool,
+    /// Which files get page statistics and a page index (WriterPageIndex).
+    pub page_index: PageIndex,
     /// Top-level columns with a bloom filter (WriterBloomFilterColumns), and its
     /// false-positive rate.
     pub bloom_filter: FieldSet,
@@ -101,6 +105,7 @@ impl ParquetOptions {
             statistics_exclude: c.statistics_exclude.clone(),
             dictionary_exclude: c.dictionary_exclude.clone(),
             dictionary_adaptive: c.dictionary_adaptive,
+            page_index: c.page_index,
             bloom_filter: c.bloom_filter_columns.clone(),
             bloom_fpp: c.bloom_filter_fpp,
         }
@@ -119,6 +124,7 @@ impl ParquetOptions {
             statistics_exclude: Default::default(),
             dictionary_exclude: Default::default(),
             dictionary_adaptive: false,
+            page_index: PageIndex::Always,
             bloom_filter: Default::default(),
             bloom_fpp: 0.05,
         }
@@ -159,7 +165,11 @@ impl ParquetOptions {
             .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(self.compression()?)
             .set_dictionary_enabled(true)
-            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_statistics_enabled(match self.page_index {
+                PageIndex::Never => EnabledStatistics::Chunk,
+                PageIndex::Auto | PageIndex::Always => EnabledStatistics::Page,
+            })
+            .set_offset_index_disabled(self.page_index == PageIndex::Never)
             .set_data_page_size_limit(self.page_bytes.max(1) as usize)
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(self.row_group_bytes.max(1) as usize))
@@ -223,6 +233,9 @@ pub struct FileLayout {
     /// With WriterDictionaryAdaptive, the columns whose dictionary each file chooses
     /// in [`FileLayout::sink_for`]; none without it.
     candidates: dictionary::Candidates,
+    /// With `WriterPageIndex auto`, files known to hold at most this many rows are
+    /// written without a page index (see [`FileLayout::sink_for`]); 0 otherwise.
+    one_page_rows: usize,
 }
 
 /// What is known of a file before it is opened, which its settings are fitted to.
@@ -230,7 +243,9 @@ pub struct FileLayout {
 pub struct FileStart<'a> {
     /// The rows it will hold, when known: its bloom filters are sized for them rather
     /// than for a million, which would cost a megabyte of memory to clear and fold per
-    /// column for each of the many small files upstream's defaults make.
+    /// column for each of the many small files upstream's defaults make; and with
+    /// `WriterPageIndex auto`, a file of at most one writer batch of rows goes without
+    /// a page index.
     pub rows: Option<usize>,
     /// Its first batch, when at hand: with WriterDictionaryAdaptive, the string
     /// columns whose values in it rarely repeat are written without a dictionary (see
@@ -276,12 +291,17 @@ impl FileLayout {
         } else {
             dictionary::Candidates::default()
         };
+        let one_page_rows = match opts.page_index {
+            PageIndex::Auto => props.write_batch_size(),
+            PageIndex::Always | PageIndex::Never => 0,
+        };
         FileLayout {
             arrow,
             parquet,
             props,
             bloom,
             candidates,
+            one_page_rows,
         }
     }
 
@@ -306,10 +326,20 @@ impl FileLayout {
             Some(first) => self.candidates.rarely_repeating(first, start.rows),
             None => Vec::new(),
         };
-        let props = if ndv.is_none() && plain.is_empty() {
+        // The parquet writer checks a page's size after each batch of
+        // `write_batch_size` values, so a file of no more rows has one data page per
+        // column (unless a column's values pass the page size), and a page index
+        // would repeat the chunk statistics: about 2 KB of a 100-row file.
+        let one_page = start.rows.is_some_and(|r| r <= self.one_page_rows);
+        let props = if ndv.is_none() && plain.is_empty() && !one_page {
             self.props.clone()
         } else {
             let mut b = self.props.clone().into_builder();
+            if one_page {
+                b = b
+                    .set_statistics_enabled(EnabledStatistics::Chunk)
+                    .set_offset_index_disabled(true);
+            }
             if let Some(n) = ndv {
                 for col in &self.bloom {
                     b = b.set_column_bloom_filter_max_ndv(col.clone(), n);
