@@ -233,9 +233,10 @@ pub struct FileLayout {
     /// With WriterDictionaryAdaptive, the columns whose dictionary each file chooses
     /// in [`FileLayout::sink_for`]; none without it.
     candidates: dictionary::Candidates,
-    /// With `WriterPageIndex auto`, files known to hold at most this many rows are
-    /// written without a page index (see [`FileLayout::sink_for`]); 0 otherwise.
-    one_page_rows: usize,
+    /// With `WriterPageIndex auto`: files known to hold at most this many rows, and
+    /// the settings they are written with, which have no page index (see
+    /// [`FileLayout::sink_for`]).
+    small: Option<(usize, WriterProperties)>,
 }
 
 /// What is known of a file before it is opened, which its settings are fitted to.
@@ -278,8 +279,8 @@ impl FileLayout {
     }
 
     /// Adds the Arrow schema hint (`ARROW:schema`) where it is needed: where the
-    /// Parquet schema alone would not read back as `arrow` (a time zone, a large or a
-    /// dictionary type). The log schema reads back exactly without it, and leaving out
+    /// Parquet schema alone would not read back as `arrow` (a dictionary, a large
+    /// string, a time zone other than UTC). The log schema reads back exactly without it, and leaving out
     /// its 2.8 KB matters in the small files upstream's defaults make (about 13 KB at
     /// 100 records); upstream's files never had one.
     fn with_hint(
@@ -299,17 +300,27 @@ impl FileLayout {
         } else {
             dictionary::Candidates::default()
         };
-        let one_page_rows = match opts.page_index {
-            PageIndex::Auto => props.write_batch_size(),
-            PageIndex::Always | PageIndex::Never => 0,
-        };
+        // The parquet writer checks a page's size after each batch of
+        // `write_batch_size` values, so a file of no more rows has one data page per
+        // column (unless a column's values pass the page size), and a page index
+        // would repeat the chunk statistics: about 2 KB of a 100-row file.
+        let small = (opts.page_index == PageIndex::Auto).then(|| {
+            let rows = props.write_batch_size();
+            let chunk_only = props
+                .clone()
+                .into_builder()
+                .set_statistics_enabled(EnabledStatistics::Chunk)
+                .set_offset_index_disabled(true)
+                .build();
+            (rows, chunk_only)
+        });
         FileLayout {
             arrow,
             parquet,
             props,
             bloom,
             candidates,
-            one_page_rows,
+            small,
         }
     }
 
@@ -334,20 +345,14 @@ impl FileLayout {
             Some(first) => self.candidates.rarely_repeating(first, start.rows),
             None => Vec::new(),
         };
-        // The parquet writer checks a page's size after each batch of
-        // `write_batch_size` values, so a file of no more rows has one data page per
-        // column (unless a column's values pass the page size), and a page index
-        // would repeat the chunk statistics: about 2 KB of a 100-row file.
-        let one_page = start.rows.is_some_and(|r| r <= self.one_page_rows);
-        let props = if ndv.is_none() && plain.is_empty() && !one_page {
-            self.props.clone()
+        let base = match &self.small {
+            Some((rows, props)) if start.rows.is_some_and(|r| r <= *rows) => props,
+            _ => &self.props,
+        };
+        let props = if ndv.is_none() && plain.is_empty() {
+            base.clone()
         } else {
-            let mut b = self.props.clone().into_builder();
-            if one_page {
-                b = b
-                    .set_statistics_enabled(EnabledStatistics::Chunk)
-                    .set_offset_index_disabled(true);
-            }
+            let mut b = base.clone().into_builder();
             if let Some(n) = ndv {
                 for col in &self.bloom {
                     b = b.set_column_bloom_filter_max_ndv(col.clone(), n);
