@@ -87,13 +87,17 @@ impl Candidates {
     /// The candidates whose values in `batch`, the first batch of a file of `rows` rows
     /// (`None`: not known), rarely repeat: at least [`FIRST_LOOK`] non-null values in
     /// the batch and nine in ten of the sample distinct. Columns with fewer values keep
-    /// their dictionary: too few to judge, and too few to matter.
+    /// their dictionary: too few to judge, and too few to matter. Except when the batch
+    /// is the whole file and a column has no value in it: its dictionary would be an
+    /// empty page, and in the many small files of upstream's defaults most of the log
+    /// schema's columns are empty.
     pub(crate) fn rarely_repeating(
         &self,
         batch: &RecordBatch,
         rows: Option<usize>,
     ) -> Vec<ColumnPath> {
         let sample = rows.map_or(MAX_SAMPLE, |r| (r / 5).clamp(FIRST_LOOK, MAX_SAMPLE));
+        let whole = rows == Some(batch.num_rows());
         let mut out = Vec::new();
         for c in &self.0 {
             let Some(column) = batch.columns().get(c.index) else {
@@ -103,7 +107,8 @@ impl Candidates {
                 Some(list) if c.list => list.values(),
                 _ => column,
             };
-            if mostly_distinct(values.as_ref(), sample) {
+            let empty = values.null_count() == values.len();
+            if (whole && empty) || mostly_distinct(values.as_ref(), sample) {
                 out.push(c.leaf.clone());
             }
         }
@@ -243,7 +248,12 @@ mod tests {
             ),
             ("none", strings(2000, |_| None)),
         ]);
-        assert_eq!(names(found(&b, &p)), ["trace"]);
+        // In a larger file, the column without values may get some later.
+        let more = Some(b.num_rows() + 1);
+        let props = WriterProperties::default();
+        assert_eq!(names(rarely_repeating(&b, &p, &props, more)), ["trace"]);
+        // In a file of only this batch, its dictionary would stay empty.
+        assert_eq!(names(found(&b, &p)), ["trace", "none"]);
     }
 
     #[test]
@@ -293,6 +303,28 @@ mod tests {
             .set_column_dictionary_enabled(ColumnPath::from("a"), false)
             .build();
         assert_eq!(names(rarely_repeating(&b, &p, &props, Some(500))), ["b"]);
+    }
+
+    /// Lists with no element in a file of one batch, null or empty, get no dictionary;
+    /// a list with one element in the file keeps it.
+    #[test]
+    fn lists_without_elements_in_the_whole_file_go_without() {
+        let mut empty = ListBuilder::new(StringBuilder::new());
+        let mut one = ListBuilder::new(StringBuilder::new());
+        for i in 0..100 {
+            empty.append(i % 2 == 0);
+            if i == 50 {
+                one.values().append_value("x");
+            }
+            one.append(true);
+        }
+        let (b, p) = batch(vec![
+            ("empty", Arc::new(empty.finish()) as ArrayRef),
+            ("one", Arc::new(one.finish()) as ArrayRef),
+        ]);
+        let found = found(&b, &p);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].parts().first().map(String::as_str), Some("empty"));
     }
 
     #[test]
