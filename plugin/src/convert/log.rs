@@ -925,19 +925,10 @@ mod tests {
             })
             .collect();
         let all_strings = |bytes: &bytes::Bytes, name: &str| -> Vec<String> {
-            use arrow_array::{Array, StringArray};
-            let mut out = Vec::new();
-            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
-                .unwrap()
-                .build()
-                .unwrap()
-            {
-                let batch = batch.unwrap();
-                let a = batch.column_by_name(name).unwrap();
-                let s = a.as_any().downcast_ref::<StringArray>().unwrap();
-                out.extend((0..s.len()).map(|i| s.value(i).to_string()));
-            }
-            out
+            let rows = crate::readback::bytes_rows(bytes.clone()).unwrap();
+            rows.iter()
+                .map(|r| r[name].as_str().unwrap().to_string())
+                .collect()
         };
         let with_dictionary = |adaptive: bool| {
             let o = ParquetOptions {
