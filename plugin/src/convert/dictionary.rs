@@ -48,8 +48,6 @@ struct Candidate {
     index: usize,
     /// Its only Parquet leaf (a list's sits under its repeated group).
     leaf: ColumnPath,
-    /// A list, whose elements are judged.
-    list: bool,
 }
 
 impl Candidates {
@@ -59,9 +57,9 @@ impl Candidates {
     pub(crate) fn of(arrow: &Schema, parquet: &SchemaDescriptor, props: &WriterProperties) -> Self {
         let mut out = Vec::new();
         for (index, field) in arrow.fields().iter().enumerate() {
-            let (list, values) = match field.data_type() {
-                DataType::List(item) => (true, item.data_type()),
-                t => (false, t),
+            let values = match field.data_type() {
+                DataType::List(item) => item.data_type(),
+                t => t,
             };
             if !is_bytes(values) {
                 continue;
@@ -77,7 +75,6 @@ impl Candidates {
                 out.push(Candidate {
                     index,
                     leaf: leaf.clone(),
-                    list,
                 });
             }
         }
@@ -103,9 +100,10 @@ impl Candidates {
             let Some(column) = batch.columns().get(c.index) else {
                 continue;
             };
+            // A list's elements are judged.
             let values = match column.as_list_opt::<i32>() {
-                Some(list) if c.list => list.values(),
-                _ => column,
+                Some(list) => list.values(),
+                None => column,
             };
             let empty = values.null_count() == values.len();
             if (whole && empty) || mostly_distinct(values.as_ref(), sample) {

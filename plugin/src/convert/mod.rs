@@ -23,7 +23,9 @@ use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{BrotliLevel, Compression, GzipLevel, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::properties::{
+    EnabledStatistics, WriterProperties, WriterPropertiesBuilder, WriterVersion,
+};
 use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 use std::io::Write;
 
@@ -165,11 +167,7 @@ impl ParquetOptions {
             .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(self.compression()?)
             .set_dictionary_enabled(true)
-            .set_statistics_enabled(match self.page_index {
-                PageIndex::Never => EnabledStatistics::Chunk,
-                PageIndex::Auto | PageIndex::Always => EnabledStatistics::Page,
-            })
-            .set_offset_index_disabled(self.page_index == PageIndex::Never)
+            .set_statistics_enabled(EnabledStatistics::Page)
             .set_data_page_size_limit(self.page_bytes.max(1) as usize)
             .set_max_row_group_row_count(None)
             .set_max_row_group_bytes(Some(self.row_group_bytes.max(1) as usize))
@@ -181,6 +179,9 @@ impl ParquetOptions {
                 SCHEMA_FINGERPRINT_KEY.to_string(),
                 schema_fingerprint(columns),
             )]));
+        if self.page_index == PageIndex::Never {
+            b = without_page_index(b);
+        }
         for col in leaves_under(&self.statistics_exclude, columns) {
             b = b.set_column_statistics_enabled(col, EnabledStatistics::None);
         }
@@ -194,6 +195,14 @@ impl ParquetOptions {
         }
         Ok(b.build())
     }
+}
+
+/// Settings without a page index (`WriterPageIndex never`, and `auto`'s small files):
+/// statistics per column chunk only, which still let readers skip files and row
+/// groups, and no offset index. Columns set to keep no statistics keep none.
+fn without_page_index(b: WriterPropertiesBuilder) -> WriterPropertiesBuilder {
+    b.set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true)
 }
 
 /// The leaf columns under the top-level columns `names` holds (matched as the
@@ -306,13 +315,10 @@ impl FileLayout {
         // would repeat the chunk statistics: about 2 KB of a 100-row file.
         let small = (opts.page_index == PageIndex::Auto).then(|| {
             let rows = props.write_batch_size();
-            let chunk_only = props
-                .clone()
-                .into_builder()
-                .set_statistics_enabled(EnabledStatistics::Chunk)
-                .set_offset_index_disabled(true)
-                .build();
-            (rows, chunk_only)
+            (
+                rows,
+                without_page_index(props.clone().into_builder()).build(),
+            )
         });
         FileLayout {
             arrow,
