@@ -1000,8 +1000,22 @@ mod tests {
                 ..ParquetOptions::from_config(&crate::config::Config::default())
             };
             let bytes = bytes::Bytes::from(encode_log(&recs(n), &o).unwrap());
-            let want: Vec<String> = (0..n.min(1024)).map(|i| format!("m{i:05}")).collect();
-            assert_eq!(first_batch_strings(&bytes, "message"), want);
+            // Every row, not only the reader's first batch: the larger files are read
+            // across more than one.
+            let rows = crate::readback::bytes_rows(bytes.clone()).unwrap();
+            let got: Vec<(String, String)> = rows
+                .iter()
+                .map(|r| (r["level"].to_string(), r["message"].to_string()))
+                .collect();
+            let want: Vec<(String, String)> = (0..n)
+                .map(|i| {
+                    (
+                        format!("{:?}", ["INFO", "WARN"][i % 2]),
+                        format!("\"m{i:05}\""),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want);
             let reader = SerializedFileReader::new(bytes).unwrap();
             let rg = reader.metadata().row_group(0);
             assert_eq!(rg.num_rows(), n as i64);
