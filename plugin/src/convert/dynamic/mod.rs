@@ -805,6 +805,37 @@ mod tests {
         assert_eq!(DType::from_json(&t.to_json()).unwrap(), t);
     }
 
+    /// Each value lands in its own column whatever the order of a record's keys and
+    /// whichever keys it lacks: the matcher tries the columns just after the last
+    /// one first, then the name, and both ways must find the same column.
+    #[test]
+    fn entries_find_their_columns_in_any_key_order() {
+        let rs = recs(&[
+            r#"{"a": 1, "b": "x", "c": true, "d": 1.5, "e": "y", "f": 2, "g": "z"}"#,
+            // Reversed, with gaps.
+            r#"{"g": "r", "e": "s", "c": false, "a": 3}"#,
+            // A gap wider than the look-ahead, then back to the start.
+            r#"{"a": 4, "g": "t", "b": "u"}"#,
+            // Only the last column, then the second.
+            r#"{"f": 5, "b": "v"}"#,
+        ]);
+        let refs: Vec<_> = rs.iter().collect();
+        let t = infer(&refs, None, false).unwrap();
+        let rows = crate::readback::bytes_rows(bytes::Bytes::from(encode(&refs, &t))).unwrap();
+        let want = [
+            serde_json::json!({"a": 1, "b": "x", "c": true, "d": 1.5, "e": "y", "f": 2, "g": "z"}),
+            serde_json::json!({"a": 3, "b": null, "c": false, "d": null, "e": "s", "f": null, "g": "r"}),
+            serde_json::json!({"a": 4, "b": "u", "c": null, "d": null, "e": null, "f": null, "g": "t"}),
+            serde_json::json!({"a": null, "b": "v", "c": null, "d": null, "e": null, "f": 5, "g": null}),
+        ];
+        assert_eq!(rows.len(), want.len());
+        for (i, (row, want)) in rows.iter().zip(&want).enumerate() {
+            for (k, v) in want.as_object().unwrap() {
+                assert_eq!(&row[k.as_str()], v, "row {i}, column {k}");
+            }
+        }
+    }
+
     #[test]
     fn registry_widens_in_encoding_order() {
         let reg = SchemaRegistry::default();
