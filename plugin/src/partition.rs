@@ -343,6 +343,8 @@ impl KeySpec {
         &self.refs
     }
 
+    /// The value of a field the context gives (the tag, a part of it, a metadata
+    /// key), escaped into `out`; `false` for a field of the record.
     fn context_value(r: &FieldRef, ctx: &Context<'_, '_>, out: &mut String) -> bool {
         match r {
             FieldRef::Tag => {
@@ -365,59 +367,61 @@ impl KeySpec {
         }
     }
 
-    /// Renders the key of a log record into `out` (cleared first).
-    pub fn render_log(&self, rec: &LogRecord, ctx: &Context<'_, '_>, out: &mut String) {
+    /// Renders a key into `out` (cleared first): the fields joined by `:`, those of
+    /// the context from `ctx`, those of the record by `field`. One loop for both
+    /// record kinds, so the keys they make have one shape.
+    fn render(
+        &self,
+        ctx: &Context<'_, '_>,
+        out: &mut String,
+        mut field: impl FnMut(&FieldRef, &mut String),
+    ) {
         out.clear();
         for (i, r) in self.refs.iter().enumerate() {
             if i > 0 {
                 out.push(':');
             }
-            if Self::context_value(r, ctx, out) {
-                continue;
-            }
-            match r {
-                FieldRef::Col(c) => escape_into(rec.get(*c).unwrap_or(""), out),
-                FieldRef::Arg(a) => escape_into(
-                    rec.args()
-                        .find(|(k, _)| k == a)
-                        .map(|(_, v)| v)
-                        .unwrap_or(""),
-                    out,
-                ),
-                _ => {}
+            if !Self::context_value(r, ctx, out) {
+                field(r, out);
             }
         }
+    }
+
+    /// Renders the key of a log record into `out` (cleared first).
+    pub fn render_log(&self, rec: &LogRecord, ctx: &Context<'_, '_>, out: &mut String) {
+        self.render(ctx, out, |r, out| match r {
+            FieldRef::Col(c) => escape_into(rec.get(*c).unwrap_or(""), out),
+            FieldRef::Arg(a) => escape_into(
+                rec.args()
+                    .find(|(k, _)| k == a)
+                    .map(|(_, v)| v)
+                    .unwrap_or(""),
+                out,
+            ),
+            _ => {}
+        })
     }
 
     /// Renders the key of a dynamic record (a map) into `out`. Missing fields take
     /// upstream's defaults (`dynamic_<field>`).
     pub fn render_dynamic(&self, rec: ValRef<'_, '_>, ctx: &Context<'_, '_>, out: &mut String) {
-        out.clear();
-        for (i, r) in self.refs.iter().enumerate() {
-            if i > 0 {
-                out.push(':');
-            }
-            if Self::context_value(r, ctx, out) {
-                continue;
-            }
-            match r {
-                FieldRef::Field(f) => match f.find(rec).filter(|v| !v.is_null()) {
-                    Some(v) => escape_into(&v.to_text(), out),
-                    None => {
-                        out.push_str("dynamic_");
-                        escape_into(f.name(), out);
-                    }
-                },
-                FieldRef::Col(c) => escape_into(
-                    rec.get(c.name())
-                        .map(|v| v.to_text())
-                        .as_deref()
-                        .unwrap_or(""),
-                    out,
-                ),
-                _ => {}
-            }
-        }
+        self.render(ctx, out, |r, out| match r {
+            FieldRef::Field(f) => match f.find(rec).filter(|v| !v.is_null()) {
+                Some(v) => escape_into(&v.to_text(), out),
+                None => {
+                    out.push_str("dynamic_");
+                    escape_into(f.name(), out);
+                }
+            },
+            FieldRef::Col(c) => escape_into(
+                rec.get(c.name())
+                    .map(|v| v.to_text())
+                    .as_deref()
+                    .unwrap_or(""),
+                out,
+            ),
+            _ => {}
+        })
     }
 }
 
