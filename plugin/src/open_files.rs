@@ -29,6 +29,7 @@ use crate::convert::log::LogLayout;
 use crate::convert::{ConvertError, FileLayout, FileStart, ParquetOptions, ParquetSink};
 use crate::partition::PartitionKey;
 use crate::record::{DynRecord, LogRecord};
+use crate::writer::file::WriteBehind;
 use arrow_array::RecordBatch;
 use std::collections::HashMap;
 use std::fs::File;
@@ -102,7 +103,7 @@ pub enum Store {
     /// by that path when finished.
     Spool {
         path: PathBuf,
-        file: BufWriter<File>,
+        file: BufWriter<WriteBehind>,
     },
 }
 
@@ -117,7 +118,7 @@ impl Store {
 
     /// A spool created at `path`.
     pub fn spool(path: PathBuf) -> std::io::Result<Store> {
-        let file = BufWriter::with_capacity(SPOOL_BUFFER, File::create(&path)?);
+        let file = BufWriter::with_capacity(SPOOL_BUFFER, WriteBehind::new(File::create(&path)?));
         Ok(Store::Spool { path, file })
     }
 

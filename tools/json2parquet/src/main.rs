@@ -24,7 +24,7 @@ use data2parquet::ingest::IngestSpec;
 use data2parquet::logging::{Level, Logger, StderrLogger};
 use data2parquet::metrics::Metrics;
 use data2parquet::receiver::Receiver as Pipeline;
-use data2parquet::writer::file::{create_dir_durable, folder_of, sync_dir};
+use data2parquet::writer::file::{WriteBehind, create_dir_durable, folder_of, sync_dir};
 use pipeline::{Mode, Parsed, Pass, Payload};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -126,7 +126,7 @@ fn dlq_path(args: &Args, cfg: &Config) -> PathBuf {
 /// Where the decoded records go.
 enum Sink {
     File {
-        writer: Box<ParallelSink<BufWriter<std::fs::File>>>,
+        writer: Box<ParallelSink<BufWriter<WriteBehind>>>,
         tmp: PathBuf,
         dest: PathBuf,
     },
@@ -301,7 +301,8 @@ fn run() -> Result<i32> {
                 w.flush()?;
                 let f = w
                     .into_inner()
-                    .map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?;
+                    .map_err(|e| anyhow::anyhow!("flushing {}: {}", tmp.display(), e.error()))?
+                    .into_inner();
                 f.sync_all()?;
                 drop(f);
                 std::fs::rename(&tmp, &dest)
@@ -410,7 +411,7 @@ fn open_file(
         std::process::id()
     ));
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let w = BufWriter::with_capacity(1 << 20, f);
+    let w = BufWriter::with_capacity(1 << 20, WriteBehind::new(f));
     let writer = match schema {
         Some((t, fixed)) => ParquetSink::new(w, arrow_schema(t, fixed), opts)?,
         None => log_sink(w, opts)?,
