@@ -357,6 +357,21 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A listener on a port from [`free_port`], for the servers the tests run in this
+/// process (proxies, fake peers). Binding port 0 directly could take a port that
+/// `free_port` handed to another test a moment ago and that its server has not bound
+/// yet: that server would then fail to start, and its test, probing the port, would
+/// reach this listener instead, and through a proxy another test's server.
+pub fn listen_free() -> std::net::TcpListener {
+    loop {
+        // A port taken since it was probed (an outgoing connection's local port) is
+        // skipped; `free_port` never hands it out again.
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", free_port())) {
+            return l;
+        }
+    }
+}
+
 /// A real redis-server on a free loopback port, with AOF (fsync always) in its own folder
 /// so it can be restarted without losing data. Killed on drop.
 pub struct RedisServer {
@@ -525,40 +540,55 @@ impl MotoServer {
         Self::launch(Some((cert, key)))
     }
 
+    /// Starts moto_server on a free port; one that exits before it serves (it could
+    /// not bind the port: another process took it since it was probed) is started
+    /// again on another.
     fn launch(tls: Option<(&Path, &Path)>) -> MotoServer {
-        let port = free_port();
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        if let Some((cert, key)) = tls {
-            cmd.arg("-s").arg("-c").arg(cert).arg("-k").arg(key);
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("moto_server");
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            if let Some((cert, key)) = tls {
+                cmd.arg("-s").arg("-c").arg(cert).arg("-k").arg(key);
+            }
+            let mut child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("moto_server is installed (ci/setup installs moto[server])");
+            if Self::serves(&mut child, port, tls.is_some()) {
+                return MotoServer {
+                    port,
+                    child,
+                    tls: tls.is_some(),
+                };
+            }
         }
-        let child = cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server is installed (ci/setup installs moto[server])");
+        panic!("moto_server did not start");
+    }
+
+    /// Waits until `child` serves on `port`: false if it exits first.
+    fn serves(child: &mut std::process::Child, port: u16, tls: bool) -> bool {
         let t = std::time::Instant::now();
         loop {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 use std::io::{Read, Write};
                 // With TLS, a listening socket is enough (the clients retry); a plain
                 // request would only fail the handshake.
-                if tls.is_some() {
-                    break;
+                if tls {
+                    return true;
                 }
                 let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
                 let mut b = [0u8; 12];
                 if s.read(&mut b).is_ok_and(|n| n > 0) {
-                    break;
+                    return true;
                 }
             }
             assert!(t.elapsed().as_secs() < 30, "moto_server did not start");
             std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        MotoServer {
-            port,
-            child,
-            tls: tls.is_some(),
         }
     }
 
@@ -588,7 +618,7 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(target: u16) -> Proxy {
         use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = listen_free();
         let port = listener.local_addr().expect("addr").port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -9,7 +9,6 @@ use data2parquet::value::Doc;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -86,7 +85,7 @@ fn parse_message(buf: &[u8], got: &mut Received) -> Option<(usize, Option<String
 /// that it closes the connection instead of acknowledging message number `drop_at`
 /// (once), to make the client send it again.
 fn forward_server(drop_at: Option<usize>) -> (u16, Arc<Mutex<Received>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = listen_free();
     let port = l.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Received::default()));
     let g = got.clone();

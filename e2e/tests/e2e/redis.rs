@@ -737,9 +737,9 @@ struct HoldingProxy {
 impl HoldingProxy {
     fn start(upstream: String) -> HoldingProxy {
         use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
+        use std::net::TcpStream;
         use std::sync::atomic::Ordering::SeqCst;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = listen_free();
         let port = listener.local_addr().unwrap().port();
         let hold = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let release = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
