@@ -353,7 +353,6 @@ mod tests {
         let path = dir.path().join("f");
         let mut w = WriteBehind::new(File::create(&path).unwrap());
         let mut want = Vec::new();
-        let mut n = 0u64;
         // Writes of uneven sizes, some larger than the stretch.
         for (i, size) in [1usize, 4095, 3 << 20, 9 << 20, 17, 5 << 20, 1 << 20]
             .into_iter()
@@ -362,10 +361,9 @@ mod tests {
             let chunk: Vec<u8> = (0..size).map(|k| (k * 31 + i * 7) as u8).collect();
             w.write_all(&chunk).unwrap();
             want.extend_from_slice(&chunk);
-            n += size as u64;
         }
         w.flush().unwrap();
-        assert_eq!(w.written, n);
+        assert_eq!(w.written, want.len() as u64);
         // The 9 MiB write took the file past the first 8 MiB, to 12 MiB and 4 KiB: that
         // much was handed on, and the 6 MiB after it are less than a stretch.
         assert_eq!(w.behind, (12 << 20) + 4096);
