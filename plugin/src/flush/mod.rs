@@ -10,6 +10,8 @@
 //! too is the batch reported as failed, and the buffer keeps its records.
 
 mod file_facts;
+mod group;
+pub use group::{GROUP_BATCHES, GROUP_RECORDS};
 mod paged;
 
 use crate::buffer::Batch;
@@ -157,6 +159,15 @@ pub struct Flusher {
     inject_panic: bool,
     /// How dynamic records become columns.
     shape: Shape,
+    /// The files staged so far while a group of batches is flushed (see `group`).
+    group: Option<group::Group>,
+}
+
+/// A finished file's object name and size.
+struct Named {
+    name: String,
+    len: u64,
+    footer: u64,
 }
 
 impl Flusher {
@@ -183,6 +194,7 @@ impl Flusher {
             shared,
             inject_panic: fault_convert_panic(),
             shape: Shape::of(cfg),
+            group: None,
         })
     }
 
@@ -412,7 +424,11 @@ impl Flusher {
                 }
             };
             let file = (folder.as_str(), id, &batch.key);
-            if let Err(e) = self.deliver(file, &Body::Memory(bytes), idx.len(), &mut out) {
+            // In a group (see `group`), the file is made durable with the group's.
+            let Some(body) = self.stage(file, bytes, &idx) else {
+                continue;
+            };
+            if let Err(e) = self.deliver(file, &body, idx.len(), &mut out) {
                 error = e;
                 unwritten.extend(idx);
             }
@@ -473,38 +489,75 @@ impl Flusher {
     /// neither place.
     fn deliver(
         &mut self,
-        (folder, id, key): (&str, ulid::Ulid, &crate::partition::PartitionKey),
+        file: (&str, ulid::Ulid, &crate::partition::PartitionKey),
         body: &Body,
         rows: usize,
         out: &mut Written,
     ) -> Result<(), String> {
+        let named = self.name(file, body)?;
+        self.deliver_named(&named, file.2, body, rows, out)
+    }
+
+    /// The object name of a finished file, `(folder, id, key)` naming it, with its size.
+    fn name(
+        &self,
+        (folder, id, key): (&str, ulid::Ulid, &crate::partition::PartitionKey),
+        body: &Body,
+    ) -> Result<Named, String> {
         let (len, footer, md5) = facts(body, self.use_hash)
             .map_err(|e| format!("reading the finished file failed: {e}"))?;
-        let name = object_name(folder, &id.to_string(), key, md5.as_deref());
-        let e = match self.put_with_retries(&name, body) {
+        Ok(Named {
+            name: object_name(folder, &id.to_string(), key, md5.as_deref()),
+            len,
+            footer,
+        })
+    }
+
+    /// Counts a written file in `out` and the metrics.
+    fn count_written(
+        &self,
+        named: &Named,
+        key: &crate::partition::PartitionKey,
+        rows: usize,
+        out: &mut Written,
+    ) {
+        out.files.push(named.name.clone());
+        out.rows += rows;
+        out.bytes += named.len;
+        out.footer_bytes += named.footer;
+        let m = &self.shared.metrics;
+        Metrics::add(&m.files_written, 1);
+        Metrics::add(&m.bytes_written, named.len);
+        m.file_size.observe(named.len as f64);
+        m.file_rows.observe(rows as f64);
+        Metrics::add(&m.records_out, rows as u64);
+        m.per_key
+            .file_written(key, rows, named.len as usize, std::time::SystemTime::now());
+    }
+
+    /// [`Flusher::deliver`] of a named file.
+    fn deliver_named(
+        &mut self,
+        named: &Named,
+        key: &crate::partition::PartitionKey,
+        body: &Body,
+        rows: usize,
+        out: &mut Written,
+    ) -> Result<(), String> {
+        let name = &named.name;
+        let e = match self.put_with_retries(name, body) {
             Ok(()) => {
-                out.files.push(name);
-                out.rows += rows;
-                out.bytes += len;
-                out.footer_bytes += footer;
-                let m = &self.shared.metrics;
-                Metrics::add(&m.files_written, 1);
-                Metrics::add(&m.bytes_written, len);
-                m.file_size.observe(len as f64);
-                m.file_rows.observe(rows as f64);
-                Metrics::add(&m.records_out, rows as u64);
-                m.per_key
-                    .file_written(key, rows, len as usize, std::time::SystemTime::now());
+                self.count_written(named, key, rows, out);
                 return Ok(());
             }
             Err(e) => e,
         };
         // A spool is read back whole only here, to keep it in the recovery store.
         let keep = |r: &RecoveryStore| match body {
-            Body::Memory(bytes) => r.store(&name, bytes),
+            Body::Memory(bytes) => r.store(name, bytes),
             Body::Spooled(path) => std::fs::read(path)
                 .map_err(|e| crate::writer::WriteError::io("read", path, e))
-                .and_then(|bytes| r.store(&name, &bytes))
+                .and_then(|bytes| r.store(name, &bytes))
                 .map(|()| {
                     let _ = std::fs::remove_file(path);
                 }),

@@ -75,6 +75,7 @@ impl BufferThread {
         shared: Arc<Shared>,
         job_tx: Tx<Job>,
         workers: Vec<JoinHandle<()>>,
+        per_worker: usize,
     ) -> BufferThread {
         BufferThread {
             buffer,
@@ -93,7 +94,7 @@ impl BufferThread {
                 .min(cfg.redis.lock_ttl / 4)
                 .clamp(Duration::from_millis(20), Duration::from_millis(500)),
             job_tx: Some(job_tx),
-            capacity: workers.len() * 2,
+            capacity: workers.len() * per_worker,
             queue: VecDeque::new(),
             in_flight: HashSet::new(),
             waiters: Vec::new(),

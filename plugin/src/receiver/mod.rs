@@ -327,7 +327,13 @@ impl Receiver {
             .pusher_factory()
             .map(|f| (f, Mutex::new(Vec::new())));
         let (tx, rx) = bounded::<Msg>(cfg.queue_capacity);
-        let (job_tx, job_rx) = bounded::<Job>(flushers.len() * 2);
+        // Batches handed to each writer thread at once: two keep it busy; a writer that
+        // makes groups durable together takes as many as a group holds.
+        let per_worker = match flushers[0].groups() {
+            true => crate::flush::GROUP_BATCHES,
+            false => 2,
+        };
+        let (job_tx, job_rx) = bounded::<Job>(flushers.len() * per_worker);
         let (done_tx, done_rx) = bounded::<Report>(flushers.len() * 2 + 1);
         let mut workers = Vec::new();
         for (i, f) in flushers.into_iter().enumerate() {
@@ -351,7 +357,14 @@ impl Receiver {
             );
         }
         drop(done_tx);
-        let state = BufferThread::new(cfg, parts.buffer, shared.clone(), job_tx, workers);
+        let state = BufferThread::new(
+            cfg,
+            parts.buffer,
+            shared.clone(),
+            job_tx,
+            workers,
+            per_worker,
+        );
         let thread = std::thread::Builder::new()
             .name("d2p-buffer".into())
             .spawn(move || state.run(rx, done_rx))

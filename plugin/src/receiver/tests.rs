@@ -944,3 +944,130 @@ fn rejected_records_reach_the_dlq() {
     );
     assert_eq!(written(dir.path()), ["m0"]);
 }
+
+/// Held batches of `keys` keys, `per_key` records each, ready for a flusher.
+fn held_batches(c: &Config, from: usize, per_key: usize, keys: usize) -> Vec<Batch> {
+    batch(c, from, per_key * keys, keys)
+        .groups
+        .into_iter()
+        .map(|(key, records)| Batch {
+            id: ulid::Ulid::generate(),
+            key,
+            records,
+            bytes: 0,
+            taken_at: Instant::now(),
+            schema: None,
+            pages: None,
+        })
+        .collect()
+}
+
+/// The files under `dir` whose names are not a Parquet file's: temporary files left.
+fn leftovers(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        match e.path().is_dir() {
+            true => left.extend(leftovers(&e.path())),
+            false if !e.path().to_string_lossy().ends_with(".parquet") => left.push(e.path()),
+            false => {}
+        }
+    }
+    left
+}
+
+/// With fsync, batches flushed as a group each get their file, counted in their own
+/// result, with every record once and no temporary file left; and the receiver's
+/// writer thread groups what it finds waiting (here 200 batches of 10 records).
+#[test]
+fn batches_flushed_as_a_group_each_get_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path(), &[("WriterFsync", "true")]);
+    let mut f = lone_flusher(&c, false);
+    assert!(f.groups());
+    let batches = held_batches(&c, 0, 7, 5);
+    let results = f.flush_group(&batches);
+    assert_eq!(results.len(), 5);
+    for (b, r) in batches.iter().zip(&results) {
+        let w = r.as_ref().unwrap();
+        assert_eq!((w.rows, w.files.len(), w.recovered), (7, 1, 0), "{w:?}");
+        let path = dir.path().join("out").join(&w.files[0]);
+        let rows = file_rows(&path).unwrap();
+        let key = b.key.to_string();
+        assert!(key.contains(rows[0]["business-capability"].as_str().unwrap()));
+        assert_eq!(rows.len(), 7);
+    }
+    assert_eq!(written(dir.path()), expect(0, 35));
+    assert!(leftovers(&dir.path().join("out")).is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(
+        dir.path(),
+        &[
+            ("WriterFsync", "true"),
+            ("BufferSize", "10"),
+            ("FlushInterval", "3600"),
+        ],
+    );
+    let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
+    r.submit(batch(&c, 0, 2000, 4)).unwrap();
+    r.close();
+    assert_eq!(written(dir.path()), expect(0, 2000));
+    assert_eq!(parquet_files(&dir.path().join("out")).len(), 200);
+    assert!(leftovers(&dir.path().join("out")).is_empty());
+}
+
+/// A group whose commit fails (one file's name is taken by a folder, so its rename
+/// fails) has each of its files written alone: the others land under their names, and
+/// the one that cannot be written goes to the recovery store after its retries, as a
+/// file written alone would.
+#[test]
+fn a_group_that_cannot_be_made_durable_is_written_file_by_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(
+        dir.path(),
+        &[
+            ("WriterFsync", "true"),
+            ("RecoveryAttempts", "1"),
+            ("RecoveryPath", dir.path().join("rec").to_str().unwrap()),
+        ],
+    );
+    let mut f = lone_flusher(&c, true);
+    let batches = held_batches(&c, 0, 4, 3);
+    // The second batch's file name, learnt by writing it once, becomes a folder.
+    let name = f.flush(&batches[1]).unwrap().files.remove(0);
+    let taken = dir.path().join("out").join(&name);
+    std::fs::remove_file(&taken).unwrap();
+    std::fs::create_dir(&taken).unwrap();
+    let results = f.flush_group(&batches);
+    let got: Vec<(usize, usize, usize)> = results
+        .iter()
+        .map(|r| {
+            let w = r.as_ref().unwrap();
+            (w.rows, w.files.len(), w.recovered)
+        })
+        .collect();
+    assert_eq!(got, [(4, 1, 0), (0, 0, 1), (4, 1, 0)]);
+    let rows: Vec<String> = [&results[0], &results[2]]
+        .iter()
+        .flat_map(|r| {
+            file_rows(&dir.path().join("out").join(&r.as_ref().unwrap().files[0])).unwrap()
+        })
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: Vec<String> = [&batches[0], &batches[2]]
+        .iter()
+        .flat_map(|b| b.records.iter().map(|r| r.to_json()))
+        .map(|j| {
+            serde_json::from_str::<Value>(&j).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let mut rows = rows;
+    rows.sort();
+    want.sort();
+    assert_eq!(rows, want);
+    assert_eq!(f.recovery().unwrap().list().len(), 1);
+    assert!(leftovers(&dir.path().join("out")).is_empty());
+}

@@ -3,8 +3,9 @@
 //! destination (S3) never delays the acknowledgement of new records.
 
 use super::{Done, Job, Report};
+use crate::buffer::Batch;
 use crate::buffer::BatchInfo;
-use crate::flush::{FlushFailure, Flusher, Shared};
+use crate::flush::{FlushFailure, Flusher, GROUP_BATCHES, GROUP_RECORDS, Shared, Written};
 use crate::log_at;
 use crate::logging::Level;
 use crate::writer::SWEEP_EVERY;
@@ -48,6 +49,8 @@ pub(super) fn writer_loop(
     }
     let (mut last_resend, mut last_sweep) = (Instant::now(), Instant::now());
     let mut last_age_check = Instant::now();
+    // A job taken while gathering a group, to run after it.
+    let mut next: Option<Job> = None;
     loop {
         // Files kept open across flushes are written once they are FileMaxAge old,
         // whether or not batches keep coming (metrics and the log tell of them).
@@ -65,7 +68,10 @@ pub(super) fn writer_loop(
             f.sweep_leftovers();
             last_sweep = Instant::now();
         }
-        let job = match jobs.recv_timeout(AGE_CHECK_EVERY) {
+        let job = match next
+            .take()
+            .map_or_else(|| jobs.recv_timeout(AGE_CHECK_EVERY), Ok)
+        {
             Ok(j) => j,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
@@ -78,8 +84,8 @@ pub(super) fn writer_loop(
                 break;
             }
         };
-        let mut batch = match job {
-            Job::Write(b) => b,
+        let mut batches = match job {
+            Job::Write(b) => vec![b],
             Job::FinishOpen(id) => {
                 let w = f.finish_open(true);
                 if done.send(Report::Finished(Some(id), w)).is_err() {
@@ -88,47 +94,78 @@ pub(super) fn writer_loop(
                 continue;
             }
         };
-        let id = batch.id;
-        let result = match catch_unwind(AssertUnwindSafe(|| f.flush(&batch))) {
+        // The batches already waiting go with it, to be made durable together (see
+        // `flush::group`); a job of another kind waits for the group.
+        let mut records = batches[0].len();
+        while f.groups() && batches.len() < GROUP_BATCHES && records < GROUP_RECORDS {
+            match jobs.try_recv() {
+                Ok(Job::Write(b)) => {
+                    records += b.len();
+                    batches.push(b);
+                }
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let results = match catch_unwind(AssertUnwindSafe(|| f.flush_group(&batches))) {
             Ok(r) => r,
             Err(_) => {
-                log_at!(
-                    shared.log,
-                    Level::Error,
-                    "flush of batch {id} panicked; its records stay buffered"
-                );
-                Err(FlushFailure {
-                    error: "flush panicked".into(),
-                    unwritten: (0..batch.records.len()).collect(),
-                    partial: Box::default(),
-                })
+                f.abandon_group();
+                batches
+                    .iter()
+                    .map(|batch| {
+                        log_at!(
+                            shared.log,
+                            Level::Error,
+                            "flush of batch {} panicked; its records stay buffered",
+                            batch.id
+                        );
+                        Err(FlushFailure {
+                            error: "flush panicked".into(),
+                            unwritten: (0..batch.records.len()).collect(),
+                            partial: Box::default(),
+                        })
+                    })
+                    .collect()
             }
         };
-        let msg = match result {
-            Ok(w) => Done {
+        for (batch, result) in batches.into_iter().zip(results) {
+            if !report(batch, result, &done) {
+                return;
+            }
+        }
+    }
+}
+
+/// Reports a batch's result to the buffer thread, and frees its written records here,
+/// off the buffer thread. `false` once the buffer thread is gone.
+fn report(mut batch: Batch, result: Result<Written, FlushFailure>, done: &Tx<Report>) -> bool {
+    let id = batch.id;
+    let msg = match result {
+        Ok(w) => Done {
+            id,
+            written: BatchInfo {
+                schema: w.schema.clone(),
+                ..batch.info()
+            },
+            result: Ok(w),
+        },
+        Err(failure) => {
+            let unwritten = batch.split_off(&failure.unwritten);
+            Done {
                 id,
                 written: BatchInfo {
-                    schema: w.schema.clone(),
+                    schema: failure.partial.schema.clone(),
                     ..batch.info()
                 },
-                result: Ok(w),
-            },
-            Err(failure) => {
-                let unwritten = batch.split_off(&failure.unwritten);
-                Done {
-                    id,
-                    written: BatchInfo {
-                        schema: failure.partial.schema.clone(),
-                        ..batch.info()
-                    },
-                    result: Err((failure, unwritten)),
-                }
+                result: Err((failure, unwritten)),
             }
-        };
-        if done.send(Report::Batch(msg)).is_err() {
-            break;
         }
-        // The written records are freed here, off the buffer thread.
-        drop(batch);
-    }
+    };
+    let sent = done.send(Report::Batch(msg)).is_ok();
+    drop(batch);
+    sent
 }

@@ -89,6 +89,16 @@ pub struct FileWriter {
     /// With FileMaxAge: the age past which an open file's spool is a crash's leftover
     /// (no open file lives longer than FileMaxAge).
     spool_leftover_age: Option<Duration>,
+    /// Files written under their temporary names, for [`Writer::commit_staged`] to
+    /// make durable and rename.
+    staged: Vec<Staged>,
+}
+
+/// A file [`Writer::stage`] wrote under its temporary name, its writeback started.
+struct Staged {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
 }
 
 impl FileWriter {
@@ -97,6 +107,7 @@ impl FileWriter {
             root: root.to_path_buf(),
             fsync,
             spool_leftover_age: None,
+            staged: Vec::new(),
         }
     }
 
@@ -233,17 +244,9 @@ pub fn create_dir_durable(dir: &Path, fsync: bool) -> io::Result<()> {
 
 /// Writes `bytes` to `path` through a hidden temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteError> {
+    let (f, tmp) = write_tmp(path, bytes, fsync)?;
     let dir = folder_of(path);
-    create_dir_durable(dir, fsync).map_err(|e| WriteError::io("create folder", dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(tmp_name(&name));
     let res = (|| {
-        let mut f = File::create(&tmp).map_err(|e| WriteError::io("create", &tmp, e))?;
-        f.write_all(bytes)
-            .map_err(|e| WriteError::io("write", &tmp, e))?;
         if fsync {
             f.sync_all().map_err(|e| WriteError::io("fsync", &tmp, e))?;
         }
@@ -260,10 +263,88 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> Result<(), WriteE
     res
 }
 
+/// Writes `bytes` under a hidden temporary name in `path`'s folder (made if missing),
+/// and returns the open file and that name; removes it again if the write fails.
+fn write_tmp(path: &Path, bytes: &[u8], fsync: bool) -> Result<(File, PathBuf), WriteError> {
+    let dir = folder_of(path);
+    create_dir_durable(dir, fsync).map_err(|e| WriteError::io("create folder", dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(tmp_name(&name));
+    let mut f = File::create(&tmp).map_err(|e| WriteError::io("create", &tmp, e))?;
+    if let Err(e) = f.write_all(bytes) {
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(WriteError::io("write", &tmp, e));
+    }
+    Ok((f, tmp))
+}
+
+impl FileWriter {
+    /// The second half of a group's write (see [`Writer::stage`]): every file synced,
+    /// then renamed, then each folder synced once. Stops at the first error.
+    fn commit(&self, staged: &[Staged]) -> Result<(), WriteError> {
+        for s in staged {
+            s.file
+                .sync_all()
+                .map_err(|e| WriteError::io("fsync", &s.tmp, e))?;
+        }
+        for s in staged {
+            fs::rename(&s.tmp, &s.path).map_err(|e| WriteError::io("rename", &s.path, e))?;
+        }
+        let folders: std::collections::BTreeSet<&Path> =
+            staged.iter().map(|s| folder_of(&s.path)).collect();
+        for dir in folders {
+            sync_dir(dir).map_err(|e| WriteError::io("fsync folder", dir, e))?;
+        }
+        Ok(())
+    }
+}
+
 impl Writer for FileWriter {
     fn put(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let path = join_under(&self.root, name)?;
         write_atomic(&path, bytes, self.fsync)
+    }
+
+    /// Only with fsync: without it a file costs no more alone than in a group.
+    fn stages(&self) -> bool {
+        self.fsync
+    }
+
+    /// Writes the file under its temporary name and starts its writeback, so that the
+    /// group's first fsync finds every file of the group on its way to the disk and
+    /// one journal commit covers them all.
+    fn stage(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        if !self.fsync {
+            return self.put(name, bytes);
+        }
+        let path = join_under(&self.root, name)?;
+        let (file, tmp) = write_tmp(&path, bytes, true)?;
+        start_writeback(&file, 0, bytes.len() as u64);
+        self.staged.push(Staged { file, tmp, path });
+        Ok(())
+    }
+
+    fn commit_staged(&mut self) -> Result<(), WriteError> {
+        let staged = std::mem::take(&mut self.staged);
+        let res = self.commit(&staged);
+        if res.is_err() {
+            // Those already renamed are complete files; they are written again, under
+            // the same names, by the caller's retries.
+            for s in &staged {
+                let _ = fs::remove_file(&s.tmp);
+            }
+        }
+        res
+    }
+
+    fn discard_staged(&mut self) {
+        for s in std::mem::take(&mut self.staged) {
+            let _ = fs::remove_file(&s.tmp);
+        }
     }
 
     /// An open file grows in its own output folder, under a hidden name readers skip,
@@ -371,6 +452,43 @@ mod tests {
         f.sync_all().unwrap();
         drop(f);
         assert!(fs::read(&path).unwrap() == want, "the file's bytes differ");
+    }
+
+    /// Staged files stay under their temporary names until the commit, which puts each
+    /// under its name in its folder; discarded ones leave nothing behind.
+    #[test]
+    fn staged_files_appear_at_the_commit_and_discarded_ones_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = FileWriter::new(dir.path(), true);
+        assert!(w.stages());
+        w.stage("a=1/x.parquet", b"one").unwrap();
+        w.stage("a=2/y.parquet", b"two").unwrap();
+        let names = |d: &str| -> Vec<String> {
+            fs::read_dir(dir.path().join(d))
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for d in ["a=1", "a=2"] {
+            let n = names(d);
+            assert!(n.len() == 1 && n[0].ends_with(TMP_SUFFIX), "{n:?}");
+        }
+        w.commit_staged().unwrap();
+        assert_eq!(fs::read(dir.path().join("a=1/x.parquet")).unwrap(), b"one");
+        assert_eq!(fs::read(dir.path().join("a=2/y.parquet")).unwrap(), b"two");
+        assert_eq!((names("a=1").len(), names("a=2").len()), (1, 1));
+        w.stage("a=1/z.parquet", b"three").unwrap();
+        w.discard_staged();
+        w.commit_staged().unwrap();
+        assert_eq!(names("a=1"), ["x.parquet"]);
+        // Without fsync a staged file is written at once.
+        let mut w = FileWriter::new(dir.path(), false);
+        assert!(!w.stages());
+        w.stage("a=3/v.parquet", b"four").unwrap();
+        assert_eq!(fs::read(dir.path().join("a=3/v.parquet")).unwrap(), b"four");
     }
 
     #[test]

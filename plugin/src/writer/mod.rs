@@ -88,6 +88,30 @@ pub trait Writer: Send {
         Ok(())
     }
 
+    /// Whether [`Writer::stage`] saves anything over [`Writer::put`]: a writer whose
+    /// durability costs per call, as a file's fsyncs do (each a journal commit). The
+    /// flusher then writes the small files of several batches as a group and makes
+    /// them durable together, with [`Writer::commit_staged`].
+    fn stages(&self) -> bool {
+        false
+    }
+
+    /// Stores `bytes` as `name` to be made durable, and visible under `name`, by the
+    /// next [`Writer::commit_staged`]. By default it is stored at once ([`Writer::put`]).
+    fn stage(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        self.put(name, bytes)
+    }
+
+    /// Makes every staged file durable under its name. On `Err` none of them counts as
+    /// written (some may be complete under their names, and are written again under the
+    /// same names); nothing stays staged either way.
+    fn commit_staged(&mut self) -> Result<(), WriteError> {
+        Ok(())
+    }
+
+    /// Drops the staged files unwritten (a group cut short by a panic).
+    fn discard_staged(&mut self) {}
+
     /// Whether the destination is reachable and writable (readiness checks).
     fn check(&mut self) -> Result<(), WriteError>;
 
