@@ -113,6 +113,9 @@ pub(super) fn writer_loop(
         let results = match catch_unwind(AssertUnwindSafe(|| f.flush_group(&batches))) {
             Ok(r) => r,
             Err(_) => {
+                // Files of the group already made durable (a group past GROUP_BYTES
+                // commits on the way) are written again under the same names when
+                // their records, still buffered, are flushed next.
                 f.abandon_group();
                 batches
                     .iter()

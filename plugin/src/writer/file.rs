@@ -121,6 +121,25 @@ impl FileWriter {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// The second half of a group's write (see [`Writer::stage`]): every file synced,
+    /// then renamed, then each folder synced once. Stops at the first error.
+    fn commit(&self, staged: &[Staged]) -> Result<(), WriteError> {
+        for s in staged {
+            s.file
+                .sync_all()
+                .map_err(|e| WriteError::io("fsync", &s.tmp, e))?;
+        }
+        for s in staged {
+            fs::rename(&s.tmp, &s.path).map_err(|e| WriteError::io("rename", &s.path, e))?;
+        }
+        let folders: std::collections::BTreeSet<&Path> =
+            staged.iter().map(|s| folder_of(&s.path)).collect();
+        for dir in folders {
+            sync_dir(dir).map_err(|e| WriteError::io("fsync folder", dir, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Bytes written to a [`WriteBehind`] file between two starts of writeback.
@@ -280,27 +299,6 @@ fn write_tmp(path: &Path, bytes: &[u8], fsync: bool) -> Result<(File, PathBuf), 
         return Err(WriteError::io("write", &tmp, e));
     }
     Ok((f, tmp))
-}
-
-impl FileWriter {
-    /// The second half of a group's write (see [`Writer::stage`]): every file synced,
-    /// then renamed, then each folder synced once. Stops at the first error.
-    fn commit(&self, staged: &[Staged]) -> Result<(), WriteError> {
-        for s in staged {
-            s.file
-                .sync_all()
-                .map_err(|e| WriteError::io("fsync", &s.tmp, e))?;
-        }
-        for s in staged {
-            fs::rename(&s.tmp, &s.path).map_err(|e| WriteError::io("rename", &s.path, e))?;
-        }
-        let folders: std::collections::BTreeSet<&Path> =
-            staged.iter().map(|s| folder_of(&s.path)).collect();
-        for dir in folders {
-            sync_dir(dir).map_err(|e| WriteError::io("fsync folder", dir, e))?;
-        }
-        Ok(())
-    }
 }
 
 impl Writer for FileWriter {
