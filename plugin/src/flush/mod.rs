@@ -8,6 +8,9 @@
 //! A write is attempted `1 + RecoveryAttempts` times with exponential backoff. When all
 //! attempts fail, the finished file goes to the local recovery store; only if that fails
 //! too is the batch reported as failed, and the buffer keeps its records.
+//!
+//! Small batches waiting together may be flushed as a group whose files are made
+//! durable together (`group`): the same files, fewer journal commits.
 
 mod file_facts;
 mod group;
