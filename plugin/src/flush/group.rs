@@ -161,6 +161,7 @@ impl Flusher {
         let started = Instant::now();
         let committed = self.writer.commit_staged();
         let commit = started.elapsed().as_secs_f64();
+        Metrics::add(&self.shared.metrics.write_groups, 1);
         if let Err(e) = &committed {
             Metrics::add(&self.shared.metrics.write_failures, 1);
             log_at!(

@@ -205,6 +205,10 @@ impl Flusher {
         &mut *self.writer
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
     pub fn recovery(&self) -> Option<&RecoveryStore> {
         self.recovery.as_ref()
     }

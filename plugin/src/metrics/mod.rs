@@ -191,6 +191,8 @@ pub struct Metrics {
     pub bytes_written: AtomicU64,
     pub write_failures: AtomicU64,
     pub upload_retries: AtomicU64,
+    /// Groups of files made durable together (see `flush::group`).
+    pub write_groups: AtomicU64,
     pub recovery_stored: AtomicU64,
     pub recovery_resent: AtomicU64,
     /// Rows of files kept open across flushes (FileMaxAge) that could be neither
@@ -247,7 +249,7 @@ impl Metrics {
     pub fn render_prometheus_with(&self, labels: &Labels) -> String {
         let mut s = String::new();
         let l = labels.plain();
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "d2p_records_in_total",
                 "Records accepted into the buffer.",
@@ -292,6 +294,11 @@ impl Metrics {
                 "d2p_upload_retries_total",
                 "Write or upload retries.",
                 &self.upload_retries,
+            ),
+            (
+                "d2p_write_groups_total",
+                "Groups of small files made durable together (the file writer with WriterFsync); a batch written alone is not counted.",
+                &self.write_groups,
             ),
             (
                 "d2p_recovery_stored_total",

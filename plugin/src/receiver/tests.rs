@@ -987,6 +987,7 @@ fn batches_flushed_as_a_group_each_get_their_files() {
     let batches = held_batches(&c, 0, 7, 5);
     let results = f.flush_group(&batches);
     assert_eq!(results.len(), 5);
+    assert_eq!(Metrics::get(&f.metrics().write_groups), 1);
     for (b, r) in batches.iter().zip(&results) {
         let w = r.as_ref().unwrap();
         assert_eq!((w.rows, w.files.len(), w.recovered), (7, 1, 0), "{w:?}");
@@ -1010,9 +1011,13 @@ fn batches_flushed_as_a_group_each_get_their_files() {
     );
     let r = Receiver::start(&c, Arc::new(NullLogger)).unwrap();
     r.submit(batch(&c, 0, 2000, 4)).unwrap();
+    let m = r.metrics();
     r.close();
     assert_eq!(written(dir.path()), expect(0, 2000));
     assert_eq!(parquet_files(&dir.path().join("out")).len(), 200);
+    // The 200 batches waited for the writer thread together: it made groups of them.
+    let groups = Metrics::get(&m.write_groups);
+    assert!((1..200).contains(&groups), "{groups} groups for 200 files");
     assert!(leftovers(&dir.path().join("out")).is_empty());
 }
 
