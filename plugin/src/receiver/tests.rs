@@ -719,20 +719,7 @@ fn a_paged_batch_is_read_a_page_at_a_time_into_one_file() {
     let again = f.flush(&b).unwrap();
     assert_eq!(again.files, w.files);
     assert_eq!(written(dir.path()), expect(0, n));
-    fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .flat_map(|e| match e.path().is_dir() {
-                true => files(&e.path()),
-                false => vec![e.path()],
-            })
-            .collect()
-    }
-    let left: Vec<_> = files(&out)
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".parquet"))
-        .collect();
+    let left = leftovers(&out);
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -962,17 +949,18 @@ fn held_batches(c: &Config, from: usize, per_key: usize, keys: usize) -> Vec<Bat
         .collect()
 }
 
-/// The files under `dir` whose names are not a Parquet file's: temporary files left.
+/// The files under `dir` whose names are not a Parquet file's: temporary files or
+/// spools left behind.
 fn leftovers(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut left = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        match e.path().is_dir() {
-            true => left.extend(leftovers(&e.path())),
-            false if !e.path().to_string_lossy().ends_with(".parquet") => left.push(e.path()),
-            false => {}
-        }
-    }
-    left
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| match e.path().is_dir() {
+            true => leftovers(&e.path()),
+            false => vec![e.path()],
+        })
+        .filter(|p| !p.to_string_lossy().ends_with(".parquet"))
+        .collect()
 }
 
 /// With fsync, batches flushed as a group each get their file, counted in their own

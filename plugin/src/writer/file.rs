@@ -313,8 +313,8 @@ impl Writer for FileWriter {
     }
 
     /// Writes the file under its temporary name and starts its writeback, so that the
-    /// group's first fsync finds every file of the group on its way to the disk and
-    /// one journal commit covers them all.
+    /// group's fsyncs find every file of the group already on its way to the disk and
+    /// share their journal commits.
     fn stage(&mut self, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         if !self.fsync {
             return self.put(name, bytes);
@@ -327,14 +327,12 @@ impl Writer for FileWriter {
     }
 
     fn commit_staged(&mut self) -> Result<(), WriteError> {
-        let staged = std::mem::take(&mut self.staged);
-        let res = self.commit(&staged);
-        if res.is_err() {
+        let res = self.commit(&self.staged);
+        match res {
+            Ok(()) => self.staged.clear(),
             // Those already renamed are complete files; they are written again, under
             // the same names, by the caller's retries.
-            for s in &staged {
-                let _ = fs::remove_file(&s.tmp);
-            }
+            Err(_) => self.discard_staged(),
         }
         res
     }
